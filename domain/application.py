@@ -1,0 +1,115 @@
+"""The billing application: loads and saves Subscription aggregates in the event store.
+
+Persistence is chosen by the composition root (`infra/`) through the eventsourcing environment;
+this module imports only the event-sourcing base and the standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import Tracking
+
+from domain.catalog import Catalog
+from domain.errors import SubscriptionExists, UnknownSubscription
+from domain.subscription import Subscription
+
+UsageKey = tuple[str, str]  # (subscription id, usage id)
+
+
+@runtime_checkable
+class UsageLedger(Protocol):
+    """Durable record of usage ids already applied, written in the same transaction as events."""
+
+    def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]: ...
+
+
+class BillingApplication(Application[str]):
+    name = "billing"
+    snapshotting_intervals = {Subscription: 50}  # noqa: RUF012 - eventsourcing's class setting
+    cache_limit = 200_000
+
+    def __init__(self, catalog: Catalog, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        self.catalog = catalog
+        # Aggregates this process has loaded or saved. A stale entry cannot do harm: saving it
+        # fails with a version conflict, after which the caller evicts it and reloads.
+        self._cache: dict[str, Subscription] = {}
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def find(self, subscription_id: str) -> Subscription | None:
+        cached = self._cache.get(subscription_id)
+        if cached is not None:
+            return cached
+        try:
+            aggregate = self.repository.get(subscription_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(aggregate, Subscription)
+        self._remember(aggregate)
+        return aggregate
+
+    def get(self, subscription_id: str) -> Subscription:
+        aggregate = self.find(subscription_id)
+        if aggregate is None:
+            raise UnknownSubscription(f"no subscription {subscription_id!r}")
+        return aggregate
+
+    def load_as_stored(self, subscription_id: str, version: int | None = None) -> Subscription:
+        """Bypass the cache (for reads that must reflect exactly what is stored)."""
+        try:
+            aggregate = self.repository.get(subscription_id, version=version)
+        except AggregateNotFoundError:
+            raise UnknownSubscription(f"no subscription {subscription_id!r}") from None
+        assert isinstance(aggregate, Subscription)
+        return aggregate
+
+    def evict(self, subscription_ids: Iterable[str]) -> None:
+        for sid in subscription_ids:
+            self._cache.pop(sid, None)
+
+    def _remember(self, aggregate: Subscription) -> None:
+        if len(self._cache) >= self.cache_limit:
+            self._cache.clear()
+        self._cache[aggregate.id] = aggregate
+
+    # --- saving -----------------------------------------------------------------------------
+
+    def save_batch(self, aggregates: Sequence[Subscription], tracking: Tracking | None,
+                   usage_keys: Sequence[UsageKey] = ()) -> None:
+        """One transaction: new events, the input position and the applied usage ids."""
+        processing = ProcessingEvent[str](tracking)
+        processing.collect_events(*aggregates, usage_keys=usage_keys)
+        try:
+            self._record(processing)
+        except Exception:
+            self.evict(a.id for a in aggregates)
+            raise
+        for aggregate in aggregates:
+            self._remember(aggregate)
+        self._take_snapshots(processing)
+
+    def usage_ledger(self) -> UsageLedger:
+        recorder: Any = self.recorder
+        if not isinstance(recorder, UsageLedger):
+            raise TypeError("the configured recorder does not keep a usage ledger")
+        return recorder
+
+    # --- use cases --------------------------------------------------------------------------
+
+    def subscribe(self, subscription_id: str, account: str, plan_id: str, at: datetime) -> None:
+        if self.find(subscription_id) is not None:
+            raise SubscriptionExists(f"subscription {subscription_id!r} exists")
+        subscription = Subscription.subscribe(subscription_id, account, plan_id, self.catalog, at)
+        self.save_batch([subscription], tracking=None)
+
+    def roll_cycles(self, subscription_id: str, at: datetime) -> int:
+        subscription = self.get(subscription_id)
+        rolled = subscription.roll_cycles_until(at)
+        if rolled:
+            self.save_batch([subscription], tracking=None)
+        return rolled

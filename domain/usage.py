@@ -1,0 +1,103 @@
+"""A usage event as the domain sees it, and the contract check of its decoded JSON fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from domain.errors import InvalidUsage
+
+MAX_QUANTITY = Decimal(10) ** 15
+MAX_DECIMAL_PLACES = 9
+MAX_TEXT = 256
+REQUIRED = ("id", "subscription", "metric", "quantity", "at")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageItem:
+    id: str
+    subscription: str
+    metric: str
+    quantity: Decimal
+    at: datetime
+    member: str | None = None
+    workspace: str | None = None
+
+    def as_record(self) -> dict[str, str]:
+        """The compact form stored in a UsageRecorded event (strings keep it exact)."""
+        record = {"id": self.id, "metric": self.metric, "quantity": str(self.quantity),
+                  "at": self.at.isoformat()}
+        if self.member is not None:
+            record["member"] = self.member
+        if self.workspace is not None:
+            record["workspace"] = self.workspace
+        return record
+
+
+def _text(raw: dict[str, Any], key: str, required: bool) -> str | None:
+    value = raw.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise InvalidUsage(f"'{key}' must be a non-empty string of at most {MAX_TEXT} characters",
+                           "invalid_field")
+    return value
+
+
+def parse_quantity(value: object) -> Decimal:
+    """An int or a decimal string, > 0. JSON floats are refused: they are not exact."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidUsage("quantity must be an integer or a decimal string", "invalid_quantity")
+    if isinstance(value, str):
+        if len(value) > 40:
+            raise InvalidUsage("quantity string too long", "invalid_quantity")
+        try:
+            quantity = Decimal(value)
+        except InvalidOperation:
+            raise InvalidUsage(f"quantity is not a decimal: {value!r}", "invalid_quantity") from None
+    else:
+        quantity = Decimal(value)
+    if not quantity.is_finite() or quantity <= 0 or quantity >= MAX_QUANTITY:
+        raise InvalidUsage(f"quantity must be > 0 and < 10^15: {value!r}", "invalid_quantity")
+    exponent = quantity.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
+        raise InvalidUsage(f"quantity has more than {MAX_DECIMAL_PLACES} decimals",
+                           "invalid_quantity")
+    return quantity
+
+
+def parse_time(value: object) -> datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidUsage("'at' must be an RFC 3339 string with an offset", "invalid_timestamp")
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidUsage(f"'at' is not RFC 3339: {value!r}", "invalid_timestamp") from None
+    if at.tzinfo is None or "T" not in value.upper():
+        raise InvalidUsage(f"'at' needs a date, a time and an offset: {value!r}",
+                           "invalid_timestamp")
+    return at
+
+
+def parse_usage(raw: object) -> UsageItem:
+    """Check decoded JSON against the usage contract; raise InvalidUsage with a code."""
+    if not isinstance(raw, dict):
+        raise InvalidUsage("a usage event is a JSON object", "not_an_object")
+    missing = [k for k in REQUIRED if k not in raw or raw[k] is None]
+    if missing:
+        raise InvalidUsage(f"missing field(s): {', '.join(missing)}", "missing_field")
+    usage_id = _text(raw, "id", True)
+    subscription = _text(raw, "subscription", True)
+    metric = _text(raw, "metric", True)
+    assert usage_id is not None and subscription is not None and metric is not None
+    return UsageItem(
+        id=usage_id,
+        subscription=subscription,
+        metric=metric,
+        quantity=parse_quantity(raw["quantity"]),
+        at=parse_time(raw["at"]),
+        member=_text(raw, "member", False),
+        workspace=_text(raw, "workspace", False),
+    )

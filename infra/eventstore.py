@@ -1,0 +1,86 @@
+"""Event store wiring: the eventsourcing PostgreSQL recorder extended with the usage ledger.
+
+The ledger (`usage_dedup`) and the Kafka position (eventsourcing `Tracking`, single row per
+`topic:partition`) are written inside the same transaction as the new events, so an input either
+has its whole effect once or none at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresProcessRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from domain.application import BillingApplication, UsageKey
+from domain.catalog import Catalog
+
+
+class BillingRecorder(PostgresProcessRecorder):
+    def __init__(self, datastore: Any, *, events_table_name: str = "billing_events",
+                 tracking_table_name: str = "billing_tracking") -> None:
+        super().__init__(datastore, events_table_name=events_table_name,
+                         tracking_table_name=tracking_table_name)
+        schema = Identifier(self.datastore.schema)
+        self.sql_create_statements.extend([
+            SQL("CREATE TABLE IF NOT EXISTS {0}.usage_dedup ("
+                "subscription_id text NOT NULL, usage_id text NOT NULL, "
+                "PRIMARY KEY (subscription_id, usage_id))").format(schema),
+            # When each event was recorded (its `timestamp` is business time).
+            SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS recorded_at timestamptz "
+                "NOT NULL DEFAULT now()").format(schema, Identifier(self.events_table_name)),
+        ])
+        self._insert_usage = SQL(
+            "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
+            "SELECT * FROM unnest(%s::text[], %s::text[])"
+        ).format(schema)
+        self._select_usage = SQL(
+            "SELECT d.subscription_id, d.usage_id FROM {0}.usage_dedup d "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(s, u) "
+            "ON d.subscription_id = k.s AND d.usage_id = k.u"
+        ).format(schema)
+
+    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        keys: Sequence[UsageKey] = kwargs.get("usage_keys") or ()
+        if keys:
+            # A plain INSERT: a key applied concurrently fails the whole transaction.
+            curs.execute(self._insert_usage, ([k[0] for k in keys], [k[1] for k in keys]),
+                         prepare=True)
+
+    def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
+        if not keys:
+            return set()
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_usage, ([k[0] for k in keys], [k[1] for k in keys]),
+                         prepare=True)
+            return {(r["subscription_id"], r["usage_id"]) for r in curs.fetchall()}
+
+
+def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
+    url = urlparse(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "infra.eventstore:BillingRecorder",
+        "ORIGINATOR_ID_TYPE": "text",
+        "IS_SNAPSHOTTING_ENABLED": "y",
+        "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "10",
+        "POSTGRES_CONN_MAX_AGE": "",
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",  # they break commit order of the notification log
+    }
+
+
+def open_application(database_url: str, catalog: Catalog) -> BillingApplication:
+    return BillingApplication(catalog, env=eventsourcing_env(database_url))

