@@ -107,6 +107,17 @@ class BillingApplication(Application[str]):
         subscription = Subscription.subscribe(subscription_id, account, plan_id, self.catalog, at)
         self.save_batch([subscription], tracking=None)
 
+    def subscribe_many(self, specs: Sequence[tuple[str, str, str]], at: datetime) -> None:
+        """(subscription id, account, plan id) each; all or none, in one transaction."""
+        created = []
+        for subscription_id, account, plan_id in specs:
+            if self.find(subscription_id) is not None:
+                raise SubscriptionExists(f"subscription {subscription_id!r} exists")
+            created.append(
+                Subscription.subscribe(subscription_id, account, plan_id, self.catalog, at)
+            )
+        self.save_batch(created, tracking=None)
+
     def roll_cycles(self, subscription_id: str, at: datetime) -> int:
         subscription = self.get(subscription_id)
         rolled = subscription.roll_cycles_until(at)

@@ -1,0 +1,82 @@
+"""Use case `usage/record_batch`: apply a micro-batch of usage events exactly once.
+
+Two steps so the caller can dead-letter refusals before anything commits:
+`prepare_usage_batch` deduplicates and applies the batch to the aggregates in memory;
+`BillingApplication.save_batch` then writes the new events, the applied usage ids and the input
+position in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from domain.application import BillingApplication, UsageKey
+from domain.errors import BillingError, UnknownSubscription
+from domain.subscription import Subscription
+from domain.usage import UsageItem
+
+
+@dataclass
+class PreparedBatch:
+    aggregates: list[Subscription] = field(default_factory=list)
+    usage_keys: list[UsageKey] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    cycles_rolled: int = 0
+    rejected: list[tuple[int, BillingError]] = field(default_factory=list)  # (index, error)
+
+
+def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> PreparedBatch:
+    """Items are indexed by position so refusals can be traced back to their input messages."""
+    batch = PreparedBatch()
+    first_seen: dict[UsageKey, int] = {}
+    for index, item in enumerate(items):
+        key = (item.subscription, item.id)
+        if key in first_seen:
+            batch.duplicates += 1  # the same id twice in one batch: the first one counts
+        else:
+            first_seen[key] = index
+    already = app.usage_ledger().seen_usage(list(first_seen))
+    batch.duplicates += len(already)
+
+    by_subscription: dict[str, list[int]] = {}
+    for key, index in first_seen.items():
+        if key not in already:
+            by_subscription.setdefault(key[0], []).append(index)
+
+    for subscription_id, indexes in by_subscription.items():
+        subscription = app.find(subscription_id)
+        if subscription is None:
+            error = UnknownSubscription(f"no subscription {subscription_id!r}")
+            batch.rejected.extend((i, error) for i in indexes)
+            continue
+        accepted = _apply(subscription, [(i, items[i]) for i in indexes], batch)
+        if accepted or subscription.pending_events:
+            batch.aggregates.append(subscription)
+        batch.usage_keys.extend((subscription_id, items[i].id) for i in accepted)
+        batch.accepted += len(accepted)
+    return batch
+
+
+def _apply(subscription: Subscription, indexed: list[tuple[int, UsageItem]],
+           batch: PreparedBatch) -> list[int]:
+    """Apply in time order; usage past the open cycle's end first rolls the cycle (as the clock
+    would), so each item lands in the cycle its time belongs to."""
+    indexed.sort(key=lambda pair: pair[1].at)
+    accepted: list[int] = []
+    pending: list[UsageItem] = []
+    for index, item in indexed:
+        if item.at >= subscription.cycle_end:
+            subscription.record_usage(pending)
+            pending = []
+            batch.cycles_rolled += subscription.roll_cycles_until(item.at)
+        try:
+            subscription.check_usage(item)
+        except BillingError as error:
+            batch.rejected.append((index, error))
+            continue
+        pending.append(item)
+        accepted.append(index)
+    subscription.record_usage(pending)
+    return accepted

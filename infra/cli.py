@@ -1,0 +1,228 @@
+"""The `billing` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from infra.config import Settings
+from infra.stack import Stack, start_stack
+
+log = logging.getLogger("billing")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _print_json(obj: Any) -> None:
+    print(orjson.dumps(obj, default=_json_default, option=orjson.OPT_INDENT_2).decode())
+
+
+def _stack_file(settings: Settings) -> Path:
+    return settings.data_dir / "current-stack.json"
+
+
+def connect(settings: Settings) -> Stack:
+    """Where to find a running stack: external settings, or the embedded one `billing run` wrote
+    down. (An embedded stack's broker is in memory: starting a new one would find no data.)"""
+    if settings.stack != "embedded":
+        return start_stack(settings)
+    path = _stack_file(settings)
+    if not path.exists():
+        raise SystemExit(
+            "no running embedded stack: start `billing run` in another terminal, or set "
+            "BILLING_STACK=external with BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP"
+        )
+    info = json.loads(path.read_text())
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError):
+        raise SystemExit(f"the stack in {path} is gone (its `billing run` stopped)") from None
+    return Stack(info["database_url"], info["kafka_bootstrap"], "embedded")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.demo import run_demo
+    from infra.engine import Engine
+
+    t0 = time.perf_counter()
+    with start_stack(settings) as stack:
+        print(f"stack ({stack.mode}): postgres {stack.database_url}  kafka {stack.kafka_bootstrap}"
+              f"  [{time.perf_counter() - t0:.1f}s]")
+        engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
+        try:
+            summary = run_demo(engine, args.subscriptions, args.events, print)
+        finally:
+            engine.close()
+    print(f"\ndone in {time.perf_counter() - t0:.1f}s (stack started and stopped)")
+    if args.json:
+        _print_json(summary)
+    return 0 if summary["quota_matches_input"] else 1
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.engine import Engine, Workers
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = start_stack(settings)
+    stack_file = _stack_file(settings)
+    try:
+        engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
+        if stack.mode == "embedded":
+            stack_file.parent.mkdir(parents=True, exist_ok=True)
+            stack_file.write_text(json.dumps({
+                "pid": os.getpid(), "database_url": stack.database_url,
+                "kafka_bootstrap": stack.kafka_bootstrap}))
+        workers = Workers.of(engine, group=args.group)
+        workers.start()
+        print(f"billing workers running (postgres {stack.database_url}, kafka "
+              f"{stack.kafka_bootstrap}); Ctrl-C or SIGTERM stops them", flush=True)
+        while not stop.wait(args.report_every):
+            s = workers.ingestor.stats
+            print(f"ingested {s.accepted:,} usage, {s.duplicates:,} duplicates, "
+                  f"{s.dead_lettered:,} dead-lettered; relayed {workers.relay.published:,}; "
+                  f"projected {workers.projector.applied:,}", flush=True)
+        print("stopping: finishing the batches in hand", flush=True)
+        workers.stop()
+        engine.close()
+    finally:
+        if stack.mode == "embedded":
+            stack_file.unlink(missing_ok=True)
+        stack.close()
+    return 0
+
+
+def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import kafka
+
+    stack = connect(settings)
+    producer = kafka.producer(stack.kafka_bootstrap)
+    count = 0
+    with open(args.file, "rb") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            key = None
+            try:
+                body = orjson.loads(line)
+                if isinstance(body, dict) and isinstance(body.get("subscription"), str):
+                    key = body["subscription"].encode()
+            except orjson.JSONDecodeError:
+                pass  # published as is: the ingestion dead-letters it with a code
+            producer.send(settings.topics.usage, key=key, value=line)
+            count += 1
+    producer.flush()
+    producer.close()
+    print(json.dumps({"published": count, "topic": settings.topics.usage}) if args.json
+          else f"published {count} usage events to {settings.topics.usage}")
+    return 0
+
+
+def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from projections import quota_store
+
+    stack = connect(settings)
+    with psycopg.connect(stack.database_url) as conn:
+        rows = quota_store.read(conn, args.subscription)
+    if not rows:
+        print(f"no quota rows for {args.subscription}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json([{**r, "cycle_start": r["cycle_start"].isoformat(),
+                      "cycle_end": r["cycle_end"].isoformat()} for r in rows])
+        return 0
+    first = rows[0]
+    print(f"{first['subscription_id']}  account {first['account']}  plan {first['plan_id']}  "
+          f"cycle {first['cycle_start']:%Y-%m-%d %H:%M} .. {first['cycle_end']:%Y-%m-%d %H:%M}")
+    print(f"  {'metric':<16}{'included':>14}{'used':>14}{'remaining':>14}  limit")
+    for r in rows:
+        flag = "  EXHAUSTED" if r["exhausted"] else ""
+        print(f"  {r['metric']:<16}{r['included']:>14}{r['used']:>14}{r['remaining']:>14}"
+              f"  {r['limit_kind']}{flag}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.projector import Database, rebuild_from_store
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    stack = connect(settings)
+    app = open_application(stack.database_url, load_catalog(settings))
+    db = Database(stack.database_url)
+    t0 = time.perf_counter()
+    count = rebuild_from_store(app, db)
+    elapsed = time.perf_counter() - t0
+    db.close()
+    app.close()
+    print(f"quota rebuilt from the event store: {count} events in {elapsed:.2f}s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="billing", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the spine end to end on the embedded stack")
+    p.add_argument("--subscriptions", type=int, default=300)
+    p.add_argument("--events", type=int, default=40_000)
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run ingestion, relay and projection until stopped")
+    p.add_argument("--group", action="store_true",
+                   help="join consumer groups (scale out over several processes)")
+    p.add_argument("--report-every", type=float, default=10.0)
+    p.set_defaults(func=cmd_run)
+
+    usage = sub.add_parser("usage", help="usage events").add_subparsers(dest="verb", required=True)
+    p = usage.add_parser("publish", help="publish usage events from a JSON-lines file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_usage_publish)
+
+    p = sub.add_parser("quota", help="a subscription's quota read model")
+    p.add_argument("subscription")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quota)
+
+    p = sub.add_parser("rebuild", help="rebuild read models from the event store")
+    p.add_argument("projection", nargs="*", default=["quota"], choices=["quota"])
+    p.set_defaults(func=cmd_rebuild)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+    return int(args.func(args, Settings.from_env()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

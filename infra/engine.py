@@ -1,0 +1,178 @@
+"""The composition root: every part of the engine is wired here and only here, so tests and the
+CLI can start exactly the parts they need against any stack."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consumers.loop import TrackedConsumer
+from consumers.projector import Database, QuotaPositions, QuotaProjector
+from consumers.usage import UsageIngestor, UsagePositions
+from domain.application import BillingApplication
+from domain.catalog import Catalog
+from infra import kafka
+from infra.config import Settings
+from infra.dlq import DeadLetters
+from infra.eventstore import open_application
+from infra.relay import Relay
+from projections import quota_store
+
+log = logging.getLogger(__name__)
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    if settings.catalog_path is not None:
+        return Catalog.from_file(settings.catalog_path)
+    text = importlib.resources.files("infra").joinpath("catalogs/starter.toml").read_text("utf-8")
+    return Catalog.from_toml(text)
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    database_url: str
+    kafka_bootstrap: str
+    app: BillingApplication
+    db: Database
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, settings: Settings, database_url: str, kafka_bootstrap: str,
+             catalog: Catalog | None = None) -> Engine:
+        kafka.ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
+        app = open_application(database_url, catalog or load_catalog(settings))
+        db = Database(database_url)
+        quota_store.create_schema(db.conn)
+        engine = cls(settings, database_url, kafka_bootstrap, app, db)
+        engine._closers.extend([app.close, db.close])
+        return engine
+
+    # --- parts ----------------------------------------------------------------------------
+
+    def producer(self, **overrides: Any) -> Any:
+        p = kafka.producer(self.kafka_bootstrap, **overrides)
+        self._closers.append(lambda: p.close(timeout=5))
+        return p
+
+    def dead_letters(self, consumer_name: str) -> DeadLetters:
+        return DeadLetters(self.producer(), self.settings.topics.dlq, consumer_name)
+
+    def ingestion(self, group: bool = False) -> tuple[TrackedConsumer, UsageIngestor]:
+        ingestor = UsageIngestor(self.app, self.dead_letters("usage-ingest"))
+        client = kafka.consumer(self.kafka_bootstrap, self.settings,
+                                group_id="billing-usage-ingest" if group else None,
+                                client_id="billing-usage-ingest")
+        loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(self.app),
+                               ingestor.handle, group=group, name="usage-ingest")
+        self._closers.append(loop.close)
+        return loop, ingestor
+
+    def relay(self) -> Relay:
+        # One request in flight keeps per-partition order through producer retries.
+        producer = self.producer(max_in_flight_requests_per_connection=1)
+        return Relay(self.app, producer, self.settings.topics.events)
+
+    def projector(self, group: bool = False) -> tuple[TrackedConsumer, QuotaProjector]:
+        db = Database(self.database_url)
+        self._closers.append(db.close)
+        projector = QuotaProjector(db, self.dead_letters("quota-projector"))
+        client = kafka.consumer(self.kafka_bootstrap, self.settings,
+                                group_id="billing-quota-projector" if group else None,
+                                client_id="billing-quota-projector")
+        loop = TrackedConsumer(client, self.settings.topics.events, QuotaPositions(db),
+                               projector.handle, group=group, name="quota-projector")
+        self._closers.append(loop.close)
+        return loop, projector
+
+    def close(self) -> None:
+        while self._closers:
+            with contextlib.suppress(Exception):
+                self._closers.pop()()
+
+
+@dataclass
+class Workers:
+    """Ingestion, relay and projection, each in its own thread; stop() lets each finish the
+    batch in hand (every batch commits atomically, so an abandoned one is simply redone)."""
+
+    ingest: TrackedConsumer
+    ingestor: UsageIngestor
+    relay: Relay
+    project: TrackedConsumer
+    projector: QuotaProjector
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, engine: Engine, group: bool = False) -> Workers:
+        ingest, ingestor = engine.ingestion(group)
+        project, projector = engine.projector(group)
+        return cls(ingest, ingestor, engine.relay(), project, projector)
+
+    def start(self) -> None:
+        for name, target in (("ingest", self.ingest.run), ("relay", self.relay.run),
+                             ("project", self.project.run)):
+            t = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def wait_caught_up(self, monitor: Monitor, timeout: float = 120) -> None:
+        """Until everything published to billing.usage so far is ingested, relayed and
+        projected (checked through the monitor's own connections: clients are per thread)."""
+        usage_end = monitor.end_offsets(monitor.engine.settings.topics.usage)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if monitor.caught_up(usage_end):
+                return
+            time.sleep(0.05)
+        raise TimeoutError("workers did not catch up in time")
+
+
+class Monitor:
+    """Reads positions and end offsets with connections of its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.db = Database(engine.database_url)
+        self.client = kafka.consumer(engine.kafka_bootstrap, engine.settings,
+                                     client_id="billing-monitor")
+        engine._closers.extend([self.db.close, self.client.close])
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        parts = kafka.partitions_of(self.client, topic)
+        return {tp.partition: end for tp, end in self.client.end_offsets(parts).items()}
+
+    def caught_up(self, usage_end: dict[int, int]) -> bool:
+        topics = self.engine.settings.topics
+        usage = UsagePositions(self.engine.app)
+        for partition, end in usage_end.items():
+            pos = usage.position(topics.usage, partition)
+            if end and (pos is None or pos + 1 < end):
+                return False
+        recorder: Any = self.engine.app.recorder
+        relayed = recorder.max_tracking_id(f"relay:{topics.events}") or 0
+        if relayed < (recorder.max_notification_id() or 0):
+            return False
+        projected = QuotaPositions(self.db)
+        for partition, end in self.end_offsets(topics.events).items():
+            pos = projected.position(topics.events, partition)
+            if end and (pos is None or pos + 1 < end):
+                return False
+        return True
+
+
+def project_file(name: str) -> Path:
+    return Path(__file__).resolve().parent.parent / name

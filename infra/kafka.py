@@ -1,0 +1,105 @@
+"""Kafka clients with the settings this engine relies on, and idempotent topic creation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from infra.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def admin(bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="billing-admin")
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    from kafka.admin import NewTopic
+
+    client = admin(bootstrap)
+    try:
+        wanted = list(topics)
+        existing = set(client.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                client.create_topics(
+                    [NewTopic(name=t, num_partitions=partitions, replication_factor=1)
+                     for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        _wait_for_metadata(bootstrap, wanted)
+    finally:
+        client.close()
+
+
+def _wait_for_metadata(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(consumer.partitions_for_topic(t) for t in topics):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"topics not visible after {timeout}s: {topics}")
+    finally:
+        consumer.close()
+
+
+def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "retries": 10,
+        "client_id": "billing-producer",
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """A consumer whose positions live in PostgreSQL: auto-commit is off, offsets never
+    committed to the broker."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.max_poll_records,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "max_partition_fetch_bytes": 16 * 1024 * 1024,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 500),
+        "client_id": "billing-consumer",
+    }
+    config.update(overrides)
+    return KafkaConsumer(**config)
+
+
+def partitions_of(client: KafkaConsumer, topic: str, timeout: float = 30) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = client.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        time.sleep(0.1)
+    raise KafkaError(f"topic {topic} has no partitions")
+
+
+def end_offsets(bootstrap: str, settings: Settings, topic: str) -> dict[int, int]:
+    client = consumer(bootstrap, settings)
+    try:
+        parts = partitions_of(client, topic)
+        return {tp.partition: off for tp, off in client.end_offsets(parts).items()}
+    finally:
+        client.close()

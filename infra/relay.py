@@ -1,0 +1,80 @@
+"""The relay: tails the event store's notification log in commit order and publishes each event
+to `billing.events` (key = subscription), flushes, then records its position.
+
+At-least-once: a crash after the flush and before the position is recorded republishes the same
+events, which consumers drop by (subscription, version). It never skips: the eventsourcing
+recorder takes a table lock per insert, so notification ids become visible in commit order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from kafka import KafkaProducer
+
+from domain.application import BillingApplication
+from infra.codec import encode, event_message
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, app: BillingApplication, producer: KafkaProducer, topic: str,
+                 batch_size: int = 5000) -> None:
+        self.app = app
+        self.producer = producer
+        self.topic = topic
+        self.batch_size = batch_size
+        self.name = f"relay:{topic}"
+        self.published = 0
+        self._position: int | None = None
+
+    @property
+    def recorder(self) -> Any:
+        return self.app.recorder
+
+    def position(self) -> int:
+        if self._position is None:
+            self._position = self.recorder.max_tracking_id(self.name) or 0
+        return self._position
+
+    def run_once(self) -> int:
+        start = self.position() + 1
+        notifications = self.recorder.select_notifications(start=start, limit=self.batch_size)
+        if not notifications:
+            return 0
+        futures = [
+            self.producer.send(self.topic, key=n.originator_id.encode(),
+                               value=encode(event_message(self.app, n)))
+            for n in notifications
+        ]
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+        last = notifications[-1].id
+        try:
+            self.recorder.insert_tracking(Tracking(self.name, last))
+        except IntegrityError:
+            # Another relay recorded a position at or past ours; follow it.
+            self._position = None
+            log.warning("relay position moved by another process; reloading")
+            return len(notifications)
+        self._position = last
+        self.published += len(notifications)
+        return len(notifications)
+
+    def lag(self) -> int:
+        return max((self.recorder.max_notification_id() or 0) - self.position(), 0)
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
+        while not stop.is_set():
+            try:
+                if self.run_once() == 0:
+                    stop.wait(idle_sleep)
+            except Exception:
+                log.exception("relay batch failed; retrying from the recorded position")
+                self._position = None
+                stop.wait(1.0)

@@ -1,0 +1,96 @@
+"""The quota read model: per subscription and metric, what is included, used and remaining in the
+open cycle. `apply` is a pure function of the current rows and one `billing.events` message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class QuotaRow:
+    subscription_id: str
+    metric: str
+    account: str
+    plan_id: str
+    included: Decimal
+    used: Decimal
+    limit_kind: str
+    cycle_start: datetime
+    cycle_end: datetime
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.included - self.used, Decimal(0))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit_kind == "hard" and self.used >= self.included
+
+
+@dataclass
+class SubscriptionQuota:
+    """Everything the quota model holds for one subscription, plus the last applied version."""
+
+    subscription_id: str
+    version: int = 0
+    rows: dict[str, QuotaRow] | None = None
+
+    def metrics(self) -> dict[str, QuotaRow]:
+        if self.rows is None:
+            self.rows = {}
+        return self.rows
+
+
+def _rows_for(sub: str, account: str, plan_id: str, allowances: dict[str, Any],
+              start: datetime, end: datetime) -> dict[str, QuotaRow]:
+    return {
+        metric: QuotaRow(sub, metric, account, plan_id, Decimal(a["included"]), Decimal(0),
+                         a.get("limit", "hard"), start, end)
+        for metric, a in allowances.items()
+    }
+
+
+def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
+    """Apply one event message; returns False (and changes nothing) for an already-applied
+    version, so redelivered messages are harmless."""
+    version = int(message["version"])
+    if version <= state.version:
+        return False
+    data = message["data"]
+    kind = message["type"]
+    rows = state.metrics()
+    if kind == "Subscribed":
+        state.rows = _rows_for(state.subscription_id, data["account"], data["plan_id"],
+                               data["allowances"], _time(data["cycle_start"]),
+                               _time(data["cycle_end"]))
+    elif kind == "UsageRecorded":
+        for metric, total in data["totals"].items():
+            row = rows.get(metric)
+            if row is not None:
+                rows[metric] = replace(row, used=row.used + Decimal(total))
+    elif kind == "CycleRolled" and rows:
+        any_row = next(iter(rows.values()))
+        state.rows = _rows_for(state.subscription_id, any_row.account, any_row.plan_id,
+                               data["allowances"], _time(data["cycle_start"]),
+                               _time(data["cycle_end"]))
+    state.version = version
+    return True
+
+
+def _time(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def apply_all(states: dict[str, SubscriptionQuota], messages: Iterable[dict[str, Any]]) -> int:
+    applied = 0
+    for message in messages:
+        sub = message["subscription"]
+        state = states.get(sub)
+        if state is None:
+            state = states[sub] = SubscriptionQuota(sub)
+        applied += apply(state, message)
+    return applied

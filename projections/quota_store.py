@@ -1,0 +1,147 @@
+"""SQL for the quota read model, its per-subscription versions and its input positions.
+
+Rows, versions and the Kafka position are always written in one transaction by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+
+from projections.quota import QuotaRow, SubscriptionQuota
+
+PROJECTION = "quota"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS quota (
+    subscription_id text NOT NULL,
+    metric text NOT NULL,
+    account text NOT NULL,
+    plan_id text NOT NULL,
+    included numeric NOT NULL,
+    used numeric NOT NULL,
+    remaining numeric NOT NULL,
+    limit_kind text NOT NULL,
+    exhausted boolean NOT NULL,
+    cycle_start timestamptz NOT NULL,
+    cycle_end timestamptz NOT NULL,
+    PRIMARY KEY (subscription_id, metric)
+);
+CREATE INDEX IF NOT EXISTS quota_account ON quota (account);
+CREATE TABLE IF NOT EXISTS projection_versions (
+    projection text NOT NULL,
+    subscription_id text NOT NULL,
+    version bigint NOT NULL,
+    PRIMARY KEY (projection, subscription_id)
+);
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection text NOT NULL,
+    topic text NOT NULL,
+    partition int NOT NULL,
+    position bigint NOT NULL,
+    PRIMARY KEY (projection, topic, partition)
+);
+"""
+
+COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "used", "remaining",
+           "limit_kind", "exhausted", "cycle_start", "cycle_end")
+
+
+class PositionConflict(RuntimeError):
+    """Another process recorded this position (or a later one) first."""
+
+
+def create_schema(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
+        conn.execute(SCHEMA)
+
+
+def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str, SubscriptionQuota]:
+    states = {sid: SubscriptionQuota(sid) for sid in subscription_ids}
+    cur.execute("SELECT subscription_id, version FROM projection_versions "
+                "WHERE projection = %s AND subscription_id = ANY(%s)",
+                (PROJECTION, list(subscription_ids)))
+    for sid, version in cur.fetchall():
+        states[sid].version = version
+    cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
+                (list(subscription_ids),))
+    for r in cur.fetchall():
+        row = QuotaRow(r[0], r[1], r[2], r[3], r[4], r[5], r[7], r[9], r[10])
+        states[row.subscription_id].metrics()[row.metric] = row
+    return states
+
+
+def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None:
+    states = list(states)
+    if not states:
+        return
+    ids = [s.subscription_id for s in states]
+    cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (ids,))
+    rows = [row for s in states for row in (s.rows or {}).values()]
+    if rows:
+        cur.execute(
+            f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
+            "%s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], %s::timestamptz[])",
+            (
+                [r.subscription_id for r in rows], [r.metric for r in rows],
+                [r.account for r in rows], [r.plan_id for r in rows],
+                [r.included for r in rows], [r.used for r in rows],
+                [r.remaining for r in rows], [r.limit_kind for r in rows],
+                [r.exhausted for r in rows], [r.cycle_start for r in rows],
+                [r.cycle_end for r in rows],
+            ),
+        )
+    cur.execute(
+        "INSERT INTO projection_versions (projection, subscription_id, version) "
+        "SELECT %s, * FROM unnest(%s::text[], %s::bigint[]) "
+        "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
+        (PROJECTION, ids, [s.version for s in states]),
+    )
+
+
+def record_position(cur: psycopg.Cursor[Any], topic: str, partition: int, position: int) -> None:
+    cur.execute(
+        "INSERT INTO projection_positions AS p (projection, topic, partition, position) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) DO UPDATE "
+        "SET position = EXCLUDED.position WHERE p.position < EXCLUDED.position",
+        (PROJECTION, topic, partition, position),
+    )
+    if cur.rowcount != 1:
+        raise PositionConflict(f"{PROJECTION} {topic}:{partition} already at or past {position}")
+
+
+def position(conn: psycopg.Connection[Any], topic: str, partition: int) -> int | None:
+    row = conn.execute(
+        "SELECT position FROM projection_positions "
+        "WHERE projection = %s AND topic = %s AND partition = %s",
+        (PROJECTION, topic, partition),
+    ).fetchone()
+    conn.commit()
+    return None if row is None else int(row[0])
+
+
+def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
+    cur.execute("DELETE FROM quota")
+    cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
+    if positions_too:
+        cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
+
+
+def read(conn: psycopg.Connection[Any], subscription_id: str | None = None,
+         limit: int | None = None) -> list[dict[str, Any]]:
+    sql = f"SELECT {', '.join(COLUMNS)} FROM quota"
+    params: list[Any] = []
+    if subscription_id is not None:
+        sql += " WHERE subscription_id = %s"
+        params.append(subscription_id)
+    sql += " ORDER BY subscription_id, metric"
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    rows = conn.execute(sql, params).fetchall()
+    conn.commit()
+    return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
