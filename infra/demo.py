@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from infra import kafka
 from infra.engine import Engine, Monitor, Workers
 from projections import quota_store
 
@@ -82,13 +83,8 @@ def generate(subscriptions: int, events: int, seed: int = 7,
     return data
 
 
-def publish(engine: Engine, messages: list[tuple[bytes | None, bytes]]) -> float:
-    producer = engine.producer()
-    t0 = time.perf_counter()
-    for key, value in messages:
-        producer.send(engine.settings.topics.usage, key=key, value=value)
-    producer.flush()
-    return time.perf_counter() - t0
+def publish(engine: Engine, messages: list[tuple[bytes | None, bytes]]) -> dict[int, int]:
+    return kafka.publish(engine.producer(), engine.settings.topics.usage, messages)
 
 
 def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[str, Any]:
@@ -97,7 +93,9 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
     engine.app.subscribe_many(
         [(sid, f"acct-{sid[4:]}", plan) for sid, plan in data.subscriptions.items()], data.start
     )
-    t_publish = publish(engine, data.messages)
+    t_publish = time.perf_counter()
+    usage_end = publish(engine, data.messages)
+    t_publish = time.perf_counter() - t_publish
     out(f"published {len(data.messages):,} usage messages in {t_publish:.2f}s "
         f"({len(data.messages) / t_publish:,.0f}/s)")
 
@@ -106,7 +104,7 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
     t0 = time.perf_counter()
     workers.start()
     try:
-        workers.wait_caught_up(monitor, timeout=300)
+        workers.wait_caught_up(monitor, usage_end, timeout=300)
     finally:
         workers.stop()
     elapsed = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import orjson
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from psycopg import Cursor
@@ -37,11 +38,11 @@ class BillingRecorder(PostgresProcessRecorder):
         ])
         self._insert_usage = SQL(
             "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
-            "SELECT * FROM unnest(%s::text[], %s::text[])"
+            "SELECT k->>0, k->>1 FROM json_array_elements(%s::json) AS k"
         ).format(schema)
         self._select_usage = SQL(
             "SELECT d.subscription_id, d.usage_id FROM {0}.usage_dedup d "
-            "JOIN unnest(%s::text[], %s::text[]) AS k(s, u) "
+            "JOIN (SELECT k->>0 AS s, k->>1 AS u FROM json_array_elements(%s::json) AS k) AS k "
             "ON d.subscription_id = k.s AND d.usage_id = k.u"
         ).format(schema)
 
@@ -51,16 +52,20 @@ class BillingRecorder(PostgresProcessRecorder):
         keys: Sequence[UsageKey] = kwargs.get("usage_keys") or ()
         if keys:
             # A plain INSERT: a key applied concurrently fails the whole transaction.
-            curs.execute(self._insert_usage, ([k[0] for k in keys], [k[1] for k in keys]),
-                         prepare=True)
+            curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
         if not keys:
             return set()
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_usage, ([k[0] for k in keys], [k[1] for k in keys]),
-                         prepare=True)
+            curs.execute(self._select_usage, (_pairs_json(keys),), prepare=True)
             return {(r["subscription_id"], r["usage_id"]) for r in curs.fetchall()}
+
+
+def _pairs_json(keys: Sequence[UsageKey]) -> str:
+    # One JSON parameter instead of two text arrays: psycopg's array dumper escapes every
+    # element in Python, which dominated the ingest profile.
+    return orjson.dumps(keys).decode()
 
 
 def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:

@@ -1,0 +1,137 @@
+"""Benchmark: end-to-end usage ingest (Kafka -> durable, exactly-once event store state) next to a
+raw kafka-python consume of the same topic, measured in the same run.
+
+    python bench/ingest.py [--events 200000] [--subscriptions 1000] [--no-record]
+
+Prints both rates and their ratio and appends them to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra import kafka  # noqa: E402
+from infra.config import Settings  # noqa: E402
+from infra.engine import Engine, Monitor  # noqa: E402
+from infra.stack import start_stack  # noqa: E402
+
+METRICS = ("conversations", "documents", "tokens")
+PLANS = ("basic", "scale", "enterprise")
+
+
+def publish(engine: Engine, events: int, subscriptions: int,
+            start: datetime) -> tuple[float, dict[int, int]]:
+    def messages() -> Iterator[tuple[bytes, bytes]]:
+        for n in range(events):
+            sub = f"sub-{(n * 7919) % subscriptions:06d}"
+            yield sub.encode(), orjson.dumps({
+                "id": f"u-{n:09d}", "subscription": sub, "metric": METRICS[n % 3],
+                "quantity": 1 + n % 17, "at": (start + timedelta(seconds=n % 86400)).isoformat(),
+                "member": f"m-{n % 7}",
+            })
+
+    t0 = time.perf_counter()
+    ends = kafka.publish(engine.producer(), engine.settings.topics.usage, messages())
+    return time.perf_counter() - t0, ends
+
+
+def raw_consume(engine: Engine, total: int) -> float:
+    """The baseline: kafka-python polling the same topic, same settings, doing nothing else."""
+    client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="bench-raw")
+    parts = kafka.partitions_of(client, engine.settings.topics.usage)
+    client.assign(parts)
+    client.seek_to_beginning(*parts)
+    seen = 0
+    t0 = time.perf_counter()
+    while seen < total:
+        for records in client.poll(timeout_ms=1000).values():
+            seen += len(records)
+    elapsed = time.perf_counter() - t0
+    client.close()
+    return elapsed
+
+
+def ingest(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[str, int]]:
+    loop, ingestor = engine.ingestion()
+    monitor = Monitor(engine)
+    t0 = time.perf_counter()
+    while True:
+        loop.poll_once(timeout_ms=500)
+        if monitor.ingested(ends):
+            break
+    elapsed = time.perf_counter() - t0
+    s = ingestor.stats
+    return elapsed, {"accepted": s.accepted, "duplicates": s.duplicates,
+                     "dead_lettered": s.dead_lettered, "events_written": s.events_written,
+                     "batches": loop.batches}
+
+
+def record(lines: list[str], command: str) -> None:
+    path = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+    header = "# Benchmarks\n\nFigures appended by the scripts in `bench/`; newest last.\n"
+    text = path.read_text() if path.exists() else header
+    text += "\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--subscriptions", type=int, default=1_000)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    settings = Settings.from_env()
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with start_stack(settings) as stack:
+        engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
+        try:
+            subs = [(f"sub-{i:06d}", f"acct-{i}", PLANS[i % 3]) for i in range(args.subscriptions)]
+            engine.app.subscribe_many(subs, start)
+            t_pub, ends = publish(engine, args.events, args.subscriptions, start)
+            t_raw = raw_consume(engine, args.events)
+            t_ing, stats = ingest(engine, ends)
+        finally:
+            engine.close()
+    raw_rate = args.events / t_raw
+    ing_rate = args.events / t_ing
+    ratio = ing_rate / raw_rate
+    cores = os.cpu_count()
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    command = "python bench/ingest.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"## ingest: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- command: `{command.strip()}` (stack: {settings.stack})",
+        f"- machine: {cores} cores, {mem_gib:.0f} GiB, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        f"- input: {args.events:,} usage events over {args.subscriptions:,} subscriptions, "
+        f"{settings.partitions} partitions (published at {args.events / t_pub:,.0f}/s)",
+        f"- raw kafka-python consume: **{raw_rate:,.0f} events/s** ({t_raw:.2f}s)",
+        f"- end-to-end ingest, exactly-once to PostgreSQL: **{ing_rate:,.0f} events/s** "
+        f"({t_ing:.2f}s; {stats['batches']} batches, {stats['events_written']:,} domain events)",
+        f"- ratio ingest / raw consume: **{ratio:.2f}**",
+    ]
+    print("\n".join(lines))
+    print(stats)
+    if stats["accepted"] != args.events:
+        print(f"ERROR: accepted {stats['accepted']} of {args.events}: {stats}", file=sys.stderr)
+        return 1
+    if not args.no_record:
+        record(lines, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
