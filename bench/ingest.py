@@ -13,18 +13,18 @@ import os
 import platform
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra import kafka  # noqa: E402
-from infra.config import Settings  # noqa: E402
-from infra.engine import Engine, Monitor  # noqa: E402
-from infra.stack import start_stack  # noqa: E402
+from infra import kafka
+from infra.config import Settings
+from infra.engine import Engine, Monitor
+from infra.stack import start_stack
 
 METRICS = ("conversations", "documents", "tokens")
 PLANS = ("basic", "scale", "enterprise")

@@ -86,7 +86,7 @@ class TrackedConsumer:
         self.consumer.close(autocommit=False)
 
 
-class _SeekOnAssign(ConsumerRebalanceListener):
+class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: TrackedConsumer) -> None:
         self.owner = owner
 

@@ -29,7 +29,7 @@ class UsageLedger(Protocol):
 
 class BillingApplication(Application[str]):
     name = "billing"
-    snapshotting_intervals = {Subscription: 50}  # noqa: RUF012 - eventsourcing's class setting
+    snapshotting_intervals = {Subscription: 50}
     cache_limit = 200_000
 
     def __init__(self, catalog: Catalog, env: Mapping[str, str] | None = None) -> None:
@@ -46,7 +46,7 @@ class BillingApplication(Application[str]):
         if cached is not None:
             return cached
         try:
-            aggregate = self.repository.get(subscription_id)
+            aggregate: object = self.repository.get(subscription_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, Subscription)
@@ -62,7 +62,7 @@ class BillingApplication(Application[str]):
     def load_as_stored(self, subscription_id: str, version: int | None = None) -> Subscription:
         """Bypass the cache (for reads that must reflect exactly what is stored)."""
         try:
-            aggregate = self.repository.get(subscription_id, version=version)
+            aggregate: object = self.repository.get(subscription_id, version=version)
         except AggregateNotFoundError:
             raise UnknownSubscription(f"no subscription {subscription_id!r}") from None
         assert isinstance(aggregate, Subscription)

@@ -92,7 +92,7 @@ def _text(d: dict[str, Any], key: str, where: str) -> str:
 
 
 def _decimal(value: object, where: str) -> Decimal:
-    if isinstance(value, float) or isinstance(value, bool):
+    if isinstance(value, (float, bool)):
         raise CatalogError(f"{where}: write amounts as strings or integers, never floats")
     try:
         result = Decimal(str(value))

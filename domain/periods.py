@@ -27,6 +27,7 @@ def cycle_bounds(anchor: datetime, at: datetime, months: int = 1) -> tuple[datet
     Each boundary is computed from the anchor (not from the previous boundary), so a subscription
     anchored on the 31st bills on the 31st again after February's 28th.
     """
+    require_aware(anchor, "anchor")
     require_aware(at)
     if at < anchor:
         raise ValueError("time is before the anchor")

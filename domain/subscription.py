@@ -22,7 +22,7 @@ from eventsourcing.domain import (
 )
 
 from domain.catalog import Catalog, Plan
-from domain.errors import CycleNotOver, UnknownMetric, UsageTooLate
+from domain.errors import CycleNotOver, InvalidUsage, UnknownMetric, UsageTooLate
 from domain.periods import add_months, require_aware
 from domain.usage import UsageItem
 
@@ -89,7 +89,7 @@ class Subscription(BaseAggregate[str]):
     @event(Subscribed)
     def __init__(
         self,
-        id: str,  # noqa: A002 - the eventsourcing library passes the aggregate id by this name
+        id: str,
         account: str,
         plan_id: str,
         catalog_id: str,
@@ -132,6 +132,9 @@ class Subscription(BaseAggregate[str]):
     # --- usage -------------------------------------------------------------------------------
 
     def check_usage(self, item: UsageItem) -> None:
+        if item.subscription != self.id:
+            raise InvalidUsage(f"usage for {item.subscription!r} sent to {self.id!r}",
+                               "wrong_subscription")
         if item.metric not in self.allowances:
             raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
         if item.at < self.cycle_start:
@@ -183,6 +186,7 @@ class Subscription(BaseAggregate[str]):
 
     def roll_cycles_until(self, at: datetime) -> int:
         """Roll as many cycles as have ended by `at`; returns how many."""
+        require_aware(at)
         rolled = 0
         while at >= self.cycle_end:
             self.roll_cycle(at)
@@ -208,6 +212,8 @@ class Subscription(BaseAggregate[str]):
     # --- queries -----------------------------------------------------------------------------
 
     def remaining(self, metric: str) -> Decimal:
+        if metric not in self.allowances:
+            raise UnknownMetric(f"plan {self.plan_id} has no metric {metric!r}")
         included = Decimal(self.allowances[metric]["included"])
         return max(included - self.used.get(metric, Decimal(0)), Decimal(0))
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from domain.errors import InvalidUsage
 
+DECIMAL_STRING = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 9
 MAX_TEXT = 256
@@ -51,12 +53,11 @@ def parse_quantity(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidUsage("quantity must be an integer or a decimal string", "invalid_quantity")
     if isinstance(value, str):
-        if len(value) > 40:
-            raise InvalidUsage("quantity string too long", "invalid_quantity")
-        try:
-            quantity = Decimal(value)
-        except InvalidOperation:
-            raise InvalidUsage(f"quantity is not a decimal: {value!r}", "invalid_quantity") from None
+        # Plain ASCII digits with an optional fraction: no exponent, sign, spaces or "_".
+        if len(value) > 40 or not DECIMAL_STRING.fullmatch(value):
+            raise InvalidUsage(f"quantity is not a plain decimal string: {value[:40]!r}",
+                               "invalid_quantity")
+        quantity = Decimal(value)
     else:
         quantity = Decimal(value)
     if not quantity.is_finite() or quantity <= 0 or quantity >= MAX_QUANTITY:

@@ -76,7 +76,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.engine import Engine, Workers
+    from infra.engine import ROLES, Engine, Workers
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,15 +90,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             stack_file.write_text(json.dumps({
                 "pid": os.getpid(), "database_url": stack.database_url,
                 "kafka_bootstrap": stack.kafka_bootstrap}))
-        workers = Workers.of(engine, group=args.group)
+        workers = Workers.of(engine, group=args.group, roles=tuple(args.only or ROLES))
         workers.start()
         print(f"billing workers running (postgres {stack.database_url}, kafka "
               f"{stack.kafka_bootstrap}); Ctrl-C or SIGTERM stops them", flush=True)
         while not stop.wait(args.report_every):
-            s = workers.ingestor.stats
-            print(f"ingested {s.accepted:,} usage, {s.duplicates:,} duplicates, "
-                  f"{s.dead_lettered:,} dead-lettered; relayed {workers.relay.published:,}; "
-                  f"projected {workers.projector.applied:,}", flush=True)
+            print(workers.report(), flush=True)
         print("stopping: finishing the batches in hand", flush=True)
         workers.stop()
         engine.close()
@@ -194,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="store_true",
                    help="join consumer groups (scale out over several processes)")
     p.add_argument("--report-every", type=float, default=10.0)
+    p.add_argument("--only", action="append", choices=["ingest", "relay", "project"],
+                   help="run only this worker (repeatable); default: all three")
     p.set_defaults(func=cmd_run)
 
     usage = sub.add_parser("usage", help="usage events").add_subparsers(dest="verb", required=True)

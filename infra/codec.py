@@ -24,7 +24,7 @@ def _default(obj: Any) -> Any:
 
 
 def event_message(app: Application[Any], notification: Notification) -> dict[str, Any]:
-    event = app.mapper.to_domain_event(notification)
+    event: Any = app.mapper.to_domain_event(notification)
     return {
         "subscription": notification.originator_id,
         "version": notification.originator_version,

@@ -52,12 +52,13 @@ def generate(subscriptions: int, events: int, seed: int = 7,
                 "at": at.isoformat(), "member": f"member-{rng.randrange(5)}"}
         value = orjson.dumps(body)
         sent.append((sub.encode(), value))
-        key = (sub, metric)
-        data.expected[key] = data.expected.get(key, Decimal(0)) + Decimal(str(body["quantity"]))
+        total_key = (sub, metric)
+        data.expected[total_key] = (data.expected.get(total_key, Decimal(0))
+                                    + Decimal(str(body["quantity"])))
     data.messages.extend(sent)
     # Redeliveries: ~3 % of messages published again, later in the stream.
-    for key, value in rng.sample(sent, len(sent) * 3 // 100):
-        data.messages.append((key, value))
+    for sub_key, value in rng.sample(sent, len(sent) * 3 // 100):
+        data.messages.append((sub_key, value))
         data.duplicates += 1
     bad: list[tuple[str, bytes | None, bytes]] = [
         ("malformed_json", b"sub-00001", b'{"id": "x", "subscription": '),
@@ -76,9 +77,9 @@ def generate(subscriptions: int, events: int, seed: int = 7,
          b'"at":"2026-11-02T10:00:00+00:00"}'),
     ]
     for i in range(max(events // 400, 1)):
-        code, key, value = bad[i % len(bad)]
-        value = value.replace(b'"id":"', f'"id":"bad{i}-'.encode(), 1)
-        data.messages.insert(rng.randrange(len(data.messages)), (key, value))
+        code, bad_key, bad_value = bad[i % len(bad)]
+        bad_value = bad_value.replace(b'"id":"', f'"id":"bad{i}-'.encode(), 1)
+        data.messages.insert(rng.randrange(len(data.messages)), (bad_key, bad_value))
         data.malformed[code] = data.malformed.get(code, 0) + 1
     return data
 
@@ -112,14 +113,16 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
     rows = quota_store.read(monitor.db.conn)
     actual = {(r["subscription_id"], r["metric"]): r["used"] for r in rows}
     mismatches = [k for k, v in data.expected.items() if actual.get(k, Decimal(0)) != v]
+    assert workers.ingestor and workers.relay and workers.projector
     stats = workers.ingestor.stats
-    summary = {
+    by_code: dict[str, int] = dict(sorted(stats.by_code.items()))
+    summary: dict[str, Any] = {
         "messages": len(data.messages),
         "usage_accepted": stats.accepted,
         "duplicates_ignored": stats.duplicates,
         "duplicates_published": data.duplicates,
         "dead_lettered": stats.dead_lettered,
-        "dead_lettered_by_code": dict(sorted(stats.by_code.items())),
+        "dead_lettered_by_code": by_code,
         "events_written": stats.events_written,
         "events_relayed": workers.relay.published,
         "events_projected": workers.projector.applied,
@@ -138,7 +141,7 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
     out(f"  duplicates ignored         {summary['duplicates_ignored']:>10,}"
         f"   (published {data.duplicates:,} redeliveries)")
     out(f"  dead-lettered              {summary['dead_lettered']:>10,}   "
-        + ", ".join(f"{k}={v}" for k, v in summary["dead_lettered_by_code"].items()))
+        + ", ".join(f"{k}={v}" for k, v in by_code.items()))
     out(f"  domain events written      {summary['events_written']:>10,}"
         f"   (one per subscription per micro-batch)")
     out(f"  events relayed / projected {summary['events_relayed']:>10,} / "

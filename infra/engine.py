@@ -98,29 +98,39 @@ class Engine:
                 self._closers.pop()()
 
 
+ROLES = ("ingest", "relay", "project")
+
+
 @dataclass
 class Workers:
     """Ingestion, relay and projection, each in its own thread; stop() lets each finish the
     batch in hand (every batch commits atomically, so an abandoned one is simply redone)."""
 
-    ingest: TrackedConsumer
-    ingestor: UsageIngestor
-    relay: Relay
-    project: TrackedConsumer
-    projector: QuotaProjector
+    ingest: TrackedConsumer | None = None
+    ingestor: UsageIngestor | None = None
+    relay: Relay | None = None
+    project: TrackedConsumer | None = None
+    projector: QuotaProjector | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
-    def of(cls, engine: Engine, group: bool = False) -> Workers:
-        ingest, ingestor = engine.ingestion(group)
-        project, projector = engine.projector(group)
-        return cls(ingest, ingestor, engine.relay(), project, projector)
+    def of(cls, engine: Engine, group: bool = False, roles: tuple[str, ...] = ROLES) -> Workers:
+        workers = cls()
+        if "ingest" in roles:
+            workers.ingest, workers.ingestor = engine.ingestion(group)
+        if "relay" in roles:
+            workers.relay = engine.relay()
+        if "project" in roles:
+            workers.project, workers.projector = engine.projector(group)
+        return workers
 
     def start(self) -> None:
-        for name, target in (("ingest", self.ingest.run), ("relay", self.relay.run),
-                             ("project", self.project.run)):
-            t = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
+        for name, part in (("ingest", self.ingest), ("relay", self.relay),
+                           ("project", self.project)):
+            if part is None:
+                continue
+            t = threading.Thread(target=part.run, args=(self.stop_event,), name=name, daemon=True)
             t.start()
             self.threads.append(t)
 
@@ -128,6 +138,18 @@ class Workers:
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout=30)
+
+    def report(self) -> str:
+        parts = []
+        if self.ingestor:
+            s = self.ingestor.stats
+            parts.append(f"ingested {s.accepted:,} usage, {s.duplicates:,} duplicates, "
+                         f"{s.dead_lettered:,} dead-lettered")
+        if self.relay:
+            parts.append(f"relayed {self.relay.published:,}")
+        if self.projector:
+            parts.append(f"projected {self.projector.applied:,}")
+        return "; ".join(parts)
 
     def wait_caught_up(self, monitor: Monitor, usage_end: dict[int, int],
                        timeout: float = 120) -> None:

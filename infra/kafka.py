@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -29,13 +30,11 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> Non
         existing = set(client.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(
                     [NewTopic(name=t, num_partitions=partitions, replication_factor=1)
                      for t in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass
         _wait_for_metadata(bootstrap, wanted)
     finally:
         client.close()

