@@ -110,8 +110,7 @@ def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
     from infra import kafka
 
     stack = connect(settings)
-    producer = kafka.producer(stack.kafka_bootstrap)
-    count = 0
+    messages: list[tuple[bytes | None, bytes]] = []
     with open(args.file, "rb") as f:
         for line in f:
             line = line.strip()
@@ -124,12 +123,15 @@ def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
                     key = body["subscription"].encode()
             except orjson.JSONDecodeError:
                 pass  # published as is: the ingestion dead-letters it with a code
-            producer.send(settings.topics.usage, key=key, value=line)
-            count += 1
-    producer.flush()
+            messages.append((key, line))
+    producer = kafka.producer(stack.kafka_bootstrap)
+    ends = kafka.publish(producer, settings.topics.usage, messages)
     producer.close()
-    print(json.dumps({"published": count, "topic": settings.topics.usage}) if args.json
-          else f"published {count} usage events to {settings.topics.usage}")
+    if args.json:
+        _print_json({"published": len(messages), "topic": settings.topics.usage,
+                     "end_offsets": {str(p): o for p, o in sorted(ends.items())}})
+    else:
+        print(f"published {len(messages)} usage events to {settings.topics.usage}")
     return 0
 
 

@@ -121,8 +121,12 @@ class EmbeddedPostgres:
                 self._run([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
 
     def _run(self, args: list[str]) -> None:
-        result = subprocess.run(args, user=self._user, capture_output=True, text=True,
-                                cwd="/", timeout=60)
+        # Drop root's group too: a gid of 0 would be checked against the group bits of
+        # root-owned parents (e.g. 0700 temp folders) and refused.
+        ids: dict[str, Any] = (
+            {"user": self._user, "group": self._user, "extra_groups": []} if self._user else {}
+        )
+        result = subprocess.run(args, capture_output=True, text=True, cwd="/", timeout=60, **ids)
         if result.returncode != 0:
             server_log = self.data_dir / "server.log"
             tail = server_log.read_text()[-2000:] if server_log.exists() else ""
