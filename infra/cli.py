@@ -161,6 +161,52 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.engine import load_catalog
+
+    catalog = load_catalog(settings)
+    plans = [{"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
+              "currency": p.price.currency, "period_months": p.period_months,
+              "allowances": {m: a.as_dict() for m, a in p.allowances.items()}}
+             for p in sorted(catalog.plans.values(), key=lambda p: p.rank)]
+    if args.json:
+        _print_json({"id": catalog.id, "version": catalog.version, "plans": plans})
+        return 0
+    print(f"catalog {catalog.id} (version {catalog.version}), prices in {catalog.currency}, "
+          "excluding tax")
+    for plan in plans:
+        allowances = ", ".join(f"{m} {a['included']} ({a['limit']})"
+                               for m, a in plan["allowances"].items())
+        print(f"  {plan['id']:<12} {plan['name']:<12} {plan['price']:>10} / "
+              f"{plan['period_months']} month(s)   {allowances}")
+    return 0
+
+
+def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from domain.errors import BillingError
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    if at.tzinfo is None:
+        raise SystemExit("--at needs an offset, e.g. 2026-11-01T00:00:00+00:00")
+    stack = connect(settings)
+    app = open_application(stack.database_url, load_catalog(settings))
+    try:
+        app.subscribe(args.subscription, args.account or args.subscription, args.plan, at)
+    except BillingError as e:
+        print(json.dumps({"error": e.code, "message": str(e)}) if args.json
+              else f"refused ({e.code}): {e}", file=sys.stderr)
+        return 2
+    finally:
+        app.close()
+    result = {"subscription": args.subscription, "plan": args.plan, "at": at.isoformat()}
+    print(json.dumps(result) if args.json else f"subscribed {args.subscription} to {args.plan}")
+    return 0
+
+
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.projector import Database, rebuild_from_store
     from infra.engine import load_catalog
@@ -208,8 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_quota)
 
+    p = sub.add_parser("catalog", help="the plans of the loaded catalog")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_catalog)
+
+    p = sub.add_parser("subscribe", help="create a subscription on a plan")
+    p.add_argument("subscription")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--account")
+    p.add_argument("--at", help="RFC 3339 start time (default: now)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_subscribe)
+
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
-    p.add_argument("projection", nargs="*", default=["quota"], choices=["quota"])
+    p.add_argument("projection", nargs="*", choices=["quota"], help="default: all (quota)")
     p.set_defaults(func=cmd_rebuild)
     return parser
 
