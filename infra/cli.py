@@ -165,7 +165,7 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import load_catalog
 
     catalog = load_catalog(settings)
-    plans = [{"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
+    plans: list[dict[str, Any]] = [{"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
               "currency": p.price.currency, "period_months": p.period_months,
               "allowances": {m: a.as_dict() for m, a in p.allowances.items()}}
              for p in sorted(catalog.plans.values(), key=lambda p: p.rank)]
@@ -212,6 +212,9 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
+    unknown = set(args.projection) - {"quota"}
+    if unknown:
+        raise SystemExit(f"unknown read model(s): {', '.join(sorted(unknown))}; known: quota")
     stack = connect(settings)
     app = open_application(stack.database_url, load_catalog(settings))
     db = Database(stack.database_url)
@@ -267,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_subscribe)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
-    p.add_argument("projection", nargs="*", choices=["quota"], help="default: all (quota)")
+    p.add_argument("projection", nargs="*", help="read models to rebuild (default: all: quota)")
     p.set_defaults(func=cmd_rebuild)
     return parser
 
