@@ -165,10 +165,12 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import load_catalog
 
     catalog = load_catalog(settings)
-    plans: list[dict[str, Any]] = [{"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
-              "currency": p.price.currency, "period_months": p.period_months,
-              "allowances": {m: a.as_dict() for m, a in p.allowances.items()}}
-             for p in sorted(catalog.plans.values(), key=lambda p: p.rank)]
+    plans: list[dict[str, Any]] = [
+        {"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
+         "currency": p.price.currency, "period_months": p.period_months,
+         "allowances": {m: a.as_dict() for m, a in p.allowances.items()}}
+        for p in sorted(catalog.plans.values(), key=lambda p: p.rank)
+    ]
     if args.json:
         _print_json({"id": catalog.id, "version": catalog.version, "plans": plans})
         return 0
