@@ -43,11 +43,13 @@ class TrackedConsumer:
         self.batches = 0
         self.records = 0
         self.failures = 0
+        self.assigned: set[TopicPartition] = set()
         if group:
             consumer.subscribe([topic], listener=_SeekOnAssign(self))
         else:
             parts = partitions_of(consumer, topic)
             consumer.assign(parts)
+            self.assigned = set(parts)
             self.seek_to_stored(parts)
 
     def seek_to_stored(self, parts: Sequence[TopicPartition]) -> None:
@@ -91,7 +93,9 @@ class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        pass  # every batch commits its own position: nothing to hand over
+        # Every batch commits its own position: nothing to hand over.
+        self.owner.assigned -= set(revoked)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self.owner.seek_to_stored(list(assigned))
+        self.owner.assigned |= set(assigned)
