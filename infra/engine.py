@@ -67,8 +67,8 @@ class Engine:
 
     def ingestion(self, group: bool = False) -> tuple[TrackedConsumer, UsageIngestor]:
         ingestor = UsageIngestor(self.app, self.dead_letters("usage-ingest"))
-        client = kafka.consumer(self.kafka_bootstrap, self.settings,
-                                group_id=f"billing-ingest.{self.settings.topics.usage}" if group else None,
+        group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
+        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")
         loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(self.app),
                                ingestor.handle, group=group, name="usage-ingest")
@@ -84,8 +84,8 @@ class Engine:
         db = Database(self.database_url)
         self._closers.append(db.close)
         projector = QuotaProjector(db, self.dead_letters("quota-projector"))
-        client = kafka.consumer(self.kafka_bootstrap, self.settings,
-                                group_id=f"billing-quota.{self.settings.topics.events}" if group else None,
+        group_id = f"billing-quota.{self.settings.topics.events}" if group else None
+        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-quota-projector")
         loop = TrackedConsumer(client, self.settings.topics.events, QuotaPositions(db),
                                projector.handle, group=group, name="quota-projector")
