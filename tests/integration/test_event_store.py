@@ -1,0 +1,58 @@
+"""The event store: loading stays flat as history grows, and state replays exactly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from domain.usage import UsageItem
+from infra.engine import Engine
+from tests.integration.helpers import T0, subscribe
+
+pytestmark = pytest.mark.integration
+
+
+def test_loading_reads_a_snapshot_and_at_most_49_events_whatever_the_history(
+        engine: Engine) -> None:
+    subscribe(engine, "sub-long")
+    for n in range(130):
+        sub = engine.app.get("sub-long")
+        sub.record_usage([UsageItem(f"u{n}", "sub-long", "tokens", Decimal(n + 1),
+                                    T0 + timedelta(minutes=n))])
+        engine.app.save_batch([sub], None, [("sub-long", f"u{n}")])
+    assert engine.app.get("sub-long").version == 131
+
+    with psycopg.connect(engine.database_url) as conn:
+        snapshots = [r[0] for r in conn.execute(
+            "SELECT originator_version FROM billing_snapshots WHERE originator_id = 'sub-long' "
+            "ORDER BY 1")]
+    assert snapshots == [50, 100]
+
+    # A cold load (no process cache) starts from the newest snapshot: 31 events, not 131.
+    recorder = engine.app.recorder
+    calls: list[int] = []
+    original = recorder.select_events
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        events = original(*args, **kwargs)
+        calls.append(len(events))
+        return events
+
+    recorder.select_events = counting  # type: ignore[method-assign]
+    try:
+        loaded = engine.app.load_as_stored("sub-long")
+    finally:
+        recorder.select_events = original  # type: ignore[method-assign]
+    assert calls == [31]
+    assert loaded.version == 131
+    assert loaded.used == {"tokens": Decimal(sum(range(1, 131)))}
+
+    # Replaying every event from version 1 gives the same state as the snapshot path.
+    full = None
+    for event in engine.app.events.get("sub-long"):
+        full = event.mutate(full)  # type: ignore[attr-defined]
+    assert full is not None and full.version == 131
+    assert full.used == loaded.used and full.cycle_end == loaded.cycle_end
