@@ -35,7 +35,7 @@ class IngestStats:
     duplicates: int = 0
     dead_lettered: int = 0
     events_written: int = 0
-    cycles_rolled: int = 0
+    time_events: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -97,7 +97,7 @@ class UsageIngestor:
         s.accepted += batch.accepted
         s.duplicates += batch.duplicates
         s.dead_lettered += len(letters)
-        s.cycles_rolled += batch.cycles_rolled
+        s.time_events += batch.time_events
         s.events_written += new_events
         for _, code, _ in letters:
             s.by_code[code] = s.by_code.get(code, 0) + 1

@@ -14,6 +14,8 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import Tracking
 
 from domain.catalog import Catalog
+from domain.clock import CLOCK_ID, BillingClock
+from domain.commands import Command, Outcome, execute
 from domain.errors import SubscriptionExists, UnknownSubscription
 from domain.subscription import Subscription
 
@@ -101,10 +103,12 @@ class BillingApplication(Application[str]):
 
     # --- use cases --------------------------------------------------------------------------
 
-    def subscribe(self, subscription_id: str, account: str, plan_id: str, at: datetime) -> None:
+    def subscribe(self, subscription_id: str, account: str, plan_id: str, at: datetime,
+                  **options: Any) -> None:
         if self.find(subscription_id) is not None:
             raise SubscriptionExists(f"subscription {subscription_id!r} exists")
-        subscription = Subscription.subscribe(subscription_id, account, plan_id, self.catalog, at)
+        subscription = Subscription.subscribe(subscription_id, account, plan_id, self.catalog,
+                                              at, **options)
         self.save_batch([subscription], tracking=None)
 
     def subscribe_many(self, specs: Sequence[tuple[str, str, str]], at: datetime) -> None:
@@ -118,9 +122,60 @@ class BillingApplication(Application[str]):
             )
         self.save_batch(created, tracking=None)
 
-    def roll_cycles(self, subscription_id: str, at: datetime) -> int:
-        subscription = self.get(subscription_id)
-        rolled = subscription.roll_cycles_until(at)
-        if rolled:
-            self.save_batch([subscription], tracking=None)
-        return rolled
+    def handle(self, command: Command) -> Outcome:
+        """Run one command, exactly once per (subscription, command id): a replayed id has no
+        second effect and answers "duplicate". Refusals raise BillingError with a code."""
+        key = command_key(command)
+        if self.usage_ledger().seen_usage([key]):
+            return Outcome(command, "duplicate", 0)
+        subscription, outcome = execute(self.find(command.subscription), command, self.catalog)
+        try:
+            self.save_batch([subscription], tracking=None, usage_keys=[key])
+        except Exception:
+            self.evict([command.subscription])
+            raise
+        return outcome
+
+    def clock(self) -> BillingClock | None:
+        try:
+            clock: object = self.repository.get(CLOCK_ID)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(clock, BillingClock)
+        return clock
+
+    def advance_clock(self, to: datetime, subscription_ids: Iterable[str],
+                      batch: int = 500) -> tuple[int, int]:
+        """Apply everything due by `to` to every subscription (in batches of one transaction
+        each), then move the persisted clock. Re-running after a crash redoes only what is
+        still due. Returns (subscriptions changed, events written)."""
+        clock = self.clock()
+        if clock is None:
+            clock = BillingClock.start(to)
+        else:
+            clock.check_forward(to)
+        changed = events = 0
+        pending: list[Subscription] = []
+        for subscription_id in subscription_ids:
+            subscription = self.find(subscription_id)
+            if subscription is None:
+                continue
+            emitted = subscription.advance_to(to, self.catalog)
+            if emitted:
+                changed += 1
+                events += emitted
+                pending.append(subscription)
+            if len(pending) >= batch:
+                self.save_batch(pending, tracking=None)
+                pending = []
+        if pending:
+            self.save_batch(pending, tracking=None)
+        if clock.now != to or clock.version > 1:
+            clock.advance(to, changed, events)
+        self.save(clock)
+        return changed, events
+
+
+def command_key(command: Command) -> UsageKey:
+    """Commands share the idempotency ledger with usage, in their own id space."""
+    return (command.subscription, f"cmd:{command.id}")

@@ -1,10 +1,13 @@
-"""The plan catalog: plans, their prices and their allowances per metric.
-
-A catalog is read from TOML (standard library `tomllib`); see docs/catalog.md for the format.
+"""The plan catalog: plans, prices per billing period, seats, allowances, limits, features, packs,
+add-ons and user plans. Read from TOML (standard library `tomllib`); docs/catalog.md documents the
+format. A subscription copies the terms it is billed under (`Plan.terms`) into its events, so a
+later catalog version never changes the past.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -15,20 +18,52 @@ from domain.errors import CatalogError, UnknownPlan
 from domain.money import Money
 
 LIMIT_KINDS = ("hard", "overage")
+PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Tier:
+    up_to: Decimal | None  # units past the allowance covered by this tier; None = no bound
+    unit_price: Decimal
 
 
 @dataclass(frozen=True)
 class Allowance:
     metric: str
     included: Decimal
-    limit: str = "hard"  # "hard": usage past it marks the metric exhausted; "overage": billed
+    limit: str = "hard"  # "hard": usage past it is recorded but the metric is exhausted
     overage_unit_price: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()  # graduated overage; overrides overage_unit_price
+    daily_cap: Decimal | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        d = {"included": str(self.included), "limit": self.limit}
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"included": str(self.included), "limit": self.limit}
         if self.overage_unit_price is not None:
             d["overage_unit_price"] = str(self.overage_unit_price)
+        if self.tiers:
+            d["tiers"] = [{"up_to": None if t.up_to is None else str(t.up_to),
+                           "unit_price": str(t.unit_price)} for t in self.tiers]
+        if self.daily_cap is not None:
+            d["daily_cap"] = str(self.daily_cap)
         return d
+
+
+@dataclass(frozen=True)
+class Pack:
+    id: str
+    name: str
+    metric: str
+    quantity: Decimal
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class AddOn:
+    id: str
+    name: str
+    monthly_price: Decimal
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,9 +71,53 @@ class Plan:
     id: str
     name: str
     rank: int
-    price: Money
-    period_months: int
+    currency: str
+    prices: dict[str, Decimal]  # billing period -> price for one period
     allowances: dict[str, Allowance] = field(default_factory=dict)
+    included_seats: int | None = None  # None: members are not counted in seats
+    extra_seat_monthly_price: Decimal | None = None  # None: extra seats are not sold
+    limits: dict[str, int] = field(default_factory=dict)  # absent: unlimited
+    features: tuple[str, ...] = ()
+    trial_days: int = 0
+    commitment_months: int = 0
+    auto_renew: bool = True
+    available: bool = True
+    upgrade_proration: str = "prorate"  # or "full": full price, new cycle from the upgrade
+    user_plans: bool = False  # members hold user plans (solution x level), billed per user
+
+    @property
+    def price(self) -> Money:
+        """The monthly price (or the shortest period's), for display."""
+        period = min(self.prices, key=lambda p: PERIODS[p])
+        return Money(self.prices[period], self.currency)
+
+    def price_for(self, period: str) -> Decimal:
+        try:
+            return self.prices[period]
+        except KeyError:
+            raise CatalogError(f"plan {self.id} is not sold per {period}",
+                               "period_not_offered") from None
+
+    def terms(self, period: str) -> dict[str, Any]:
+        """Everything a subscription needs to bill this plan for this period, as plain data."""
+        months = PERIODS[period]
+        seat_price = self.extra_seat_monthly_price
+        return {
+            "plan_id": self.id,
+            "plan_name": self.name,
+            "rank": self.rank,
+            "currency": self.currency,
+            "period": period,
+            "period_months": months,
+            "price": str(self.price_for(period)),
+            "included_seats": self.included_seats,
+            "extra_seat_price": None if seat_price is None else str(seat_price * months),
+            "limits": dict(self.limits),
+            "features": list(self.features),
+            "upgrade_proration": self.upgrade_proration,
+            "user_plans": self.user_plans,
+            "allowances": {m: a.as_dict() for m, a in sorted(self.allowances.items())},
+        }
 
 
 @dataclass(frozen=True)
@@ -47,6 +126,13 @@ class Catalog:
     version: str
     currency: str
     plans: dict[str, Plan]
+    packs: dict[str, Pack] = field(default_factory=dict)
+    addons: dict[str, AddOn] = field(default_factory=dict)
+    user_plans: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # solution->level->€
+    free_plan: str | None = None
+    thresholds: tuple[int, ...] = (80, 100)
+    late_usage_grace_minutes: int = 60
+    source_sha256: str = ""
 
     def plan(self, plan_id: str) -> Plan:
         try:
@@ -54,13 +140,33 @@ class Catalog:
         except KeyError:
             raise UnknownPlan(f"no plan {plan_id!r} in catalog {self.id}") from None
 
+    def pack(self, pack_id: str) -> Pack:
+        try:
+            return self.packs[pack_id]
+        except KeyError:
+            raise CatalogError(f"no pack {pack_id!r}", "unknown_pack") from None
+
+    def addon(self, addon_id: str) -> AddOn:
+        try:
+            return self.addons[addon_id]
+        except KeyError:
+            raise CatalogError(f"no add-on {addon_id!r}", "unknown_addon") from None
+
+    def user_plan_monthly_price(self, solution: str, level: str) -> Decimal:
+        try:
+            return self.user_plans[solution][level]
+        except KeyError:
+            raise CatalogError(f"no user plan {solution}-{level}", "unknown_user_plan") from None
+
     @classmethod
     def from_toml(cls, text: str) -> Catalog:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise CatalogError(f"catalog is not valid TOML: {e}") from e
-        return cls.from_dict(raw)
+        catalog = cls.from_dict(raw)
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return _replace_sha(catalog, sha)
 
     @classmethod
     def from_file(cls, path: Path) -> Catalog:
@@ -73,15 +179,54 @@ class Catalog:
         plans = {pid: _plan(pid, body, currency) for pid, body in raw.get("plans", {}).items()}
         if not plans:
             raise CatalogError("catalog has no plans")
+        packs = {pid: _pack(pid, body) for pid, body in raw.get("packs", {}).items()}
+        addons = {aid: _addon(aid, body) for aid, body in raw.get("addons", {}).items()}
+        user_plans = {
+            solution: {level: _decimal(price, f"user_plans.{solution}.{level}")
+                       for level, price in levels.items()}
+            for solution, levels in raw.get("user_plans", {}).items()
+        }
+        free_plan = head.get("free_plan")
+        if free_plan is not None and free_plan not in plans:
+            raise CatalogError(f"free_plan {free_plan!r} is not a plan")
+        thresholds = tuple(int(t) for t in head.get("thresholds", (80, 100)))
+        if any(not 0 < t <= 100 for t in thresholds):
+            raise CatalogError("thresholds are percentages in (0, 100]")
+        for pack in packs.values():
+            if not any(pack.metric in p.allowances for p in plans.values()):
+                raise CatalogError(f"pack {pack.id}: no plan has metric {pack.metric!r}")
+        _check_ranks(plans)
         return cls(
             id=_text(head, "id", "catalog"),
             version=str(head.get("version", "1")),
             currency=currency,
             plans=plans,
+            packs=packs,
+            addons=addons,
+            user_plans=user_plans,
+            free_plan=free_plan,
+            thresholds=tuple(sorted(thresholds)),
+            late_usage_grace_minutes=int(head.get("late_usage_grace_minutes", 60)),
         )
 
 
-PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
+def _replace_sha(catalog: Catalog, sha: str) -> Catalog:
+    from dataclasses import replace
+
+    return replace(catalog, source_sha256=sha)
+
+
+def _check_ranks(plans: dict[str, Plan]) -> None:
+    """A higher rank never costs less per month: an upgrade then never lowers a period's total."""
+    ranked = sorted(plans.values(), key=lambda p: p.rank)
+    for lower, higher in itertools.pairwise(ranked):
+        common = set(lower.prices) & set(higher.prices)
+        for period in common:
+            if higher.prices[period] < lower.prices[period]:
+                raise CatalogError(
+                    f"plan {higher.id} (rank {higher.rank}) costs less per {period} than "
+                    f"{lower.id} (rank {lower.rank})"
+                )
 
 
 def _text(d: dict[str, Any], key: str, where: str) -> str:
@@ -92,7 +237,7 @@ def _text(d: dict[str, Any], key: str, where: str) -> str:
 
 
 def _decimal(value: object, where: str) -> Decimal:
-    if isinstance(value, (float, bool)):
+    if isinstance(value, float | bool):
         raise CatalogError(f"{where}: write amounts as strings or integers, never floats")
     try:
         result = Decimal(str(value))
@@ -103,28 +248,111 @@ def _decimal(value: object, where: str) -> Decimal:
     return result
 
 
+def _money(value: object, where: str) -> Decimal:
+    amount = _decimal(value, where)
+    if amount != amount.quantize(CENT):
+        raise CatalogError(f"{where}: prices have at most two decimals")
+    return amount
+
+
+def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
+    """`prices = {month = "190.00", year = "1900.00"}`, or `price` (monthly) with an optional
+    `annual_discount_percent` that derives the yearly price; quarter and half-year follow the
+    monthly price unless given."""
+    prices: dict[str, Decimal] = {}
+    for period, value in body.get("prices", {}).items():
+        if period not in PERIODS:
+            raise CatalogError(f"{where}: unknown period {period!r}; use {sorted(PERIODS)}")
+        prices[period] = _money(value, f"{where}.prices.{period}")
+    if "price" in body:
+        monthly = _money(body["price"], f"{where}.price")
+        prices.setdefault("month", monthly)
+        for period in body.get("periods", ["month"]):
+            if period not in PERIODS:
+                raise CatalogError(f"{where}: unknown period {period!r}")
+            prices.setdefault(period, monthly * PERIODS[period])
+        discount = body.get("annual_discount_percent")
+        if discount is not None:
+            pct = _decimal(discount, f"{where}.annual_discount_percent")
+            yearly = (monthly * 12 * (100 - pct) / 100).quantize(CENT)
+            prices.setdefault("year", yearly)
+    if not prices:
+        raise CatalogError(f"{where}: needs `price` or `prices`")
+    return prices
+
+
+def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
+    tiers = []
+    for i, t in enumerate(raw):
+        up_to = t.get("up_to")
+        tiers.append(Tier(None if up_to is None else _decimal(up_to, f"{where}.tiers[{i}]"),
+                          _decimal(t.get("unit_price"), f"{where}.tiers[{i}].unit_price")))
+    if tiers and tiers[-1].up_to is not None:
+        raise CatalogError(f"{where}: the last overage tier has no `up_to`")
+    bounds = [t.up_to for t in tiers[:-1]]
+    if any(b is None for b in bounds) or bounds != sorted(bounds):  # type: ignore[type-var]
+        raise CatalogError(f"{where}: tier bounds must increase")
+    return tuple(tiers)
+
+
+def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
+    limit = a.get("limit", "hard")
+    if limit not in LIMIT_KINDS:
+        raise CatalogError(f"{where}: limit must be one of {LIMIT_KINDS}")
+    price = a.get("overage_unit_price")
+    tiers = _tiers(a.get("tiers", []), where)
+    if limit == "overage" and price is None and not tiers:
+        raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
+    cap = a.get("daily_cap")
+    return Allowance(
+        metric=metric,
+        included=_decimal(a.get("included", 0), f"{where}.included"),
+        limit=limit,
+        overage_unit_price=None if price is None else _decimal(price, where),
+        tiers=tiers,
+        daily_cap=None if cap is None else _decimal(cap, f"{where}.daily_cap"),
+    )
+
+
 def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     where = f"plan {pid}"
-    period = body.get("period", "month")
-    if period not in PERIODS:
-        raise CatalogError(f"{where}: period must be one of {sorted(PERIODS)}")
-    allowances = {}
-    for metric, a in body.get("allowances", {}).items():
-        limit = a.get("limit", "hard")
-        if limit not in LIMIT_KINDS:
-            raise CatalogError(f"{where}.{metric}: limit must be one of {LIMIT_KINDS}")
-        price = a.get("overage_unit_price")
-        allowances[metric] = Allowance(
-            metric=metric,
-            included=_decimal(a.get("included", 0), f"{where}.{metric}.included"),
-            limit=limit,
-            overage_unit_price=None if price is None else _decimal(price, f"{where}.{metric}"),
-        )
+    allowances = {
+        metric: _allowance(metric, a, f"{where}.{metric}")
+        for metric, a in body.get("allowances", {}).items()
+    }
+    seats = body.get("included_seats")
+    seat_price = body.get("extra_seat_price")
+    proration = body.get("upgrade_proration", "prorate")
+    if proration not in ("prorate", "full"):
+        raise CatalogError(f"{where}: upgrade_proration is 'prorate' or 'full'")
     return Plan(
         id=pid,
         name=_text(body, "name", where),
         rank=int(body.get("rank", 0)),
-        price=Money(_decimal(body.get("price", 0), f"{where}.price"), currency),
-        period_months=PERIODS[period],
+        currency=currency,
+        prices=_prices(body, where),
         allowances=allowances,
+        included_seats=None if seats is None else int(seats),
+        extra_seat_monthly_price=None if seat_price is None else _money(seat_price, where),
+        limits={k: int(v) for k, v in body.get("limits", {}).items()},
+        features=tuple(body.get("features", ())),
+        trial_days=int(body.get("trial_days", 0)),
+        commitment_months=int(body.get("commitment_months", 0)),
+        auto_renew=bool(body.get("auto_renew", True)),
+        available=bool(body.get("available", True)),
+        upgrade_proration=proration,
+        user_plans=bool(body.get("user_plans", False)),
     )
+
+
+def _pack(pid: str, body: dict[str, Any]) -> Pack:
+    where = f"pack {pid}"
+    return Pack(pid, _text(body, "name", where), _text(body, "metric", where),
+                _decimal(body.get("quantity"), f"{where}.quantity"),
+                _money(body.get("price"), f"{where}.price"))
+
+
+def _addon(aid: str, body: dict[str, Any]) -> AddOn:
+    where = f"add-on {aid}"
+    return AddOn(aid, _text(body, "name", where), _money(body.get("price"), f"{where}.price"),
+                 tuple(body.get("features", ())))

@@ -48,3 +48,16 @@ class CycleNotOver(BillingError):
 
 class CatalogError(BillingError):
     code = "invalid_catalog"
+
+
+class CommandRefused(BillingError):
+    """A lifecycle command that the subscription's state does not allow; `code` says why
+    (e.g. usage_above_limit, feature_in_use, workspace_choice_required, no_free_seat)."""
+
+    code = "command_refused"
+
+
+class InvalidCommand(BillingError):
+    """A command that breaks the command contract (missing or malformed fields)."""
+
+    code = "invalid_command"

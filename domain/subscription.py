@@ -1,14 +1,19 @@
 """The Subscription aggregate: one per customer subscription, keyed by its external id.
 
-Every event's `timestamp` is business time passed in by the caller (the clock or the usage
-event's own time): the domain never reads the wall clock. The time an event was recorded is kept
-by the event store next to it.
+Every event's `timestamp` is business time passed in by the caller (the command's time, the usage
+event's time, or a cycle boundary reached by the billing clock): the domain never reads the wall
+clock. The time an event was recorded is kept by the event store next to it.
+
+Each command checks first (small `check_*` methods raising `CommandRefused` with a code), then
+triggers one named event; the `@event` methods only apply state. The terms a subscription is
+billed under (price, seats, allowances, limits, features) are copied from the catalog into its
+events, so replay never needs the catalog and a new catalog version applies from the next cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,10 +26,21 @@ from eventsourcing.domain import (
     event,
 )
 
-from domain.catalog import Catalog, Plan
-from domain.errors import CycleNotOver, InvalidUsage, UnknownMetric, UsageTooLate
+from domain.catalog import PERIODS, Catalog, Plan
+from domain.charges import Charge, charge, overage_lines, prorated
+from domain.errors import (
+    CommandRefused,
+    CycleNotOver,
+    InvalidUsage,
+    UnknownMetric,
+    UsageTooLate,
+)
 from domain.periods import add_months, require_aware
 from domain.usage import UsageItem
+
+PAYMENT_FAILURE_REASONS = ("declined", "insufficient_funds", "expired_card")
+PAYMENT_RETRY_DAYS = (1, 3, 7)  # after the 1st, 2nd and 3rd failure; none after the 4th
+ZERO = Decimal(0)
 
 
 class SubscriptionEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
@@ -45,38 +61,88 @@ class SubscriptionSnapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent)
     state: dict[str, Any]
 
 
-def allowances_of(plan: Plan) -> dict[str, dict[str, str]]:
-    return {metric: a.as_dict() for metric, a in sorted(plan.allowances.items())}
+def _utc_day(at: datetime) -> str:
+    return at.astimezone(UTC).date().isoformat()
+
+
+def _next_utc_midnight(day: str) -> datetime:
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return start + timedelta(days=1)
+
+
+def _dec(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def plan_terms(plan: Plan, period: str, catalog: Catalog) -> dict[str, Any]:
+    terms = plan.terms(period)
+    terms["catalog_id"] = catalog.id
+    terms["catalog_version"] = catalog.version
+    terms["thresholds"] = list(catalog.thresholds)
+    terms["late_usage_grace_minutes"] = catalog.late_usage_grace_minutes
+    return terms
 
 
 class Subscription(BaseAggregate[str]):
     Snapshot = SubscriptionSnapshot
     Event = SubscriptionEvent
 
-    class Subscribed(SubscriptionCreated):
-        """v1. The plan's allowances are copied in, so replay never needs the catalog."""
+    # ---------------------------------------------------------------------------- events --
+    # All v1. Amounts and quantities are decimal strings; `charges` are invoice-ready lines
+    # (kind, description, quantity, unit_price, amount[, period_start, period_end]).
 
+    class Subscribed(SubscriptionCreated):
         class_version = 1
         account: str
-        plan_id: str
-        catalog_id: str
-        catalog_version: str
-        period_months: int
+        terms: dict[str, Any]
+        status: str
         cycle_start: datetime
         cycle_end: datetime
-        allowances: dict[str, dict[str, str]]
+        trial_end: datetime | None
+        commitment_end: datetime | None
+        seats: int | None
+        charges: list[Charge]
 
     class UsageRecorded(SubscriptionEvent):
-        """v1. One event per subscription per ingested batch: every accepted usage item
-        (id, metric, quantity, at, member, workspace) and the batch totals per metric."""
+        """One per subscription per ingested batch: the accepted items and totals per metric."""
 
         class_version = 1
         items: list[dict[str, str]]
         totals: dict[str, str]
 
+    class LateUsageRecorded(SubscriptionEvent):
+        """Usage timed in the last closed cycle, arrived within its grace window."""
+
+        class_version = 1
+        period_start: datetime
+        period_end: datetime
+        items: list[dict[str, str]]
+        totals: dict[str, str]
+
+    class QuotaThresholdCrossed(SubscriptionEvent):
+        class_version = 1
+        metric: str
+        threshold: int
+        used: str
+        limit: str
+        hard: bool
+
+    class DailyCapReached(SubscriptionEvent):
+        class_version = 1
+        metric: str
+        day: str
+        cap: str
+        used: str
+
+    class DailyAllowanceReset(SubscriptionEvent):
+        class_version = 1
+        day: str
+        metrics: list[str]
+
     class CycleRolled(SubscriptionEvent):
-        """v1. Closes [closed_start, closed_end) with its usage and opens the next cycle with
-        fresh allowances (unused allowance does not roll over)."""
+        """Opens the next cycle: scheduled changes applied, allowances reset (no rollover),
+        charges for the new period in advance. The closed cycle's usage stays open for late
+        usage until UsagePeriodClosed."""
 
         class_version = 1
         closed_start: datetime
@@ -84,138 +150,1052 @@ class Subscription(BaseAggregate[str]):
         closed_usage: dict[str, str]
         cycle_start: datetime
         cycle_end: datetime
-        allowances: dict[str, dict[str, str]]
+        status: str
+        terms: dict[str, Any]
+        changes: dict[str, Any]
+        seats: int | None
+        archived_workspaces: list[str]
+        charges: list[Charge]
+
+    class UsagePeriodClosed(SubscriptionEvent):
+        """The grace window of a closed cycle has passed: its usage is final, with overage."""
+
+        class_version = 1
+        period_start: datetime
+        period_end: datetime
+        usage: dict[str, str]
+        charges: list[Charge]
+
+    class AgreementRenewed(SubscriptionEvent):
+        class_version = 1
+        agreement_end: datetime
+        renews: str
+
+    class PlanUpgraded(SubscriptionEvent):
+        class_version = 1
+        from_plan: str
+        terms: dict[str, Any]
+        charges: list[Charge]
+        restarted_cycle: bool
+        cycle_start: datetime
+        cycle_end: datetime
+        closed_usage: dict[str, str]
+        cancelled: list[str]
+
+    class PlanChangedInTrial(SubscriptionEvent):
+        class_version = 1
+        from_plan: str
+        terms: dict[str, Any]
+
+    class DowngradeScheduled(SubscriptionEvent):
+        class_version = 1
+        to_plan: str
+        effective_at: datetime
+        keep_workspace: str | None
+
+    class CancellationScheduled(SubscriptionEvent):
+        class_version = 1
+        effective_at: datetime
+
+    class CancellationWithdrawn(SubscriptionEvent):
+        class_version = 1
+
+    class BillingPeriodChangeScheduled(SubscriptionEvent):
+        class_version = 1
+        period: str
+        effective_at: datetime
+
+    class SeatsAdded(SubscriptionEvent):
+        class_version = 1
+        count: int
+        seats: int
+        charges: list[Charge]
+
+    class MemberAdded(SubscriptionEvent):
+        class_version = 1
+        member: str
+
+    class SeatReleased(SubscriptionEvent):
+        """The member leaves at once and loses access; their content stays. The seat stays paid
+        to the end of the period; the next period bills the seats in use."""
+
+        class_version = 1
+        member: str
+
+    class UserPlanAssigned(SubscriptionEvent):
+        class_version = 1
+        member: str
+        solution: str
+        level: str
+        replaced_level: str | None
+        charges: list[Charge]
+
+    class UserPlanUnassigned(SubscriptionEvent):
+        class_version = 1
+        member: str
+        solution: str
+        level: str
+
+    class PackPurchased(SubscriptionEvent):
+        class_version = 1
+        pack_id: str
+        metric: str
+        quantity: str
+        charges: list[Charge]
+
+    class AddOnAdded(SubscriptionEvent):
+        class_version = 1
+        addon_id: str
+        name: str
+        monthly_price: str
+        features: list[str]
+        charges: list[Charge]
+
+    class AddOnRemovalScheduled(SubscriptionEvent):
+        class_version = 1
+        addon_id: str
+        effective_at: datetime
+
+    class WorkspaceCreated(SubscriptionEvent):
+        class_version = 1
+        workspace: str
+
+    class WorkspaceArchived(SubscriptionEvent):
+        class_version = 1
+        workspace: str
+
+    class FeatureActivated(SubscriptionEvent):
+        class_version = 1
+        feature: str
+
+    class FeatureDeactivated(SubscriptionEvent):
+        class_version = 1
+        feature: str
+
+    class CountReported(SubscriptionEvent):
+        class_version = 1
+        name: str
+        value: int
+
+    class PaymentSucceeded(SubscriptionEvent):
+        class_version = 1
+        reference: str
+        amount: str
+
+    class PaymentFailed(SubscriptionEvent):
+        class_version = 1
+        reference: str
+        amount: str
+        reason: str
+        attempt: int
+        next_retry_at: datetime | None
+
+    # ---------------------------------------------------------------------- creation --
 
     @event(Subscribed)
-    def __init__(
-        self,
-        id: str,
-        account: str,
-        plan_id: str,
-        catalog_id: str,
-        catalog_version: str,
-        period_months: int,
-        cycle_start: datetime,
-        cycle_end: datetime,
-        allowances: dict[str, dict[str, str]],
-        timestamp: datetime,
-    ) -> None:
+    def __init__(self, id: str, account: str, terms: dict[str, Any],
+                 status: str, cycle_start: datetime, cycle_end: datetime,
+                 trial_end: datetime | None, commitment_end: datetime | None, seats: int | None,
+                 charges: list[Charge], timestamp: datetime) -> None:
         self.account = account
-        self.plan_id = plan_id
-        self.catalog_id = catalog_id
-        self.catalog_version = catalog_version
-        self.period_months = period_months
-        self.anchor = cycle_start
+        self.terms = terms
+        self.status = status
+        self.started_at = cycle_start
+        self.anchor = cycle_start if trial_end is None else cycle_end
         self.cycle_start = cycle_start
         self.cycle_end = cycle_end
-        self.allowances = allowances
+        self.trial_end = trial_end
+        self.commitment_end = commitment_end
+        self.seats = seats
         self.used: dict[str, Decimal] = {}
+        self.extra: dict[str, Decimal] = {}  # pack units for this cycle (expire at its end)
+        self.daily_day: str | None = None
+        self.daily_used: dict[str, Decimal] = {}
+        self.daily_capped: list[str] = []
+        self.closing: dict[str, Any] | None = None  # last cycle, open for late usage
+        self.members: dict[str, dict[str, str]] = {}  # member -> {solution: level}
+        self.workspaces: dict[str, str] = {}  # id -> "active" | "archived"
+        self.addons: dict[str, dict[str, Any]] = {}
+        self.features_active: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.scheduled_plan: dict[str, Any] | None = None
+        self.scheduled_period: str | None = None
+        self.cancel_at: datetime | None = None
+        self.payment_attempts: dict[str, int] = {}
+        self.payment_state = "ok"
 
     @classmethod
     def subscribe(cls, subscription_id: str, account: str, plan_id: str, catalog: Catalog,
-                  at: datetime) -> Subscription:
+                  at: datetime, *, period: str = "month", trial: bool = False,
+                  seats: int | None = None) -> Subscription:
         require_aware(at)
         plan = catalog.plan(plan_id)
-        return cls(
-            id=subscription_id,
-            account=account,
-            plan_id=plan.id,
-            catalog_id=catalog.id,
-            catalog_version=catalog.version,
-            period_months=plan.period_months,
-            cycle_start=at,
-            cycle_end=add_months(at, plan.period_months),
-            allowances=allowances_of(plan),
-            timestamp=at,
-        )
+        if not plan.available:
+            raise CommandRefused(f"plan {plan_id} is not available", "plan_unavailable")
+        terms = plan_terms(plan, period, catalog)
+        if seats is not None and plan.included_seats is None:
+            raise CommandRefused(f"plan {plan_id} has no seats", "seats_not_for_sale")
+        seat_count = plan.included_seats if seats is None else seats
+        if seat_count is not None and plan.included_seats is not None:
+            if seat_count < plan.included_seats:
+                seat_count = plan.included_seats
+            if seat_count > plan.included_seats and plan.extra_seat_monthly_price is None:
+                raise CommandRefused(f"plan {plan_id} sells no extra seats", "seats_not_for_sale")
+        if trial:
+            if plan.trial_days <= 0:
+                raise CommandRefused(f"plan {plan_id} has no trial", "no_trial")
+            end = at + timedelta(days=plan.trial_days)
+            return cls(id=subscription_id, account=account, terms=terms, status="trialing",
+                       cycle_start=at, cycle_end=end, trial_end=end,
+                       commitment_end=_commitment_end(plan, end), seats=seat_count, charges=[],
+                       timestamp=at)
+        end = add_months(at, PERIODS[period])
+        charges = _period_charges(terms, seat_count, {}, {}, at, end, catalog)
+        return cls(id=subscription_id, account=account, terms=terms, status="active",
+                   cycle_start=at, cycle_end=end, trial_end=None,
+                   commitment_end=_commitment_end(plan, at), seats=seat_count, charges=charges,
+                   timestamp=at)
 
-    # --- usage -------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------- views --
 
-    def check_usage(self, item: UsageItem) -> None:
-        if item.subscription != self.id:
-            raise InvalidUsage(f"usage for {item.subscription!r} sent to {self.id!r}",
-                               "wrong_subscription")
-        if item.metric not in self.allowances:
-            raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
-        if item.at < self.cycle_start:
-            raise UsageTooLate(
-                f"usage at {item.at.isoformat()} is before the open cycle "
-                f"({self.cycle_start.isoformat()})"
-            )
+    @property
+    def plan_id(self) -> str:
+        return str(self.terms["plan_id"])
 
-    def record_usage(self, items: Sequence[UsageItem]) -> None:
-        """Record accepted usage; items must have passed `check_usage` (checked again here)."""
-        if not items:
-            return
-        for item in items:
-            self.check_usage(item)
-        totals: dict[str, Decimal] = {}
-        for item in items:
-            totals[item.metric] = totals.get(item.metric, Decimal(0)) + item.quantity
-        self._usage_recorded(
-            items=[item.as_record() for item in items],
-            totals={m: str(q) for m, q in sorted(totals.items())},
-            timestamp=max(item.at for item in items),
-        )
+    @property
+    def allowances(self) -> dict[str, dict[str, Any]]:
+        return dict(self.terms["allowances"])
 
-    @event(UsageRecorded)
-    def _usage_recorded(self, items: list[dict[str, str]], totals: dict[str, str],
-                        timestamp: datetime) -> None:
-        for metric, quantity in totals.items():
-            self.used[metric] = self.used.get(metric, Decimal(0)) + Decimal(quantity)
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(minutes=int(self.terms.get("late_usage_grace_minutes", 60)))
 
-    # --- cycles ------------------------------------------------------------------------------
+    def limit_of(self, metric: str) -> Decimal:
+        """Usable units this cycle: included plus packs."""
+        return _dec(self.allowances[metric]["included"]) + self.extra.get(metric, ZERO)
+
+    def remaining(self, metric: str) -> Decimal:
+        if metric not in self.allowances:
+            raise UnknownMetric(f"plan {self.plan_id} has no metric {metric!r}")
+        return max(self.limit_of(metric) - self.used.get(metric, ZERO), ZERO)
+
+    def active_workspaces(self) -> list[str]:
+        return sorted(w for w, state in self.workspaces.items() if state == "active")
+
+    def features(self) -> list[str]:
+        addon_features = [f for a in self.addons.values() for f in a.get("features", [])]
+        return sorted(set(self.terms.get("features", [])) | set(addon_features))
+
+    @property
+    def ended(self) -> bool:
+        return self.status == "cancelled"
+
+    # ---------------------------------------------------------------------- the clock --
+
+    def next_due(self) -> datetime | None:
+        """The next moment at which time alone changes this subscription."""
+        if self.ended:
+            return None
+        due = [self.cycle_end]
+        if self.closing is not None:
+            due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
+        if self.daily_capped and self.daily_day is not None:
+            due.append(_next_utc_midnight(self.daily_day))
+        return min(due)
+
+    def advance_to(self, at: datetime, catalog: Catalog) -> int:
+        """Apply everything due by `at`, in time order: daily resets, closing of the last
+        cycle after its grace window, cycle rolls (with scheduled changes). Returns the number
+        of events emitted."""
+        require_aware(at)
+        before = len(self.pending_events)
+        while (due := self.next_due()) is not None and due <= at:
+            if self.daily_capped and self.daily_day is not None \
+                    and due == _next_utc_midnight(self.daily_day):
+                self._daily_allowance_reset(day=_utc_day(due), metrics=list(self.daily_capped),
+                                            timestamp=due)
+            elif self.closing is not None and \
+                    due == datetime.fromisoformat(self.closing["end"]) + self.grace:
+                self._close_period(due)
+            else:
+                self.roll_cycle(due, catalog)
+        return len(self.pending_events) - before
 
     def check_cycle_over(self, at: datetime) -> None:
         if at < self.cycle_end:
             raise CycleNotOver(f"cycle ends {self.cycle_end.isoformat()}, it is {at.isoformat()}")
 
-    def roll_cycle(self, at: datetime) -> None:
-        """Close the open cycle at its end and open the next one (allowances reset)."""
+    def roll_cycle(self, at: datetime, catalog: Catalog) -> None:
+        """Close the open cycle at its end and open the next, applying scheduled changes."""
         require_aware(at)
         self.check_cycle_over(at)
+        if self.closing is not None:
+            self._close_period(self.cycle_end)  # a late-usage window never spans two cycles
+        boundary = self.cycle_end
+        changes: dict[str, Any] = {}
+        status = self.status
+        plan_id, period = self.plan_id, str(self.terms["period"])
+        keep: str | None = None
+        if status == "trialing":
+            changes["trial_ended"] = True
+            status = "active"
+        if self.cancel_at is not None and boundary >= self.cancel_at:
+            if catalog.free_plan is not None:
+                changes["cancelled_to_free"] = catalog.free_plan
+                plan_id, period = catalog.free_plan, "month"
+                keep = None
+            else:
+                changes["cancelled"] = True
+                status = "cancelled"
+        elif self.scheduled_plan is not None:
+            changes["plan"] = {"from": plan_id, "to": self.scheduled_plan["plan_id"]}
+            plan_id = self.scheduled_plan["plan_id"]
+            keep = self.scheduled_plan.get("keep_workspace")
+        if self.scheduled_period is not None and "cancelled_to_free" not in changes:
+            changes["period"] = {"from": period, "to": self.scheduled_period}
+            period = self.scheduled_period
+        terms = self._renewed_terms(plan_id, period, catalog)
+        if terms["plan_id"] != self.plan_id:
+            changes.setdefault("plan", {"from": self.plan_id, "to": terms["plan_id"]})
+        removed = sorted(a for a, v in self.addons.items() if v.get("remove_at") is not None
+                         and datetime.fromisoformat(v["remove_at"]) <= boundary)
+        if removed:
+            changes["addons_removed"] = removed
+        archived = self._workspaces_over_limit(terms, keep)
+        seats = self._seats_for_next_period(terms)
+        if seats != self.seats:
+            changes["seats"] = {"from": self.seats, "to": seats}
+        anchor = boundary if self.anchor_changes(changes) else self.anchor
+        months = int(terms["period_months"])
+        end = _next_boundary(anchor, months, boundary)
+        addons = {a: v for a, v in self.addons.items() if a not in removed}
+        charges: list[Charge] = []
+        if status != "cancelled":
+            charges = _period_charges(terms, seats, addons, self.members, boundary, end, catalog)
         self._cycle_rolled(
-            closed_start=self.cycle_start,
-            closed_end=self.cycle_end,
+            closed_start=self.cycle_start, closed_end=boundary,
             closed_usage={m: str(q) for m, q in sorted(self.used.items())},
-            cycle_start=self.cycle_end,
-            cycle_end=self._next_boundary(self.cycle_end),
-            allowances=self.allowances,
-            timestamp=self.cycle_end,
+            cycle_start=boundary, cycle_end=end, status=status, terms=terms, changes=changes,
+            seats=seats, archived_workspaces=archived, charges=charges, timestamp=boundary,
         )
+        if self.commitment_end is not None and boundary >= self.commitment_end:
+            self._agreement_renewed(agreement_end=self.commitment_end, renews=period,
+                                    timestamp=boundary)
 
-    def roll_cycles_until(self, at: datetime) -> int:
-        """Roll as many cycles as have ended by `at`; returns how many."""
-        require_aware(at)
-        rolled = 0
-        while at >= self.cycle_end:
-            self.roll_cycle(at)
-            rolled += 1
-        return rolled
+    def anchor_changes(self, changes: dict[str, Any]) -> bool:
+        return bool(changes.get("trial_ended") or "period" in changes
+                    or "cancelled_to_free" in changes)
 
-    def _next_boundary(self, boundary: datetime) -> datetime:
-        # Count periods from the anchor so that a 31st-anchored cycle returns to the 31st.
-        n = 1
-        while (nxt := add_months(self.anchor, n * self.period_months)) <= boundary:
-            n += 1
-        return nxt
+    def _renewed_terms(self, plan_id: str, period: str, catalog: Catalog) -> dict[str, Any]:
+        """The current catalog's terms for the plan (a new price version applies from here);
+        the old terms if the catalog no longer sells the plan for that period."""
+        try:
+            return plan_terms(catalog.plan(plan_id), period, catalog)
+        except Exception:
+            if plan_id == self.plan_id and period == self.terms["period"]:
+                return dict(self.terms)
+            raise
+
+    def _workspaces_over_limit(self, terms: dict[str, Any], keep: str | None) -> list[str]:
+        limit = terms.get("limits", {}).get("workspaces")
+        active = self.active_workspaces()
+        if limit is None or len(active) <= limit:
+            return []
+        kept = [keep] if keep in active else []
+        kept += [w for w in active if w not in kept][: max(limit - len(kept), 0)]
+        return [w for w in active if w not in kept]
+
+    def _seats_for_next_period(self, terms: dict[str, Any]) -> int | None:
+        included = terms.get("included_seats")
+        if included is None:
+            return None
+        return max(int(included), len(self.members))
 
     @event(CycleRolled)
     def _cycle_rolled(self, closed_start: datetime, closed_end: datetime,
                       closed_usage: dict[str, str], cycle_start: datetime, cycle_end: datetime,
-                      allowances: dict[str, dict[str, str]], timestamp: datetime) -> None:
-        self.cycle_start = cycle_start
-        self.cycle_end = cycle_end
-        self.allowances = allowances
-        self.used = {}
+                      status: str, terms: dict[str, Any], changes: dict[str, Any],
+                      seats: int | None, archived_workspaces: list[str], charges: list[Charge],
+                      timestamp: datetime) -> None:
+        self.closing = {"start": closed_start.isoformat(), "end": closed_end.isoformat(),
+                        "usage": dict(closed_usage),
+                        "extra": {m: str(q) for m, q in self.extra.items()},
+                        "allowances": self.terms["allowances"]}
+        if changes.get("trial_ended") or "period" in changes or "cancelled_to_free" in changes:
+            self.anchor = cycle_start
+        if changes.get("trial_ended"):
+            self.trial_end = None
+        if "cancelled_to_free" in changes or changes.get("cancelled"):
+            self.cancel_at = None
+            self.commitment_end = None
+        self.status = status
+        self.cycle_start, self.cycle_end = cycle_start, cycle_end
+        self.terms = terms
+        self.seats = seats
+        self.used, self.extra = {}, {}
+        self.daily_used, self.daily_capped = {}, []
+        self.scheduled_plan = None
+        self.scheduled_period = None
+        for addon in changes.get("addons_removed", []):
+            self.addons.pop(addon, None)
+        for workspace in archived_workspaces:
+            self.workspaces[workspace] = "archived"
+        allowed = set(self.features())
+        self.features_active = [f for f in self.features_active if f in allowed]
 
-    # --- queries -----------------------------------------------------------------------------
+    @event(AgreementRenewed)
+    def _agreement_renewed(self, agreement_end: datetime, renews: str,
+                           timestamp: datetime) -> None:
+        self.commitment_end = None
 
-    def remaining(self, metric: str) -> Decimal:
-        if metric not in self.allowances:
-            raise UnknownMetric(f"plan {self.plan_id} has no metric {metric!r}")
-        included = Decimal(self.allowances[metric]["included"])
-        return max(included - self.used.get(metric, Decimal(0)), Decimal(0))
+    def _close_period(self, at: datetime) -> None:
+        closing = self.closing
+        assert closing is not None
+        start = datetime.fromisoformat(closing["start"])
+        end = datetime.fromisoformat(closing["end"])
+        charges: list[Charge] = []
+        for metric, allowance in sorted(closing["allowances"].items()):
+            used = _dec(closing["usage"].get(metric, "0"))
+            extra = _dec(closing["extra"].get(metric, "0"))
+            charges.extend(overage_lines(metric, allowance, used, extra, start, end))
+        self._usage_period_closed(period_start=start, period_end=end,
+                                  usage=dict(closing["usage"]), charges=charges, timestamp=at)
 
-    def metrics(self) -> Iterable[str]:
-        return self.allowances.keys()
+    @event(UsagePeriodClosed)
+    def _usage_period_closed(self, period_start: datetime, period_end: datetime,
+                             usage: dict[str, str], charges: list[Charge],
+                             timestamp: datetime) -> None:
+        self.closing = None
+
+    @event(DailyAllowanceReset)
+    def _daily_allowance_reset(self, day: str, metrics: list[str], timestamp: datetime) -> None:
+        self.daily_day = day
+        self.daily_used = {}
+        self.daily_capped = []
+
+    # -------------------------------------------------------------------------- usage --
+
+    def check_usage(self, item: UsageItem) -> None:
+        if item.subscription != self.id:
+            raise InvalidUsage(f"usage for {item.subscription!r} sent to {self.id!r}",
+                               "wrong_subscription")
+        if self.ended:
+            raise CommandRefused(f"subscription {self.id} has ended", "subscription_ended")
+        if item.at < self.cycle_start:
+            closing = self.closing
+            if closing is None or not (
+                    datetime.fromisoformat(closing["start"]) <= item.at
+                    < datetime.fromisoformat(closing["end"])):
+                raise UsageTooLate(
+                    f"usage at {item.at.isoformat()} is before the open cycle "
+                    f"({self.cycle_start.isoformat()}) and its period is closed"
+                )
+            allowances = closing["allowances"]
+        else:
+            allowances = self.allowances
+        if item.metric not in allowances:
+            raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
+
+    def record_usage(self, items: Sequence[UsageItem]) -> None:
+        """Record accepted usage (each item passed `check_usage`; checked again here). Usage
+        past a hard limit is recorded too (it happened) and reported by threshold events."""
+        if not items:
+            return
+        for item in items:
+            self.check_usage(item)
+        late = [i for i in items if i.at < self.cycle_start]
+        current = [i for i in items if i.at >= self.cycle_start]
+        if late:
+            assert self.closing is not None
+            self._late_usage_recorded(
+                period_start=datetime.fromisoformat(self.closing["start"]),
+                period_end=datetime.fromisoformat(self.closing["end"]),
+                items=[i.as_record() for i in late], totals=_totals(late),
+                timestamp=max(i.at for i in late))
+        if current:
+            before = dict(self.used)
+            daily_before = dict(self.daily_used) if self._has_daily_caps() else {}
+            day_before = self.daily_day
+            self._usage_recorded(items=[i.as_record() for i in current],
+                                 totals=_totals(current), timestamp=max(i.at for i in current))
+            self._report_thresholds(before, max(i.at for i in current))
+            self._report_daily_caps(daily_before, day_before, max(i.at for i in current))
+
+    @event(UsageRecorded)
+    def _usage_recorded(self, items: list[dict[str, str]], totals: dict[str, str],
+                        timestamp: datetime) -> None:
+        for metric, quantity in totals.items():
+            self.used[metric] = self.used.get(metric, ZERO) + Decimal(quantity)
+        if self._has_daily_caps():
+            for item in items:
+                day = _utc_day(datetime.fromisoformat(item["at"]))
+                if self.daily_day is None or day > self.daily_day:
+                    self.daily_day, self.daily_used = day, {}
+                if day == self.daily_day:
+                    metric = item["metric"]
+                    self.daily_used[metric] = (self.daily_used.get(metric, ZERO)
+                                               + Decimal(item["quantity"]))
+
+    @event(LateUsageRecorded)
+    def _late_usage_recorded(self, period_start: datetime, period_end: datetime,
+                             items: list[dict[str, str]], totals: dict[str, str],
+                             timestamp: datetime) -> None:
+        assert self.closing is not None
+        usage = self.closing["usage"]
+        for metric, quantity in totals.items():
+            usage[metric] = str(_dec(usage.get(metric, "0")) + Decimal(quantity))
+
+    def _has_daily_caps(self) -> bool:
+        return any("daily_cap" in a for a in self.allowances.values())
+
+    def _report_thresholds(self, before: dict[str, Decimal], at: datetime) -> None:
+        for metric, used in sorted(self.used.items()):
+            old = before.get(metric, ZERO)
+            if used == old or metric not in self.allowances:
+                continue
+            limit = self.limit_of(metric)
+            hard = self.allowances[metric]["limit"] == "hard"
+            for threshold in self.terms.get("thresholds", [80, 100]):
+                mark = limit * threshold / 100
+                crossed = old < mark <= used if limit > 0 else (old == 0 and threshold == 100)
+                if crossed:
+                    self._quota_threshold_crossed(metric=metric, threshold=int(threshold),
+                                                  used=str(used), limit=str(limit), hard=hard,
+                                                  timestamp=at)
+
+    def _report_daily_caps(self, before: dict[str, Decimal], day_before: str | None,
+                           at: datetime) -> None:
+        if self.daily_day is None:
+            return
+        if self.daily_day != day_before:
+            before = {}
+        for metric, used in sorted(self.daily_used.items()):
+            cap = self.allowances.get(metric, {}).get("daily_cap")
+            if cap is None or metric in self.daily_capped:
+                continue
+            if before.get(metric, ZERO) < _dec(cap) <= used:
+                self._daily_cap_reached(metric=metric, day=self.daily_day, cap=str(cap),
+                                        used=str(used), timestamp=at)
+
+    @event(QuotaThresholdCrossed)
+    def _quota_threshold_crossed(self, metric: str, threshold: int, used: str, limit: str,
+                                 hard: bool, timestamp: datetime) -> None:
+        pass  # a notification for upstream services; the state already holds the usage
+
+    @event(DailyCapReached)
+    def _daily_cap_reached(self, metric: str, day: str, cap: str, used: str,
+                           timestamp: datetime) -> None:
+        self.daily_capped = sorted({*self.daily_capped, metric})
+
+    # --------------------------------------------------------------------- plan changes --
+
+    def change_plan(self, plan_id: str, at: datetime, catalog: Catalog,
+                    keep_workspace: str | None = None) -> str:
+        """Upgrade at once (prorated, or full price with a new cycle if the plan says so),
+        downgrade at the next cycle. Returns "unchanged", "upgraded", "changed_in_trial" or
+        "downgrade_scheduled"."""
+        require_aware(at)
+        self.check_not_ended()
+        if plan_id == self.plan_id and self.scheduled_plan is None:
+            return "unchanged"
+        plan = catalog.plan(plan_id)
+        if not plan.available:
+            raise CommandRefused(f"plan {plan_id} is not available", "plan_unavailable")
+        period = str(self.terms["period"])
+        if period not in plan.prices:
+            raise CommandRefused(f"plan {plan_id} is not sold per {period}", "period_not_offered")
+        if plan_id == self.plan_id:  # back to the current plan: drop the scheduled change
+            self._scheduled_change_cancelled(timestamp=at)
+            return "unchanged"
+        terms = plan_terms(plan, period, catalog)
+        if self.status == "trialing":
+            self.check_can_move_to(terms, keep_workspace)
+            self._plan_changed_in_trial(from_plan=self.plan_id, terms=terms, timestamp=at)
+            return "changed_in_trial"
+        if _is_upgrade(self.terms, terms):
+            self._upgrade(terms, at, catalog)
+            return "upgraded"
+        self.check_can_move_to(terms, keep_workspace)
+        self._downgrade_scheduled(to_plan=plan_id, effective_at=self.cycle_end,
+                                  keep_workspace=keep_workspace, timestamp=at)
+        return "downgrade_scheduled"
+
+    def check_not_ended(self) -> None:
+        if self.ended:
+            raise CommandRefused(f"subscription {self.id} has ended", "subscription_ended")
+
+    def check_can_move_to(self, terms: dict[str, Any], keep_workspace: str | None) -> None:
+        """A move to a smaller plan is refused while the subscription uses more than it allows."""
+        for metric, used in sorted(self.used.items()):
+            allowance = terms["allowances"].get(metric)
+            if allowance is not None and used > _dec(allowance["included"]):
+                raise CommandRefused(
+                    f"{metric}: {used} used this cycle, plan {terms['plan_id']} includes "
+                    f"{allowance['included']}", "usage_above_limit")
+        available = set(terms.get("features", [])) | {
+            f for a in self.addons.values() for f in a.get("features", [])}
+        missing = sorted(set(self.features_active) - available)
+        if missing:
+            raise CommandRefused(f"active features not in plan {terms['plan_id']}: "
+                                 f"{', '.join(missing)}", "feature_in_use")
+        limits = terms.get("limits", {})
+        in_use = {**self.counts, "members": len(self.members)}
+        for name, value in sorted(in_use.items()):
+            if name in limits and value > limits[name]:
+                raise CommandRefused(f"{name}: {value} in use, plan {terms['plan_id']} allows "
+                                     f"{limits[name]}", "limit_exceeded")
+        workspace_limit = limits.get("workspaces")
+        active = self.active_workspaces()
+        if workspace_limit is not None and len(active) > workspace_limit:
+            if keep_workspace is None:
+                raise CommandRefused(
+                    f"{len(active)} workspaces, plan {terms['plan_id']} allows {workspace_limit}:"
+                    " name the workspace to keep (the others are archived)",
+                    "workspace_choice_required")
+            if keep_workspace not in active:
+                raise CommandRefused(f"no active workspace {keep_workspace!r}",
+                                     "unknown_workspace")
+
+    def _upgrade(self, terms: dict[str, Any], at: datetime, catalog: Catalog) -> None:
+        old = self.terms
+        cancelled = [name for name, pending in (("downgrade", self.scheduled_plan),
+                                                ("cancellation", self.cancel_at)) if pending]
+        if terms.get("upgrade_proration") == "full":
+            end = add_months(at, int(terms["period_months"]))
+            charges = _period_charges(terms, self.seats, self.addons, self.members, at, end,
+                                      catalog)
+            self._plan_upgraded(from_plan=str(old["plan_id"]), terms=terms, charges=charges,
+                                restarted_cycle=True, cycle_start=at, cycle_end=end,
+                                closed_usage={m: str(q) for m, q in sorted(self.used.items())},
+                                cancelled=cancelled, timestamp=at)
+            return
+        start, end = self.cycle_start, self.cycle_end
+        charges = [
+            prorated("proration_credit", f"Unused time on {old['plan_name']}", 1,
+                     _dec(old["price"]), at, start, end, credit=True),
+            prorated("proration_charge", f"Remaining time on {terms['plan_name']}", 1,
+                     _dec(terms["price"]), at, start, end),
+        ]
+        extra_seats = self._extra_seats(old)
+        if extra_seats and old.get("extra_seat_price") != terms.get("extra_seat_price"):
+            if old.get("extra_seat_price") is not None:
+                charges.append(prorated("proration_credit", "Unused time on extra seats",
+                                        extra_seats, _dec(old["extra_seat_price"]), at, start,
+                                        end, credit=True))
+            if terms.get("extra_seat_price") is not None:
+                charges.append(prorated("proration_charge", "Remaining time on extra seats",
+                                        extra_seats, _dec(terms["extra_seat_price"]), at, start,
+                                        end))
+        self._plan_upgraded(from_plan=str(old["plan_id"]), terms=terms, charges=charges,
+                            restarted_cycle=False, cycle_start=start, cycle_end=end,
+                            closed_usage={}, cancelled=cancelled, timestamp=at)
+
+    def _extra_seats(self, terms: dict[str, Any]) -> int:
+        if self.seats is None or terms.get("included_seats") is None:
+            return 0
+        return max(self.seats - int(terms["included_seats"]), 0)
+
+    @event(PlanUpgraded)
+    def _plan_upgraded(self, from_plan: str, terms: dict[str, Any], charges: list[Charge],
+                       restarted_cycle: bool, cycle_start: datetime, cycle_end: datetime,
+                       closed_usage: dict[str, str], cancelled: list[str],
+                       timestamp: datetime) -> None:
+        if restarted_cycle:
+            self.closing = {"start": self.cycle_start.isoformat(),
+                            "end": cycle_start.isoformat(), "usage": dict(closed_usage),
+                            "extra": {m: str(q) for m, q in self.extra.items()},
+                            "allowances": self.terms["allowances"]}
+            self.anchor = cycle_start
+            self.used, self.extra = {}, {}
+            self.daily_used, self.daily_capped = {}, []
+        self.cycle_start, self.cycle_end = cycle_start, cycle_end
+        self.terms = terms
+        self.scheduled_plan = None
+        self.cancel_at = None
+
+    @event(PlanChangedInTrial)
+    def _plan_changed_in_trial(self, from_plan: str, terms: dict[str, Any],
+                               timestamp: datetime) -> None:
+        self.terms = terms
+        if self.seats is not None and terms.get("included_seats") is not None:
+            self.seats = max(self.seats, int(terms["included_seats"]))
+
+    @event(DowngradeScheduled)
+    def _downgrade_scheduled(self, to_plan: str, effective_at: datetime,
+                             keep_workspace: str | None, timestamp: datetime) -> None:
+        self.scheduled_plan = {"plan_id": to_plan, "keep_workspace": keep_workspace}
+
+    class ScheduledChangeCancelled(SubscriptionEvent):
+        class_version = 1
+
+    @event(ScheduledChangeCancelled)
+    def _scheduled_change_cancelled(self, timestamp: datetime) -> None:
+        self.scheduled_plan = None
+
+    def change_billing_period(self, period: str, at: datetime, catalog: Catalog) -> bool:
+        require_aware(at)
+        self.check_not_ended()
+        if period not in PERIODS:
+            raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
+        if period == self.terms["period"] and self.scheduled_period is None:
+            return False
+        plan = catalog.plan(self.scheduled_plan["plan_id"] if self.scheduled_plan
+                            else self.plan_id)
+        if period not in plan.prices:
+            raise CommandRefused(f"plan {plan.id} is not sold per {period}", "period_not_offered")
+        self._billing_period_change_scheduled(period=period, effective_at=self.cycle_end,
+                                              timestamp=at)
+        return True
+
+    @event(BillingPeriodChangeScheduled)
+    def _billing_period_change_scheduled(self, period: str, effective_at: datetime,
+                                         timestamp: datetime) -> None:
+        self.scheduled_period = None if period == self.terms["period"] else period
+
+    # ------------------------------------------------------------------------ cancel --
+
+    def cancel(self, at: datetime, catalog: Catalog) -> bool:
+        """Service continues to the end of the paid period (or of the agreement, if later);
+        then the Free plan, keeping projects and workspaces."""
+        require_aware(at)
+        self.check_not_ended()
+        if self.cancel_at is not None:
+            return False
+        if catalog.free_plan is not None and self.plan_id == catalog.free_plan:
+            raise CommandRefused("the Free plan has nothing to cancel", "already_free")
+        effective = self.cycle_end
+        if self.commitment_end is not None and self.commitment_end > effective:
+            effective = self.commitment_end
+        self._cancellation_scheduled(effective_at=effective, timestamp=at)
+        return True
+
+    @event(CancellationScheduled)
+    def _cancellation_scheduled(self, effective_at: datetime, timestamp: datetime) -> None:
+        self.cancel_at = effective_at
+
+    def reactivate(self, at: datetime) -> None:
+        require_aware(at)
+        if self.cancel_at is None or at >= self.cancel_at:
+            raise CommandRefused("no cancellation to withdraw", "not_cancelling")
+        self._cancellation_withdrawn(timestamp=at)
+
+    @event(CancellationWithdrawn)
+    def _cancellation_withdrawn(self, timestamp: datetime) -> None:
+        self.cancel_at = None
+
+    # ------------------------------------------------------------------ seats, members --
+
+    def add_seats(self, count: int, at: datetime) -> None:
+        require_aware(at)
+        self.check_not_ended()
+        if count < 1:
+            raise CommandRefused("add at least one seat", "invalid_quantity")
+        price = self.terms.get("extra_seat_price")
+        if self.seats is None or price is None:
+            raise CommandRefused(f"plan {self.plan_id} sells no extra seats",
+                                 "seats_not_for_sale")
+        charges = [] if self.status == "trialing" else [
+            prorated("seats", "Extra seats", count, _dec(price), at, self.cycle_start,
+                     self.cycle_end)]
+        self._seats_added(count=count, seats=self.seats + count, charges=charges, timestamp=at)
+
+    @event(SeatsAdded)
+    def _seats_added(self, count: int, seats: int, charges: list[Charge],
+                     timestamp: datetime) -> None:
+        self.seats = seats
+
+    def check_member_can_join(self, member: str) -> None:
+        if member in self.members:
+            raise CommandRefused(f"{member} is already a member", "member_exists")
+        limit = self.terms.get("limits", {}).get("members")
+        if limit is not None and len(self.members) >= limit:
+            raise CommandRefused(f"plan {self.plan_id} allows {limit} members",
+                                 "member_limit_reached")
+        if self.seats is not None and len(self.members) >= self.seats:
+            raise CommandRefused(f"all {self.seats} seats are taken: add seats first",
+                                 "no_free_seat")
+
+    def add_member(self, member: str, at: datetime) -> None:
+        require_aware(at)
+        self.check_not_ended()
+        self.check_member_can_join(member)
+        self._member_added(member=member, timestamp=at)
+
+    @event(MemberAdded)
+    def _member_added(self, member: str, timestamp: datetime) -> None:
+        self.members[member] = {}
+
+    def release_seat(self, member: str, at: datetime) -> None:
+        require_aware(at)
+        if member not in self.members:
+            raise CommandRefused(f"{member} is not a member", "unknown_member")
+        self._seat_released(member=member, timestamp=at)
+
+    @event(SeatReleased)
+    def _seat_released(self, member: str, timestamp: datetime) -> None:
+        self.members.pop(member, None)
+
+    def assign_user_plan(self, member: str, solution: str, level: str, at: datetime,
+                         catalog: Catalog, switch: bool = False) -> bool:
+        """At most one level per solution for each member; a member may hold several
+        solutions. A new plan is charged for the rest of the period; a switch of level
+        credits the old level's rest and charges the new one's."""
+        require_aware(at)
+        self.check_not_ended()
+        if not self.terms.get("user_plans"):
+            raise CommandRefused(f"plan {self.plan_id} has no user plans",
+                                 "user_plans_not_offered")
+        monthly = catalog.user_plan_monthly_price(solution, level)
+        held = self.members.get(member, {})
+        current = held.get(solution)
+        if current == level:
+            return False
+        if current is not None and not switch:
+            raise CommandRefused(f"{member} already holds {solution}-{current}: one level per "
+                                 "solution (switch to change it)", "one_level_per_solution")
+        if member not in self.members:
+            self.check_member_can_join(member)
+        months = int(self.terms["period_months"])
+        charges: list[Charge] = []
+        if self.status != "trialing":
+            if current is not None:
+                old_monthly = catalog.user_plan_monthly_price(solution, current)
+                charges.append(prorated("proration_credit", f"Unused {solution}-{current}", 1,
+                                        old_monthly * months, at, self.cycle_start,
+                                        self.cycle_end, credit=True, member=member))
+            charges.append(prorated("user_plan", f"{solution}-{level} for {member}", 1,
+                                    monthly * months, at, self.cycle_start, self.cycle_end,
+                                    member=member))
+        self._user_plan_assigned(member=member, solution=solution, level=level,
+                                 replaced_level=current, charges=charges, timestamp=at)
+        return True
+
+    @event(UserPlanAssigned)
+    def _user_plan_assigned(self, member: str, solution: str, level: str,
+                            replaced_level: str | None, charges: list[Charge],
+                            timestamp: datetime) -> None:
+        self.members.setdefault(member, {})[solution] = level
+
+    def unassign_user_plan(self, member: str, solution: str, at: datetime) -> None:
+        require_aware(at)
+        level = self.members.get(member, {}).get(solution)
+        if level is None:
+            raise CommandRefused(f"{member} holds no {solution} plan", "not_assigned")
+        self._user_plan_unassigned(member=member, solution=solution, level=level, timestamp=at)
+
+    @event(UserPlanUnassigned)
+    def _user_plan_unassigned(self, member: str, solution: str, level: str,
+                              timestamp: datetime) -> None:
+        self.members.get(member, {}).pop(solution, None)
+
+    # ------------------------------------------------------------------ packs, add-ons --
+
+    def buy_pack(self, pack_id: str, at: datetime, catalog: Catalog) -> None:
+        """Immediate: the units are usable at once and expire at the end of this cycle."""
+        require_aware(at)
+        self.check_not_ended()
+        pack = catalog.pack(pack_id)
+        if pack.metric not in self.allowances:
+            raise CommandRefused(f"pack {pack_id} is for {pack.metric}, which plan "
+                                 f"{self.plan_id} does not meter", "pack_not_applicable")
+        charges = [charge("pack", pack.name, 1, pack.price, pack.price, at, self.cycle_end)]
+        self._pack_purchased(pack_id=pack_id, metric=pack.metric, quantity=str(pack.quantity),
+                             charges=charges, timestamp=at)
+
+    @event(PackPurchased)
+    def _pack_purchased(self, pack_id: str, metric: str, quantity: str, charges: list[Charge],
+                        timestamp: datetime) -> None:
+        self.extra[metric] = self.extra.get(metric, ZERO) + Decimal(quantity)
+
+    def add_addon(self, addon_id: str, at: datetime, catalog: Catalog) -> bool:
+        require_aware(at)
+        self.check_not_ended()
+        addon = catalog.addon(addon_id)
+        if addon_id in self.addons and self.addons[addon_id].get("remove_at") is None:
+            return False
+        months = int(self.terms["period_months"])
+        charges = [] if self.status == "trialing" or addon_id in self.addons else [
+            prorated("addon", addon.name, 1, addon.monthly_price * months, at,
+                     self.cycle_start, self.cycle_end)]
+        self._addon_added(addon_id=addon_id, name=addon.name,
+                          monthly_price=str(addon.monthly_price), features=list(addon.features),
+                          charges=charges, timestamp=at)
+        return True
+
+    @event(AddOnAdded)
+    def _addon_added(self, addon_id: str, name: str, monthly_price: str, features: list[str],
+                     charges: list[Charge], timestamp: datetime) -> None:
+        self.addons[addon_id] = {"name": name, "monthly_price": monthly_price,
+                                 "features": features, "remove_at": None}
+
+    def remove_addon(self, addon_id: str, at: datetime) -> bool:
+        """Paid to the end of the period: the add-on is removed when the cycle rolls."""
+        require_aware(at)
+        if addon_id not in self.addons:
+            raise CommandRefused(f"add-on {addon_id} is not active", "addon_not_active")
+        if self.addons[addon_id].get("remove_at") is not None:
+            return False
+        self._addon_removal_scheduled(addon_id=addon_id, effective_at=self.cycle_end,
+                                      timestamp=at)
+        return True
+
+    @event(AddOnRemovalScheduled)
+    def _addon_removal_scheduled(self, addon_id: str, effective_at: datetime,
+                                 timestamp: datetime) -> None:
+        self.addons[addon_id]["remove_at"] = effective_at.isoformat()
+
+    # ------------------------------------------------------- workspaces, features, counts --
+
+    def create_workspace(self, workspace: str, at: datetime) -> None:
+        require_aware(at)
+        self.check_not_ended()
+        if workspace in self.workspaces:
+            raise CommandRefused(f"workspace {workspace} exists", "workspace_exists")
+        limit = self.terms.get("limits", {}).get("workspaces")
+        if limit is not None and len(self.active_workspaces()) >= limit:
+            raise CommandRefused(f"plan {self.plan_id} allows {limit} workspace(s)",
+                                 "workspace_limit_reached")
+        self._workspace_created(workspace=workspace, timestamp=at)
+
+    @event(WorkspaceCreated)
+    def _workspace_created(self, workspace: str, timestamp: datetime) -> None:
+        self.workspaces[workspace] = "active"
+
+    def archive_workspace(self, workspace: str, at: datetime) -> None:
+        require_aware(at)
+        if self.workspaces.get(workspace) != "active":
+            raise CommandRefused(f"no active workspace {workspace}", "unknown_workspace")
+        self._workspace_archived(workspace=workspace, timestamp=at)
+
+    @event(WorkspaceArchived)
+    def _workspace_archived(self, workspace: str, timestamp: datetime) -> None:
+        self.workspaces[workspace] = "archived"
+
+    def activate_feature(self, feature: str, at: datetime) -> bool:
+        require_aware(at)
+        if feature not in self.features():
+            raise CommandRefused(f"plan {self.plan_id} has no feature {feature}",
+                                 "feature_not_in_plan")
+        if feature in self.features_active:
+            return False
+        self._feature_activated(feature=feature, timestamp=at)
+        return True
+
+    @event(FeatureActivated)
+    def _feature_activated(self, feature: str, timestamp: datetime) -> None:
+        self.features_active = sorted({*self.features_active, feature})
+
+    def deactivate_feature(self, feature: str, at: datetime) -> bool:
+        require_aware(at)
+        if feature not in self.features_active:
+            return False
+        self._feature_deactivated(feature=feature, timestamp=at)
+        return True
+
+    @event(FeatureDeactivated)
+    def _feature_deactivated(self, feature: str, timestamp: datetime) -> None:
+        self.features_active = [f for f in self.features_active if f != feature]
+
+    def report_count(self, name: str, value: int, at: datetime) -> bool:
+        """A resource counted by the upstream service (e.g. assistants), checked on downgrade."""
+        require_aware(at)
+        if value < 0:
+            raise CommandRefused("a count is >= 0", "invalid_quantity")
+        if self.counts.get(name) == value:
+            return False
+        self._count_reported(name=name, value=value, timestamp=at)
+        return True
+
+    @event(CountReported)
+    def _count_reported(self, name: str, value: int, timestamp: datetime) -> None:
+        self.counts[name] = value
+
+    # ---------------------------------------------------------------------- payments --
+
+    def record_payment(self, reference: str, outcome: str, amount: Decimal, at: datetime,
+                       reason: str | None = None) -> None:
+        """The processor's outcome for a charge (card data never reaches the engine)."""
+        require_aware(at)
+        if outcome == "succeeded":
+            self._payment_succeeded(reference=reference, amount=str(amount), timestamp=at)
+            return
+        if outcome != "failed":
+            raise CommandRefused(f"outcome is succeeded or failed, not {outcome!r}",
+                                 "invalid_outcome")
+        if reason not in PAYMENT_FAILURE_REASONS:
+            raise CommandRefused(f"failure reason must be one of {PAYMENT_FAILURE_REASONS}",
+                                 "invalid_reason")
+        attempt = self.payment_attempts.get(reference, 0) + 1
+        retry = (at + timedelta(days=PAYMENT_RETRY_DAYS[attempt - 1])
+                 if attempt <= len(PAYMENT_RETRY_DAYS) else None)
+        self._payment_failed(reference=reference, amount=str(amount), reason=reason,
+                             attempt=attempt, next_retry_at=retry, timestamp=at)
+
+    @event(PaymentSucceeded)
+    def _payment_succeeded(self, reference: str, amount: str, timestamp: datetime) -> None:
+        self.payment_attempts.pop(reference, None)
+        if not self.payment_attempts:
+            self.payment_state = "ok"
+
+    @event(PaymentFailed)
+    def _payment_failed(self, reference: str, amount: str, reason: str, attempt: int,
+                        next_retry_at: datetime | None, timestamp: datetime) -> None:
+        self.payment_attempts[reference] = attempt
+        self.payment_state = "retrying" if next_retry_at is not None else "past_due"
+
+
+# ------------------------------------------------------------------------------ helpers --
+
+def _totals(items: Sequence[UsageItem]) -> dict[str, str]:
+    totals: dict[str, Decimal] = {}
+    for item in items:
+        totals[item.metric] = totals.get(item.metric, ZERO) + item.quantity
+    return {m: str(q) for m, q in sorted(totals.items())}
+
+
+def _commitment_end(plan: Plan, start: datetime) -> datetime | None:
+    return add_months(start, plan.commitment_months) if plan.commitment_months else None
+
+
+def _next_boundary(anchor: datetime, months: int, after: datetime) -> datetime:
+    """The first anchor-based boundary after `after` (a 31st anchor returns to the 31st)."""
+    n = 1
+    while (boundary := add_months(anchor, n * months)) <= after:
+        n += 1
+    return boundary
+
+
+def _is_upgrade(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    if int(new["rank"]) != int(old["rank"]):
+        return int(new["rank"]) > int(old["rank"])
+    return _dec(new["price"]) > _dec(old["price"])
+
+
+def _period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, Any],
+                    members: dict[str, dict[str, str]], start: datetime, end: datetime,
+                    catalog: Catalog | None) -> list[Charge]:
+    """What a period costs in advance: plan fee, extra seats, add-ons, user plans."""
+    lines: list[Charge] = []
+    price = _dec(terms["price"])
+    if price > 0:
+        lines.append(charge("plan", f"{terms['plan_name']} ({terms['period']})", 1, price, price,
+                            start, end))
+    included = terms.get("included_seats")
+    seat_price = terms.get("extra_seat_price")
+    if seats is not None and included is not None and seat_price is not None:
+        extra = seats - int(included)
+        if extra > 0:
+            lines.append(charge("seats", "Extra seats", extra, _dec(seat_price),
+                                extra * _dec(seat_price), start, end))
+    months = int(terms["period_months"])
+    for addon_id, addon in sorted(addons.items()):
+        amount = _dec(addon["monthly_price"]) * months
+        lines.append(charge("addon", str(addon["name"]), 1, amount, amount, start, end,
+                            addon=addon_id))
+    if catalog is not None and terms.get("user_plans"):
+        for member, plans in sorted(members.items()):
+            for solution, level in sorted(plans.items()):
+                amount = catalog.user_plan_monthly_price(solution, level) * months
+                lines.append(charge("user_plan", f"{solution}-{level} for {member}", 1, amount,
+                                    amount, start, end, member=member))
+    return lines

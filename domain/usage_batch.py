@@ -23,7 +23,7 @@ class PreparedBatch:
     usage_keys: list[UsageKey] = field(default_factory=list)
     accepted: int = 0
     duplicates: int = 0
-    cycles_rolled: int = 0
+    time_events: int = 0
     rejected: list[tuple[int, BillingError]] = field(default_factory=list)  # (index, error)
 
 
@@ -51,7 +51,7 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> 
             error = UnknownSubscription(f"no subscription {subscription_id!r}")
             batch.rejected.extend((i, error) for i in indexes)
             continue
-        accepted = _apply(subscription, [(i, items[i]) for i in indexes], batch)
+        accepted = _apply(app, subscription, [(i, items[i]) for i in indexes], batch)
         if accepted or subscription.pending_events:
             batch.aggregates.append(subscription)
         batch.usage_keys.extend((subscription_id, items[i].id) for i in accepted)
@@ -59,18 +59,21 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> 
     return batch
 
 
-def _apply(subscription: Subscription, indexed: list[tuple[int, UsageItem]],
-           batch: PreparedBatch) -> list[int]:
-    """Apply in time order; usage past the open cycle's end first rolls the cycle (as the clock
-    would), so each item lands in the cycle its time belongs to."""
+def _apply(app: BillingApplication, subscription: Subscription,
+           indexed: list[tuple[int, UsageItem]], batch: PreparedBatch) -> list[int]:
+    """Apply in time order; whatever is due before an item's time happens first (as the clock
+    would: a cycle roll, the closing of the last cycle, a daily reset), so each item lands in
+    the cycle its time belongs to."""
     indexed.sort(key=lambda pair: pair[1].at)
     accepted: list[int] = []
     pending: list[UsageItem] = []
+    due = subscription.next_due()
     for index, item in indexed:
-        if item.at >= subscription.cycle_end:
+        if due is not None and item.at >= due:
             subscription.record_usage(pending)
             pending = []
-            batch.cycles_rolled += subscription.roll_cycles_until(item.at)
+            batch.time_events += subscription.advance_to(item.at, app.catalog)
+            due = subscription.next_due()
         try:
             subscription.check_usage(item)
         except BillingError as error:

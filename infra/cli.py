@@ -167,7 +167,7 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_catalog(settings)
     plans: list[dict[str, Any]] = [
         {"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
-         "currency": p.price.currency, "period_months": p.period_months,
+         "currency": p.currency, "prices": {k: str(v) for k, v in p.prices.items()},
          "allowances": {m: a.as_dict() for m, a in p.allowances.items()}}
         for p in sorted(catalog.plans.values(), key=lambda p: p.rank)
     ]
@@ -179,8 +179,8 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     for plan in plans:
         allowances = ", ".join(f"{m} {a['included']} ({a['limit']})"
                                for m, a in plan["allowances"].items())
-        print(f"  {plan['id']:<12} {plan['name']:<12} {plan['price']:>10} / "
-              f"{plan['period_months']} month(s)   {allowances}")
+        prices = ", ".join(f"{v}/{k}" for k, v in plan["prices"].items())
+        print(f"  {plan['id']:<12} {plan['name']:<12} {prices:<28} {allowances}")
     return 0
 
 

@@ -21,6 +21,8 @@ from psycopg.sql import SQL, Identifier
 from domain.application import BillingApplication, UsageKey
 from domain.catalog import Catalog
 
+SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
+
 
 class BillingRecorder(PostgresProcessRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "billing_events",
@@ -53,6 +55,16 @@ class BillingRecorder(PostgresProcessRecorder):
         if keys:
             # A plain INSERT: a key applied concurrently fails the whole transaction.
             curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
+
+    def subscription_ids(self) -> list[str]:
+        """Every subscription, from the first event of each stream."""
+        statement = SQL(
+            "SELECT originator_id FROM {0}.{1} WHERE originator_version = 1 AND topic = %s "
+            "ORDER BY originator_id"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (SUBSCRIBED_TOPIC,))
+            return [r["originator_id"] for r in curs.fetchall()]
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
         if not keys:

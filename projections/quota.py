@@ -21,14 +21,15 @@ class QuotaRow:
     limit_kind: str
     cycle_start: datetime
     cycle_end: datetime
+    packs: Decimal = Decimal(0)
 
     @property
     def remaining(self) -> Decimal:
-        return max(self.included - self.used, Decimal(0))
+        return max(self.included + self.packs - self.used, Decimal(0))
 
     @property
     def exhausted(self) -> bool:
-        return self.limit_kind == "hard" and self.used >= self.included
+        return self.limit_kind == "hard" and self.used >= self.included + self.packs
 
 
 @dataclass
@@ -64,19 +65,31 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     kind = message["type"]
     rows = state.metrics()
     if kind == "Subscribed":
-        state.rows = _rows_for(state.subscription_id, data["account"], data["plan_id"],
-                               data["allowances"], _time(data["cycle_start"]),
+        terms = data["terms"]
+        state.rows = _rows_for(state.subscription_id, data["account"], terms["plan_id"],
+                               terms["allowances"], _time(data["cycle_start"]),
                                _time(data["cycle_end"]))
     elif kind == "UsageRecorded":
         for metric, total in data["totals"].items():
             row = rows.get(metric)
             if row is not None:
                 rows[metric] = replace(row, used=row.used + Decimal(total))
-    elif kind == "CycleRolled" and rows:
+    elif kind == "PackPurchased":
+        row = rows.get(data["metric"])
+        if row is not None:
+            rows[data["metric"]] = replace(row, packs=row.packs + Decimal(data["quantity"]))
+    elif kind in ("CycleRolled", "PlanUpgraded", "PlanChangedInTrial") and rows:
         any_row = next(iter(rows.values()))
-        state.rows = _rows_for(state.subscription_id, any_row.account, any_row.plan_id,
-                               data["allowances"], _time(data["cycle_start"]),
-                               _time(data["cycle_end"]))
+        terms = data["terms"]
+        restart = kind == "CycleRolled" or data.get("restarted_cycle", False)
+        start = _time(data["cycle_start"]) if "cycle_start" in data else any_row.cycle_start
+        end = _time(data["cycle_end"]) if "cycle_end" in data else any_row.cycle_end
+        fresh = _rows_for(state.subscription_id, any_row.account, terms["plan_id"],
+                          terms["allowances"], start, end)
+        if not restart:  # same cycle, new allowance: usage and packs so far still count
+            fresh = {m: replace(r, used=rows[m].used, packs=rows[m].packs) if m in rows else r
+                     for m, r in fresh.items()}
+        state.rows = fresh
     state.version = version
     return True
 

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS quota (
     account text NOT NULL,
     plan_id text NOT NULL,
     included numeric NOT NULL,
+    packs numeric NOT NULL,
     used numeric NOT NULL,
     remaining numeric NOT NULL,
     limit_kind text NOT NULL,
@@ -45,8 +46,8 @@ CREATE TABLE IF NOT EXISTS projection_positions (
 );
 """
 
-COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "used", "remaining",
-           "limit_kind", "exhausted", "cycle_start", "cycle_end")
+COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs", "used",
+           "remaining", "limit_kind", "exhausted", "cycle_start", "cycle_end")
 
 
 class PositionConflict(RuntimeError):
@@ -69,7 +70,8 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str,
     cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
                 (list(subscription_ids),))
     for r in cur.fetchall():
-        row = QuotaRow(r[0], r[1], r[2], r[3], r[4], r[5], r[7], r[9], r[10])
+        row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
+                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11])
         states[row.subscription_id].metrics()[row.metric] = row
     return states
 
@@ -85,11 +87,12 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
         cur.execute(
             f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
             "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
-            "%s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], %s::timestamptz[])",
+            "%s::numeric[], %s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], "
+            "%s::timestamptz[])",
             (
                 [r.subscription_id for r in rows], [r.metric for r in rows],
                 [r.account for r in rows], [r.plan_id for r in rows],
-                [r.included for r in rows], [r.used for r in rows],
+                [r.included for r in rows], [r.packs for r in rows], [r.used for r in rows],
                 [r.remaining for r in rows], [r.limit_kind for r in rows],
                 [r.exhausted for r in rows], [r.cycle_start for r in rows],
                 [r.cycle_end for r in rows],

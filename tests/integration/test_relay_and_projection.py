@@ -68,7 +68,7 @@ def test_relay_publishes_every_event_once_in_order_per_subscription(engine: Engi
         assert len(partitions[sub]) == 1
         assert versions == list(range(1, len(versions) + 1)), sub
     types = {orjson.loads(r.value)["type"] for r in records}
-    assert types == {"Subscribed", "UsageRecorded", "CycleRolled"}
+    assert types >= {"Subscribed", "UsageRecorded", "CycleRolled"}
 
 
 def test_relay_resumes_from_its_position_and_a_crash_before_recording_only_duplicates(

@@ -21,7 +21,7 @@ currency = "EUR"
 [plans.solo]
 name = "Solo"
 price = {price}
-period = "quarter"
+periods = ["month", "quarter"]
 allowances.tokens = {{ included = {included}, limit = "{limit}" }}
 """
 
@@ -41,7 +41,7 @@ def test_starter_catalog_loads(starter: Catalog) -> None:
     assert sorted(starter.plans) == ["basic", "enterprise", "scale"]
     basic = starter.plan("basic")
     assert basic.price == Money(Decimal("190.00"), "EUR")
-    assert basic.period_months == 1
+    assert set(basic.prices) == {"month"}
     assert [p.rank for p in sorted(starter.plans.values(), key=lambda p: p.rank)] == [1, 2, 3]
 
 
@@ -60,7 +60,7 @@ def test_starter_allowances_are_decimal(starter: Catalog) -> None:
 
 def test_inline_catalog_reads_quarter_period() -> None:
     plan = Catalog.from_toml(mini()).plan("solo")
-    assert plan.period_months == 3
+    assert plan.prices == {"month": Decimal("10.00"), "quarter": Decimal("30.00")}
     assert plan.allowances["tokens"].included == Decimal(100)
 
 

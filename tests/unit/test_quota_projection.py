@@ -18,14 +18,16 @@ ALLOWANCES = {
 }
 
 
+TERMS = {"plan_id": "team", "allowances": ALLOWANCES}
+
+
 def msg(version: int, kind: str, data: dict[str, Any], sub: str = "sub-1") -> dict[str, Any]:
     return {"subscription": sub, "version": version, "type": kind, "data": data}
 
 
 def subscribed(version: int = 1, sub: str = "sub-1") -> dict[str, Any]:
-    return msg(version, "Subscribed", {"account": "acct-1", "plan_id": "team",
-                                       "allowances": ALLOWANCES, "cycle_start": JAN,
-                                       "cycle_end": FEB}, sub)
+    return msg(version, "Subscribed", {"account": "acct-1", "terms": TERMS,
+                                       "cycle_start": JAN, "cycle_end": FEB}, sub)
 
 
 def usage(version: int, sub: str = "sub-1", **totals: str) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def usage(version: int, sub: str = "sub-1", **totals: str) -> dict[str, Any]:
 
 def rolled(version: int) -> dict[str, Any]:
     return msg(version, "CycleRolled", {"closed_start": JAN, "closed_end": FEB,
-                                        "closed_usage": {"tokens": "5"}, "allowances": ALLOWANCES,
+                                        "closed_usage": {"tokens": "5"}, "terms": TERMS,
                                         "cycle_start": FEB, "cycle_end": MAR})
 
 
@@ -117,7 +119,7 @@ def test_usage_for_metric_without_allowance_is_ignored() -> None:
 STREAM = [
     subscribed(1, "a"), subscribed(1, "b"), usage(2, "a", tokens="40"),
     usage(2, "b", conversations="12"), usage(3, "a", tokens="70"),
-    msg(4, "CycleRolled", {"allowances": ALLOWANCES, "cycle_start": FEB, "cycle_end": MAR}, "b"),
+    msg(4, "CycleRolled", {"terms": TERMS, "cycle_start": FEB, "cycle_end": MAR}, "b"),
 ]
 
 

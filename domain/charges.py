@@ -1,0 +1,91 @@
+"""Charge lines and the money rules behind them.
+
+Proration rule (documented in docs/domain.md): a price for a period [start, end) charged from
+time t is `price x (end - t) / (end - start)`, with the durations counted exactly in
+microseconds, and each line rounded HALF_UP to the cent on its own. A plan change mid-period is
+two lines: a credit for the unused rest of the old item and a charge for the rest of the new one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+CENT = Decimal("0.01")
+_MICRO = timedelta(microseconds=1)
+
+Charge = dict[str, Any]
+
+
+def round_money(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def remaining_fraction(at: datetime, start: datetime, end: datetime) -> Decimal:
+    """(end - at) / (end - start), exact, clamped to [0, 1]."""
+    total = (end - start) // _MICRO
+    if total <= 0:
+        return Decimal(0)
+    rest = min(max((end - at) // _MICRO, 0), total)
+    return Decimal(rest) / Decimal(total)
+
+
+def charge(kind: str, description: str, quantity: Decimal | int, unit_price: Decimal,
+           amount: Decimal, start: datetime | None = None,
+           end: datetime | None = None, **extra: Any) -> Charge:
+    line: Charge = {
+        "kind": kind,
+        "description": description,
+        "quantity": str(quantity),
+        "unit_price": str(unit_price),
+        "amount": str(round_money(amount)),
+    }
+    if start is not None and end is not None:
+        line["period_start"] = start.isoformat()
+        line["period_end"] = end.isoformat()
+    line.update(extra)
+    return line
+
+
+def prorated(kind: str, description: str, quantity: Decimal | int, unit_price: Decimal,
+             at: datetime, start: datetime, end: datetime, *, credit: bool = False,
+             **extra: Any) -> Charge:
+    """A charge (or, with credit=True, a credit) for the rest of [start, end) from `at`."""
+    fraction = remaining_fraction(at, start, end)
+    amount = Decimal(quantity) * unit_price * fraction
+    return charge(kind, description, quantity, unit_price, -amount if credit else amount,
+                  at, end, fraction=str(fraction.quantize(Decimal("0.000001"))), **extra)
+
+
+def total(lines: list[Charge]) -> Decimal:
+    return sum((Decimal(line["amount"]) for line in lines), Decimal(0))
+
+
+def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: Decimal,
+                  start: datetime, end: datetime) -> list[Charge]:
+    """Usage past (included + packs) on an overage metric, priced flat or by graduated tiers."""
+    if allowance.get("limit") != "overage":
+        return []
+    over = used - Decimal(allowance["included"]) - extra
+    if over <= 0:
+        return []
+    tiers = allowance.get("tiers")
+    if not tiers:
+        price = Decimal(allowance["overage_unit_price"])
+        return [charge("overage", f"{metric} over allowance", over, price, over * price,
+                       start, end, metric=metric)]
+    lines, floor = [], Decimal(0)
+    for tier in tiers:
+        ceiling = None if tier["up_to"] is None else Decimal(tier["up_to"])
+        in_tier = (over if ceiling is None else min(over, ceiling)) - floor
+        if in_tier <= 0:
+            break
+        price = Decimal(tier["unit_price"])
+        bound = "and above" if ceiling is None else f"to {ceiling}"
+        lines.append(charge("overage", f"{metric} over allowance, units {floor} {bound}",
+                            in_tier, price, in_tier * price, start, end, metric=metric))
+        if ceiling is None:
+            break
+        floor = ceiling
+    return lines

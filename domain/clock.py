@@ -1,0 +1,58 @@
+"""The billing clock: the persisted "now" of billing. Simulated in demos and tests (moved by
+`billing clock advance --to TIME`, like a payment platform's test clock), driven by real time in
+production. Moving it applies, to every subscription, whatever became due."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from eventsourcing.domain import BaseAggregate, event
+
+from domain.errors import CommandRefused
+from domain.periods import require_aware
+from domain.subscription import (
+    SubscriptionCreated,
+    SubscriptionEvent,
+    SubscriptionSnapshot,
+)
+
+CLOCK_ID = "billing-clock"
+
+
+class BillingClock(BaseAggregate[str]):
+    Snapshot = SubscriptionSnapshot
+    Event = SubscriptionEvent
+
+    class Started(SubscriptionCreated):
+        class_version = 1
+        now: datetime
+
+    class Advanced(SubscriptionEvent):
+        class_version = 1
+        now: datetime
+        subscriptions: int
+        events: int
+
+    @event(Started)
+    def __init__(self, id: str, now: datetime, timestamp: datetime) -> None:
+        self.now = now
+
+    @classmethod
+    def start(cls, now: datetime) -> BillingClock:
+        require_aware(now)
+        return cls(id=CLOCK_ID, now=now, timestamp=now)
+
+    def check_forward(self, to: datetime) -> None:
+        require_aware(to)
+        if to < self.now:
+            raise CommandRefused(f"the clock is at {self.now.isoformat()}; it never goes back",
+                                 "clock_backwards")
+
+    def advance(self, to: datetime, subscriptions: int, events: int) -> None:
+        self.check_forward(to)
+        self._advanced(now=to, subscriptions=subscriptions, events=events, timestamp=to)
+
+    @event(Advanced)
+    def _advanced(self, now: datetime, subscriptions: int, events: int,
+                  timestamp: datetime) -> None:
+        self.now = now

@@ -1,0 +1,242 @@
+"""Lifecycle commands: one contract for the Python API, the CLI and the `billing.commands` topic.
+
+A command is a JSON object `{"id", "type", "subscription", "at", ...fields}`; `id` is its
+idempotency key (per subscription). `parse_command` checks the contract (InvalidCommand with a
+code); `execute` runs it on the subscription: first everything due by the command's time
+(`advance_to`), then the command's own checks and event. Each `_cmd_*` function is one use case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from domain.catalog import Catalog
+from domain.errors import CommandRefused, InvalidCommand
+from domain.subscription import Subscription
+from domain.usage import MAX_TEXT
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    type: str
+    subscription: str
+    at: datetime
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, name: str, required: bool = True) -> str | None:
+        value = self.fields.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+            raise InvalidCommand(f"{self.type}: '{name}' must be a non-empty string",
+                                 "invalid_field")
+        return value
+
+    def required(self, name: str) -> str:
+        value = self.text(name)
+        assert value is not None
+        return value
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        value = self.fields.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidCommand(f"{self.type}: '{name}' must be an integer", "invalid_field")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self.fields.get(name, False)
+        if not isinstance(value, bool):
+            raise InvalidCommand(f"{self.type}: '{name}' must be true or false", "invalid_field")
+        return value
+
+    def amount(self, name: str) -> Decimal:
+        value = self.fields.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidCommand(f"{self.type}: '{name}' must be a decimal string",
+                                 "invalid_field")
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise InvalidCommand(f"{self.type}: '{name}' is not a decimal",
+                                 "invalid_field") from None
+        if not amount.is_finite() or amount < 0:
+            raise InvalidCommand(f"{self.type}: '{name}' must be >= 0", "invalid_field")
+        return amount
+
+
+def parse_command(raw: object) -> Command:
+    if not isinstance(raw, dict):
+        raise InvalidCommand("a command is a JSON object", "not_an_object")
+    missing = [k for k in ("id", "type", "subscription", "at") if raw.get(k) is None]
+    if missing:
+        raise InvalidCommand(f"missing field(s): {', '.join(missing)}", "missing_field")
+    for key in ("id", "type", "subscription"):
+        if not isinstance(raw[key], str) or not raw[key] or len(raw[key]) > MAX_TEXT:
+            raise InvalidCommand(f"'{key}' must be a non-empty string", "invalid_field")
+    if raw["type"] not in HANDLERS:
+        raise InvalidCommand(f"unknown command type {raw['type']!r}", "unknown_command")
+    at_text = raw["at"]
+    try:
+        at = datetime.fromisoformat(at_text) if isinstance(at_text, str) else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise InvalidCommand("'at' must be RFC 3339 with an offset", "invalid_timestamp")
+    fields = {k: v for k, v in raw.items() if k not in ("id", "type", "subscription", "at")}
+    return Command(raw["id"], raw["type"], raw["subscription"], at, fields)
+
+
+@dataclass
+class Outcome:
+    command: Command
+    result: str  # "applied", "unchanged", "downgrade_scheduled", ...
+    events: int
+
+
+Handler = Callable[[Subscription, Command, Catalog], str]
+
+
+def execute(subscription: Subscription | None, command: Command,
+            catalog: Catalog) -> tuple[Subscription, Outcome]:
+    """Run a command; returns the (new or changed) aggregate with pending events."""
+    if command.type == "subscribe":
+        if subscription is not None:
+            raise CommandRefused(f"subscription {command.subscription} exists",
+                                 "subscription_exists")
+        created = Subscription.subscribe(
+            command.subscription, command.text("account", False) or command.subscription,
+            command.required("plan"), catalog, command.at,
+            period=command.text("period", False) or "month", trial=command.flag("trial"),
+            seats=command.integer("seats") if "seats" in command.fields else None,
+        )
+        return created, Outcome(command, "applied", len(created.pending_events))
+    if subscription is None:
+        raise CommandRefused(f"no subscription {command.subscription!r}", "unknown_subscription")
+    if command.at < subscription.cycle_start:
+        raise CommandRefused(
+            f"command time {command.at.isoformat()} is before the open cycle "
+            f"({subscription.cycle_start.isoformat()})", "stale_command")
+    before = len(subscription.pending_events)
+    subscription.advance_to(command.at, catalog)
+    result = HANDLERS[command.type](subscription, command, catalog)
+    return subscription, Outcome(command, result, len(subscription.pending_events) - before)
+
+
+def _applied(changed: bool) -> str:
+    return "applied" if changed else "unchanged"
+
+
+def _cmd_change_plan(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return s.change_plan(c.required("plan"), c.at, catalog, c.text("keep_workspace", False))
+
+
+def _cmd_cancel(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.cancel(c.at, catalog))
+
+
+def _cmd_reactivate(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.reactivate(c.at)
+    return "applied"
+
+
+def _cmd_add_seats(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.add_seats(c.integer("count"), c.at)
+    return "applied"
+
+
+def _cmd_add_member(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.add_member(c.required("member"), c.at)
+    return "applied"
+
+
+def _cmd_release_seat(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.release_seat(c.required("member"), c.at)
+    return "applied"
+
+
+def _cmd_assign_user_plan(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.assign_user_plan(c.required("member"), c.required("solution"),
+                                       c.required("level"), c.at, catalog, c.flag("switch")))
+
+
+def _cmd_unassign_user_plan(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.unassign_user_plan(c.required("member"), c.required("solution"), c.at)
+    return "applied"
+
+
+def _cmd_buy_pack(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.buy_pack(c.required("pack"), c.at, catalog)
+    return "applied"
+
+
+def _cmd_add_addon(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.add_addon(c.required("addon"), c.at, catalog))
+
+
+def _cmd_remove_addon(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.remove_addon(c.required("addon"), c.at))
+
+
+def _cmd_change_billing_period(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.change_billing_period(c.required("period"), c.at, catalog))
+
+
+def _cmd_record_payment(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.record_payment(c.required("reference"), c.required("outcome"), c.amount("amount"), c.at,
+                     c.text("reason", False))
+    return "applied"
+
+
+def _cmd_create_workspace(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.create_workspace(c.required("workspace"), c.at)
+    return "applied"
+
+
+def _cmd_archive_workspace(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.archive_workspace(c.required("workspace"), c.at)
+    return "applied"
+
+
+def _cmd_activate_feature(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.activate_feature(c.required("feature"), c.at))
+
+
+def _cmd_deactivate_feature(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.deactivate_feature(c.required("feature"), c.at))
+
+
+def _cmd_report_count(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.report_count(c.required("name"), c.integer("value"), c.at))
+
+
+def _cmd_advance(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return "applied"  # `execute` already advanced the subscription to the command's time
+
+
+HANDLERS: dict[str, Handler] = {
+    "subscribe": lambda s, c, k: "applied",  # handled in execute (creates the aggregate)
+    "change_plan": _cmd_change_plan,
+    "cancel": _cmd_cancel,
+    "reactivate": _cmd_reactivate,
+    "add_seats": _cmd_add_seats,
+    "add_member": _cmd_add_member,
+    "release_seat": _cmd_release_seat,
+    "assign_user_plan": _cmd_assign_user_plan,
+    "unassign_user_plan": _cmd_unassign_user_plan,
+    "buy_pack": _cmd_buy_pack,
+    "add_addon": _cmd_add_addon,
+    "remove_addon": _cmd_remove_addon,
+    "change_billing_period": _cmd_change_billing_period,
+    "record_payment": _cmd_record_payment,
+    "create_workspace": _cmd_create_workspace,
+    "archive_workspace": _cmd_archive_workspace,
+    "activate_feature": _cmd_activate_feature,
+    "deactivate_feature": _cmd_deactivate_feature,
+    "report_count": _cmd_report_count,
+    "advance": _cmd_advance,
+}
