@@ -107,31 +107,25 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
+    return _publish_file(args, settings, settings.topics.usage, "usage events")
+
+
+def _publish_file(args: argparse.Namespace, settings: Settings, topic: str, what: str) -> int:
+    """Publish a JSON-lines file, keyed by each line's "subscription"; lines that are not valid
+    JSON are published as they are (the consumer dead-letters them with a code)."""
     from infra import kafka
 
     stack = connect(settings)
-    messages: list[tuple[bytes | None, bytes]] = []
     with open(args.file, "rb") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            key = None
-            try:
-                body = orjson.loads(line)
-                if isinstance(body, dict) and isinstance(body.get("subscription"), str):
-                    key = body["subscription"].encode()
-            except orjson.JSONDecodeError:
-                pass  # published as is: the ingestion dead-letters it with a code
-            messages.append((key, line))
+        messages = [(_key_of(line), line) for line in (raw.strip() for raw in f) if line]
     producer = kafka.producer(stack.kafka_bootstrap)
-    ends = kafka.publish(producer, settings.topics.usage, messages)
+    ends = kafka.publish(producer, topic, messages)
     producer.close()
     if args.json:
-        _print_json({"published": len(messages), "topic": settings.topics.usage,
+        _print_json({"published": len(messages), "topic": topic,
                      "end_offsets": {str(p): o for p, o in sorted(ends.items())}})
     else:
-        print(f"published {len(messages)} usage events to {settings.topics.usage}")
+        print(f"published {len(messages)} {what} to {topic}")
     return 0
 
 
@@ -209,6 +203,105 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _field_value(text: str) -> Any:
+    if text in ("true", "false"):
+        return text == "true"
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return text
+
+
+def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one lifecycle command against the event store (or publish it with --publish)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from domain.commands import parse_command
+    from domain.errors import BillingError
+    from infra import kafka
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    raw: dict[str, Any] = {
+        "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
+        "subscription": args.subscription,
+        "at": args.at or datetime.now(UTC).isoformat(),
+    }
+    for pair in args.fields:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"fields are key=value, not {pair!r}")
+        raw[key] = _field_value(value)
+    stack = connect(settings)
+    if args.publish:
+        producer = kafka.producer(stack.kafka_bootstrap)
+        kafka.publish(producer, settings.topics.commands,
+                      [(args.subscription.encode(), orjson.dumps(raw))])
+        producer.close()
+        print(json.dumps({"published": raw}) if args.json else f"published {raw['id']}")
+        return 0
+    app = open_application(stack.database_url, load_catalog(settings))
+    try:
+        outcome = app.handle(parse_command(raw))
+    except BillingError as e:
+        print(json.dumps({"error": e.code, "message": str(e)}) if args.json
+              else f"refused ({e.code}): {e}", file=sys.stderr)
+        return 2
+    finally:
+        app.close()
+    result = {"id": raw["id"], "type": args.type, "subscription": args.subscription,
+              "result": outcome.result, "events": outcome.events}
+    print(json.dumps(result) if args.json
+          else f"{args.type} {args.subscription}: {outcome.result} ({outcome.events} events)")
+    return 0
+
+
+def cmd_commands_publish(args: argparse.Namespace, settings: Settings) -> int:
+    return _publish_file(args, settings, settings.topics.commands, "commands")
+
+
+def _key_of(line: bytes) -> bytes | None:
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None  # published as is: the consumer dead-letters it with a code
+    if isinstance(body, dict) and isinstance(body.get("subscription"), str):
+        return str(body["subscription"]).encode()
+    return None
+
+
+def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from domain.errors import BillingError
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    stack = connect(settings)
+    app = open_application(stack.database_url, load_catalog(settings))
+    try:
+        if args.verb == "show":
+            clock = app.clock()
+            now = clock.now.isoformat() if clock else None
+            print(json.dumps({"now": now}) if args.json else f"billing clock: {now or 'not set'}")
+            return 0
+        to = datetime.fromisoformat(args.to) if args.to else None
+        if to is None or to.tzinfo is None:
+            raise SystemExit("--to needs an offset, e.g. 2026-12-01T00:00:00+00:00")
+        recorder: Any = app.recorder
+        try:
+            changed, events = app.advance_clock(to, recorder.subscription_ids())
+        except BillingError as e:
+            print(f"refused ({e.code}): {e}", file=sys.stderr)
+            return 2
+    finally:
+        app.close()
+    result = {"now": to.isoformat(), "subscriptions_changed": changed, "events": events}
+    print(json.dumps(result) if args.json
+          else f"clock at {to.isoformat()}: {changed} subscriptions changed, {events} events")
+    return 0
+
+
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.projector import Database, rebuild_from_store
     from infra.engine import load_catalog
@@ -244,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="store_true",
                    help="join consumer groups (scale out over several processes)")
     p.add_argument("--report-every", type=float, default=10.0)
-    p.add_argument("--only", action="append", choices=["ingest", "relay", "project"],
+    p.add_argument("--only", action="append", choices=["ingest", "commands", "relay", "project"],
                    help="run only this worker (repeatable); default: all three")
     p.set_defaults(func=cmd_run)
 
@@ -270,6 +363,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", help="RFC 3339 start time (default: now)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_subscribe)
+
+    p = sub.add_parser("command", help="run one lifecycle command (docs/contracts.md)")
+    p.add_argument("type", help="subscribe, change_plan, cancel, add_seats, buy_pack, ...")
+    p.add_argument("subscription")
+    p.add_argument("fields", nargs="*", help="key=value fields of the command, e.g. plan=scale")
+    p.add_argument("--at", help="RFC 3339 time of the command (default: now)")
+    p.add_argument("--id", help="idempotency id (default: a new one)")
+    p.add_argument("--publish", action="store_true", help="send to billing.commands instead")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_command)
+
+    commands = sub.add_parser("commands", help="command files").add_subparsers(
+        dest="verb", required=True)
+    p = commands.add_parser("publish", help="publish commands from a JSON-lines file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_commands_publish)
+
+    p = sub.add_parser("clock", help="the billing clock")
+    p.add_argument("verb", choices=["show", "advance"])
+    p.add_argument("--to", help="advance to this RFC 3339 time")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clock)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
     p.add_argument("projection", nargs="*", help="read models to rebuild (default: all: quota)")

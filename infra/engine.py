@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consumers.commands import CommandIngestor
 from consumers.loop import TrackedConsumer
 from consumers.projector import Database, QuotaPositions, QuotaProjector
 from consumers.usage import UsageIngestor, UsagePositions
@@ -65,13 +66,32 @@ class Engine:
     def dead_letters(self, consumer_name: str) -> DeadLetters:
         return DeadLetters(self.producer(), self.settings.topics.dlq, consumer_name)
 
+    def worker_app(self) -> BillingApplication:
+        """Each writing worker gets its own application (and aggregate cache): workers run in
+        threads, and two writers meet only through optimistic concurrency in the store."""
+        app = open_application(self.database_url, self.app.catalog)
+        self._closers.append(app.close)
+        return app
+
     def ingestion(self, group: bool = False) -> tuple[TrackedConsumer, UsageIngestor]:
-        ingestor = UsageIngestor(self.app, self.dead_letters("usage-ingest"))
+        app = self.worker_app()
+        ingestor = UsageIngestor(app, self.dead_letters("usage-ingest"))
         group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")
-        loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(self.app),
+        loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(app),
                                ingestor.handle, group=group, name="usage-ingest")
+        self._closers.append(loop.close)
+        return loop, ingestor
+
+    def commands(self, group: bool = False) -> tuple[TrackedConsumer, CommandIngestor]:
+        app = self.worker_app()
+        ingestor = CommandIngestor(app, self.dead_letters("command-ingest"))
+        group_id = f"billing-commands.{self.settings.topics.commands}" if group else None
+        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
+                                client_id="billing-command-ingest")
+        loop = TrackedConsumer(client, self.settings.topics.commands, UsagePositions(app),
+                               ingestor.handle, group=group, name="command-ingest")
         self._closers.append(loop.close)
         return loop, ingestor
 
@@ -98,7 +118,7 @@ class Engine:
                 self._closers.pop()()
 
 
-ROLES = ("ingest", "relay", "project")
+ROLES = ("ingest", "commands", "relay", "project")
 
 
 @dataclass
@@ -108,6 +128,8 @@ class Workers:
 
     ingest: TrackedConsumer | None = None
     ingestor: UsageIngestor | None = None
+    command_loop: TrackedConsumer | None = None
+    commander: CommandIngestor | None = None
     relay: Relay | None = None
     project: TrackedConsumer | None = None
     projector: QuotaProjector | None = None
@@ -119,6 +141,8 @@ class Workers:
         workers = cls()
         if "ingest" in roles:
             workers.ingest, workers.ingestor = engine.ingestion(group)
+        if "commands" in roles:
+            workers.command_loop, workers.commander = engine.commands(group)
         if "relay" in roles:
             workers.relay = engine.relay()
         if "project" in roles:
@@ -126,8 +150,8 @@ class Workers:
         return workers
 
     def start(self) -> None:
-        for name, part in (("ingest", self.ingest), ("relay", self.relay),
-                           ("project", self.project)):
+        for name, part in (("ingest", self.ingest), ("commands", self.command_loop),
+                           ("relay", self.relay), ("project", self.project)):
             if part is None:
                 continue
             t = threading.Thread(target=part.run, args=(self.stop_event,), name=name, daemon=True)
@@ -145,6 +169,10 @@ class Workers:
             s = self.ingestor.stats
             parts.append(f"ingested {s.accepted:,} usage, {s.duplicates:,} duplicates, "
                          f"{s.dead_lettered:,} dead-lettered")
+        if self.commander:
+            c = self.commander.stats
+            parts.append(f"commands {c.applied:,} applied, {c.unchanged:,} unchanged, "
+                         f"{c.duplicates:,} duplicates, {c.refused:,} refused")
         if self.relay:
             parts.append(f"relayed {self.relay.published:,}")
         if self.projector:

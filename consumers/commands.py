@@ -1,0 +1,101 @@
+"""Command ingestion: `billing.commands` -> Subscription events, exactly once per command id.
+
+parse (orjson) -> validate (the command contract) -> command (in order, per partition batch)
+-> dispatch (one transaction: the new events, the command ids and the Kafka position).
+A refused command is dead-lettered with its code and its id is recorded, so a redelivery has no
+second effect (not even a second dead letter); the consumer carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from eventsourcing.persistence import Tracking
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from consumers.usage import tracking_name
+from domain.application import BillingApplication, UsageKey, command_key
+from domain.commands import Command, execute, parse_command
+from domain.errors import BillingError
+from domain.subscription import Subscription
+from infra.dlq import DeadLetters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommandStats:
+    messages: int = 0
+    applied: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+class CommandIngestor:
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetters) -> None:
+        self.app = app
+        self.dead_letters = dead_letters
+        self.stats = CommandStats()
+
+    def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
+        stored = self.app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
+        if stored is not None:
+            records = [r for r in records if r.offset > stored]
+        if not records:
+            return
+        parsed: list[tuple[ConsumerRecord, Command]] = []
+        letters: list[tuple[ConsumerRecord, str, str]] = []
+        for record in records:
+            try:
+                parsed.append((record, parse_command(orjson.loads(record.value or b""))))
+            except orjson.JSONDecodeError as e:
+                letters.append((record, "malformed_json", f"not valid JSON: {e}"))
+            except BillingError as e:
+                letters.append((record, e.code, str(e)))
+        keys = [command_key(c) for _, c in parsed]
+        seen = self.app.usage_ledger().seen_usage(keys)
+        touched: dict[str, Subscription] = {}
+        recorded: list[UsageKey] = []
+        stats = CommandStats()
+        try:
+            for (record, command), key in zip(parsed, keys, strict=True):
+                if key in seen or key in recorded:
+                    stats.duplicates += 1
+                    continue
+                recorded.append(key)
+                current = touched.get(command.subscription) or self.app.find(command.subscription)
+                try:
+                    subscription, outcome = execute(current, command, self.app.catalog)
+                except BillingError as e:
+                    letters.append((record, e.code, str(e)))
+                    if current is not None:
+                        touched[command.subscription] = current  # time may have advanced it
+                    continue
+                touched[command.subscription] = subscription
+                if outcome.result == "unchanged":
+                    stats.unchanged += 1
+                else:
+                    stats.applied += 1
+            for record, code, message in letters:
+                self.dead_letters.send(record, code, message)
+            self.dead_letters.flush()
+            changed = [s for s in touched.values() if s.pending_events]
+            tracking = Tracking(tracking_name(tp.topic, tp.partition), records[-1].offset)
+            self.app.save_batch(changed, tracking, recorded)
+        except Exception:
+            self.app.evict(touched)
+            raise
+        s = self.stats
+        s.messages += len(records)
+        s.applied += stats.applied
+        s.unchanged += stats.unchanged
+        s.duplicates += stats.duplicates
+        s.refused += len(letters)
+        for _, code, _ in letters:
+            s.by_code[code] = s.by_code.get(code, 0) + 1
