@@ -37,6 +37,14 @@ class Allowance:
     tiers: tuple[Tier, ...] = ()  # graduated overage; overrides overage_unit_price
     daily_cap: Decimal | None = None
 
+    def for_months(self, months: int) -> Allowance:
+        """The allowance of a billing period of `months` months: `included` is per month."""
+        if months == 1:
+            return self
+        from dataclasses import replace
+
+        return replace(self, included=self.included * months)
+
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"included": str(self.included), "limit": self.limit}
         if self.overage_unit_price is not None:
@@ -84,6 +92,7 @@ class Plan:
     available: bool = True
     upgrade_proration: str = "prorate"  # or "full": full price, new cycle from the upgrade
     user_plans: bool = False  # members hold user plans (solution x level), billed per user
+    downgrade_usage_check: bool = True  # refuse a downgrade while this cycle's usage is above
 
     @property
     def price(self) -> Money:
@@ -116,7 +125,9 @@ class Plan:
             "features": list(self.features),
             "upgrade_proration": self.upgrade_proration,
             "user_plans": self.user_plans,
-            "allowances": {m: a.as_dict() for m, a in sorted(self.allowances.items())},
+            "allowances": {m: a.for_months(months).as_dict()
+                           for m, a in sorted(self.allowances.items())},
+            "downgrade_usage_check": self.downgrade_usage_check,
         }
 
 
@@ -175,6 +186,8 @@ class Catalog:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Catalog:
         head = raw.get("catalog", {})
+        _known_keys(raw, TOP_KEYS, "catalog file")
+        _known_keys(head, HEAD_KEYS, "[catalog]")
         currency = _text(head, "currency", "catalog")
         plans = {pid: _plan(pid, body, currency) for pid, body in raw.get("plans", {}).items()}
         if not plans:
@@ -182,7 +195,7 @@ class Catalog:
         packs = {pid: _pack(pid, body) for pid, body in raw.get("packs", {}).items()}
         addons = {aid: _addon(aid, body) for aid, body in raw.get("addons", {}).items()}
         user_plans = {
-            solution: {level: _decimal(price, f"user_plans.{solution}.{level}")
+            solution: {level: _money(price, f"user_plans.{solution}.{level}")
                        for level, price in levels.items()}
             for solution, levels in raw.get("user_plans", {}).items()
         }
@@ -296,6 +309,7 @@ def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
 
 
 def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
+    _known_keys(a, ALLOWANCE_KEYS, where)
     limit = a.get("limit", "hard")
     if limit not in LIMIT_KINDS:
         raise CatalogError(f"{where}: limit must be one of {LIMIT_KINDS}")
@@ -314,8 +328,25 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
     )
 
 
+PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_percent",
+             "allowances", "included_seats", "extra_seat_price", "limits", "features",
+             "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
+             "user_plans", "downgrade_usage_check"}
+ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap"}
+HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
+TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans"}
+
+
+def _known_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    """A misspelt key would silently drop a price, a cap or a limit: refuse it."""
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise CatalogError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
 def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     where = f"plan {pid}"
+    _known_keys(body, PLAN_KEYS, where)
     allowances = {
         metric: _allowance(metric, a, f"{where}.{metric}")
         for metric, a in body.get("allowances", {}).items()
@@ -342,11 +373,13 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         available=bool(body.get("available", True)),
         upgrade_proration=proration,
         user_plans=bool(body.get("user_plans", False)),
+        downgrade_usage_check=bool(body.get("downgrade_usage_check", True)),
     )
 
 
 def _pack(pid: str, body: dict[str, Any]) -> Pack:
     where = f"pack {pid}"
+    _known_keys(body, {"name", "metric", "quantity", "price"}, where)
     return Pack(pid, _text(body, "name", where), _text(body, "metric", where),
                 _decimal(body.get("quantity"), f"{where}.quantity"),
                 _money(body.get("price"), f"{where}.price"))
@@ -354,5 +387,6 @@ def _pack(pid: str, body: dict[str, Any]) -> Pack:
 
 def _addon(aid: str, body: dict[str, Any]) -> AddOn:
     where = f"add-on {aid}"
+    _known_keys(body, {"name", "price", "features"}, where)
     return AddOn(aid, _text(body, "name", where), _money(body.get("price"), f"{where}.price"),
                  tuple(body.get("features", ())))

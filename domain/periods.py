@@ -12,12 +12,14 @@ def require_aware(at: datetime, what: str = "time") -> datetime:
     return at
 
 
-def add_months(anchor: datetime, months: int) -> datetime:
-    """The same day of month `months` later, clamped to the month's last day (Jan 31 -> Feb 28)."""
+def add_months(anchor: datetime, months: int, day: int | None = None) -> datetime:
+    """The same day of month `months` later, clamped to the month's last day (Jan 31 -> Feb 28).
+    `day` overrides the anchor's day (a subscription billed on the 31st keeps the 31st after
+    its anchor moved to a 30th)."""
     require_aware(anchor, "anchor")
     index = anchor.month - 1 + months
     year, month = anchor.year + index // 12, index % 12 + 1
-    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    day = min(anchor.day if day is None else day, calendar.monthrange(year, month)[1])
     return anchor.replace(year=year, month=month, day=day)
 
 

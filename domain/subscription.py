@@ -302,6 +302,7 @@ class Subscription(BaseAggregate[str]):
         self.status = status
         self.started_at = cycle_start
         self.anchor = cycle_start if trial_end is None else cycle_end
+        self.anchor_day = self.anchor.day  # the billing day, kept when the anchor moves
         self.cycle_start = cycle_start
         self.cycle_end = cycle_end
         self.trial_end = trial_end
@@ -394,8 +395,10 @@ class Subscription(BaseAggregate[str]):
 
     def next_due(self) -> datetime | None:
         """The next moment at which time alone changes this subscription."""
-        if self.ended:
-            return None
+        if self.ended:  # only the last cycle's closing is still to come
+            if self.closing is None:
+                return None
+            return datetime.fromisoformat(self.closing["end"]) + self.grace
         due = [self.cycle_end]
         if self.closing is not None:
             due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
@@ -448,9 +451,17 @@ class Subscription(BaseAggregate[str]):
                 changes["cancelled"] = True
                 status = "cancelled"
         elif self.scheduled_plan is not None:
-            changes["plan"] = {"from": plan_id, "to": self.scheduled_plan["plan_id"]}
-            plan_id = self.scheduled_plan["plan_id"]
+            target = self.scheduled_plan["plan_id"]
             keep = self.scheduled_plan.get("keep_workspace")
+            try:  # things may have changed since it was scheduled
+                self.check_can_move_to(self._renewed_terms(target, period, catalog), keep,
+                                       usage=False)
+            except CommandRefused as refused:
+                changes["downgrade_refused"] = {"to": target, "code": refused.code}
+                keep = None
+            else:
+                changes["plan"] = {"from": plan_id, "to": target}
+                plan_id = target
         if self.scheduled_period is not None and "cancelled_to_free" not in changes:
             changes["period"] = {"from": period, "to": self.scheduled_period}
             period = self.scheduled_period
@@ -465,9 +476,13 @@ class Subscription(BaseAggregate[str]):
         seats = self._seats_for_next_period(terms)
         if seats != self.seats:
             changes["seats"] = {"from": self.seats, "to": seats}
-        anchor = boundary if self.anchor_changes(changes) else self.anchor
+        anchor, day = self.anchor, self.billing_day
+        if changes.get("trial_ended") or "cancelled_to_free" in changes:
+            anchor, day = boundary, boundary.day
+        elif "period" in changes:
+            anchor = boundary
         months = int(terms["period_months"])
-        end = _next_boundary(anchor, months, boundary)
+        end = _next_boundary(anchor, months, boundary, day)
         addons = {a: v for a, v in self.addons.items() if a not in removed}
         charges: list[Charge] = []
         if status != "cancelled":
@@ -482,9 +497,9 @@ class Subscription(BaseAggregate[str]):
             self._agreement_renewed(agreement_end=self.commitment_end, renews=period,
                                     timestamp=boundary)
 
-    def anchor_changes(self, changes: dict[str, Any]) -> bool:
-        return bool(changes.get("trial_ended") or "period" in changes
-                    or "cancelled_to_free" in changes)
+    @property
+    def billing_day(self) -> int:
+        return int(getattr(self, "anchor_day", self.anchor.day))
 
     def _renewed_terms(self, plan_id: str, period: str, catalog: Catalog) -> dict[str, Any]:
         """The current catalog's terms for the plan (a new price version applies from here);
@@ -520,8 +535,11 @@ class Subscription(BaseAggregate[str]):
         self.closing = {"start": closed_start.isoformat(), "end": closed_end.isoformat(),
                         "usage": dict(closed_usage),
                         "extra": {m: str(q) for m, q in self.extra.items()},
-                        "allowances": self.terms["allowances"]}
-        if changes.get("trial_ended") or "period" in changes or "cancelled_to_free" in changes:
+                        "allowances": self.terms["allowances"],
+                        "trial": bool(changes.get("trial_ended"))}
+        if changes.get("trial_ended") or "cancelled_to_free" in changes:
+            self.anchor, self.anchor_day = cycle_start, cycle_start.day
+        elif "period" in changes:
             self.anchor = cycle_start
         if changes.get("trial_ended"):
             self.trial_end = None
@@ -531,9 +549,9 @@ class Subscription(BaseAggregate[str]):
         self.status = status
         self.cycle_start, self.cycle_end = cycle_start, cycle_end
         self.terms = terms
+        self._keep_only_capped_metrics()
         self.seats = seats
-        self.used, self.extra = {}, {}
-        self.daily_used, self.daily_capped = {}, []
+        self.used, self.extra = {}, {}  # no rollover; daily caps follow UTC days, not cycles
         self.scheduled_plan = None
         self.scheduled_period = None
         for addon in changes.get("addons_removed", []):
@@ -542,6 +560,11 @@ class Subscription(BaseAggregate[str]):
             self.workspaces[workspace] = "archived"
         allowed = set(self.features())
         self.features_active = [f for f in self.features_active if f in allowed]
+
+    def _keep_only_capped_metrics(self) -> None:
+        """A plan without a daily cap on a metric lifts that cap at once."""
+        capped = {m for m, a in self.allowances.items() if "daily_cap" in a}
+        self.daily_capped = [m for m in self.daily_capped if m in capped]
 
     @event(AgreementRenewed)
     def _agreement_renewed(self, agreement_end: datetime, renews: str,
@@ -555,6 +578,8 @@ class Subscription(BaseAggregate[str]):
         end = datetime.fromisoformat(closing["end"])
         charges: list[Charge] = []
         for metric, allowance in sorted(closing["allowances"].items()):
+            if closing.get("trial"):
+                break  # usage during a trial is free
             used = _dec(closing["usage"].get(metric, "0"))
             extra = _dec(closing["extra"].get(metric, "0"))
             charges.extend(overage_lines(metric, allowance, used, extra, start, end))
@@ -706,7 +731,7 @@ class Subscription(BaseAggregate[str]):
             raise CommandRefused(f"plan {plan_id} is not sold per {period}", "period_not_offered")
         if plan_id == self.plan_id:  # back to the current plan: drop the scheduled change
             self._scheduled_change_cancelled(timestamp=at)
-            return "unchanged"
+            return "scheduled_change_cancelled"
         terms = plan_terms(plan, period, catalog)
         if self.status == "trialing":
             self.check_can_move_to(terms, keep_workspace)
@@ -724,14 +749,21 @@ class Subscription(BaseAggregate[str]):
         if self.ended:
             raise CommandRefused(f"subscription {self.id} has ended", "subscription_ended")
 
-    def check_can_move_to(self, terms: dict[str, Any], keep_workspace: str | None) -> None:
-        """A move to a smaller plan is refused while the subscription uses more than it allows."""
-        for metric, used in sorted(self.used.items()):
-            allowance = terms["allowances"].get(metric)
-            if allowance is not None and used > _dec(allowance["included"]):
-                raise CommandRefused(
-                    f"{metric}: {used} used this cycle, plan {terms['plan_id']} includes "
-                    f"{allowance['included']}", "usage_above_limit")
+    def check_can_move_to(self, terms: dict[str, Any], keep_workspace: str | None,
+                          usage: bool = True) -> None:
+        """A move to a smaller plan is refused while the subscription uses more than it allows:
+        this cycle's usage (unless the current plan waives that check: its usage resets when
+        the downgrade applies anyway), active features, counted resources, workspaces."""
+        if usage and self.terms.get("downgrade_usage_check", True):
+            for metric, used in sorted(self.used.items()):
+                allowance = terms["allowances"].get(metric)
+                if allowance is None:
+                    continue
+                usable = _dec(allowance["included"]) + self.extra.get(metric, ZERO)
+                if used > usable:
+                    raise CommandRefused(
+                        f"{metric}: {used} used this cycle, plan {terms['plan_id']} allows "
+                        f"{usable}", "usage_above_limit")
         available = set(terms.get("features", [])) | {
             f for a in self.addons.values() for f in a.get("features", [])}
         missing = sorted(set(self.features_active) - available)
@@ -744,17 +776,16 @@ class Subscription(BaseAggregate[str]):
             if name in limits and value > limits[name]:
                 raise CommandRefused(f"{name}: {value} in use, plan {terms['plan_id']} allows "
                                      f"{limits[name]}", "limit_exceeded")
-        workspace_limit = limits.get("workspaces")
         active = self.active_workspaces()
-        if workspace_limit is not None and len(active) > workspace_limit:
-            if keep_workspace is None:
-                raise CommandRefused(
-                    f"{len(active)} workspaces, plan {terms['plan_id']} allows {workspace_limit}:"
-                    " name the workspace to keep (the others are archived)",
-                    "workspace_choice_required")
-            if keep_workspace not in active:
-                raise CommandRefused(f"no active workspace {keep_workspace!r}",
-                                     "unknown_workspace")
+        if keep_workspace is not None and keep_workspace not in active:
+            raise CommandRefused(f"no active workspace {keep_workspace!r}", "unknown_workspace")
+        workspace_limit = limits.get("workspaces")
+        if workspace_limit is not None and len(active) > workspace_limit \
+                and keep_workspace is None:
+            raise CommandRefused(
+                f"{len(active)} workspaces, plan {terms['plan_id']} allows {workspace_limit}: "
+                "name the workspace to keep (the others are archived)",
+                "workspace_choice_required")
 
     def _upgrade(self, terms: dict[str, Any], at: datetime, catalog: Catalog) -> None:
         old = self.terms
@@ -805,11 +836,11 @@ class Subscription(BaseAggregate[str]):
                             "end": cycle_start.isoformat(), "usage": dict(closed_usage),
                             "extra": {m: str(q) for m, q in self.extra.items()},
                             "allowances": self.terms["allowances"]}
-            self.anchor = cycle_start
+            self.anchor, self.anchor_day = cycle_start, cycle_start.day
             self.used, self.extra = {}, {}
-            self.daily_used, self.daily_capped = {}, []
         self.cycle_start, self.cycle_end = cycle_start, cycle_end
         self.terms = terms
+        self._keep_only_capped_metrics()
         self.scheduled_plan = None
         self.cancel_at = None
 
@@ -839,6 +870,9 @@ class Subscription(BaseAggregate[str]):
             raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
         if period == self.terms["period"] and self.scheduled_period is None:
             return False
+        if self.cancel_at is not None:
+            raise CommandRefused("a cancellation is scheduled: reactivate first",
+                                 "cancellation_scheduled")
         plan = catalog.plan(self.scheduled_plan["plan_id"] if self.scheduled_plan
                             else self.plan_id)
         if period not in plan.prices:
@@ -1157,10 +1191,11 @@ def _commitment_end(plan: Plan, start: datetime) -> datetime | None:
     return add_months(start, plan.commitment_months) if plan.commitment_months else None
 
 
-def _next_boundary(anchor: datetime, months: int, after: datetime) -> datetime:
+def _next_boundary(anchor: datetime, months: int, after: datetime,
+                   day: int | None = None) -> datetime:
     """The first anchor-based boundary after `after` (a 31st anchor returns to the 31st)."""
     n = 1
-    while (boundary := add_months(anchor, n * months)) <= after:
+    while (boundary := add_months(anchor, n * months, day)) <= after:
         n += 1
     return boundary
 

@@ -469,9 +469,6 @@ def test_monthly_anchor_on_the_31st_bills_on_the_last_day_of_shorter_months() ->
 
 # ------------------------------------------------------- known bugs (strict xfails) --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription._close_period bills overage for the trial period: trial usage over the "
-    "allowance produces overage lines when the trial ends, though a trial is free"))
 def test_trial_usage_over_the_allowance_is_not_billed() -> None:
     history = start_trial()  # 8,000 conversations so far
     use_conversations(history.sub, 62000, utc(2026, 1, 12))
@@ -482,9 +479,6 @@ def test_trial_usage_over_the_allowance_is_not_billed() -> None:
     assert closed["charges"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Plan.terms copies the monthly allowances unchanged into yearly terms, so an annual "
-    "subscription gets ~50k conversations per year instead of per month"))
 def test_annual_billing_keeps_the_monthly_conversation_allowance() -> None:
     start = utc(2026, 1, 5)
     raw = command("subscribe", start, subscription="sub-annual", plan="basic", period="year")

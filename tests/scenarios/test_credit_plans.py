@@ -451,10 +451,6 @@ def test_fourteen_months_of_one_customer_bill_exactly_to_the_cent() -> None:
 
 # ------------------------------------------------------------------ bugs found (xfail) --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription._cycle_rolled clears daily_used and daily_capped at a roll that is not at a "
-    "UTC midnight: the Free user gets a second 5 credits the same day, a second "
-    "DailyCapReached for that day, and the day's cap state is lost"))
 def test_a_daily_cap_reached_before_a_cycle_roll_still_holds_for_the_rest_of_that_day() \
         -> None:
     sub = subscribed("free", utc(2026, 1, 10, 9))

@@ -577,9 +577,6 @@ def test_switch_to_monthly_inside_the_agreement_keeps_the_agreement_end() -> Non
 
 # ------------------------------------------------------- known bugs (strict xfail) --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription.roll_cycle/_cycle_rolled re-anchor a period change on the clamped boundary "
-    "(Apr 30), so a subscription anchored on the 31st bills monthly on the 30th from then on"))
 def test_monthly_billing_after_a_period_switch_keeps_a_month_end_billing_day() -> None:
     sub = subscribe("month-end", utc(2026, 1, 31))
     sub.change_billing_period("month", utc(2026, 2, 10), CATALOG)
@@ -587,9 +584,6 @@ def test_monthly_billing_after_a_period_switch_keeps_a_month_end_billing_day() -
     assert (sub.cycle_start, sub.cycle_end) == (utc(2026, 4, 30), utc(2026, 5, 31))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "same re-anchoring: monthly boundaries fall on the 30th, the agreement ends Jan 31, so the "
-    "cancel takes effect at Feb 28 2027 and the month Jan 30 - Feb 28 2027 is billed"))
 def test_cancel_in_the_agreement_after_a_period_switch_ends_at_the_agreement_end() -> None:
     t0, agreement_end = utc(2026, 1, 31), utc(2027, 1, 31)
     sub = subscribe("month-end", t0)
@@ -632,10 +626,6 @@ def test_unassign_and_reassign_in_one_quarter_never_bills_more_than_the_quarter(
     assert billed(sub.collect_events()) <= Decimal("135.00")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription.change_billing_period accepts a longer period while a cancellation is "
-    "scheduled; roll_cycle then bills a year Apr 15 2026 - Apr 15 2027 and cancels at Apr 15 "
-    "2027, three months after the recorded effective_at (Jan 15 2027)"))
 def test_a_scheduled_cancellation_is_not_pushed_past_its_date_by_a_period_switch() -> None:
     t0, agreement_end = utc(2026, 1, 15), utc(2027, 1, 15)
     sub = subscribe("cancelled-yearly", t0)

@@ -620,11 +620,6 @@ def fresh_multi_with_pack() -> Subscription:
     return sub
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription.check_can_move_to compares this cycle's usage with the lower plan's "
-    "`included` only, ignoring pack units bought for the cycle: a Multi -> Single downgrade "
-    "(same 1,000,000-token pool) is refused as usage_above_limit after 1,200,000 of "
-    "1,500,000 usable tokens"))
 def test_a_downgrade_is_not_blocked_by_tokens_a_pack_paid_for() -> None:
     sub = fresh_multi_with_pack()
     assert sub.limit_of("tokens") == Decimal(1_500_000)
@@ -643,11 +638,6 @@ def test_usage_in_an_archived_workspace_is_refused(journey: Journey) -> None:
         sub.check_usage(item)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription.change_plan checks the workspace choice only when the downgrade is "
-    "scheduled; a workspace created afterwards (Multi still allows it) makes "
-    "_workspaces_over_limit pick the survivor alphabetically at the roll, so the customer's "
-    "workspace is archived without any choice"))
 def test_a_workspace_created_after_a_scheduled_downgrade_never_replaces_the_old_one() -> None:
     sub = Subscription.subscribe("late-ws", "late-ws", "multi", CATALOG, START)
     sub.create_workspace("zeta", START)
