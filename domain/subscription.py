@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from eventsourcing.domain import (
@@ -27,7 +27,7 @@ from eventsourcing.domain import (
 )
 
 from domain.catalog import PERIODS, Catalog, Plan
-from domain.charges import Charge, charge, overage_lines, prorated
+from domain.charges import Charge, charge, overage_lines, prorated, remaining_fraction
 from domain.errors import (
     CommandRefused,
     CycleNotOver,
@@ -550,6 +550,7 @@ class Subscription(BaseAggregate[str]):
         self.cycle_start, self.cycle_end = cycle_start, cycle_end
         self.terms = terms
         self._keep_only_capped_metrics()
+        self._note_user_plan_lines(charges, reset=True)
         self.seats = seats
         self.used, self.extra = {}, {}  # no rollover; daily caps follow UTC days, not cycles
         self.scheduled_plan = None
@@ -618,6 +619,8 @@ class Subscription(BaseAggregate[str]):
             allowances = closing["allowances"]
         else:
             allowances = self.allowances
+        if item.workspace is not None and self.workspaces.get(item.workspace) == "archived":
+            raise CommandRefused(f"workspace {item.workspace} is archived", "workspace_archived")
         if item.metric not in allowances:
             raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
 
@@ -637,14 +640,28 @@ class Subscription(BaseAggregate[str]):
                 period_end=datetime.fromisoformat(self.closing["end"]),
                 items=[i.as_record() for i in late], totals=_totals(late),
                 timestamp=max(i.at for i in late))
-        if current:
-            before = dict(self.used)
-            daily_before = dict(self.daily_used) if self._has_daily_caps() else {}
-            day_before = self.daily_day
-            self._usage_recorded(items=[i.as_record() for i in current],
-                                 totals=_totals(current), timestamp=max(i.at for i in current))
-            self._report_thresholds(before, max(i.at for i in current))
-            self._report_daily_caps(daily_before, day_before, max(i.at for i in current))
+        if not current:
+            return
+        if not self._has_daily_caps():
+            self._record_current(current)
+            return
+        for day, group in _by_utc_day(current):  # each day's cap is judged on its own
+            if self.daily_capped and self.daily_day is not None and day > self.daily_day:
+                midnight = _next_utc_midnight(self.daily_day)
+                self._daily_allowance_reset(day=_utc_day(midnight),
+                                            metrics=list(self.daily_capped), timestamp=midnight)
+            self._record_current(group)
+
+    def _record_current(self, items: list[UsageItem]) -> None:
+        before = dict(self.used)
+        daily_before = dict(self.daily_used)
+        day_before = self.daily_day
+        at = max(i.at for i in items)
+        self._usage_recorded(items=[i.as_record() for i in items], totals=_totals(items),
+                             timestamp=at)
+        self._report_thresholds(before, at)
+        if self._has_daily_caps():
+            self._report_daily_caps(daily_before, day_before, at)
 
     @event(UsageRecorded)
     def _usage_recorded(self, items: list[dict[str, str]], totals: dict[str, str],
@@ -792,6 +809,8 @@ class Subscription(BaseAggregate[str]):
         cancelled = [name for name, pending in (("downgrade", self.scheduled_plan),
                                                 ("cancellation", self.cancel_at)) if pending]
         if terms.get("upgrade_proration") == "full":
+            if self.closing is not None:  # the new cycle ends the last one's late window
+                self._close_period(at)
             end = add_months(at, int(terms["period_months"]))
             charges = _period_charges(terms, self.seats, self.addons, self.members, at, end,
                                       catalog)
@@ -801,6 +820,7 @@ class Subscription(BaseAggregate[str]):
                                 cancelled=cancelled, timestamp=at)
             return
         start, end = self.cycle_start, self.cycle_end
+        terms = {**terms, "allowances": _blended_allowances(old, terms, at, start, end)}
         charges = [
             prorated("proration_credit", f"Unused time on {old['plan_name']}", 1,
                      _dec(old["price"]), at, start, end, credit=True),
@@ -990,16 +1010,19 @@ class Subscription(BaseAggregate[str]):
         if member not in self.members:
             self.check_member_can_join(member)
         months = int(self.terms["period_months"])
+        paid = self.user_plans_paid()
         charges: list[Charge] = []
         if self.status != "trialing":
-            if current is not None:
-                old_monthly = catalog.user_plan_monthly_price(solution, current)
+            old_key = f"{member}/{solution}/{current}"
+            if current is not None and old_key in paid:  # credit what was paid, at its price
                 charges.append(prorated("proration_credit", f"Unused {solution}-{current}", 1,
-                                        old_monthly * months, at, self.cycle_start,
-                                        self.cycle_end, credit=True, member=member))
-            charges.append(prorated("user_plan", f"{solution}-{level} for {member}", 1,
-                                    monthly * months, at, self.cycle_start, self.cycle_end,
-                                    member=member))
+                                        _dec(paid[old_key]) * months, at, self.cycle_start,
+                                        self.cycle_end, credit=True, member=member,
+                                        solution=solution, level=current))
+            if f"{member}/{solution}/{level}" not in paid:  # not already paid this period
+                charges.append(prorated("user_plan", f"{solution}-{level} for {member}", 1,
+                                        monthly * months, at, self.cycle_start, self.cycle_end,
+                                        member=member, solution=solution, level=level))
         self._user_plan_assigned(member=member, solution=solution, level=level,
                                  replaced_level=current, charges=charges, timestamp=at)
         return True
@@ -1009,9 +1032,30 @@ class Subscription(BaseAggregate[str]):
                             replaced_level: str | None, charges: list[Charge],
                             timestamp: datetime) -> None:
         self.members.setdefault(member, {})[solution] = level
+        self._note_user_plan_lines(charges)
+
+    def user_plans_paid(self) -> dict[str, str]:
+        """"member/solution/level" -> monthly price, for the user plans paid this period."""
+        return dict(getattr(self, "user_plan_paid", {}))
+
+    def _note_user_plan_lines(self, charges: list[Charge], reset: bool = False) -> None:
+        paid = {} if reset else self.user_plans_paid()
+        months = int(self.terms["period_months"])
+        for line in charges:
+            if "solution" not in line:
+                continue
+            key = f"{line['member']}/{line['solution']}/{line['level']}"
+            if line["kind"] == "user_plan":
+                paid[key] = str(_dec(line["unit_price"]) / months)
+            elif line["kind"] == "proration_credit":
+                paid.pop(key, None)
+        self.user_plan_paid = paid
 
     def unassign_user_plan(self, member: str, solution: str, at: datetime) -> None:
+        """No credit: the plan stays paid to the end of the period (re-assigning it in the same
+        period costs nothing more)."""
         require_aware(at)
+        self.check_not_ended()
         level = self.members.get(member, {}).get(solution)
         if level is None:
             raise CommandRefused(f"{member} holds no {solution} plan", "not_assigned")
@@ -1050,7 +1094,7 @@ class Subscription(BaseAggregate[str]):
         months = int(self.terms["period_months"])
         charges = [] if self.status == "trialing" or addon_id in self.addons else [
             prorated("addon", addon.name, 1, addon.monthly_price * months, at,
-                     self.cycle_start, self.cycle_end)]
+                     self.cycle_start, self.cycle_end, addon=addon_id)]
         self._addon_added(addon_id=addon_id, name=addon.name,
                           monthly_price=str(addon.monthly_price), features=list(addon.features),
                           charges=charges, timestamp=at)
@@ -1065,6 +1109,7 @@ class Subscription(BaseAggregate[str]):
     def remove_addon(self, addon_id: str, at: datetime) -> bool:
         """Paid to the end of the period: the add-on is removed when the cycle rolls."""
         require_aware(at)
+        self.check_not_ended()
         if addon_id not in self.addons:
             raise CommandRefused(f"add-on {addon_id} is not active", "addon_not_active")
         if self.addons[addon_id].get("remove_at") is not None:
@@ -1180,11 +1225,34 @@ class Subscription(BaseAggregate[str]):
 
 # ------------------------------------------------------------------------------ helpers --
 
+def _by_utc_day(items: Sequence[UsageItem]) -> list[tuple[str, list[UsageItem]]]:
+    days: dict[str, list[UsageItem]] = {}
+    for item in items:
+        days.setdefault(_utc_day(item.at), []).append(item)
+    return sorted(days.items())
+
+
 def _totals(items: Sequence[UsageItem]) -> dict[str, str]:
     totals: dict[str, Decimal] = {}
     for item in items:
         totals[item.metric] = totals.get(item.metric, ZERO) + item.quantity
     return {m: str(q) for m, q in sorted(totals.items())}
+
+
+def _blended_allowances(old: dict[str, Any], new: dict[str, Any], at: datetime,
+                        start: datetime, end: datetime) -> dict[str, Any]:
+    """After a prorated upgrade the cycle's allowance is the old plan's for the time elapsed
+    plus the new plan's for the time left, in whole units (HALF_UP): usage before the upgrade
+    cannot escape the old plan's overage, and the extra allowance is there at once."""
+    left = remaining_fraction(at, start, end)
+    blended = {}
+    for metric, allowance in new["allowances"].items():
+        before = old["allowances"].get(metric)
+        old_included = _dec(before["included"]) if before else ZERO
+        included = old_included * (1 - left) + _dec(allowance["included"]) * left
+        blended[metric] = {**allowance,
+                           "included": str(included.quantize(Decimal(1), ROUND_HALF_UP))}
+    return blended
 
 
 def _commitment_end(plan: Plan, start: datetime) -> datetime | None:
@@ -1232,5 +1300,6 @@ def _period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, 
             for solution, level in sorted(plans.items()):
                 amount = catalog.user_plan_monthly_price(solution, level) * months
                 lines.append(charge("user_plan", f"{solution}-{level} for {member}", 1, amount,
-                                    amount, start, end, member=member))
+                                    amount, start, end, member=member, solution=solution,
+                                    level=level))
     return lines

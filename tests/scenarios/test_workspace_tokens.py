@@ -626,10 +626,6 @@ def test_a_downgrade_is_not_blocked_by_tokens_a_pack_paid_for() -> None:
     assert sub.change_plan("single", utc(2026, 1, 22), CATALOG) == "downgrade_scheduled"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Subscription.check_usage never looks at the usage event's workspace: token usage "
-    "attributed to a workspace archived by the downgrade (unavailable per model 1) is "
-    "accepted and counted against the pool"))
 def test_usage_in_an_archived_workspace_is_refused(journey: Journey) -> None:
     sub = replay(journey.history)
     item = parse_usage({"id": "ghost", "subscription": SUB, "metric": "tokens", "quantity": 1,
