@@ -120,3 +120,26 @@ def test_a_failed_batch_commits_nothing_and_is_retried_from_the_stored_position(
     assert loop.failures == 2
     assert store_totals(engine) == {("sub-a", "tokens"): Decimal(40)}
     assert ingestor.stats.accepted == 40
+
+
+def test_late_usage_counts_in_its_closed_cycle_within_the_grace_window_only(
+        engine: Engine) -> None:
+    subscribe(engine, "sub-a")  # cycle 2026-11-01 .. 2026-12-01, grace 60 minutes
+    stream = [
+        usage("n1", "sub-a", quantity=5, at="2026-12-01T00:10:00+00:00"),  # rolls the cycle
+        usage("l1", "sub-a", quantity=7, at="2026-11-30T23:59:00+00:00"),  # late, in grace
+        usage("n2", "sub-a", quantity=1, at="2026-12-01T01:00:00+00:00"),  # closes November
+        usage("l2", "sub-a", quantity=9, at="2026-11-30T23:58:00+00:00"),  # too late now
+    ]
+    ingest = run_ingest  # one batch per message keeps their order of arrival
+    for message in stream:
+        ingest(engine, publish(engine, [message]))
+    events = list(engine.app.events.get("sub-a"))
+    names = [type(e).__name__ for e in events]
+    assert names == ["Subscribed", "CycleRolled", "UsageRecorded", "LateUsageRecorded",
+                     "UsagePeriodClosed", "UsageRecorded"]
+    closed = events[4]
+    assert closed.usage == {"tokens": "7"}
+    assert store_totals(engine) == {("sub-a", "tokens"): Decimal(6)}
+    letters = [orjson.loads(r.value) for r in read_topic(engine, engine.settings.topics.dlq, 1)]
+    assert [(x["code"], orjson.loads(x["value"])["id"]) for x in letters] == [("too_late", "l2")]
