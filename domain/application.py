@@ -14,6 +14,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import Tracking
 
 from domain.catalog import Catalog
+from domain.catalog_versions import CatalogVersions, catalog_stream_id
 from domain.clock import CLOCK_ID, BillingClock
 from domain.commands import Command, Outcome, execute
 from domain.errors import SubscriptionExists, UnknownSubscription
@@ -135,6 +136,20 @@ class BillingApplication(Application[str]):
             self.evict([command.subscription])
             raise
         return outcome
+
+    def publish_catalog(self, at: datetime) -> bool:
+        """Record the catalog this application bills with as a version in the event store
+        (once per version; a changed text under a reused version label is refused)."""
+        stream = catalog_stream_id(self.catalog.id)
+        try:
+            found: object = self.repository.get(stream)
+        except AggregateNotFoundError:
+            found = CatalogVersions.register(self.catalog, at)
+        assert isinstance(found, CatalogVersions)
+        changed = found.publish(self.catalog, at)
+        if changed:
+            self.save(found)
+        return changed
 
     def clock(self) -> BillingClock | None:
         try:

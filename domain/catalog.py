@@ -144,6 +144,7 @@ class Catalog:
     thresholds: tuple[int, ...] = (80, 100)
     late_usage_grace_minutes: int = 60
     source_sha256: str = ""
+    source: str = ""  # the TOML text, recorded with the version in the event store
 
     def plan(self, plan_id: str) -> Plan:
         try:
@@ -177,7 +178,7 @@ class Catalog:
             raise CatalogError(f"catalog is not valid TOML: {e}") from e
         catalog = cls.from_dict(raw)
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return _replace_sha(catalog, sha)
+        return _replace_sha(catalog, sha, text)
 
     @classmethod
     def from_file(cls, path: Path) -> Catalog:
@@ -223,10 +224,10 @@ class Catalog:
         )
 
 
-def _replace_sha(catalog: Catalog, sha: str) -> Catalog:
+def _replace_sha(catalog: Catalog, sha: str, text: str) -> Catalog:
     from dataclasses import replace
 
-    return replace(catalog, source_sha256=sha)
+    return replace(catalog, source_sha256=sha, source=text)
 
 
 def _check_ranks(plans: dict[str, Plan]) -> None:

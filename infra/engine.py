@@ -36,6 +36,19 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog.from_toml(text)
 
 
+def publish_catalog(app: BillingApplication) -> None:
+    """Record the catalog version in the store (the wall clock is the composition root's to
+    read); a concurrent first publication by another process is simply found next time."""
+    from datetime import UTC, datetime
+
+    from eventsourcing.persistence import IntegrityError
+
+    try:
+        app.publish_catalog(datetime.now(UTC))
+    except IntegrityError:
+        app.publish_catalog(datetime.now(UTC))
+
+
 @dataclass
 class Engine:
     settings: Settings
@@ -50,6 +63,7 @@ class Engine:
              catalog: Catalog | None = None) -> Engine:
         kafka.ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
         app = open_application(database_url, catalog or load_catalog(settings))
+        publish_catalog(app)
         db = Database(database_url)
         quota_store.create_schema(db.conn)
         engine = cls(settings, database_url, kafka_bootstrap, app, db)

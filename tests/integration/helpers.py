@@ -103,8 +103,7 @@ def quota_rows(database_url: str) -> list[dict[str, Any]]:
 def store_totals(engine: Engine) -> dict[tuple[str, str], Decimal]:
     """Usage totals per (subscription, metric) in the open cycle, from the event store."""
     totals: dict[tuple[str, str], Decimal] = {}
-    with psycopg.connect(engine.database_url) as conn:
-        ids = [r[0] for r in conn.execute("SELECT DISTINCT originator_id FROM billing_events")]
+    ids = engine.app.recorder.subscription_ids()  # type: ignore[attr-defined]
     for sid in ids:
         sub = engine.app.load_as_stored(sid)
         for metric, used in sub.used.items():

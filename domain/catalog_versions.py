@@ -1,0 +1,67 @@
+"""Catalog versions recorded in the event store: every catalog text the engine has billed with,
+so an auditor can see which prices were in force and a subscription's terms can be traced to
+the version they were copied from (`terms.catalog_version`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from eventsourcing.domain import BaseAggregate, event
+
+from domain.catalog import Catalog
+from domain.errors import CatalogError
+from domain.periods import require_aware
+from domain.subscription import SubscriptionCreated, SubscriptionEvent, SubscriptionSnapshot
+
+
+def catalog_stream_id(catalog_id: str) -> str:
+    return f"catalog:{catalog_id}"
+
+
+class CatalogVersions(BaseAggregate[str]):
+    Snapshot = SubscriptionSnapshot
+    Event = SubscriptionEvent
+
+    class Registered(SubscriptionCreated):
+        class_version = 1
+        catalog_id: str
+
+    class VersionPublished(SubscriptionEvent):
+        class_version = 1
+        version: str
+        sha256: str
+        source: str
+
+    @event(Registered)
+    def __init__(self, id: str, catalog_id: str, timestamp: datetime) -> None:
+        self.catalog_id = catalog_id
+        self.versions: dict[str, str] = {}  # version -> sha256
+        self.current: str | None = None
+
+    @classmethod
+    def register(cls, catalog: Catalog, at: datetime) -> CatalogVersions:
+        require_aware(at)
+        return cls(id=catalog_stream_id(catalog.id), catalog_id=catalog.id, timestamp=at)
+
+    def check_version_label(self, catalog: Catalog) -> None:
+        known = self.versions.get(catalog.version)
+        if known is not None and known != catalog.source_sha256:
+            raise CatalogError(
+                f"catalog {catalog.id} version {catalog.version} was published with other "
+                "content: give the changed catalog a new version", "version_reused")
+
+    def publish(self, catalog: Catalog, at: datetime) -> bool:
+        """Record this catalog text unless it is the version in force already."""
+        require_aware(at)
+        self.check_version_label(catalog)
+        if self.current == catalog.version:
+            return False
+        self._version_published(version=catalog.version, sha256=catalog.source_sha256,
+                                source=catalog.source, timestamp=at)
+        return True
+
+    @event(VersionPublished)
+    def _version_published(self, version: str, sha256: str, source: str,
+                           timestamp: datetime) -> None:
+        self.versions[version] = sha256
+        self.current = version
