@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import tomllib
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ class Allowance:
             return self
         from dataclasses import replace
 
-        return replace(self, included=self.included * months)
+        tiers = tuple(Tier(None if t.up_to is None else t.up_to * months, t.unit_price)
+                      for t in self.tiers)
+        return replace(self, included=self.included * months, tiers=tiers)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"included": str(self.included), "limit": self.limit}
@@ -128,6 +130,7 @@ class Plan:
             "allowances": {m: a.for_months(months).as_dict()
                            for m, a in sorted(self.allowances.items())},
             "downgrade_usage_check": self.downgrade_usage_check,
+            "auto_renew": self.auto_renew,
         }
 
 
@@ -243,6 +246,22 @@ def _check_ranks(plans: dict[str, Plan]) -> None:
                 )
 
 
+def _int(d: dict[str, Any], key: str, where: str, default: int | None) -> int | None:
+    value = d.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CatalogError(f"{where}: '{key}' must be a whole number >= 0")
+    return value
+
+
+def _names(d: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = d.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CatalogError(f"{where}: '{key}' must be a list of names")
+    return tuple(value)
+
+
 def _text(d: dict[str, Any], key: str, where: str) -> str:
     value = d.get(key)
     if not isinstance(value, str) or not value:
@@ -281,15 +300,20 @@ def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
     if "price" in body:
         monthly = _money(body["price"], f"{where}.price")
         prices.setdefault("month", monthly)
-        for period in body.get("periods", ["month"]):
-            if period not in PERIODS:
-                raise CatalogError(f"{where}: unknown period {period!r}")
-            prices.setdefault(period, monthly * PERIODS[period])
         discount = body.get("annual_discount_percent")
         if discount is not None:
             pct = _decimal(discount, f"{where}.annual_discount_percent")
-            yearly = (monthly * 12 * (100 - pct) / 100).quantize(CENT)
+            if pct >= 100:
+                raise CatalogError(f"{where}: annual_discount_percent must be below 100")
+            yearly = (monthly * 12 * (100 - pct) / 100).quantize(CENT, ROUND_HALF_UP)
             prices.setdefault("year", yearly)
+        periods = body.get("periods", ["month"])
+        if not isinstance(periods, list):
+            raise CatalogError(f"{where}: periods is a list, e.g. [\"month\", \"year\"]")
+        for period in periods:
+            if period not in PERIODS:
+                raise CatalogError(f"{where}: unknown period {period!r}")
+            prices.setdefault(period, monthly * PERIODS[period])
     if not prices:
         raise CatalogError(f"{where}: needs `price` or `prices`")
     return prices
@@ -298,6 +322,7 @@ def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
 def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
     tiers = []
     for i, t in enumerate(raw):
+        _known_keys(t, {"up_to", "unit_price"}, f"{where}.tiers[{i}]")
         up_to = t.get("up_to")
         tiers.append(Tier(None if up_to is None else _decimal(up_to, f"{where}.tiers[{i}]"),
                           _decimal(t.get("unit_price"), f"{where}.tiers[{i}].unit_price")))
@@ -318,6 +343,8 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
     tiers = _tiers(a.get("tiers", []), where)
     if limit == "overage" and price is None and not tiers:
         raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
+    if limit == "hard" and (price is not None or tiers):
+        raise CatalogError(f"{where}: a hard limit is never billed past: drop its overage price")
     cap = a.get("daily_cap")
     return Allowance(
         metric=metric,
@@ -352,7 +379,7 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         metric: _allowance(metric, a, f"{where}.{metric}")
         for metric, a in body.get("allowances", {}).items()
     }
-    seats = body.get("included_seats")
+    seats = _int(body, "included_seats", where, None)
     seat_price = body.get("extra_seat_price")
     proration = body.get("upgrade_proration", "prorate")
     if proration not in ("prorate", "full"):
@@ -360,16 +387,17 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     return Plan(
         id=pid,
         name=_text(body, "name", where),
-        rank=int(body.get("rank", 0)),
+        rank=_int(body, "rank", where, 0) or 0,
         currency=currency,
         prices=_prices(body, where),
         allowances=allowances,
-        included_seats=None if seats is None else int(seats),
+        included_seats=seats,
         extra_seat_monthly_price=None if seat_price is None else _money(seat_price, where),
-        limits={k: int(v) for k, v in body.get("limits", {}).items()},
-        features=tuple(body.get("features", ())),
-        trial_days=int(body.get("trial_days", 0)),
-        commitment_months=int(body.get("commitment_months", 0)),
+        limits={k: _int(body["limits"], k, f"{where}.limits", 0) or 0
+                for k in body.get("limits", {})},
+        features=_names(body, "features", where),
+        trial_days=_int(body, "trial_days", where, 0) or 0,
+        commitment_months=_int(body, "commitment_months", where, 0) or 0,
         auto_renew=bool(body.get("auto_renew", True)),
         available=bool(body.get("available", True)),
         upgrade_proration=proration,
@@ -390,4 +418,4 @@ def _addon(aid: str, body: dict[str, Any]) -> AddOn:
     where = f"add-on {aid}"
     _known_keys(body, {"name", "price", "features"}, where)
     return AddOn(aid, _text(body, "name", where), _money(body.get("price"), f"{where}.price"),
-                 tuple(body.get("features", ())))
+                 _names(body, "features", where))

@@ -346,16 +346,25 @@ class Subscription(BaseAggregate[str]):
             if plan.trial_days <= 0:
                 raise CommandRefused(f"plan {plan_id} has no trial", "no_trial")
             end = at + timedelta(days=plan.trial_days)
-            return cls(id=subscription_id, account=account, terms=terms, status="trialing",
-                       cycle_start=at, cycle_end=end, trial_end=end,
-                       commitment_end=_commitment_end(plan, end), seats=seat_count, charges=[],
-                       timestamp=at)
+            subscription = cls(id=subscription_id, account=account, terms=terms,
+                               status="trialing", cycle_start=at, cycle_end=end, trial_end=end,
+                               commitment_end=_commitment_end(plan, end), seats=seat_count,
+                               charges=[], timestamp=at)
+            subscription._end_agreement_unless_renewed(at)
+            return subscription
         end = add_months(at, PERIODS[period])
         charges = _period_charges(terms, seat_count, {}, {}, at, end, catalog)
-        return cls(id=subscription_id, account=account, terms=terms, status="active",
-                   cycle_start=at, cycle_end=end, trial_end=None,
-                   commitment_end=_commitment_end(plan, at), seats=seat_count, charges=charges,
-                   timestamp=at)
+        subscription = cls(id=subscription_id, account=account, terms=terms, status="active",
+                           cycle_start=at, cycle_end=end, trial_end=None,
+                           commitment_end=_commitment_end(plan, at), seats=seat_count,
+                           charges=charges, timestamp=at)
+        subscription._end_agreement_unless_renewed(at)
+        return subscription
+
+    def _end_agreement_unless_renewed(self, at: datetime) -> None:
+        """A plan sold without auto-renewal ends (or goes to Free) when its agreement ends."""
+        if self.commitment_end is not None and not self.terms.get("auto_renew", True):
+            self._cancellation_scheduled(effective_at=self.commitment_end, timestamp=at)
 
     # ------------------------------------------------------------------------- views --
 
@@ -1245,7 +1254,13 @@ def _blended_allowances(old: dict[str, Any], new: dict[str, Any], at: datetime,
     plus the new plan's for the time left, in whole units (HALF_UP): usage before the upgrade
     cannot escape the old plan's overage, and the extra allowance is there at once."""
     left = remaining_fraction(at, start, end)
-    blended = {}
+    blended = {
+        # A metric the new plan does not meter keeps the old allowance for the time elapsed,
+        # so usage before the upgrade is still billed past it.
+        metric: {**allowance, "included": str((_dec(allowance["included"]) * (1 - left))
+                                               .quantize(Decimal(1), ROUND_HALF_UP))}
+        for metric, allowance in old["allowances"].items() if metric not in new["allowances"]
+    }
     for metric, allowance in new["allowances"].items():
         before = old["allowances"].get(metric)
         old_included = _dec(before["included"]) if before else ZERO
