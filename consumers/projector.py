@@ -17,7 +17,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from domain.application import BillingApplication
 from infra.codec import decode, event_message
 from infra.dlq import DeadLetters
-from projections import quota_store
+from projections import invoices, quota_store
 from projections.quota import SubscriptionQuota, apply_all
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,48 @@ class Database:
 
 
 class QuotaPositions:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, projection: str = quota_store.PROJECTION) -> None:
         self.db = db
+        self.projection = projection
 
     def position(self, topic: str, partition: int) -> int | None:
-        return quota_store.position(self.db.conn, topic, partition)
+        return quota_store.position(self.db.conn, topic, partition, self.projection)
+
+
+def decode_events(records: Sequence[ConsumerRecord],
+                  dead_letters: DeadLetters) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for record in records:
+        try:
+            message = decode(record.value)
+            _ = message["subscription"], int(message["version"]), message["type"]
+            messages.append(message)
+        except Exception as e:  # any undecodable event message is dead-lettered
+            dead_letters.send(record, "malformed_event", f"{type(e).__name__}: {e}")
+    dead_letters.flush()
+    return messages
+
+
+class InvoiceProjector:
+    """billing.events -> the invoice read model (issued documents, status, drafts)."""
+
+    def __init__(self, db: Database, dead_letters: DeadLetters) -> None:
+        self.db = db
+        self.dead_letters = dead_letters
+        self.applied = 0
+
+    def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
+        messages = decode_events(records, self.dead_letters)
+        conn = self.db.conn
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                applied = invoices.apply_messages(cur, messages)
+                quota_store.record_position(cur, tp.topic, tp.partition, records[-1].offset,
+                                            invoices.PROJECTION)
+        except psycopg.OperationalError:
+            self.db.reset()
+            raise
+        self.applied += applied
 
 
 class QuotaProjector:
@@ -61,15 +98,7 @@ class QuotaProjector:
         self.skipped = 0
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        messages: list[dict[str, Any]] = []
-        for record in records:
-            try:
-                message = decode(record.value)
-                _ = message["subscription"], int(message["version"]), message["type"]
-                messages.append(message)
-            except Exception as e:  # any undecodable event message is dead-lettered
-                self.dead_letters.send(record, "malformed_event", f"{type(e).__name__}: {e}")
-        self.dead_letters.flush()
+        messages = decode_events(records, self.dead_letters)
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:

@@ -17,7 +17,9 @@ from domain.catalog import Catalog
 from domain.catalog_versions import CatalogVersions, catalog_stream_id
 from domain.clock import CLOCK_ID, BillingClock
 from domain.commands import Command, Outcome, execute
-from domain.errors import SubscriptionExists, UnknownSubscription
+from domain.errors import BillingError, SubscriptionExists, UnknownSubscription
+from domain.invoice_series import InvoiceSeries, series_id
+from domain.invoicing import issuer_with_defaults
 from domain.subscription import Subscription
 
 UsageKey = tuple[str, str]  # (subscription id, usage id)
@@ -40,13 +42,13 @@ class BillingApplication(Application[str]):
         self.catalog = catalog
         # Aggregates this process has loaded or saved. A stale entry cannot do harm: saving it
         # fails with a version conflict, after which the caller evicts it and reloads.
-        self._cache: dict[str, Subscription] = {}
+        self._cache: dict[str, Any] = {}
 
     # --- loading ----------------------------------------------------------------------------
 
     def find(self, subscription_id: str) -> Subscription | None:
         cached = self._cache.get(subscription_id)
-        if cached is not None:
+        if isinstance(cached, Subscription):
             return cached
         try:
             aggregate: object = self.repository.get(subscription_id)
@@ -75,14 +77,14 @@ class BillingApplication(Application[str]):
         for sid in subscription_ids:
             self._cache.pop(sid, None)
 
-    def _remember(self, aggregate: Subscription) -> None:
+    def _remember(self, aggregate: Any) -> None:
         if len(self._cache) >= self.cache_limit:
             self._cache.clear()
         self._cache[aggregate.id] = aggregate
 
     # --- saving -----------------------------------------------------------------------------
 
-    def save_batch(self, aggregates: Sequence[Subscription], tracking: Tracking | None,
+    def save_batch(self, aggregates: Sequence[Any], tracking: Tracking | None,
                    usage_keys: Sequence[UsageKey] = ()) -> None:
         """One transaction: new events, the input position and the applied usage ids."""
         processing = ProcessingEvent[str](tracking)
@@ -150,6 +152,69 @@ class BillingApplication(Application[str]):
         if changed:
             self.save(found)
         return changed
+
+    # --- invoices ---------------------------------------------------------------------------
+
+    @property
+    def issuer(self) -> dict[str, Any]:
+        return issuer_with_defaults(self.catalog.issuer)
+
+    def _series(self, prefix: str, at: datetime,
+                touched: dict[str, InvoiceSeries]) -> InvoiceSeries:
+        sid = series_id(prefix, at.year)
+        if sid in touched:
+            return touched[sid]
+        found: object = self._cache.get(sid)
+        if found is None:
+            try:
+                found = self.repository.get(sid)
+            except AggregateNotFoundError:
+                found = InvoiceSeries.open(prefix, at.year, at)
+        assert isinstance(found, InvoiceSeries)
+        touched[sid] = found
+        return found
+
+    def invoice_batch(self, triggers: Sequence[tuple[str, int, datetime]],
+                      tracking: Tracking | None) -> list[dict[str, Any]]:
+        """Issue the invoices due: for each (subscription, triggering version, time), every
+        uninvoiced line under the next number of the issuer's series. All in one transaction
+        with the input position; a concurrent issuer makes it fail on the series version, and
+        the caller redoes the batch: numbers stay gapless and unique."""
+        issued: list[dict[str, Any]] = []
+        series: dict[str, InvoiceSeries] = {}
+        subscriptions: dict[str, Subscription] = {}
+        for subscription_id, version, at in triggers:
+            subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
+            if subscription is None:
+                continue
+            try:
+                subscription.check_invoice_due(version)
+            except BillingError:
+                continue  # nothing new since the last invoice, or already invoiced
+            numbers = self._series(self.issuer["invoice_prefix"], at, series)
+            number = numbers.assign(subscription_id, at)
+            issued.append(subscription.issue_invoice(number, self.issuer, version, at))
+            subscriptions[subscription_id] = subscription
+        try:
+            self.save_batch([*subscriptions.values(), *series.values()], tracking)
+        except Exception:
+            self.evict([*subscriptions, *series])
+            raise
+        return issued
+
+    def issue_credit_note(self, subscription_id: str, invoice_number: str,
+                          at: datetime) -> dict[str, Any]:
+        subscription = self.get(subscription_id)
+        series: dict[str, InvoiceSeries] = {}
+        numbers = self._series(self.issuer["credit_note_prefix"], at, series)
+        number = numbers.assign(subscription_id, at)
+        try:
+            document = subscription.issue_credit_note(invoice_number, number, self.issuer, at)
+            self.save_batch([subscription, *series.values()], tracking=None)
+        except Exception:
+            self.evict([subscription_id, *series])
+            raise
+        return document
 
     def clock(self) -> BillingClock | None:
         try:

@@ -148,6 +148,7 @@ class Catalog:
     late_usage_grace_minutes: int = 60
     source_sha256: str = ""
     source: str = ""  # the TOML text, recorded with the version in the event store
+    issuer: dict[str, Any] = field(default_factory=dict)  # the seller on invoices
 
     def plan(self, plan_id: str) -> Plan:
         try:
@@ -213,7 +214,10 @@ class Catalog:
             if not any(pack.metric in p.allowances for p in plans.values()):
                 raise CatalogError(f"pack {pack.id}: no plan has metric {pack.metric!r}")
         _check_ranks(plans)
+        issuer = dict(raw.get("issuer", {}))
+        _known_keys(issuer, ISSUER_KEYS, "[issuer]")
         return cls(
+            issuer=issuer,
             id=_text(head, "id", "catalog"),
             version=str(head.get("version", "1")),
             currency=currency,
@@ -362,7 +366,9 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "user_plans", "downgrade_usage_check"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
-TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans"}
+TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
+ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",
+               "payment_terms_days"}
 
 
 def _known_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:

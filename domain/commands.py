@@ -48,6 +48,12 @@ class Command:
             raise InvalidCommand(f"{self.type}: '{name}' must be an integer", "invalid_field")
         return value
 
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self.fields.get(name, {})
+        if not isinstance(value, dict):
+            raise InvalidCommand(f"{self.type}: '{name}' must be an object", "invalid_field")
+        return value
+
     def flag(self, name: str) -> bool:
         value = self.fields.get(name, False)
         if not isinstance(value, bool):
@@ -113,6 +119,7 @@ def execute(subscription: Subscription | None, command: Command,
             command.required("plan"), catalog, command.at,
             period=command.text("period", False) or "month", trial=command.flag("trial"),
             seats=command.integer("seats") if "seats" in command.fields else None,
+            customer=command.mapping("customer"),
         )
         return created, Outcome(command, "applied", len(created.pending_events))
     if subscription is None:
@@ -214,6 +221,15 @@ def _cmd_report_count(s: Subscription, c: Command, catalog: Catalog) -> str:
     return _applied(s.report_count(c.required("name"), c.integer("value"), c.at))
 
 
+def _cmd_update_customer(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.update_customer(c.mapping("customer"), c.at))
+
+
+def _cmd_void_invoice(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.void_invoice(c.required("number"), c.at)
+    return "applied"
+
+
 def _cmd_advance(s: Subscription, c: Command, catalog: Catalog) -> str:
     return "applied"  # `execute` already advanced the subscription to the command's time
 
@@ -239,4 +255,6 @@ HANDLERS: dict[str, Handler] = {
     "deactivate_feature": _cmd_deactivate_feature,
     "report_count": _cmd_report_count,
     "advance": _cmd_advance,
+    "update_customer": _cmd_update_customer,
+    "void_invoice": _cmd_void_invoice,
 }

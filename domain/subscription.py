@@ -35,6 +35,7 @@ from domain.errors import (
     UnknownMetric,
     UsageTooLate,
 )
+from domain.invoicing import build_invoice, credit_lines
 from domain.periods import add_months, require_aware
 from domain.usage import UsageItem
 
@@ -102,6 +103,7 @@ class Subscription(BaseAggregate[str]):
         commitment_end: datetime | None
         seats: int | None
         charges: list[Charge]
+        customer: dict[str, Any]
 
     class UsageRecorded(SubscriptionEvent):
         """One per subscription per ingested batch: the accepted items and totals per metric."""
@@ -296,8 +298,12 @@ class Subscription(BaseAggregate[str]):
     def __init__(self, id: str, account: str, terms: dict[str, Any],
                  status: str, cycle_start: datetime, cycle_end: datetime,
                  trial_end: datetime | None, commitment_end: datetime | None, seats: int | None,
-                 charges: list[Charge], timestamp: datetime) -> None:
+                 charges: list[Charge], customer: dict[str, Any], timestamp: datetime) -> None:
         self.account = account
+        self.customer = dict(customer)
+        self.uninvoiced: list[Charge] = list(charges)  # the open draft's lines
+        self.invoices: dict[str, dict[str, Any]] = {}  # number -> {total, status, kind}
+        self.invoiced_through = 0  # version of the event that triggered the last invoice
         self.terms = terms
         self.status = status
         self.started_at = cycle_start
@@ -328,7 +334,8 @@ class Subscription(BaseAggregate[str]):
     @classmethod
     def subscribe(cls, subscription_id: str, account: str, plan_id: str, catalog: Catalog,
                   at: datetime, *, period: str = "month", trial: bool = False,
-                  seats: int | None = None) -> Subscription:
+                  seats: int | None = None,
+                  customer: dict[str, Any] | None = None) -> Subscription:
         require_aware(at)
         plan = catalog.plan(plan_id)
         if not plan.available:
@@ -349,7 +356,7 @@ class Subscription(BaseAggregate[str]):
             subscription = cls(id=subscription_id, account=account, terms=terms,
                                status="trialing", cycle_start=at, cycle_end=end, trial_end=end,
                                commitment_end=_commitment_end(plan, end), seats=seat_count,
-                               charges=[], timestamp=at)
+                               charges=[], customer=_customer(customer), timestamp=at)
             subscription._end_agreement_unless_renewed(at)
             return subscription
         end = add_months(at, PERIODS[period])
@@ -357,7 +364,7 @@ class Subscription(BaseAggregate[str]):
         subscription = cls(id=subscription_id, account=account, terms=terms, status="active",
                            cycle_start=at, cycle_end=end, trial_end=None,
                            commitment_end=_commitment_end(plan, at), seats=seat_count,
-                           charges=charges, timestamp=at)
+                           charges=charges, customer=_customer(customer), timestamp=at)
         subscription._end_agreement_unless_renewed(at)
         return subscription
 
@@ -541,6 +548,7 @@ class Subscription(BaseAggregate[str]):
                       status: str, terms: dict[str, Any], changes: dict[str, Any],
                       seats: int | None, archived_workspaces: list[str], charges: list[Charge],
                       timestamp: datetime) -> None:
+        self._bill(charges)
         self.closing = {"start": closed_start.isoformat(), "end": closed_end.isoformat(),
                         "usage": dict(closed_usage),
                         "extra": {m: str(q) for m, q in self.extra.items()},
@@ -600,6 +608,7 @@ class Subscription(BaseAggregate[str]):
     def _usage_period_closed(self, period_start: datetime, period_end: datetime,
                              usage: dict[str, str], charges: list[Charge],
                              timestamp: datetime) -> None:
+        self._bill(charges)
         self.closing = None
 
     @event(DailyAllowanceReset)
@@ -860,6 +869,7 @@ class Subscription(BaseAggregate[str]):
                        restarted_cycle: bool, cycle_start: datetime, cycle_end: datetime,
                        closed_usage: dict[str, str], cancelled: list[str],
                        timestamp: datetime) -> None:
+        self._bill(charges)
         if restarted_cycle:
             self.closing = {"start": self.cycle_start.isoformat(),
                             "end": cycle_start.isoformat(), "usage": dict(closed_usage),
@@ -965,6 +975,7 @@ class Subscription(BaseAggregate[str]):
     @event(SeatsAdded)
     def _seats_added(self, count: int, seats: int, charges: list[Charge],
                      timestamp: datetime) -> None:
+        self._bill(charges)
         self.seats = seats
 
     def check_member_can_join(self, member: str) -> None:
@@ -1040,6 +1051,7 @@ class Subscription(BaseAggregate[str]):
     def _user_plan_assigned(self, member: str, solution: str, level: str,
                             replaced_level: str | None, charges: list[Charge],
                             timestamp: datetime) -> None:
+        self._bill(charges)
         self.members.setdefault(member, {})[solution] = level
         self._note_user_plan_lines(charges)
 
@@ -1092,6 +1104,7 @@ class Subscription(BaseAggregate[str]):
     @event(PackPurchased)
     def _pack_purchased(self, pack_id: str, metric: str, quantity: str, charges: list[Charge],
                         timestamp: datetime) -> None:
+        self._bill(charges)
         self.extra[metric] = self.extra.get(metric, ZERO) + Decimal(quantity)
 
     def add_addon(self, addon_id: str, at: datetime, catalog: Catalog) -> bool:
@@ -1112,6 +1125,7 @@ class Subscription(BaseAggregate[str]):
     @event(AddOnAdded)
     def _addon_added(self, addon_id: str, name: str, monthly_price: str, features: list[str],
                      charges: list[Charge], timestamp: datetime) -> None:
+        self._bill(charges)
         self.addons[addon_id] = {"name": name, "monthly_price": monthly_price,
                                  "features": features, "remove_at": None}
 
@@ -1198,6 +1212,116 @@ class Subscription(BaseAggregate[str]):
     def _count_reported(self, name: str, value: int, timestamp: datetime) -> None:
         self.counts[name] = value
 
+    # ---------------------------------------------------------------------- invoices --
+
+    def _bill(self, charges: list[Charge]) -> None:
+        if charges:
+            self.uninvoiced = [*getattr(self, "uninvoiced", []), *charges]
+
+    def update_customer(self, fields: dict[str, Any], at: datetime) -> bool:
+        """Billing details for the next invoices (issued ones never change)."""
+        require_aware(at)
+        customer = {**self.customer, **_customer(fields)}
+        if customer == self.customer:
+            return False
+        self._customer_updated(customer=customer, timestamp=at)
+        return True
+
+    class CustomerUpdated(SubscriptionEvent):
+        class_version = 1
+        customer: dict[str, Any]
+
+    @event(CustomerUpdated)
+    def _customer_updated(self, customer: dict[str, Any], timestamp: datetime) -> None:
+        self.customer = customer
+
+    def check_invoice_due(self, trigger_version: int) -> None:
+        if trigger_version <= self.invoiced_through:
+            raise CommandRefused("already invoiced through this event", "already_invoiced")
+        if not self.uninvoiced:
+            raise CommandRefused("no charges to invoice", "nothing_to_invoice")
+
+    def preview_invoice(self, issuer: dict[str, Any], at: datetime) -> dict[str, Any]:
+        """The open draft as it would be issued at `at` (no number): a dry run."""
+        return build_invoice(number=None, subscription=self.id, account=self.account,
+                             customer=self.customer, issuer=issuer,
+                             currency=str(self.terms["currency"]), lines=list(self.uninvoiced),
+                             issued_at=at)
+
+    def issue_invoice(self, number: str, issuer: dict[str, Any], trigger_version: int,
+                      at: datetime) -> dict[str, Any]:
+        """Finalize the draft: every uninvoiced line, with tax, under a number drawn from the
+        issuer's gapless series."""
+        require_aware(at)
+        self.check_invoice_due(trigger_version)
+        document = {**self.preview_invoice(issuer, at), "number": number}
+        self._invoice_issued(document=document, invoiced_through=trigger_version, timestamp=at)
+        return document
+
+    class InvoiceIssued(SubscriptionEvent):
+        class_version = 1
+        document: dict[str, Any]
+        invoiced_through: int
+
+    @event(InvoiceIssued)
+    def _invoice_issued(self, document: dict[str, Any], invoiced_through: int,
+                        timestamp: datetime) -> None:
+        self.uninvoiced = []
+        self.invoiced_through = invoiced_through
+        self.invoices[document["number"]] = {"total": document["total"], "status": "issued",
+                                             "kind": "invoice", "document": document}
+
+    def void_invoice(self, number: str, at: datetime) -> None:
+        """A void invoice keeps its number; it is simply no longer owed."""
+        require_aware(at)
+        invoice = self.invoices.get(number)
+        if invoice is None or invoice["kind"] != "invoice":
+            raise CommandRefused(f"no invoice {number} on {self.id}", "unknown_invoice")
+        if invoice["status"] in ("void", "paid", "credited"):
+            raise CommandRefused(f"invoice {number} is {invoice['status']}: issue a credit note"
+                                 if invoice["status"] == "paid" else
+                                 f"invoice {number} is {invoice['status']}", "invoice_closed")
+        self._invoice_voided(number=number, timestamp=at)
+
+    class InvoiceVoided(SubscriptionEvent):
+        class_version = 1
+        number: str
+
+    @event(InvoiceVoided)
+    def _invoice_voided(self, number: str, timestamp: datetime) -> None:
+        self.invoices[number]["status"] = "void"
+
+    def issue_credit_note(self, invoice_number: str, number: str, issuer: dict[str, Any],
+                          at: datetime) -> dict[str, Any]:
+        """A correction of an issued invoice: a document of its own, with its own number,
+        referencing the invoice and crediting it in full."""
+        require_aware(at)
+        invoice = self.invoices.get(invoice_number)
+        if invoice is None or invoice["kind"] != "invoice":
+            raise CommandRefused(f"no invoice {invoice_number} on {self.id}", "unknown_invoice")
+        if invoice["status"] in ("void", "credited"):
+            raise CommandRefused(f"invoice {invoice_number} is {invoice['status']}",
+                                 "invoice_closed")
+        original = invoice["document"]
+        document = build_invoice(
+            number=number, subscription=self.id, account=self.account,
+            customer={**self.customer, **{k: original["buyer"][k] for k in
+                                          ("country", "vat_id", "business")}},
+            issuer=issuer, currency=original["currency"], lines=credit_lines(original),
+            issued_at=at, kind="credit_note", references=invoice_number)
+        self._credit_note_issued(document=document, timestamp=at)
+        return document
+
+    class CreditNoteIssued(SubscriptionEvent):
+        class_version = 1
+        document: dict[str, Any]
+
+    @event(CreditNoteIssued)
+    def _credit_note_issued(self, document: dict[str, Any], timestamp: datetime) -> None:
+        self.invoices[document["references"]]["status"] = "credited"
+        self.invoices[document["number"]] = {"total": document["total"], "status": "issued",
+                                             "kind": "credit_note"}
+
     # ---------------------------------------------------------------------- payments --
 
     def record_payment(self, reference: str, outcome: str, amount: Decimal, at: datetime,
@@ -1222,6 +1346,8 @@ class Subscription(BaseAggregate[str]):
     @event(PaymentSucceeded)
     def _payment_succeeded(self, reference: str, amount: str, timestamp: datetime) -> None:
         self.payment_attempts.pop(reference, None)
+        if reference in getattr(self, "invoices", {}):
+            self.invoices[reference]["status"] = "paid"
         if not self.payment_attempts:
             self.payment_state = "ok"
 
@@ -1229,10 +1355,33 @@ class Subscription(BaseAggregate[str]):
     def _payment_failed(self, reference: str, amount: str, reason: str, attempt: int,
                         next_retry_at: datetime | None, timestamp: datetime) -> None:
         self.payment_attempts[reference] = attempt
+        if reference in getattr(self, "invoices", {}):
+            self.invoices[reference]["status"] = "payment_failed"
         self.payment_state = "retrying" if next_retry_at is not None else "past_due"
 
 
 # ------------------------------------------------------------------------------ helpers --
+
+CUSTOMER_FIELDS = ("name", "address", "country", "vat_id", "business", "email")
+
+
+def _customer(fields: dict[str, Any] | None) -> dict[str, Any]:
+    """Billing details: name, address, country (ISO 3166 alpha-2), VAT id, business (bool)."""
+    fields = fields or {}
+    unknown = sorted(set(fields) - set(CUSTOMER_FIELDS))
+    if unknown:
+        raise CommandRefused(f"unknown customer field(s): {', '.join(unknown)}",
+                             "invalid_customer")
+    customer = {k: fields[k] for k in CUSTOMER_FIELDS if fields.get(k) is not None}
+    if "country" in customer:
+        country = str(customer["country"]).upper()
+        if len(country) != 2 or not country.isalpha():
+            raise CommandRefused("country is an ISO 3166 two-letter code", "invalid_customer")
+        customer["country"] = country
+    if "business" in customer:
+        customer["business"] = bool(customer["business"])
+    return customer
+
 
 def _by_utc_day(items: Sequence[UsageItem]) -> list[tuple[str, list[UsageItem]]]:
     days: dict[str, list[UsageItem]] = {}

@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="store_true",
                    help="join consumer groups (scale out over several processes)")
     p.add_argument("--report-every", type=float, default=10.0)
-    p.add_argument("--only", action="append", choices=["ingest", "commands", "relay", "project"],
+    p.add_argument("--only", action="append",
+                   choices=["ingest", "commands", "relay", "project", "invoicer", "invoices"],
                    help="run only this worker (repeatable); default: all three")
     p.set_defaults(func=cmd_run)
 

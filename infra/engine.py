@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from consumers.commands import CommandIngestor
+from consumers.invoicer import Invoicer, InvoicerPositions
 from consumers.loop import TrackedConsumer
-from consumers.projector import Database, QuotaPositions, QuotaProjector
+from consumers.projector import Database, InvoiceProjector, QuotaPositions, QuotaProjector
 from consumers.usage import UsageIngestor, UsagePositions
 from domain.application import BillingApplication
 from domain.catalog import Catalog
@@ -24,7 +25,7 @@ from infra.config import Settings
 from infra.dlq import DeadLetters
 from infra.eventstore import open_application
 from infra.relay import Relay
-from projections import quota_store
+from projections import invoices, quota_store
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Engine:
         publish_catalog(app)
         db = Database(database_url)
         quota_store.create_schema(db.conn)
+        invoices.create_schema(db.conn)
         engine = cls(settings, database_url, kafka_bootstrap, app, db)
         engine._closers.extend([app.close, db.close])
         return engine
@@ -126,13 +128,37 @@ class Engine:
         self._closers.append(loop.close)
         return loop, projector
 
+    def invoicer(self, group: bool = False) -> tuple[TrackedConsumer, Invoicer]:
+        app = self.worker_app()
+        invoicer = Invoicer(app)
+        group_id = f"billing-invoicer.{self.settings.topics.events}" if group else None
+        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
+                                client_id="billing-invoicer")
+        loop = TrackedConsumer(client, self.settings.topics.events, InvoicerPositions(app),
+                               invoicer.handle, group=group, name="invoicer")
+        self._closers.append(loop.close)
+        return loop, invoicer
+
+    def invoice_projector(self, group: bool = False) -> tuple[TrackedConsumer, InvoiceProjector]:
+        db = Database(self.database_url)
+        self._closers.append(db.close)
+        projector = InvoiceProjector(db, self.dead_letters("invoice-projector"))
+        group_id = f"billing-invoices.{self.settings.topics.events}" if group else None
+        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
+                                client_id="billing-invoice-projector")
+        loop = TrackedConsumer(client, self.settings.topics.events,
+                               QuotaPositions(db, invoices.PROJECTION), projector.handle,
+                               group=group, name="invoice-projector")
+        self._closers.append(loop.close)
+        return loop, projector
+
     def close(self) -> None:
         while self._closers:
             with contextlib.suppress(Exception):
                 self._closers.pop()()
 
 
-ROLES = ("ingest", "commands", "relay", "project")
+ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices")
 
 
 @dataclass
@@ -147,6 +173,10 @@ class Workers:
     relay: Relay | None = None
     project: TrackedConsumer | None = None
     projector: QuotaProjector | None = None
+    invoice_loop: TrackedConsumer | None = None
+    invoicer: Invoicer | None = None
+    invoice_projection: TrackedConsumer | None = None
+    invoice_projector: InvoiceProjector | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -161,11 +191,18 @@ class Workers:
             workers.relay = engine.relay()
         if "project" in roles:
             workers.project, workers.projector = engine.projector(group)
+        if "invoicer" in roles:
+            workers.invoice_loop, workers.invoicer = engine.invoicer(group)
+        if "invoices" in roles:
+            workers.invoice_projection, workers.invoice_projector = \
+                engine.invoice_projector(group)
         return workers
 
     def start(self) -> None:
         for name, part in (("ingest", self.ingest), ("commands", self.command_loop),
-                           ("relay", self.relay), ("project", self.project)):
+                           ("relay", self.relay), ("project", self.project),
+                           ("invoicer", self.invoice_loop),
+                           ("invoices", self.invoice_projection)):
             if part is None:
                 continue
             t = threading.Thread(target=part.run, args=(self.stop_event,), name=name, daemon=True)
@@ -191,6 +228,8 @@ class Workers:
             parts.append(f"relayed {self.relay.published:,}")
         if self.projector:
             parts.append(f"projected {self.projector.applied:,}")
+        if self.invoicer:
+            parts.append(f"invoices issued {self.invoicer.issued:,}")
         return "; ".join(parts)
 
     def wait_caught_up(self, monitor: Monitor, usage_end: dict[int, int],

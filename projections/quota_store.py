@@ -106,22 +106,24 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
     )
 
 
-def record_position(cur: psycopg.Cursor[Any], topic: str, partition: int, position: int) -> None:
+def record_position(cur: psycopg.Cursor[Any], topic: str, partition: int, position: int,
+                    projection: str = PROJECTION) -> None:
     cur.execute(
         "INSERT INTO projection_positions AS p (projection, topic, partition, position) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) DO UPDATE "
         "SET position = EXCLUDED.position WHERE p.position < EXCLUDED.position",
-        (PROJECTION, topic, partition, position),
+        (projection, topic, partition, position),
     )
     if cur.rowcount != 1:
-        raise PositionConflict(f"{PROJECTION} {topic}:{partition} already at or past {position}")
+        raise PositionConflict(f"{projection} {topic}:{partition} already at or past {position}")
 
 
-def position(conn: psycopg.Connection[Any], topic: str, partition: int) -> int | None:
+def position(conn: psycopg.Connection[Any], topic: str, partition: int,
+             projection: str = PROJECTION) -> int | None:
     row = conn.execute(
         "SELECT position FROM projection_positions "
         "WHERE projection = %s AND topic = %s AND partition = %s",
-        (PROJECTION, topic, partition),
+        (projection, topic, partition),
     ).fetchone()
     conn.commit()
     return None if row is None else int(row[0])

@@ -174,7 +174,8 @@ def start_trial() -> History:
     assert history.new_events() == [{
         "type": "Subscribed", "timestamp": TRIAL_START, "account": "acme",
         "status": "trialing", "cycle_start": TRIAL_START, "cycle_end": TRIAL_END,
-        "trial_end": TRIAL_END, "commitment_end": None, "seats": None, "charges": []}]
+        "trial_end": TRIAL_END, "commitment_end": None, "seats": None, "charges": [],
+        "customer": {}}]
     assert (sub.plan_id, sub.terms["price"], sub.terms["period"]) == ("basic", "190.00", "month")
 
     use_conversations(sub, 8000, utc(2026, 1, 10))

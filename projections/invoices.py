@@ -1,0 +1,212 @@
+"""The invoice read model: issued invoices and credit notes with their lines and status, and each
+subscription's open draft (the charge lines not invoiced yet).
+
+`changes(message)` says, as plain row operations, how one `billing.events` message changes the
+model (pure); `apply_changes` writes them. Rows, per-subscription versions and the partition
+position are written in one transaction by the projector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+
+PROJECTION = "invoices"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS invoices (
+    number text PRIMARY KEY,
+    kind text NOT NULL,
+    subscription_id text NOT NULL,
+    account text NOT NULL,
+    status text NOT NULL,
+    status_reason text,
+    issued_at timestamptz NOT NULL,
+    due_at timestamptz NOT NULL,
+    currency text NOT NULL,
+    subtotal numeric NOT NULL,
+    tax numeric NOT NULL,
+    total numeric NOT NULL,
+    refers_to text,
+    buyer_country text,
+    tax_treatment text NOT NULL,
+    document jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invoices_subscription ON invoices (subscription_id, issued_at);
+CREATE TABLE IF NOT EXISTS invoice_lines (
+    number text NOT NULL,
+    line_no int NOT NULL,
+    kind text NOT NULL,
+    description text NOT NULL,
+    quantity numeric NOT NULL,
+    unit_price numeric NOT NULL,
+    amount numeric NOT NULL,
+    tax_rate numeric NOT NULL,
+    tax numeric NOT NULL,
+    period_start timestamptz,
+    period_end timestamptz,
+    PRIMARY KEY (number, line_no)
+);
+CREATE TABLE IF NOT EXISTS invoice_drafts (
+    subscription_id text NOT NULL,
+    line_no int NOT NULL,
+    event_version bigint NOT NULL,
+    kind text NOT NULL,
+    description text NOT NULL,
+    quantity numeric NOT NULL,
+    unit_price numeric NOT NULL,
+    amount numeric NOT NULL,
+    PRIMARY KEY (subscription_id, line_no)
+);
+"""
+
+
+@dataclass
+class Changes:
+    """Row operations for one message, in order."""
+
+    issue: list[dict[str, Any]] = field(default_factory=list)  # documents
+    status: list[tuple[str, str, str | None]] = field(default_factory=list)  # number, status
+    draft_lines: list[dict[str, Any]] = field(default_factory=list)
+    clear_draft: bool = False
+
+
+def changes(message: dict[str, Any]) -> Changes:
+    kind = message["type"]
+    data = message.get("data", {})
+    out = Changes()
+    if kind == "InvoiceIssued":
+        out.issue.append(data["document"])
+        out.clear_draft = True
+    elif kind == "CreditNoteIssued":
+        out.issue.append(data["document"])
+        out.status.append((data["document"]["references"], "credited", None))
+    elif kind == "InvoiceVoided":
+        out.status.append((data["number"], "void", None))
+    elif kind == "PaymentFailed":
+        out.status.append((data["reference"], "payment_failed", data["reason"]))
+    elif kind == "PaymentSucceeded":
+        out.status.append((data["reference"], "paid", None))
+    elif data.get("charges"):
+        out.draft_lines.extend(data["charges"])
+    return out
+
+
+def create_schema(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
+        conn.execute(SCHEMA)
+
+
+def apply_changes(cur: psycopg.Cursor[Any], subscription_id: str, version: int,
+                  change: Changes) -> None:
+    for document in change.issue:
+        _insert_document(cur, document)
+    if change.clear_draft:
+        cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s", (subscription_id,))
+    for number, status, reason in change.status:
+        # Only issued documents have a status; a payment for another reference changes nothing.
+        cur.execute("UPDATE invoices SET status = %s, status_reason = %s WHERE number = %s "
+                    "AND status <> 'void'", (status, reason, number))
+    if change.draft_lines:
+        cur.execute("SELECT coalesce(max(line_no), 0) FROM invoice_drafts "
+                    "WHERE subscription_id = %s", (subscription_id,))
+        row = cur.fetchone()
+        start = int(row[0]) if row else 0
+        cur.executemany(
+            "INSERT INTO invoice_drafts VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [(subscription_id, start + i + 1, version, line["kind"], line["description"],
+              line["quantity"], line["unit_price"], line["amount"])
+             for i, line in enumerate(change.draft_lines)],
+        )
+
+
+def _insert_document(cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+    cur.execute(
+        "INSERT INTO invoices (number, kind, subscription_id, account, status, issued_at, due_at,"
+        " currency, subtotal, tax, total, refers_to, buyer_country, tax_treatment, document) "
+        "VALUES (%s, %s, %s, %s, 'issued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (number) DO NOTHING",
+        (d["number"], d["kind"], d["subscription"], d["account"], d["issued_at"], d["due_at"],
+         d["currency"], d["subtotal"], d["tax"], d["total"], d.get("references"),
+         d["buyer"].get("country"), d["tax_treatment"], orjson.dumps(d).decode()),
+    )
+    cur.executemany(
+        "INSERT INTO invoice_lines VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT DO NOTHING",
+        [(d["number"], i + 1, x["kind"], x["description"], x["quantity"], x["unit_price"],
+          x["amount"], x["tax_rate"], x["tax"], x.get("period_start"), x.get("period_end"))
+         for i, x in enumerate(d["lines"])],
+    )
+
+
+def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
+    cur.execute("DELETE FROM invoices")
+    cur.execute("DELETE FROM invoice_lines")
+    cur.execute("DELETE FROM invoice_drafts")
+    cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
+    if positions_too:
+        cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
+
+
+def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]]) -> int:
+    """Apply messages in order, skipping (subscription, version) already applied."""
+    subs = sorted({m["subscription"] for m in messages})
+    cur.execute("SELECT subscription_id, version FROM projection_versions "
+                "WHERE projection = %s AND subscription_id = ANY(%s)", (PROJECTION, subs))
+    versions = {sid: v for sid, v in cur.fetchall()}
+    applied = 0
+    for message in messages:
+        sid, version = message["subscription"], int(message["version"])
+        if version <= versions.get(sid, 0):
+            continue
+        apply_changes(cur, sid, version, changes(message))
+        versions[sid] = version
+        applied += 1
+    if versions:
+        cur.execute(
+            "INSERT INTO projection_versions (projection, subscription_id, version) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::bigint[]) "
+            "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
+            (PROJECTION, list(versions), list(versions.values())),
+        )
+    return applied
+
+
+def read_invoice(conn: psycopg.Connection[Any], number: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT document, status, status_reason FROM invoices WHERE number = %s",
+                       (number,)).fetchone()
+    conn.commit()
+    if row is None:
+        return None
+    document = dict(row[0])
+    document["status"], document["status_reason"] = row[1], row[2]
+    return document
+
+
+def list_invoices(conn: psycopg.Connection[Any],
+                  subscription_id: str | None = None) -> list[dict[str, Any]]:
+    sql = ("SELECT number, kind, subscription_id, status, issued_at, currency, subtotal, tax, "
+           "total FROM invoices")
+    params: list[Any] = []
+    if subscription_id:
+        sql += " WHERE subscription_id = %s"
+        params.append(subscription_id)
+    sql += " ORDER BY issued_at, number"
+    columns = ("number", "kind", "subscription_id", "status", "issued_at", "currency",
+               "subtotal", "tax", "total")
+    rows = conn.execute(sql, params).fetchall()
+    conn.commit()
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
+def draft_lines(conn: psycopg.Connection[Any], subscription_id: str) -> Iterable[tuple[Any, ...]]:
+    rows = conn.execute("SELECT kind, description, quantity, unit_price, amount FROM "
+                        "invoice_drafts WHERE subscription_id = %s ORDER BY line_no",
+                        (subscription_id,)).fetchall()
+    conn.commit()
+    return rows
