@@ -62,6 +62,7 @@ class CommandIngestor:
         seen = self.app.usage_ledger().seen_usage(keys)
         touched: dict[str, Subscription] = {}
         recorded: list[UsageKey] = []
+        self.app.revalidate(c.subscription for _, c in parsed)
         stats = CommandStats()
         try:
             for (record, command), key in zip(parsed, keys, strict=True):

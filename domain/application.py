@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.catalog import Catalog
 from domain.catalog_versions import CatalogVersions, catalog_stream_id
@@ -73,6 +73,18 @@ class BillingApplication(Application[str]):
         assert isinstance(aggregate, Subscription)
         return aggregate
 
+    def revalidate(self, ids: Iterable[str]) -> None:
+        """Drop cached aggregates that another process has changed since, so decisions (and
+        refusals) are made on current state; one query for the whole batch."""
+        cached = [i for i in set(ids) if i in self._cache]
+        if not cached:
+            return
+        recorder: Any = self.recorder
+        latest = recorder.max_versions(cached)
+        for i in cached:
+            if latest.get(i) != self._cache[i].version:
+                self._cache.pop(i, None)
+
     def evict(self, subscription_ids: Iterable[str]) -> None:
         for sid in subscription_ids:
             self._cache.pop(sid, None)
@@ -129,15 +141,21 @@ class BillingApplication(Application[str]):
         """Run one command, exactly once per (subscription, command id): a replayed id has no
         second effect and answers "duplicate". Refusals raise BillingError with a code."""
         key = command_key(command)
-        if self.usage_ledger().seen_usage([key]):
-            return Outcome(command, "duplicate", 0)
-        subscription, outcome = execute(self.find(command.subscription), command, self.catalog)
-        try:
-            self.save_batch([subscription], tracking=None, usage_keys=[key])
-        except Exception:
-            self.evict([command.subscription])
-            raise
-        return outcome
+        for attempt in range(CONFLICT_RETRIES):
+            if self.usage_ledger().seen_usage([key]):
+                return Outcome(command, "duplicate", 0)
+            self.revalidate([command.subscription])
+            subscription, outcome = execute(self.find(command.subscription), command,
+                                            self.catalog)
+            try:
+                self.save_batch([subscription], tracking=None, usage_keys=[key])
+                return outcome
+            except IntegrityError:
+                # Another writer changed the subscription (or ran this command) first: the
+                # cached aggregate is evicted by save_batch; reload and decide again.
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def publish_catalog(self, at: datetime) -> bool:
         """Record the catalog this application bills with as a version in the event store
@@ -181,6 +199,7 @@ class BillingApplication(Application[str]):
         with the input position; a concurrent issuer makes it fail on the series version, and
         the caller redoes the batch: numbers stay gapless and unique."""
         issued: list[dict[str, Any]] = []
+        self.revalidate(t[0] for t in triggers)
         series: dict[str, InvoiceSeries] = {}
         subscriptions: dict[str, Subscription] = {}
         for subscription_id, version, at in triggers:
@@ -204,17 +223,22 @@ class BillingApplication(Application[str]):
 
     def issue_credit_note(self, subscription_id: str, invoice_number: str,
                           at: datetime) -> dict[str, Any]:
-        subscription = self.get(subscription_id)
-        series: dict[str, InvoiceSeries] = {}
-        numbers = self._series(self.issuer["credit_note_prefix"], at, series)
-        number = numbers.assign(subscription_id, at)
-        try:
-            document = subscription.issue_credit_note(invoice_number, number, self.issuer, at)
-            self.save_batch([subscription, *series.values()], tracking=None)
-        except Exception:
-            self.evict([subscription_id, *series])
-            raise
-        return document
+        for attempt in range(CONFLICT_RETRIES):
+            self.revalidate([subscription_id])
+            subscription = self.get(subscription_id)
+            series: dict[str, InvoiceSeries] = {}
+            numbers = self._series(self.issuer["credit_note_prefix"], at, series)
+            number = numbers.assign(subscription_id, at)
+            try:
+                document = subscription.issue_credit_note(invoice_number, number, self.issuer,
+                                                          at)
+                self.save_batch([subscription, *series.values()], tracking=None)
+                return document
+            except Exception as error:
+                self.evict([subscription_id, *series])
+                if not isinstance(error, IntegrityError) or attempt == CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def clock(self) -> BillingClock | None:
         try:
@@ -235,25 +259,40 @@ class BillingApplication(Application[str]):
         else:
             clock.check_forward(to)
         changed = events = 0
-        pending: list[Subscription] = []
-        for subscription_id in subscription_ids:
-            subscription = self.find(subscription_id)
-            if subscription is None:
-                continue
-            emitted = subscription.advance_to(to, self.catalog)
-            if emitted:
-                changed += 1
-                events += emitted
-                pending.append(subscription)
-            if len(pending) >= batch:
-                self.save_batch(pending, tracking=None)
-                pending = []
-        if pending:
-            self.save_batch(pending, tracking=None)
+        ids = list(subscription_ids)
+        for start in range(0, len(ids), batch):
+            c, e = self._advance_batch(ids[start:start + batch], to)
+            changed, events = changed + c, events + e
         if clock.now != to or clock.version > 1:
             clock.advance(to, changed, events)
         self.save(clock)
         return changed, events
+
+
+    def _advance_batch(self, ids: Sequence[str], to: datetime) -> tuple[int, int]:
+        for attempt in range(CONFLICT_RETRIES):
+            changed: list[Subscription] = []
+            events = 0
+            self.revalidate(ids)
+            for subscription_id in ids:
+                subscription = self.find(subscription_id)
+                if subscription is None:
+                    continue
+                emitted = subscription.advance_to(to, self.catalog)
+                if emitted:
+                    changed.append(subscription)
+                    events += emitted
+            try:
+                self.save_batch(changed, tracking=None)
+                return len(changed), events
+            except IntegrityError:  # a concurrent writer: reload and redo what is still due
+                self.evict(ids)
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+
+CONFLICT_RETRIES = 5
 
 
 def command_key(command: Command) -> UsageKey:

@@ -301,7 +301,8 @@ class Subscription(BaseAggregate[str]):
                  charges: list[Charge], customer: dict[str, Any], timestamp: datetime) -> None:
         self.account = account
         self.customer = dict(customer)
-        self.uninvoiced: list[Charge] = list(charges)  # the open draft's lines
+        # The open draft: charge lines not invoiced yet, each with the version of its event.
+        self.uninvoiced: list[Charge] = [{**c, "event_version": 1} for c in charges]
         self.invoices: dict[str, dict[str, Any]] = {}  # number -> {total, status, kind}
         self.invoiced_through = 0  # version of the event that triggered the last invoice
         self.terms = terms
@@ -1216,7 +1217,12 @@ class Subscription(BaseAggregate[str]):
 
     def _bill(self, charges: list[Charge]) -> None:
         if charges:
-            self.uninvoiced = [*getattr(self, "uninvoiced", []), *charges]
+            version = self.version + 1  # applied before the library advances the version
+            self.uninvoiced = [*getattr(self, "uninvoiced", []),
+                               *({**c, "event_version": version} for c in charges)]
+
+    def lines_due(self, trigger_version: int) -> list[Charge]:
+        return [c for c in self.uninvoiced if c["event_version"] <= trigger_version]
 
     def update_customer(self, fields: dict[str, Any], at: datetime) -> bool:
         """Billing details for the next invoices (issued ones never change)."""
@@ -1238,15 +1244,17 @@ class Subscription(BaseAggregate[str]):
     def check_invoice_due(self, trigger_version: int) -> None:
         if trigger_version <= self.invoiced_through:
             raise CommandRefused("already invoiced through this event", "already_invoiced")
-        if not self.uninvoiced:
+        if not self.lines_due(trigger_version):
             raise CommandRefused("no charges to invoice", "nothing_to_invoice")
 
-    def preview_invoice(self, issuer: dict[str, Any], at: datetime) -> dict[str, Any]:
-        """The open draft as it would be issued at `at` (no number): a dry run."""
+    def preview_invoice(self, issuer: dict[str, Any], at: datetime,
+                        through_version: int | None = None) -> dict[str, Any]:
+        """The draft as it would be issued at `at` (no number): a dry run. An invoice holds
+        the lines of the events up to its trigger, however late the invoicer runs."""
+        lines = self.lines_due(self.version if through_version is None else through_version)
         return build_invoice(number=None, subscription=self.id, account=self.account,
                              customer=self.customer, issuer=issuer,
-                             currency=str(self.terms["currency"]), lines=list(self.uninvoiced),
-                             issued_at=at)
+                             currency=str(self.terms["currency"]), lines=lines, issued_at=at)
 
     def issue_invoice(self, number: str, issuer: dict[str, Any], trigger_version: int,
                       at: datetime) -> dict[str, Any]:
@@ -1254,7 +1262,7 @@ class Subscription(BaseAggregate[str]):
         issuer's gapless series."""
         require_aware(at)
         self.check_invoice_due(trigger_version)
-        document = {**self.preview_invoice(issuer, at), "number": number}
+        document = {**self.preview_invoice(issuer, at, trigger_version), "number": number}
         self._invoice_issued(document=document, invoiced_through=trigger_version, timestamp=at)
         return document
 
@@ -1266,7 +1274,7 @@ class Subscription(BaseAggregate[str]):
     @event(InvoiceIssued)
     def _invoice_issued(self, document: dict[str, Any], invoiced_through: int,
                         timestamp: datetime) -> None:
-        self.uninvoiced = []
+        self.uninvoiced = [c for c in self.uninvoiced if c["event_version"] > invoiced_through]
         self.invoiced_through = invoiced_through
         self.invoices[document["number"]] = {"total": document["total"], "status": "issued",
                                              "kind": "invoice", "document": document}

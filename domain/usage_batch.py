@@ -40,6 +40,7 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> 
     already = app.usage_ledger().seen_usage(list(first_seen))
     batch.duplicates += len(already)
 
+    app.revalidate({item.subscription for item in items})
     by_subscription: dict[str, list[int]] = {}
     for key, index in first_seen.items():
         if key not in already:

@@ -302,6 +302,98 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from infra.render import invoice_html, invoice_pdf
+    from projections import invoices
+
+    stack = connect(settings)
+    if args.verb == "list":
+        with psycopg.connect(stack.database_url) as conn:
+            rows = invoices.list_invoices(conn, args.target)
+        if args.json:
+            _print_json([{**r, "issued_at": r["issued_at"].isoformat()} for r in rows])
+            return 0
+        for r in rows:
+            print(f"{r['number']:<18} {r['kind']:<12} {r['subscription_id']:<14} "
+                  f"{r['issued_at']:%Y-%m-%d} {r['status']:<15} {r['total']:>12} {r['currency']}")
+        return 0
+    if args.verb in ("preview", "credit"):
+        return _invoice_write(args, settings, stack)
+    with psycopg.connect(stack.database_url) as conn:
+        document = invoices.read_invoice(conn, args.target)
+    if document is None:
+        print(f"no invoice {args.target}", file=sys.stderr)
+        return 1
+    if args.html:
+        Path(args.html).write_text(invoice_html(document), encoding="utf-8")
+    if args.pdf:
+        Path(args.pdf).write_bytes(invoice_pdf(document))
+    if args.json:
+        _print_json(document)
+    elif not (args.html or args.pdf):
+        _print_invoice_text(document)
+    return 0
+
+
+def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -> int:
+    from datetime import UTC, datetime
+
+    from domain.errors import BillingError
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    app = open_application(stack.database_url, load_catalog(settings))
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    try:
+        if args.verb == "preview":
+            document = app.get(args.target).preview_invoice(app.issuer, at)
+        else:
+            subscription = _subscription_of_invoice(stack, args.target)
+            document = app.issue_credit_note(subscription, args.target, at)
+    except BillingError as e:
+        print(f"refused ({e.code}): {e}", file=sys.stderr)
+        return 2
+    finally:
+        app.close()
+    if args.json:
+        _print_json(document)
+    else:
+        _print_invoice_text(document)
+    return 0
+
+
+def _subscription_of_invoice(stack: Stack, number: str) -> str:
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute("SELECT subscription_id FROM invoices WHERE number = %s",
+                           (number,)).fetchone()
+    if row is None:
+        raise SystemExit(f"no invoice {number} in the read model")
+    return str(row[0])
+
+
+def _print_invoice_text(doc: dict[str, Any]) -> None:
+    cur = doc["currency"]
+    title = "Credit note" if doc["kind"] == "credit_note" else "Invoice"
+    print(f"{title} {doc['number'] or '(preview)'}   issued {doc['issued_at'][:10]}   "
+          f"due {doc['due_at'][:10]}   {doc.get('status') or ''}")
+    print(f"  seller: {doc['seller']['name']} ({doc['seller']['country']}, "
+          f"{doc['seller']['vat_id']})")
+    print(f"  buyer:  {doc['buyer']['name']} ({doc['buyer'].get('country') or '-'}"
+          f"{', ' + doc['buyer']['vat_id'] if doc['buyer'].get('vat_id') else ''})")
+    for line in doc["lines"]:
+        print(f"  {line['description'][:48]:<48} {line['quantity']:>10} x {line['unit_price']:>10}"
+              f"  {line['amount']:>10}  VAT {line['tax_rate']:>4} %")
+    print(f"  {'subtotal':>74} {doc['subtotal']:>10} {cur}")
+    for b in doc["tax_breakdown"]:
+        print(f"  {'VAT ' + b['rate'] + ' % on ' + b['base']:>74} {b['tax']:>10} {cur}")
+    print(f"  {'total':>74} {doc['total']:>10} {cur}")
+    print(f"  {doc['tax_note']}")
+
+
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.projector import Database, rebuild_from_store
     from infra.engine import load_catalog
@@ -387,6 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="advance to this RFC 3339 time")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clock)
+
+    p = sub.add_parser("invoice", help="invoices: show (text, --json, --html, --pdf), list, "
+                       "preview (the open draft), credit (a credit note)")
+    p.add_argument("verb", choices=["show", "list", "preview", "credit"])
+    p.add_argument("target", nargs="?", help="invoice number (show, credit) or subscription")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE")
+    p.add_argument("--pdf", metavar="FILE")
+    p.add_argument("--at", help="time of a preview or credit note (default: now)")
+    p.set_defaults(func=cmd_invoice)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
     p.add_argument("projection", nargs="*", help="read models to rebuild (default: all: quota)")

@@ -66,6 +66,18 @@ class BillingRecorder(PostgresProcessRecorder):
             curs.execute(statement, (SUBSCRIBED_TOPIC,))
             return [r["originator_id"] for r in curs.fetchall()]
 
+    def max_versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """The latest version of each stream (to tell whether a cached aggregate is current)."""
+        if not ids:
+            return {}
+        statement = SQL(
+            "SELECT originator_id, max(originator_version) AS v FROM {0}.{1} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (list(ids),), prepare=True)
+            return {r["originator_id"]: r["v"] for r in curs.fetchall()}
+
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
         if not keys:
             return set()

@@ -72,7 +72,7 @@ class Changes:
     issue: list[dict[str, Any]] = field(default_factory=list)  # documents
     status: list[tuple[str, str, str | None]] = field(default_factory=list)  # number, status
     draft_lines: list[dict[str, Any]] = field(default_factory=list)
-    clear_draft: bool = False
+    clear_draft_through: int | None = None  # event version
 
 
 def changes(message: dict[str, Any]) -> Changes:
@@ -81,7 +81,7 @@ def changes(message: dict[str, Any]) -> Changes:
     out = Changes()
     if kind == "InvoiceIssued":
         out.issue.append(data["document"])
-        out.clear_draft = True
+        out.clear_draft_through = int(data["invoiced_through"])
     elif kind == "CreditNoteIssued":
         out.issue.append(data["document"])
         out.status.append((data["document"]["references"], "credited", None))
@@ -106,8 +106,9 @@ def apply_changes(cur: psycopg.Cursor[Any], subscription_id: str, version: int,
                   change: Changes) -> None:
     for document in change.issue:
         _insert_document(cur, document)
-    if change.clear_draft:
-        cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s", (subscription_id,))
+    if change.clear_draft_through is not None:
+        cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s "
+                    "AND event_version <= %s", (subscription_id, change.clear_draft_through))
     for number, status, reason in change.status:
         # Only issued documents have a status; a payment for another reference changes nothing.
         cur.execute("UPDATE invoices SET status = %s, status_reason = %s WHERE number = %s "

@@ -1,0 +1,192 @@
+"""Invoices end to end: clock -> events -> relay -> invoicer (numbers) -> relay -> invoice read
+model; tax by country and status; gapless numbers with two invoicers at once; PDF text."""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from domain.commands import parse_command
+from infra.engine import Engine
+from projections import invoices
+from tests.integration.helpers import relay_all, until
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+CUSTOMERS = {
+    "sub-no": {"name": "Fjord AS", "country": "NO", "business": True, "vat_id": "NO912345678"},
+    "sub-de": {"name": "Berlin GmbH", "country": "DE", "business": True, "vat_id": "DE123456789"},
+    "sub-fr": {"name": "Marie Dupont", "country": "FR"},
+    "sub-us": {"name": "Austin Inc", "country": "US", "business": True},
+}
+
+
+def subscribe_customers(engine: Engine) -> None:
+    for sub, customer in CUSTOMERS.items():
+        engine.app.handle(parse_command({"id": f"s-{sub}", "type": "subscribe",
+                                         "subscription": sub, "at": T0.isoformat(),
+                                         "plan": "basic", "customer": customer}))
+
+
+def invoice_everything(engine: Engine, loops: int = 1) -> None:
+    """Relay, run the invoicer(s) until no trigger is left, relay their events, project."""
+    relay_all(engine)
+    members = [engine.invoicer() for _ in range(loops)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=loop.run, args=(stop,)) for loop, _ in members]
+    for t in threads:
+        t.start()
+    try:
+        until(lambda: _invoicers_caught_up(engine), lambda: stop.wait(0.1), timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    relay_all(engine)
+    loop, _ = engine.invoice_projector()
+    until(lambda: _projected(engine), lambda: loop.poll_once(100), timeout=60)
+
+
+def _invoicers_caught_up(engine: Engine) -> bool:
+    with psycopg.connect(engine.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM billing_events e WHERE e.topic LIKE %s AND NOT EXISTS ("
+            " SELECT 1 FROM billing_events i WHERE i.originator_id = e.originator_id"
+            " AND i.topic LIKE %s AND i.originator_version > e.originator_version)",
+            ("%UsagePeriodClosed", "%InvoiceIssued")).fetchone()
+    return row == (0,)
+
+
+def _projected(engine: Engine) -> bool:
+    with psycopg.connect(engine.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT originator_id, max(originator_version) v "
+            "FROM billing_events GROUP BY 1) e LEFT JOIN projection_versions p "
+            "ON p.projection = 'invoices' AND p.subscription_id = e.originator_id "
+            "WHERE p.version IS DISTINCT FROM e.v").fetchone()
+    return row == (0,)
+
+
+def test_invoices_have_tax_by_country_and_status_and_exact_totals(engine: Engine) -> None:
+    subscribe_customers(engine)
+    recorder = engine.app.recorder
+    engine.app.advance_clock(datetime(2026, 12, 1, 2, tzinfo=UTC),
+                             recorder.subscription_ids())  # type: ignore[attr-defined]
+    invoice_everything(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        issued = invoices.list_invoices(conn)
+        docs = {r["subscription_id"]: [invoices.read_invoice(conn, x["number"])
+                                       for x in issued if x["subscription_id"] ==
+                                       r["subscription_id"]] for r in issued}
+    # Each subscription: the first month at subscription, the second at the roll's closing.
+    assert len(issued) == 8
+    numbers = sorted(r["number"] for r in issued)
+    assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 9)]
+    expected = {  # (VAT rate, tax, total) on 190.00
+        "sub-no": ("25", "47.50", "237.50", "standard"),
+        "sub-de": ("0", "0.00", "190.00", "reverse_charge"),
+        "sub-fr": ("20", "38.00", "228.00", "standard"),
+        "sub-us": ("0", "0.00", "190.00", "outside_scope"),
+    }
+    for sub, (rate, tax, total, treatment) in expected.items():
+        for doc in docs[sub]:
+            assert doc is not None
+            assert [line["amount"] for line in doc["lines"]] == ["190.00"]
+            assert doc["lines"][0]["tax_rate"] == rate
+            assert (doc["tax"], doc["total"], doc["tax_treatment"]) == (tax, total, treatment)
+            assert doc["tax_breakdown"] == [{"rate": rate, "base": "190.00", "tax": tax}]
+            assert Decimal(doc["total"]) == Decimal(doc["subtotal"]) + Decimal(doc["tax"])
+            assert doc["seller"]["country"] == "NO" and doc["buyer"]["name"] == \
+                CUSTOMERS[sub]["name"]
+
+
+def test_status_follows_payments_void_keeps_its_number_and_credit_notes_refer(
+        engine: Engine) -> None:
+    subscribe_customers(engine)
+    invoice_everything(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        first = {r["subscription_id"]: r["number"] for r in invoices.list_invoices(conn)}
+    at = "2026-11-03T00:00:00+00:00"
+    handle = engine.app.handle
+    handle(parse_command({"id": "p1", "type": "record_payment", "subscription": "sub-no",
+                          "at": at, "reference": first["sub-no"], "outcome": "failed",
+                          "reason": "insufficient_funds", "amount": "237.50"}))
+    handle(parse_command({"id": "p2", "type": "record_payment", "subscription": "sub-fr",
+                          "at": at, "reference": first["sub-fr"], "outcome": "succeeded",
+                          "amount": "228.00"}))
+    handle(parse_command({"id": "v1", "type": "void_invoice", "subscription": "sub-us",
+                          "at": at, "number": first["sub-us"]}))
+    note = engine.app.issue_credit_note("sub-de", first["sub-de"],
+                                        datetime(2026, 11, 4, tzinfo=UTC))
+    assert note["number"] == "CN-2026-000001" and note["references"] == first["sub-de"]
+    assert note["total"] == "-190.00"
+    invoice_everything(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        status = {r["number"]: r["status"] for r in invoices.list_invoices(conn)}
+        reason = conn.execute("SELECT status_reason FROM invoices WHERE number = %s",
+                              (first["sub-no"],)).fetchone()
+    assert status[first["sub-no"]] == "payment_failed" and reason == ("insufficient_funds",)
+    assert status[first["sub-fr"]] == "paid"
+    assert status[first["sub-us"]] == "void"  # still listed, number kept
+    assert status[first["sub-de"]] == "credited" and status["CN-2026-000001"] == "issued"
+
+
+def test_two_invoicers_at_once_leave_no_gap_and_no_duplicate(engine: Engine) -> None:
+    subs = [f"sub-{i:03d}" for i in range(60)]
+    engine.app.subscribe_many([(s, s, "basic") for s in subs], T0)
+    recorder = engine.app.recorder
+    engine.app.advance_clock(datetime(2027, 2, 1, 2, tzinfo=UTC),
+                             recorder.subscription_ids())  # type: ignore[attr-defined]
+    invoice_everything(engine, loops=2)
+    with psycopg.connect(engine.database_url) as conn:
+        numbers = [r[0] for r in conn.execute("SELECT number FROM invoices ORDER BY number")]
+    by_year: dict[str, list[int]] = {}
+    for number in numbers:
+        _, year, n = number.split("-")
+        by_year.setdefault(year, []).append(int(n))
+    # 60 x (first month + Dec) in 2026, 60 x (Jan + Feb) in 2027.
+    assert {y: len(v) for y, v in by_year.items()} == {"2026": 120, "2027": 120}
+    for year, seq in by_year.items():
+        assert seq == list(range(1, len(seq) + 1)), year
+
+
+def test_rebuilding_the_invoice_model_gives_identical_rows_and_the_pdf_reads(
+        engine: Engine) -> None:
+    from pypdf import PdfReader
+
+    from infra.render import invoice_html, invoice_pdf
+
+    subscribe_customers(engine)
+    recorder = engine.app.recorder
+    engine.app.advance_clock(datetime(2027, 1, 1, 2, tzinfo=UTC),
+                             recorder.subscription_ids())  # type: ignore[attr-defined]
+    invoice_everything(engine)
+
+    def dump() -> list[tuple[object, ...]]:
+        with psycopg.connect(engine.database_url) as conn:
+            rows = conn.execute("SELECT number, status, total, document::text FROM invoices "
+                                "ORDER BY number").fetchall()
+            rows += conn.execute("SELECT * FROM invoice_lines ORDER BY 1, 2").fetchall()
+            rows += conn.execute("SELECT * FROM invoice_drafts ORDER BY 1, 2").fetchall()
+        return rows
+
+    live = dump()
+    with psycopg.connect(engine.database_url) as conn, conn.cursor() as cur:
+        invoices.reset(cur, positions_too=True)
+    loop, _ = engine.invoice_projector()
+    until(lambda: _projected(engine), lambda: loop.poll_once(100), timeout=60)
+    assert dump() == live
+
+    with psycopg.connect(engine.database_url) as conn:
+        doc = invoices.read_invoice(conn, "INV-2026-000001")
+    assert doc is not None
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(invoice_pdf(doc))).pages)
+    for expected in ("Invoice INV-2026-000001", doc["seller"]["name"], doc["buyer"]["name"],
+                     "Subtotal", "Total", doc["total"], "VAT"):
+        assert expected in text, expected
+    assert doc["number"] in invoice_html(doc)
