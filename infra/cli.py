@@ -130,6 +130,7 @@ def _publish_file(args: argparse.Namespace, settings: Settings, topic: str, what
 
 
 def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
+    """The credit and quota monitor of one subscription."""
     import psycopg
 
     from projections import quota_store
@@ -137,23 +138,66 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         rows = quota_store.read(conn, args.subscription)
-    if not rows:
-        print(f"no quota rows for {args.subscription}", file=sys.stderr)
-        return 1
+        if not rows:
+            print(f"no quota rows for {args.subscription}", file=sys.stderr)
+            return 1
+        days, members = quota_store.usage_history(conn, args.subscription,
+                                                  rows[0]["cycle_start"])
+    monitor = _monitor(rows, days, members)
+    if args.chart:
+        from infra.chart import usage_chart_svg
+
+        metric = args.metric or next((r["metric"] for r in rows if r["used"]), rows[0]["metric"])
+        row = next(r for r in rows if r["metric"] == metric)
+        per_day = {d: q for m, d, q in days if m == metric}
+        Path(args.chart).write_text(usage_chart_svg(
+            args.subscription, metric, row["cycle_start"], row["cycle_end"], per_day,
+            row["included"] + row["packs"], row["daily_cap"]), encoding="utf-8")
     if args.json:
-        _print_json([{**r, "cycle_start": r["cycle_start"].isoformat(),
-                      "cycle_end": r["cycle_end"].isoformat()} for r in rows])
+        _print_json(monitor)
         return 0
     first = rows[0]
     print(f"{first['subscription_id']}  account {first['account']}  plan {first['plan_id']}  "
-          f"cycle {first['cycle_start']:%Y-%m-%d %H:%M} .. {first['cycle_end']:%Y-%m-%d %H:%M}")
-    print(f"  {'metric':<16}{'included':>14}{'used':>14}{'remaining':>14}  limit")
-    for r in rows:
-        flag = "  EXHAUSTED" if r["exhausted"] else ""
-        print(f"  {r['metric']:<16}{r['included']:>14}{r['used']:>14}{r['remaining']:>14}"
-              f"  {r['limit_kind']}{flag}")
+          f"cycle {first['cycle_start']:%Y-%m-%d %H:%M} .. {first['cycle_end']:%Y-%m-%d %H:%M}"
+          f"  (resets then)")
+    print(f"  {'metric':<16}{'included':>12}{'packs':>10}{'used':>12}{'remaining':>12}"
+          f"  {'today / daily cap':<20} limit")
+    for m in monitor["metrics"]:
+        today = (f"{m['today_used']} / {m['daily_cap']}" if m["daily_cap"] is not None
+                 else "")
+        flag = "  EXHAUSTED" if m["exhausted"] else ""
+        print(f"  {m['metric']:<16}{m['included']:>12}{m['packs']:>10}{m['used']:>12}"
+              f"{m['remaining']:>12}  {today:<20} {m['limit_kind']}{flag}")
+    for m in monitor["metrics"]:
+        if m["per_day"]:
+            history = ", ".join(f"{d[5:]}: {q}" for d, q in m["per_day"].items())
+            print(f"  {m['metric']} per day: {history}")
+        if m["per_member"]:
+            people = ", ".join(f"{who}: {q}" for who, q in m["per_member"].items())
+            print(f"  {m['metric']} per member: {people}")
     return 0
 
+
+def _monitor(rows: list[dict[str, Any]], days: list[tuple[Any, ...]],
+             members: list[tuple[Any, ...]]) -> dict[str, Any]:
+    latest = max((d for _, d, _ in days), default=None)
+    metrics = []
+    for r in rows:
+        per_day = {d.isoformat(): str(q) for m, d, q in days if m == r["metric"]}
+        today = next((q for m, d, q in days if m == r["metric"] and d == latest), 0)
+        metrics.append({
+            "metric": r["metric"], "included": str(r["included"]), "packs": str(r["packs"]),
+            "used": str(r["used"]), "remaining": str(r["remaining"]),
+            "limit_kind": r["limit_kind"], "exhausted": r["exhausted"],
+            "daily_cap": None if r["daily_cap"] is None else str(r["daily_cap"]),
+            "today": latest.isoformat() if latest else None, "today_used": str(today),
+            "per_day": per_day,
+            "per_member": {who: str(q) for m, who, q in members if m == r["metric"]},
+        })
+    first = rows[0]
+    return {"subscription": first["subscription_id"], "account": first["account"],
+            "plan": first["plan_id"], "cycle_start": first["cycle_start"].isoformat(),
+            "resets_at": first["cycle_end"].isoformat(), "metrics": metrics}
 
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import load_catalog
@@ -440,9 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_usage_publish)
 
-    p = sub.add_parser("quota", help="a subscription's quota read model")
+    p = sub.add_parser("quota", help="a subscription's credit and quota monitor")
     p.add_argument("subscription")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--chart", metavar="FILE.svg", help="write this cycle's usage per day")
+    p.add_argument("--metric", help="the metric to chart (default: the first one used)")
     p.set_defaults(func=cmd_quota)
 
     p = sub.add_parser("catalog", help="the plans of the loaded catalog")

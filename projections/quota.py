@@ -4,8 +4,8 @@ open cycle. `apply` is a pure function of the current rows and one `billing.even
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ class QuotaRow:
     cycle_start: datetime
     cycle_end: datetime
     packs: Decimal = Decimal(0)
+    daily_cap: Decimal | None = None
 
     @property
     def remaining(self) -> Decimal:
@@ -39,6 +40,9 @@ class SubscriptionQuota:
     subscription_id: str
     version: int = 0
     rows: dict[str, QuotaRow] | None = None
+    # Increments from this batch, added to the per-day and per-member tables on write.
+    daily: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (metric, day)
+    by_member: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, QuotaRow]:
         if self.rows is None:
@@ -50,7 +54,8 @@ def _rows_for(sub: str, account: str, plan_id: str, allowances: dict[str, Any],
               start: datetime, end: datetime) -> dict[str, QuotaRow]:
     return {
         metric: QuotaRow(sub, metric, account, plan_id, Decimal(a["included"]), Decimal(0),
-                         a.get("limit", "hard"), start, end)
+                         a.get("limit", "hard"), start, end,
+                         daily_cap=Decimal(a["daily_cap"]) if "daily_cap" in a else None)
         for metric, a in allowances.items()
     }
 
@@ -74,6 +79,7 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
             row = rows.get(metric)
             if row is not None:
                 rows[metric] = replace(row, used=row.used + Decimal(total))
+        _count_items(state, data["items"])
     elif kind == "PackPurchased":
         row = rows.get(data["metric"])
         if row is not None:
@@ -92,6 +98,21 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         state.rows = fresh
     state.version = version
     return True
+
+
+def _count_items(state: SubscriptionQuota, items: list[dict[str, str]]) -> None:
+    """Usage per UTC day and per member of the open cycle (the credit monitor's history)."""
+    rows = state.metrics()
+    for item in items:
+        metric, quantity = item["metric"], Decimal(item["quantity"])
+        day = item["at"][:10] if item["at"].endswith("+00:00") else \
+            _time(item["at"]).astimezone(UTC).date().isoformat()
+        state.daily[(metric, day)] = state.daily.get((metric, day), Decimal(0)) + quantity
+        member = item.get("member")
+        row = rows.get(metric)
+        if member and row is not None:
+            key = (metric, row.cycle_start, member)
+            state.by_member[key] = state.by_member.get(key, Decimal(0)) + quantity
 
 
 def _time(value: str | datetime) -> datetime:

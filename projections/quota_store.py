@@ -6,6 +6,7 @@ Rows, versions and the Kafka position are always written in one transaction by t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -28,7 +29,23 @@ CREATE TABLE IF NOT EXISTS quota (
     exhausted boolean NOT NULL,
     cycle_start timestamptz NOT NULL,
     cycle_end timestamptz NOT NULL,
+    daily_cap numeric,
     PRIMARY KEY (subscription_id, metric)
+);
+CREATE TABLE IF NOT EXISTS usage_daily (
+    subscription_id text NOT NULL,
+    metric text NOT NULL,
+    day date NOT NULL,
+    quantity numeric NOT NULL,
+    PRIMARY KEY (subscription_id, metric, day)
+);
+CREATE TABLE IF NOT EXISTS usage_by_member (
+    subscription_id text NOT NULL,
+    metric text NOT NULL,
+    cycle_start timestamptz NOT NULL,
+    member text NOT NULL,
+    quantity numeric NOT NULL,
+    PRIMARY KEY (subscription_id, metric, cycle_start, member)
 );
 CREATE INDEX IF NOT EXISTS quota_account ON quota (account);
 CREATE TABLE IF NOT EXISTS projection_versions (
@@ -47,7 +64,7 @@ CREATE TABLE IF NOT EXISTS projection_positions (
 """
 
 COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs", "used",
-           "remaining", "limit_kind", "exhausted", "cycle_start", "cycle_end")
+           "remaining", "limit_kind", "exhausted", "cycle_start", "cycle_end", "daily_cap")
 
 
 class PositionConflict(RuntimeError):
@@ -71,7 +88,7 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str,
                 (list(subscription_ids),))
     for r in cur.fetchall():
         row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
-                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11])
+                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11], daily_cap=r[12])
         states[row.subscription_id].metrics()[row.metric] = row
     return states
 
@@ -88,22 +105,42 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
             "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
             "%s::numeric[], %s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], "
-            "%s::timestamptz[])",
+            "%s::timestamptz[], %s::numeric[])",
             (
                 [r.subscription_id for r in rows], [r.metric for r in rows],
                 [r.account for r in rows], [r.plan_id for r in rows],
                 [r.included for r in rows], [r.packs for r in rows], [r.used for r in rows],
                 [r.remaining for r in rows], [r.limit_kind for r in rows],
                 [r.exhausted for r in rows], [r.cycle_start for r in rows],
-                [r.cycle_end for r in rows],
+                [r.cycle_end for r in rows], [r.daily_cap for r in rows],
             ),
         )
+    _add_usage_history(cur, states)
     cur.execute(
         "INSERT INTO projection_versions (projection, subscription_id, version) "
         "SELECT %s, * FROM unnest(%s::text[], %s::bigint[]) "
         "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
         (PROJECTION, ids, [s.version for s in states]),
     )
+
+
+def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
+    daily = [(s.subscription_id, m, d, q) for s in states for (m, d), q in s.daily.items()]
+    if daily:
+        cur.executemany(
+            "INSERT INTO usage_daily VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, "
+            "metric, day) DO UPDATE SET quantity = usage_daily.quantity + EXCLUDED.quantity",
+            daily)
+    members = [(s.subscription_id, m, c, who, q)
+               for s in states for (m, c, who), q in s.by_member.items()]
+    if members:
+        cur.executemany(
+            "INSERT INTO usage_by_member VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
+            "(subscription_id, metric, cycle_start, member) DO UPDATE SET "
+            "quantity = usage_by_member.quantity + EXCLUDED.quantity", members)
+    for s in states:
+        s.daily.clear()
+        s.by_member.clear()
 
 
 def record_position(cur: psycopg.Cursor[Any], topic: str, partition: int, position: int,
@@ -131,9 +168,25 @@ def position(conn: psycopg.Connection[Any], topic: str, partition: int,
 
 def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
     cur.execute("DELETE FROM quota")
+    cur.execute("DELETE FROM usage_daily")
+    cur.execute("DELETE FROM usage_by_member")
     cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
     if positions_too:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
+
+
+def usage_history(conn: psycopg.Connection[Any], subscription_id: str,
+                  since: datetime) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(metric, day, quantity) per day since `since`, and (metric, member, quantity) for the
+    cycle starting at `since`."""
+    days = conn.execute("SELECT metric, day, quantity FROM usage_daily WHERE subscription_id = %s"
+                        " AND day >= %s::date ORDER BY metric, day",
+                        (subscription_id, since)).fetchall()
+    members = conn.execute("SELECT metric, member, quantity FROM usage_by_member WHERE "
+                           "subscription_id = %s AND cycle_start = %s ORDER BY metric, "
+                           "quantity DESC, member", (subscription_id, since)).fetchall()
+    conn.commit()
+    return days, members
 
 
 def read(conn: psycopg.Connection[Any], subscription_id: str | None = None,

@@ -66,12 +66,17 @@ def test_usage_publish_then_quota_reads_the_read_model(engine: Engine, tmp_path:
 
     shown = _cli("quota", "sub-cli", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
-    rows = {r["metric"]: r for r in json.loads(shown.stdout)}
+    monitor = json.loads(shown.stdout)
+    rows = {r["metric"]: r for r in monitor["metrics"]}
+    assert rows["documents"]["per_day"] == {"2026-11-05": "60"}
     assert rows["documents"]["used"] == "60"
     assert rows["documents"]["included"] == "10000"
     assert rows["documents"]["remaining"] == "9940"
-    text = _cli("quota", "sub-cli", env=env)
+    chart = tmp_path / "usage.svg"
+    text = _cli("quota", "sub-cli", "--chart", str(chart), env=env)
     assert "documents" in text.stdout and "9940" in text.stdout
+    svg = chart.read_text()
+    assert svg.startswith("<svg") and "documents per day" in svg and "2026-11-05: 60" in svg
     missing = _cli("quota", "sub-nobody", env=env)
     assert missing.returncode == 1 and "no quota rows" in missing.stderr
 
