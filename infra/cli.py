@@ -438,6 +438,46 @@ def _print_invoice_text(doc: dict[str, Any]) -> None:
     print(f"  {doc['tax_note']}")
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    import csv
+    import io
+
+    import psycopg
+
+    from projections import analytics
+
+    stack = connect(settings)
+    with psycopg.connect(stack.database_url) as conn:
+        try:
+            columns, rows = analytics.report(conn, args.name)
+        except KeyError:
+            raise SystemExit(f"unknown report {args.name!r}; known: "
+                             f"{', '.join(analytics.VIEWS)}") from None
+    cells = [[_cell(v) for v in row] for row in rows]
+    if args.format == "json":
+        _print_json([dict(zip(columns, row, strict=True)) for row in cells])
+    elif args.format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows(cells)
+        print(out.getvalue(), end="")
+    else:
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        for row in cells:
+            print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return str(value.normalize()) if value == value.to_integral() else str(value)
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.projector import Database, rebuild_from_store
     from infra.engine import load_catalog
@@ -535,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pdf", metavar="FILE")
     p.add_argument("--at", help="time of a preview or credit note (default: now)")
     p.set_defaults(func=cmd_invoice)
+
+    p = sub.add_parser("report", help="analytics views (docs/analytics.md)")
+    p.add_argument("name", help="mrr_by_plan_month, active_subscriptions, movements_by_month, "
+                   "revenue_by_invoice_month, usage_per_metric_day, credit_pack_revenue")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
     p.add_argument("projection", nargs="*", help="read models to rebuild (default: all: quota)")

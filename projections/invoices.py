@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 import psycopg
 
-PROJECTION = "invoices"
+from projections import analytics
+
+PROJECTION = "invoices"  # also feeds the analytics lifecycle table, in the same transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invoices (
@@ -149,6 +151,7 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
     cur.execute("DELETE FROM invoices")
     cur.execute("DELETE FROM invoice_lines")
     cur.execute("DELETE FROM invoice_drafts")
+    analytics.reset(cur)
     cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
     if positions_too:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
@@ -166,6 +169,7 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]])
         if version <= versions.get(sid, 0):
             continue
         apply_changes(cur, sid, version, changes(message))
+        analytics.apply_message(cur, message)
         versions[sid] = version
         applied += 1
     if versions:

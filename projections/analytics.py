@@ -1,0 +1,167 @@
+"""Analytics for analysts: a lifecycle fact table fed from the events, and documented SQL views in
+schema `billing_read` (docs/analytics.md). Analysts get the role `billing_analyst`, which can
+select these views and nothing else.
+
+MRR counts each subscription's recurring plan price normalised to one month (price / months of
+its billing period), excluding tax; usage, packs and one-off charges are not recurring.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+ANALYST_ROLE = "billing_analyst"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscription_changes (
+    subscription_id text NOT NULL,
+    version bigint NOT NULL,
+    at timestamptz NOT NULL,
+    kind text NOT NULL,            -- new, upgrade, downgrade, churn, period_change
+    plan_id text,
+    monthly_price numeric NOT NULL,  -- recurring price per month after the change (0 = churned)
+    currency text,
+    PRIMARY KEY (subscription_id, version)
+);
+CREATE SCHEMA IF NOT EXISTS billing_read;
+
+CREATE OR REPLACE VIEW billing_read.subscription_changes AS
+    SELECT subscription_id, at, kind, plan_id, monthly_price, currency
+    FROM subscription_changes;
+
+CREATE OR REPLACE VIEW billing_read.months AS
+    SELECT generate_series(date_trunc('month', min(at)), date_trunc('month', max(at)),
+                           interval '1 month')::date AS month
+    FROM subscription_changes;
+
+CREATE OR REPLACE VIEW billing_read.subscription_months AS
+    SELECT m.month, s.subscription_id, s.plan_id, s.monthly_price, s.currency
+    FROM billing_read.months m
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT ON (c.subscription_id) c.subscription_id, c.plan_id, c.monthly_price,
+               c.currency
+        FROM subscription_changes c
+        WHERE c.at < m.month + interval '1 month'
+        ORDER BY c.subscription_id, c.at DESC, c.version DESC
+    ) s;
+
+CREATE OR REPLACE VIEW billing_read.mrr_by_plan_month AS
+    SELECT month, plan_id, currency, sum(monthly_price) AS mrr, sum(monthly_price) * 12 AS arr,
+           count(*) FILTER (WHERE monthly_price > 0) AS paying_subscriptions
+    FROM billing_read.subscription_months
+    GROUP BY month, plan_id, currency;
+
+CREATE OR REPLACE VIEW billing_read.active_subscriptions AS
+    SELECT month, count(*) FILTER (WHERE kind_at_month <> 'churn') AS active,
+           count(*) FILTER (WHERE kind_at_month <> 'churn' AND monthly_price > 0) AS paying
+    FROM (
+        SELECT m.month, s.monthly_price, s.kind AS kind_at_month
+        FROM billing_read.months m
+        CROSS JOIN LATERAL (
+            SELECT DISTINCT ON (c.subscription_id) c.monthly_price, c.kind
+            FROM subscription_changes c WHERE c.at < m.month + interval '1 month'
+            ORDER BY c.subscription_id, c.at DESC, c.version DESC
+        ) s
+    ) x
+    GROUP BY month;
+
+CREATE OR REPLACE VIEW billing_read.movements_by_month AS
+    SELECT date_trunc('month', at)::date AS month,
+           count(*) FILTER (WHERE kind = 'new') AS new,
+           count(*) FILTER (WHERE kind = 'upgrade') AS upgrades,
+           count(*) FILTER (WHERE kind = 'downgrade') AS downgrades,
+           count(*) FILTER (WHERE kind = 'churn') AS churned
+    FROM subscription_changes GROUP BY 1;
+
+CREATE OR REPLACE VIEW billing_read.revenue_by_invoice_month AS
+    SELECT date_trunc('month', issued_at)::date AS month, currency,
+           count(*) FILTER (WHERE kind = 'invoice') AS invoices,
+           count(*) FILTER (WHERE kind = 'credit_note') AS credit_notes,
+           sum(subtotal) FILTER (WHERE status <> 'void') AS net_revenue,
+           sum(tax) FILTER (WHERE status <> 'void') AS tax,
+           sum(total) FILTER (WHERE status <> 'void') AS gross
+    FROM invoices GROUP BY 1, 2;
+
+CREATE OR REPLACE VIEW billing_read.usage_per_metric_day AS
+    SELECT day, metric, sum(quantity) AS quantity, count(DISTINCT subscription_id) AS subscriptions
+    FROM usage_daily GROUP BY day, metric;
+
+CREATE OR REPLACE VIEW billing_read.credit_pack_revenue AS
+    SELECT date_trunc('month', i.issued_at)::date AS month, i.currency,
+           count(*) AS packs, sum(l.amount) AS revenue
+    FROM invoice_lines l JOIN invoices i USING (number)
+    WHERE l.kind = 'pack' AND i.status <> 'void'
+    GROUP BY 1, 2;
+"""
+
+VIEWS = ("mrr_by_plan_month", "active_subscriptions", "movements_by_month",
+         "revenue_by_invoice_month", "usage_per_metric_day", "credit_pack_revenue",
+         "subscription_changes", "subscription_months")
+
+
+def create_schema(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
+        conn.execute(SCHEMA)
+        conn.execute(f"""DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
+                CREATE ROLE {ANALYST_ROLE} NOLOGIN;
+            END IF; END $$""")
+        conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}")
+        conn.execute(f"GRANT USAGE ON SCHEMA billing_read TO {ANALYST_ROLE}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA billing_read TO {ANALYST_ROLE}")
+
+
+def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | None] | None:
+    """(kind, plan, monthly price, currency) for a lifecycle event; None for the others."""
+    kind = message["type"]
+    data = message.get("data", {})
+    if kind == "Subscribed":
+        return ("new", *_recurring(data["terms"]))
+    if kind == "PlanUpgraded":
+        return ("upgrade", *_recurring(data["terms"]))
+    if kind == "CycleRolled":
+        changes = data.get("changes", {})
+        if changes.get("cancelled"):
+            return ("churn", data["terms"]["plan_id"], Decimal(0), data["terms"]["currency"])
+        if "cancelled_to_free" in changes:
+            return ("churn", *_recurring(data["terms"]))
+        if "plan" in changes:
+            return ("downgrade", *_recurring(data["terms"]))
+        if "period" in changes:
+            return ("period_change", *_recurring(data["terms"]))
+    return None
+
+
+def _recurring(terms: dict[str, Any]) -> tuple[str, Decimal, str]:
+    monthly = Decimal(terms["price"]) / int(terms["period_months"])
+    return terms["plan_id"], monthly.quantize(Decimal("0.0001")), terms["currency"]
+
+
+def apply_message(cur: psycopg.Cursor[Any], message: dict[str, Any]) -> None:
+    change = change_of(message)
+    if change is None:
+        return
+    kind, plan, monthly, currency = change
+    cur.execute("INSERT INTO subscription_changes VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (message["subscription"], int(message["version"]), message["time"], kind, plan,
+                 monthly, currency))
+
+
+def reset(cur: psycopg.Cursor[Any]) -> None:
+    cur.execute("DELETE FROM subscription_changes")
+
+
+def report(conn: psycopg.Connection[Any], name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    if name not in VIEWS:
+        raise KeyError(name)
+    order = "1, 2" if name not in ("active_subscriptions", "movements_by_month") else "1"
+    cur = conn.execute(f"SELECT * FROM billing_read.{name} ORDER BY {order}")
+    columns = [d.name for d in cur.description or []]
+    rows = cur.fetchall()
+    conn.commit()
+    return columns, rows

@@ -1,0 +1,60 @@
+"""Analytics views over the read models, and the analyst role that can read only them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from domain.commands import parse_command
+from infra.engine import Engine
+from projections import analytics
+from tests.integration.test_invoices import invoice_everything
+
+pytestmark = pytest.mark.integration
+
+
+def test_mrr_movements_and_revenue_views_and_the_read_only_analyst(engine: Engine) -> None:
+    app = engine.app
+
+    def run(cid: str, ctype: str, sub: str, at: str, **fields: object) -> None:
+        app.handle(parse_command({"id": cid, "type": ctype, "subscription": sub, "at": at,
+                                  **fields}))
+
+    run("a1", "subscribe", "a", "2026-11-01T00:00:00+00:00", plan="basic")
+    run("b1", "subscribe", "b", "2026-11-01T00:00:00+00:00", plan="scale")
+    run("c1", "subscribe", "c", "2026-11-01T00:00:00+00:00", plan="basic",
+        period="month")
+    run("a2", "change_plan", "a", "2026-11-15T00:00:00+00:00", plan="scale")  # upgrade
+    run("b2", "change_plan", "b", "2026-11-20T00:00:00+00:00", plan="basic")  # downgrade
+    run("c2", "cancel", "c", "2026-11-10T00:00:00+00:00")  # churn at the period end
+    app.advance_clock(datetime(2026, 12, 2, tzinfo=UTC),
+                      app.recorder.subscription_ids())  # type: ignore[attr-defined]
+    invoice_everything(engine)
+
+    with psycopg.connect(engine.database_url) as conn:
+        _, movements = analytics.report(conn, "movements_by_month")
+        _, mrr = analytics.report(conn, "mrr_by_plan_month")
+        _, revenue = analytics.report(conn, "revenue_by_invoice_month")
+        _, active = analytics.report(conn, "active_subscriptions")
+    nov, dec = datetime(2026, 11, 1).date(), datetime(2026, 12, 1).date()
+    assert (nov, 3, 1, 0, 0) in movements  # three new, one upgrade
+    assert (dec, 0, 0, 1, 1) in movements  # the downgrade and the churn apply Dec 1
+    mrr_dec = {plan: m for month, plan, cur, m, arr, paying in mrr if month == dec}
+    # a: scale 490; b: basic 190 (downgraded); c: churned (no plan catalog free -> 0)
+    assert mrr_dec == {"scale": Decimal("490.0000"), "basic": Decimal("190.0000")}
+    assert dict((m, (a, p)) for m, a, p in active)[dec] == (2, 2)
+    assert sum(row[4] for row in revenue) > 0  # net revenue invoiced
+
+    with psycopg.connect(engine.database_url) as conn:
+        conn.execute(f"SET ROLE {analytics.ANALYST_ROLE}")
+        rows = conn.execute("SELECT count(*) FROM billing_read.mrr_by_plan_month").fetchone()
+        assert rows is not None and rows[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM invoices")
+    with psycopg.connect(engine.database_url) as conn:
+        conn.execute(f"SET ROLE {analytics.ANALYST_ROLE}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM billing_read.subscription_changes")
