@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import psycopg
@@ -39,7 +39,7 @@ def test_mrr_movements_and_revenue_views_and_the_read_only_analyst(engine: Engin
         _, mrr = analytics.report(conn, "mrr_by_plan_month")
         _, revenue = analytics.report(conn, "revenue_by_invoice_month")
         _, active = analytics.report(conn, "active_subscriptions")
-    nov, dec = datetime(2026, 11, 1).date(), datetime(2026, 12, 1).date()
+    nov, dec = date(2026, 11, 1), date(2026, 12, 1)
     assert (nov, 3, 1, 0, 0) in movements  # three new, one upgrade
     assert (dec, 0, 0, 1, 1) in movements  # the downgrade and the churn apply Dec 1
     mrr_dec = {plan: m for month, plan, cur, m, arr, paying in mrr if month == dec}
