@@ -95,6 +95,7 @@ class Plan:
     upgrade_proration: str = "prorate"  # or "full": full price, new cycle from the upgrade
     user_plans: bool = False  # members hold user plans (solution x level), billed per user
     downgrade_usage_check: bool = True  # refuse a downgrade while this cycle's usage is above
+    recommended_for: tuple[str, ...] = ()  # agent templates / integrations this plan suits
 
     @property
     def price(self) -> Money:
@@ -363,7 +364,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
 PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_percent",
              "allowances", "included_seats", "extra_seat_price", "limits", "features",
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
-             "user_plans", "downgrade_usage_check"}
+             "user_plans", "downgrade_usage_check", "recommended_for"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
@@ -409,6 +410,7 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         upgrade_proration=proration,
         user_plans=bool(body.get("user_plans", False)),
         downgrade_usage_check=bool(body.get("downgrade_usage_check", True)),
+        recommended_for=_names(body, "recommended_for", where),
     )
 
 

@@ -225,6 +225,14 @@ def _cmd_update_customer(s: Subscription, c: Command, catalog: Catalog) -> str:
     return _applied(s.update_customer(c.mapping("customer"), c.at))
 
 
+def _cmd_update_profile(s: Subscription, c: Command, catalog: Catalog) -> str:
+    integrations = c.fields.get("integrations", [])
+    if not isinstance(integrations, list) or not all(isinstance(i, str) for i in integrations):
+        raise InvalidCommand("update_profile: 'integrations' is a list of names",
+                             "invalid_field")
+    return _applied(s.update_profile(c.text("template", False), integrations, c.at))
+
+
 def _cmd_void_invoice(s: Subscription, c: Command, catalog: Catalog) -> str:
     s.void_invoice(c.required("number"), c.at)
     return "applied"
@@ -257,4 +265,5 @@ HANDLERS: dict[str, Handler] = {
     "advance": _cmd_advance,
     "update_customer": _cmd_update_customer,
     "void_invoice": _cmd_void_invoice,
+    "update_profile": _cmd_update_profile,
 }

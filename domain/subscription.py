@@ -1213,6 +1213,31 @@ class Subscription(BaseAggregate[str]):
     def _count_reported(self, name: str, value: int, timestamp: datetime) -> None:
         self.counts[name] = value
 
+    # ----------------------------------------------------------------------- profile --
+
+    class ProfileUpdated(SubscriptionEvent):
+        """What the customer set up (agent template, connected integrations): an input to
+        plan recommendations."""
+
+        class_version = 1
+        template: str | None
+        integrations: list[str]
+
+    def update_profile(self, template: str | None, integrations: list[str],
+                       at: datetime) -> bool:
+        require_aware(at)
+        current = getattr(self, "profile", {})
+        if current == {"template": template, "integrations": sorted(integrations)}:
+            return False
+        self._profile_updated(template=template, integrations=sorted(integrations),
+                              timestamp=at)
+        return True
+
+    @event(ProfileUpdated)
+    def _profile_updated(self, template: str | None, integrations: list[str],
+                         timestamp: datetime) -> None:
+        self.profile = {"template": template, "integrations": integrations}
+
     # ---------------------------------------------------------------------- invoices --
 
     def _bill(self, charges: list[Charge]) -> None:

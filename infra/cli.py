@@ -478,6 +478,32 @@ def _cell(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from infra.engine import load_catalog
+    from projections import recommendations
+
+    stack = connect(settings)
+    with psycopg.connect(stack.database_url) as conn:
+        inputs = recommendations.read_inputs(conn, args.subscription)
+    if inputs is None:
+        print(f"nothing known about {args.subscription} yet", file=sys.stderr)
+        return 1
+    result = recommendations.recommend(inputs, load_catalog(settings))
+    if args.json:
+        _print_json({"subscription": args.subscription, **result})
+        return 0
+    print(f"{args.subscription}: on {result['current_plan']}, recommended "
+          f"{result['recommended_plan']}: {result['reason']}")
+    if result["what_if"]:
+        print("  last closed cycle on each plan:")
+        for w in result["what_if"]:
+            note = "" if w["fits"] else "  (over its allowances)"
+            print(f"    {w['plan']:<14} {w['cost']:>12}{note}")
+    return 0
+
+
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.projector import Database, rebuild_from_store
     from infra.engine import load_catalog
@@ -581,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "revenue_by_invoice_month, usage_per_metric_day, credit_pack_revenue")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("recommend", help="the plan that fits a subscription, and why")
+    p.add_argument("subscription")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
     p.add_argument("projection", nargs="*", help="read models to rebuild (default: all: quota)")

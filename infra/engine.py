@@ -25,7 +25,7 @@ from infra.config import Settings
 from infra.dlq import DeadLetters
 from infra.eventstore import open_application
 from infra.relay import Relay
-from projections import analytics, invoices, quota_store
+from projections import analytics, invoices, quota_store, recommendations
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class Engine:
         quota_store.create_schema(db.conn)
         invoices.create_schema(db.conn)
         analytics.create_schema(db.conn)
+        recommendations.create_schema(db.conn)
         engine = cls(settings, database_url, kafka_bootstrap, app, db)
         engine._closers.extend([app.close, db.close])
         return engine

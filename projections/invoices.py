@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from projections import analytics
+from projections import analytics, recommendations
 
 PROJECTION = "invoices"  # also feeds the analytics lifecycle table, in the same transaction
 
@@ -152,6 +152,7 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
     cur.execute("DELETE FROM invoice_lines")
     cur.execute("DELETE FROM invoice_drafts")
     analytics.reset(cur)
+    recommendations.reset(cur)
     cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
     if positions_too:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
@@ -170,6 +171,7 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]])
             continue
         apply_changes(cur, sid, version, changes(message))
         analytics.apply_message(cur, message)
+        recommendations.apply_message(cur, message)
         versions[sid] = version
         applied += 1
     if versions:
