@@ -126,15 +126,16 @@ class BillingApplication(Application[str]):
                                               at, **options)
         self.save_batch([subscription], tracking=None)
 
-    def subscribe_many(self, specs: Sequence[tuple[str, str, str]], at: datetime) -> None:
-        """(subscription id, account, plan id) each; all or none, in one transaction."""
+    def subscribe_many(self, specs: Sequence[tuple[Any, ...]], at: datetime) -> None:
+        """(subscription id, account, plan id[, customer]) each; all or none, in one
+        transaction."""
         created = []
-        for subscription_id, account, plan_id in specs:
+        for subscription_id, account, plan_id, *customer in specs:
             if self.find(subscription_id) is not None:
                 raise SubscriptionExists(f"subscription {subscription_id!r} exists")
-            created.append(
-                Subscription.subscribe(subscription_id, account, plan_id, self.catalog, at)
-            )
+            created.append(Subscription.subscribe(
+                subscription_id, account, plan_id, self.catalog, at,
+                customer=customer[0] if customer else None))
         self.save_batch(created, tracking=None)
 
     def handle(self, command: Command) -> Outcome:

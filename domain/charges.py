@@ -19,7 +19,8 @@ Charge = dict[str, Any]
 
 
 def round_money(amount: Decimal) -> Decimal:
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    rounded = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    return rounded if rounded != 0 else abs(rounded)  # never "-0.00"
 
 
 def remaining_fraction(at: datetime, start: datetime, end: datetime) -> Decimal:

@@ -8,10 +8,10 @@ total = subtotal + tax, to the cent.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
-from domain.charges import CENT, Charge
+from domain.charges import Charge, round_money
 from domain.tax import treatment
 
 DEFAULT_ISSUER: dict[str, Any] = {
@@ -40,7 +40,7 @@ def build_invoice(*, number: str | None, subscription: str, account: str,
     breakdown: dict[str, dict[str, Decimal]] = {}
     for line in lines:
         amount = Decimal(line["amount"])
-        line_tax = (amount * tax.rate / 100).quantize(CENT, ROUND_HALF_UP)
+        line_tax = round_money(amount * tax.rate / 100)
         out_lines.append({
             "kind": line["kind"], "description": line["description"],
             "quantity": line["quantity"], "unit_price": line["unit_price"],

@@ -4,7 +4,8 @@ docs/invoices.md). Rates are the standard rates; each line's tax is rounded HALF
 - customer in the seller's country: that country's rate (business or consumer);
 - business customer with a VAT id in another country of the VAT area: 0 %, reverse charge;
 - consumer in another country of the VAT area: the customer country's rate (OSS / VOEC);
-- anywhere else: 0 %, outside the scope of VAT.
+- anywhere else: 0 %, outside the scope of VAT;
+- no country given: taxed as domestic.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class TaxTreatment:
 
 def treatment(seller_country: str, customer_country: str | None, business: bool,
               vat_id: str | None) -> TaxTreatment:
-    country = (customer_country or "").upper()
     seller = seller_country.upper()
+    # No country given: taxed as a domestic sale (the safe default until the customer says).
+    country = (customer_country or seller).upper()
     if country == seller:
         return TaxTreatment(VAT_RATES.get(seller, Decimal(0)), "standard",
                             f"VAT {VAT_RATES.get(seller, Decimal(0))} % ({seller})")

@@ -271,17 +271,33 @@ class Monitor:
         relayed = recorder.max_tracking_id(f"relay:{self.engine.settings.topics.events}") or 0
         return max((recorder.max_notification_id() or 0) - relayed, 0)
 
-    def projection_lag(self) -> int:
-        """Subscriptions whose quota rows are behind their latest event in the store."""
+    def projection_lag(self, projection: str = "quota") -> int:
+        """Streams whose read-model rows are behind their latest event in the store."""
         conn = self.db.conn
         row = conn.execute(
             "SELECT count(*) FROM (SELECT originator_id, max(originator_version) AS v "
             "FROM billing_events GROUP BY originator_id) e "
-            "LEFT JOIN projection_versions p ON p.projection = 'quota' "
-            "AND p.subscription_id = e.originator_id WHERE p.version IS DISTINCT FROM e.v"
+            "LEFT JOIN projection_versions p ON p.projection = %s "
+            "AND p.subscription_id = e.originator_id WHERE p.version IS DISTINCT FROM e.v",
+            (projection,),
         ).fetchone()
         conn.commit()
         return int(row[0]) if row else 0
+
+    def invoicing_lag(self) -> int:
+        """Closed periods with charges to invoice that no invoice covers yet."""
+        conn = self.db.conn
+        row = conn.execute(
+            "SELECT count(*) FROM billing_events e WHERE e.topic LIKE '%%UsagePeriodClosed' "
+            "AND EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.subscription_id = "
+            "e.originator_id AND d.event_version <= e.originator_version)"
+        ).fetchone()
+        conn.commit()
+        return int(row[0]) if row else 0
+
+    def invoices_done(self) -> bool:
+        return (self.relay_lag() == 0 and self.projection_lag("invoices") == 0
+                and self.invoicing_lag() == 0)
 
     def caught_up(self, usage_end: dict[int, int]) -> bool:
         return (self.ingested(usage_end) and self.relay_lag() == 0

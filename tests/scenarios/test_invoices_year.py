@@ -597,8 +597,6 @@ def test_a_customer_change_applies_to_the_next_invoice_and_never_to_an_issued_on
 
 # -------------------------------------------------------------------------- known defects --
 
-@pytest.mark.xfail(strict=True, reason="a zero-rated negative line gets tax '-0.00': "
-                   "build_invoice quantizes amount x 0 / 100 of a negative amount")
 def test_a_zero_rated_credit_line_shows_tax_0_00_not_minus_0_00() -> None:
     j = Journey(ASSISTANT_PLANS, "as-zero", "basic", utc(2026, 3, 1, 12), GERMAN_BUSINESS)
     j.command(utc(2026, 3, 10, 12), "change_plan", plan="scale")
