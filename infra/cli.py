@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
               f"  [{time.perf_counter() - t0:.1f}s]")
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
         try:
-            summary = run_demo(engine, args.subscriptions, args.events, print)
+            summary = run_demo(engine, args.subscriptions, args.events, print, Path(args.out))
         finally:
             engine.close()
     print(f"\ndone in {time.perf_counter() - t0:.1f}s (stack started and stopped)")
@@ -533,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subscriptions", type=int, default=300)
     p.add_argument("--events", type=int, default=40_000)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.add_argument("--out", default="out", help="folder for the invoice PDF/HTML and the chart")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run ingestion, relay and projection until stopped")

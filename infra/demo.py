@@ -12,15 +12,24 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from infra import kafka
 from infra.engine import Engine, Monitor, Workers
-from projections import quota_store
+from projections import invoices, quota_store
 
 PLANS = ("basic", "scale", "enterprise")
+CUSTOMERS = (  # rotate through tax situations: domestic, EU consumers, EU B2B, outside the EU
+    {"country": "NO", "business": True, "vat_id": "NO912345678MVA"},
+    {"country": "SE"},
+    {"country": "DK", "business": True},
+    {"country": "DE", "business": True, "vat_id": "DE123456789"},
+    {"country": "FR"},
+    {"country": "US", "business": True},
+)
 METRICS = ("conversations", "documents", "tokens")
 
 
@@ -88,11 +97,46 @@ def publish(engine: Engine, messages: list[tuple[bytes | None, bytes]]) -> dict[
     return kafka.publish(engine.producer(), engine.settings.topics.usage, messages)
 
 
-def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[str, Any]:
+def write_artifacts(conn: Any, directory: Path, subscription: str) -> dict[str, str]:
+    """The first invoice as PDF and HTML, and this cycle's usage chart of one subscription."""
+    from infra.chart import usage_chart_svg
+    from infra.render import invoice_html, invoice_pdf
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    listed = invoices.list_invoices(conn, subscription)
+    if listed:
+        document = invoices.read_invoice(conn, listed[-1]["number"])
+        assert document is not None
+        pdf = directory / f"{document['number']}.pdf"
+        pdf.write_bytes(invoice_pdf(document))
+        html_file = directory / f"{document['number']}.html"
+        html_file.write_text(invoice_html(document), encoding="utf-8")
+        written.update(invoice_pdf=str(pdf), invoice_html=str(html_file))
+    rows = [r for r in quota_store.read(conn, subscription) if r["metric"] == "tokens"]
+    if rows:
+        row = rows[0]
+        days, _ = quota_store.usage_history(conn, subscription, row["cycle_start"] -
+                                            timedelta(days=31))
+        per_day = {d: q for m, d, q in days if m == "tokens" and d < row["cycle_start"].date()}
+        chart = directory / f"usage-{subscription}.svg"
+        chart.write_text(usage_chart_svg(subscription, "tokens",
+                                         row["cycle_start"] - timedelta(days=30),
+                                         row["cycle_start"], per_day, row["included"]),
+                         encoding="utf-8")
+        written["usage_chart"] = str(chart)
+    return written
+
+
+def run_demo(engine: Engine, subscriptions: int, events: int, out: Any,
+             artifacts_dir: Path = Path("out")) -> dict[str, Any]:
     data = generate(subscriptions, events)
     t_start = time.perf_counter()
     engine.app.subscribe_many(
-        [(sid, f"acct-{sid[4:]}", plan) for sid, plan in data.subscriptions.items()], data.start
+        [(sid, f"acct-{sid[4:]}", plan,
+          {"name": f"Customer {sid[4:]}", "address": f"Street {int(sid[4:]) + 1}",
+           **CUSTOMERS[i % len(CUSTOMERS)]})
+         for i, (sid, plan) in enumerate(data.subscriptions.items())], data.start
     )
     t_publish = time.perf_counter()
     usage_end = publish(engine, data.messages)
@@ -106,11 +150,26 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
     workers.start()
     try:
         workers.wait_caught_up(monitor, usage_end, timeout=300)
+        elapsed = time.perf_counter() - t0
+        november = quota_store.read(monitor.db.conn)
+        # A month later: the clock rolls every cycle and closes November after its grace
+        # window; the invoicer numbers the invoices; the read models follow.
+        t_clock = time.perf_counter()
+        recorder: Any = engine.app.recorder
+        month_end = data.start.replace(month=data.start.month % 12 + 1) + timedelta(hours=1)
+        engine.app.advance_clock(month_end, recorder.subscription_ids())
+        deadline = time.monotonic() + 120
+        while not (monitor.invoices_done() and monitor.projection_lag() == 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"invoicing did not finish: {monitor.describe()}")
+            time.sleep(0.05)
+        invoicing_s = time.perf_counter() - t_clock
     finally:
         workers.stop()
-    elapsed = time.perf_counter() - t0
 
-    rows = quota_store.read(monitor.db.conn)
+    artifacts = write_artifacts(monitor.db.conn, artifacts_dir, "sub-00000")
+    rows = november  # the quota as it stood when the usage was in, before the month rolled
+    issued = invoices.list_invoices(monitor.db.conn)
     actual = {(r["subscription_id"], r["metric"]): r["used"] for r in rows}
     mismatches = [k for k, v in data.expected.items() if actual.get(k, Decimal(0)) != v]
     assert workers.ingestor and workers.relay and workers.projector
@@ -132,6 +191,9 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
         "elapsed_s": round(elapsed, 2),
         "end_to_end_per_s": round(len(data.messages) / elapsed),
         "total_s": round(time.perf_counter() - t_start, 2),
+        "invoices_issued": len(issued),
+        "invoicing_s": round(invoicing_s, 2),
+        "artifacts": artifacts,
     }
     out("")
     out("billing demo: usage -> Kafka -> event store -> relay -> billing.events -> quota")
@@ -150,6 +212,10 @@ def run_demo(engine: Engine, subscriptions: int, events: int, out: Any) -> dict[
         f"= {summary['end_to_end_per_s']:,} usage messages/s end to end")
     verdict = "yes" if not mismatches else f"NO: {len(mismatches)} (subscription, metric) differ"
     out(f"  quota equals input totals  {verdict:>10}")
+    out(f"  invoices issued            {len(issued):>10,}   (first month at subscription, "
+        f"second after the month closes; {invoicing_s:.2f} s)")
+    for path in artifacts.values():
+        out(f"  wrote {path}")
     out("")
     out("quota read model (sample):")
     out(f"  {'subscription':<12} {'metric':<14} {'included':>12} {'used':>12} "
