@@ -139,3 +139,21 @@ def _replay(app: BillingApplication, states: dict[str, SubscriptionQuota], start
             return start, count
         count += apply_all(states, (event_message(app, n) for n in notifications))
         start = notifications[-1].id + 1
+
+
+def rebuild_invoices_from_store(app: BillingApplication, db: Database,
+                                batch: int = 10_000) -> int:
+    """Replace the invoice, analytics and recommendation tables with a replay of the store, in
+    one transaction (Kafka positions kept, as for the quota)."""
+    conn = db.conn
+    count = 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("LOCK TABLE invoices, invoice_lines, invoice_drafts IN EXCLUSIVE MODE")
+        invoices.reset(cur, positions_too=False)
+        start = 1
+        while True:
+            notifications = app.recorder.select_notifications(start=start, limit=batch)
+            if not notifications:
+                return count
+            count += invoices.apply_messages(cur, [event_message(app, n) for n in notifications])
+            start = notifications[-1].id + 1

@@ -505,24 +505,28 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.projector import Database, rebuild_from_store
+    from consumers.projector import Database, rebuild_from_store, rebuild_invoices_from_store
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
-    unknown = set(args.projection) - {"quota"}
+    known = {"quota": rebuild_from_store, "invoices": rebuild_invoices_from_store}
+    unknown = set(args.projection) - set(known)
     if unknown:
-        raise SystemExit(f"unknown read model(s): {', '.join(sorted(unknown))}; known: quota")
+        raise SystemExit(f"unknown read model(s): {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(known)}")
     stack = connect(settings)
     app = open_application(stack.database_url, load_catalog(settings))
     db = Database(stack.database_url)
-    t0 = time.perf_counter()
-    count = rebuild_from_store(app, db)
-    elapsed = time.perf_counter() - t0
-    db.close()
-    app.close()
-    print(f"quota rebuilt from the event store: {count} events in {elapsed:.2f}s")
+    try:
+        for name in args.projection or list(known):
+            t0 = time.perf_counter()
+            count = known[name](app, db)
+            print(f"{name} rebuilt from the event store: {count} events applied in "
+                  f"{time.perf_counter() - t0:.2f}s")
+    finally:
+        db.close()
+        app.close()
     return 0
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing", description=__doc__)
@@ -615,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
-    p.add_argument("projection", nargs="*", help="read models to rebuild (default: all: quota)")
+    p.add_argument("projection", nargs="*",
+                   help="read models to rebuild: quota, invoices (default: all)")
     p.set_defaults(func=cmd_rebuild)
     return parser
 
