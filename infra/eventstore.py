@@ -7,6 +7,7 @@ has its whole effect once or none at all.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -37,7 +38,32 @@ class BillingRecorder(PostgresProcessRecorder):
             # When each event was recorded (its `timestamp` is business time).
             SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS recorded_at timestamptz "
                 "NOT NULL DEFAULT now()").format(schema, Identifier(self.events_table_name)),
+            # Tamper evidence (docs/audit.md): a hash per event chained per subscription, and
+            # an anchor per write chaining every batch across subscriptions.
+            SQL("CREATE TABLE IF NOT EXISTS {0}.event_anchors ("
+                "id bigserial PRIMARY KEY, events int NOT NULL, root bytea NOT NULL, "
+                "prev_hash bytea NOT NULL, hash bytea NOT NULL, "
+                "recorded_at timestamptz NOT NULL DEFAULT now())").format(schema),
+            SQL("CREATE TABLE IF NOT EXISTS {0}.event_hashes ("
+                "originator_id text NOT NULL, originator_version bigint NOT NULL, "
+                "content_hash bytea NOT NULL, hash bytea NOT NULL, anchor_id bigint NOT NULL, "
+                "seq int NOT NULL, PRIMARY KEY (originator_id, originator_version))"
+                ).format(schema),
         ])
+        self._select_prev_hashes = SQL(
+            "SELECT h.originator_id, h.hash FROM {0}.event_hashes h JOIN unnest(%s::text[], "
+            "%s::bigint[]) AS k(i, v) ON h.originator_id = k.i AND h.originator_version = k.v"
+        ).format(schema)
+        self._insert_anchor = SQL(
+            "INSERT INTO {0}.event_anchors (events, root, prev_hash, hash) "
+            "SELECT %(n)s, %(root)s, p.h, sha256(p.h || %(root)s) FROM (SELECT coalesce("
+            "(SELECT hash FROM {0}.event_anchors ORDER BY id DESC LIMIT 1), %(zero)s) AS h) p"
+        ).format(schema)
+        self._insert_hashes = SQL(
+            "INSERT INTO {0}.event_hashes SELECT i, v, c, h, currval(pg_get_serial_sequence("
+            "'{0}.event_anchors', 'id')), s FROM unnest(%s::text[], %s::bigint[], %s::bytea[], "
+            "%s::bytea[], %s::int[]) AS x(i, v, c, h, s)"
+        ).format(schema)
         self._insert_usage = SQL(
             "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
             "SELECT k->>0, k->>1 FROM json_array_elements(%s::json) AS k"
@@ -47,6 +73,26 @@ class BillingRecorder(PostgresProcessRecorder):
             "JOIN (SELECT k->>0 AS s, k->>1 AS u FROM json_array_elements(%s::json) AS k) AS k "
             "ON d.subscription_id = k.s AND d.usage_id = k.u"
         ).format(schema)
+
+    def _insert_stored_events(self, curs: Cursor[DictRow],
+                              stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """The events, then (under the same table lock, in the same transaction) their chained
+        hashes and the batch's anchor."""
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        if not stored_events:
+            return
+        with curs.connection.cursor() as own:
+            firsts: dict[str, int] = {}
+            for e in stored_events:
+                firsts.setdefault(str(e.originator_id), e.originator_version)
+            prev_keys = [(i, v - 1) for i, v in firsts.items() if v > 1]
+            own.execute(self._select_prev_hashes,
+                        ([k[0] for k in prev_keys], [k[1] for k in prev_keys]))
+            last = {r["originator_id"]: bytes(r["hash"]) for r in own.fetchall()}
+            rows = chain_hashes(stored_events, last)
+            root = hashlib.sha256(b"".join(r[3] for r in rows)).digest()
+            own.execute(self._insert_anchor, {"n": len(rows), "root": root, "zero": ZERO_HASH})
+            own.execute(self._insert_hashes, tuple(list(col) for col in zip(*rows, strict=True)))
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
@@ -84,6 +130,32 @@ class BillingRecorder(PostgresProcessRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_usage, (_pairs_json(keys),), prepare=True)
             return {(r["subscription_id"], r["usage_id"]) for r in curs.fetchall()}
+
+
+ZERO_HASH = bytes(32)
+
+
+def content_hash(topic: str, state: bytes) -> bytes:
+    return hashlib.sha256(topic.encode() + b"\x00" + state).digest()
+
+
+def event_hash(prev: bytes, originator_id: str, version: int, content: bytes) -> bytes:
+    return hashlib.sha256(prev + f"{originator_id}\x00{version}\x00".encode() + content).digest()
+
+
+def chain_hashes(events: Sequence[StoredEvent],
+                 last: dict[str, bytes]) -> list[tuple[str, int, bytes, bytes, int]]:
+    """(id, version, content hash, chained hash, position in batch) for each event."""
+    rows = []
+    previous = dict(last)
+    for seq, e in enumerate(events):
+        oid = str(e.originator_id)
+        prev = previous.get(oid, ZERO_HASH) if e.originator_version > 1 else ZERO_HASH
+        content = content_hash(e.topic, bytes(e.state))
+        chained = event_hash(prev, oid, e.originator_version, content)
+        previous[oid] = chained
+        rows.append((oid, e.originator_version, content, chained, seq))
+    return rows
 
 
 def _pairs_json(keys: Sequence[UsageKey]) -> str:
