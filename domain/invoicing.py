@@ -46,6 +46,8 @@ def build_invoice(*, number: str | None, subscription: str, account: str,
             "quantity": line["quantity"], "unit_price": line["unit_price"],
             "amount": str(amount), "tax_rate": str(tax.rate), "tax": str(line_tax),
             **{k: line[k] for k in ("period_start", "period_end") if k in line},
+            # Which event of the subscription produced the line (for `billing invoice explain`).
+            **({"source_version": line["event_version"]} if "event_version" in line else {}),
         })
         bucket = breakdown.setdefault(str(tax.rate), {"base": Decimal(0), "tax": Decimal(0)})
         bucket["base"] += amount

@@ -365,6 +365,8 @@ def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.verb in ("preview", "credit"):
         return _invoice_write(args, settings, stack)
+    if args.verb == "explain":
+        return _invoice_explain(args, settings, stack)
     with psycopg.connect(stack.database_url) as conn:
         document = invoices.read_invoice(conn, args.target)
     if document is None:
@@ -406,6 +408,41 @@ def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -
     else:
         _print_invoice_text(document)
     return 0
+
+
+def _invoice_explain(args: argparse.Namespace, settings: Settings, stack: Stack) -> int:
+    import psycopg
+
+    from infra.audit import explain_invoice
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+    from projections import invoices
+
+    with psycopg.connect(stack.database_url) as conn:
+        document = invoices.read_invoice(conn, args.target)
+    if document is None:
+        print(f"no invoice {args.target}", file=sys.stderr)
+        return 1
+    app = open_application(stack.database_url, load_catalog(settings))
+    try:
+        explained = explain_invoice(app, document)
+    finally:
+        app.close()
+    if args.json:
+        _print_json(explained)
+        return 0 if explained["reproduced"] else 3
+    print(f"invoice {explained['number']}")
+    for line in explained["lines"]:
+        event = line["event"]
+        source = (f"{event['subscription']} v{event['version']} {event['type']} "
+                  f"{event['time'][:19]}" if event else "-")
+        print(f"  {line['description'][:44]:<44} {line['amount']:>10}  <- {source}, "
+              f"catalog {line['catalog_version']}")
+        print(f"      rule: {line['rule']}")
+    r = explained["recomputed"]
+    print(f"  recomputed from those events: subtotal {r['subtotal']}, tax {r['tax']}, total "
+          f"{r['total']}: {'reproduced to the cent' if explained['reproduced'] else 'DIFFERS'}")
+    return 0 if explained["reproduced"] else 3
 
 
 def _subscription_of_invoice(stack: Stack, number: str) -> str:
@@ -504,6 +541,103 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _audit_app(settings: Settings) -> tuple[Any, Any]:
+    import psycopg
+
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    stack = connect(settings)
+    return open_application(stack.database_url, load_catalog(settings)), \
+        psycopg.connect(stack.database_url)
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.audit import history
+
+    if not (args.subscription or args.account or args.all):
+        raise SystemExit("name a subscription, or --account ACCOUNT, or --all")
+    app, conn = _audit_app(settings)
+    with conn:
+        events = history(app, conn, subscription=args.subscription, account=args.account)
+    app.close()
+    if args.jsonl:
+        for event in events:
+            sys.stdout.write(orjson.dumps(event, default=_json_default).decode() + "\n")
+    elif args.json:
+        _print_json(events)
+    else:
+        for e in events:
+            print(f"{e['subscription']:<16} v{e['version']:<5} {e['type']:<26} "
+                  f"{e['time'][:19]}  recorded {e['recorded_at'][:19]}")
+    return 0
+
+
+def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from domain.errors import BillingError
+    from infra.audit import state_summary, version_as_of
+
+    app, conn = _audit_app(settings)
+    conn.close()
+    try:
+        version = args.version
+        if args.as_of:
+            at = datetime.fromisoformat(args.as_of)
+            if at.tzinfo is None:
+                raise SystemExit("--as-of needs an offset")
+            version = version_as_of(app, args.subscription, at)
+            if version == 0:
+                print(f"{args.subscription} did not exist at {args.as_of}", file=sys.stderr)
+                return 1
+        state = state_summary(app.load_as_stored(args.subscription, version))
+    except BillingError as e:
+        print(f"refused ({e.code}): {e}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+    if args.json:
+        _print_json(state)
+        return 0
+    print(f"{state['subscription']} at version {state['version']}: {state['status']}, plan "
+          f"{state['plan']} ({state['price']} {state['currency']} per {state['period']}, "
+          f"catalog {state['catalog_version']})")
+    print(f"  cycle {state['cycle_start'][:19]} .. {state['cycle_end'][:19]}   seats "
+          f"{state['seats']}   members {len(state['members'])}")
+    for metric, a in state["allowances"].items():
+        print(f"  {metric:<16} used {a['used']:>14} of {a['included']:>12} (+{a['packs']} packs)"
+              f"  {a['limit']}")
+    scheduled = {k: v for k, v in state["scheduled"].items() if v}
+    if scheduled:
+        print(f"  scheduled: {scheduled}")
+    if state["invoices"]:
+        print(f"  invoices: {state['invoices']}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.audit import verify
+
+    stack = connect(settings)
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        report = verify(conn)
+    result = {"clean": report.clean, "events": report.events, "streams": report.streams,
+              "anchors": report.anchors, "final_anchor": report.final_anchor,
+              "findings": [vars(f) for f in report.findings]}
+    if args.json:
+        _print_json(result)
+    else:
+        for f in report.findings:
+            print(f"{f.kind:<14} {f.subscription} v{f.version}: {f.detail}")
+        verdict = "intact" if report.clean else f"{len(report.findings)} finding(s)"
+        print(f"{report.events:,} events in {report.streams:,} streams, {report.anchors:,} "
+              f"anchors: {verdict}; final anchor {report.final_anchor}")
+    return 0 if report.clean else 3
+
+
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.projector import Database, rebuild_from_store, rebuild_invoices_from_store
     from infra.engine import load_catalog
@@ -599,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("invoice", help="invoices: show (text, --json, --html, --pdf), list, "
                        "preview (the open draft), credit (a credit note)")
-    p.add_argument("verb", choices=["show", "list", "preview", "credit"])
+    p.add_argument("verb", choices=["show", "list", "preview", "credit", "explain"])
     p.add_argument("target", nargs="?", help="invoice number (show, credit) or subscription")
     p.add_argument("--json", action="store_true")
     p.add_argument("--html", metavar="FILE")
@@ -617,6 +751,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("subscription")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("history", help="every event of a subscription, an account or all")
+    p.add_argument("subscription", nargs="?")
+    p.add_argument("--account")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per line (export)")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("state", help="a subscription's state replayed to a moment or version")
+    p.add_argument("subscription")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--as-of", help="RFC 3339 time")
+    group.add_argument("--version", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_state)
+
+    p = sub.add_parser("verify", help="check the event store's hash chains and anchors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
     p.add_argument("projection", nargs="*",

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from domain.catalog import Catalog
 from domain.commands import execute, parse_command
@@ -208,3 +207,289 @@ def what_if(*costs: tuple[str, str, bool]) -> list[dict[str, Any]]:
 
 def d(value: int | str) -> Decimal:
     return Decimal(value)
+
+
+# ------------------------------------------------- model 1: workspace tokens (NOK) --
+
+WS_CYCLES = [utc(2026, month, 15, 9) for month in range(1, 13)] + \
+    [utc(2027, 1, 15, 9), utc(2027, 2, 15, 9)]  # cycle n is [WS_CYCLES[n], WS_CYCLES[n + 1])
+MILLION = d(1_000_000)
+
+
+def test_workspace_tokens_monitor_packs_members_and_recommendation_over_a_year() -> None:
+    j = Journey(WORKSPACE_TOKENS, "ws-fjord", "single", WS_CYCLES[0])
+    for member in ("alice", "bob", "carol"):
+        j.command(utc(2026, 1, 15, 9, 5), "add_member", member=member)
+    assert j.monitor("tokens") == Monitor("single", MILLION, d(0), d(0), MILLION, False, None,
+                                          WS_CYCLES[0], WS_CYCLES[1], {}, {})
+
+    # Cycle 0: three members use tokens on three days.
+    j.use(utc(2026, 1, 16, 10), "tokens", 300_000, "alice")
+    j.use(utc(2026, 1, 16, 15), "tokens", 200_000, "bob")
+    j.use(utc(2026, 1, 20, 10), "tokens", 100_000, "alice")
+    assert j.use(utc(2026, 1, 25, 10), "tokens", 250_000, "carol") == \
+        ["UsageRecorded", "QuotaThresholdCrossed"]  # 80 %
+    assert j.monitor("tokens") == Monitor(
+        "single", MILLION, d(0), d(850_000), d(150_000), False, None, WS_CYCLES[0], WS_CYCLES[1],
+        {"2026-01-16": d(500_000), "2026-01-20": d(100_000), "2026-01-25": d(250_000)},
+        {"alice": d(400_000), "bob": d(200_000), "carol": d(250_000)})
+    # Past the pool (a hard limit): recorded, remaining 0, exhausted.
+    j.use(utc(2026, 2, 1, 10), "tokens", 200_000, "bob")
+    exhausted = j.monitor("tokens")
+    assert (exhausted.used, exhausted.remaining, exhausted.exhausted) == \
+        (d(1_050_000), d(0), True)
+    assert exhausted.per_member == {"alice": d(400_000), "bob": d(400_000), "carol": d(250_000)}
+    # A pack raises the usable amount at once: 1,500,000, of which 450,000 are left.
+    j.command(utc(2026, 2, 2, 10), "buy_pack", pack="tokens_500k")
+    topped_up = j.monitor("tokens")
+    assert (topped_up.included, topped_up.packs, topped_up.used, topped_up.remaining,
+            topped_up.exhausted) == (MILLION, d(500_000), d(1_050_000), d(450_000), False)
+    assert j.today("tokens") == ("2026-02-01", d(200_000))
+
+    # The roll: no rollover, the pack is gone, the history of the new cycle is empty.
+    assert j.advance(WS_CYCLES[1]) == ["CycleRolled"]
+    assert j.monitor("tokens") == Monitor("single", MILLION, d(0), d(0), MILLION, False, None,
+                                          WS_CYCLES[1], WS_CYCLES[2], {}, {})
+    assert j.today("tokens") == (None, d(0))
+    assert j.advance(WS_CYCLES[1] + GRACE) == ["UsagePeriodClosed"]
+    assert j.inputs["cycles"] == [{"start": "2026-01-15T09:00:00+00:00",
+                                   "end": "2026-02-15T09:00:00+00:00",
+                                   "usage": {"tokens": "1050000"}, "plan": "single"}]
+    assert j.recommendation()["what_if"] == what_if(("single", "490.00", False),
+                                                    ("multi", "990.00", False))
+
+    # Cycle 1: an ordinary month.
+    j.use(utc(2026, 2, 20, 10), "tokens", 200_000, "alice")
+    j.use(utc(2026, 3, 1, 10), "tokens", 150_000, "bob")
+    j.advance(WS_CYCLES[2] + GRACE)
+
+    # Cycle 2 [Mar 15, Apr 15): a pack, then the upgrade to Multi (prorated, same cycle):
+    # the pack and the usage so far still count; the pool is 1,000,000 on both plans.
+    j.command(utc(2026, 3, 20, 10), "buy_pack", pack="tokens_500k")
+    j.use(utc(2026, 3, 25, 10), "tokens", 700_000, "alice")
+    assert j.command(utc(2026, 4, 1, 9), "change_plan", plan="multi") == "upgraded"
+    assert j.monitor("tokens") == Monitor(
+        "multi", MILLION, d(500_000), d(700_000), d(800_000), False, None, WS_CYCLES[2],
+        WS_CYCLES[3], {"2026-03-25": d(700_000)}, {"alice": d(700_000)})
+    j.command(utc(2026, 4, 2, 9), "add_member", member="dave")
+    j.use(utc(2026, 4, 3, 10), "tokens", 100_000, "dave")
+    assert j.monitor("tokens").per_member == {"alice": d(700_000), "dave": d(100_000)}
+    j.advance(WS_CYCLES[3])
+    assert j.monitor("tokens") == Monitor("multi", MILLION, d(0), d(0), MILLION, False, None,
+                                          WS_CYCLES[3], WS_CYCLES[4], {}, {})
+
+    # Cycles 3-5 on Multi use at most 40 % of the pool: Single would do, 500.00 cheaper.
+    for n, (alice, dave) in zip((3, 4, 5), ((200_000, 100_000), (250_000, 100_000),
+                                            (300_000, 100_000)), strict=True):
+        j.use(WS_CYCLES[n] + timedelta(days=3), "tokens", alice, "alice")
+        j.use(WS_CYCLES[n] + timedelta(days=4), "tokens", dave, "dave")
+        j.advance(WS_CYCLES[n + 1] + GRACE)
+    assert j.recommendation() == {
+        "current_plan": "multi", "recommended_plan": "single", "kind": "savings",
+        "reason": ("you used at most 40 % of your allowances in the last 3 months; "
+                   "Single project would have saved 500.00 NOK last month"),
+        "what_if": what_if(("single", "490.00", True), ("multi", "990.00", True))}
+
+    # Cycles 6-11: 900,000 a month. Near the pool, but no bigger plan and no savings.
+    for n in range(6, 12):
+        j.use(WS_CYCLES[n] + timedelta(days=5), "tokens", 500_000, "alice")
+        j.use(WS_CYCLES[n] + timedelta(days=6), "tokens", 400_000, "bob")
+        j.advance(WS_CYCLES[n + 1] + GRACE)
+        assert j.recommendation()["kind"] == "keep", n
+    assert j.recommendation()["reason"] == "your usage fits your current plan"
+
+    # Cycle 12 [2027-01-15, 2027-02-15): the monitor of the open cycle, to the day and member.
+    j.use(utc(2027, 1, 16, 8), "tokens", 120_000, "carol")
+    j.use(utc(2027, 1, 16, 20), "tokens", "30000.5", "dave")
+    j.use(utc(2027, 2, 3, 12), "tokens", 600_000, "carol")
+    j.command(utc(2027, 2, 4, 9), "buy_pack", pack="tokens_500k")
+    j.use(utc(2027, 2, 14, 23), "tokens", 400_000, "alice")
+    assert j.monitor("tokens") == Monitor(
+        "multi", MILLION, d(500_000), d("1150000.5"), d("349999.5"), False, None, WS_CYCLES[12],
+        WS_CYCLES[13],
+        {"2027-01-16": d("150000.5"), "2027-02-03": d(600_000), "2027-02-14": d(400_000)},
+        {"alice": d(400_000), "carol": d(720_000), "dave": d("30000.5")})
+    assert j.today("tokens") == ("2027-02-14", d(400_000))
+    j.advance(WS_CYCLES[13] + GRACE)
+    assert j.monitor("tokens") == Monitor("multi", MILLION, d(0), d(0), MILLION, False, None,
+                                          WS_CYCLES[13], utc(2027, 3, 15, 9), {}, {})
+    # 13 closed cycles, the last 12 kept: cycle 1 to cycle 12.
+    assert [c["start"] for c in j.inputs["cycles"]] == [c.isoformat() for c in WS_CYCLES[1:13]]
+    assert j.inputs["cycles"][-1]["usage"] == {"tokens": "1150000.5"}
+
+
+# ------------------------------------------------- model 2: assistant plans (EUR) --
+
+AS_CYCLES = [utc(2026, month, 10, 12) for month in range(1, 13)] + \
+    [utc(2027, 1, 10, 12), utc(2027, 2, 10, 12)]  # cycle n is [AS_CYCLES[n], AS_CYCLES[n + 1])
+CONVERSATIONS = {0: 30_000, 1: 46_000, 2: 47_500, 3: 40_000, 4: 61_250,  # on Basic
+                 6: 30_000, 7: 35_000, 8: 41_000, 9: 112_500, 10: 90_000, 11: 95_000}  # Scale
+KEEP = "your usage fits your current plan"
+
+
+def test_assistant_plans_near_the_limit_upgrade_then_savings_over_a_year() -> None:
+    j = Journey(ASSISTANT_PLANS, "as-near", "basic", AS_CYCLES[0])
+    fifty_k = d(50_000)
+    assert j.monitor("conversations") == Monitor("basic", fifty_k, d(0), d(0), fifty_k, False,
+                                                 None, AS_CYCLES[0], AS_CYCLES[1], {}, {})
+    for n in range(4):
+        j.use(AS_CYCLES[n] + timedelta(days=10), "conversations", CONVERSATIONS[n])
+        j.advance(AS_CYCLES[n + 1] + GRACE)
+    # 92 % and 95 % of the allowance in two of the last four months: not yet.
+    assert j.recommendation() == {
+        "current_plan": "basic", "recommended_plan": "basic", "kind": "keep", "reason": KEEP,
+        "what_if": what_if(("basic", "190.00", True), ("scale", "490.00", True),
+                           ("enterprise", "1890.00", False))}
+
+    # Cycle 4: past the allowance, on two days. An overage metric is never exhausted.
+    j.use(utc(2026, 5, 15, 9), "conversations", 45_000)
+    j.use(utc(2026, 6, 1, 18), "conversations", 16_250)
+    assert j.monitor("conversations") == Monitor(
+        "basic", fifty_k, d(0), d(61_250), d(0), False, None, AS_CYCLES[4], AS_CYCLES[5],
+        {"2026-05-15": d(45_000), "2026-06-01": d(16_250)}, {})
+    assert j.today("conversations") == ("2026-06-01", d(16_250))
+    j.advance(AS_CYCLES[5] + GRACE)
+    # 92 %, 95 % and 122.5 % in 3 of the last 4 months. What-if for 61,250 conversations:
+    # Basic 190.00 + 10,000 x 0.004 + 1,250 x 0.003 = 233.75; Scale and Enterprise their price.
+    assert j.recommendation() == {
+        "current_plan": "basic", "recommended_plan": "scale", "kind": "near_limit",
+        "reason": "you used 92 % or more of your conversations in 3 of the last 4 months",
+        "what_if": what_if(("basic", "233.75", False), ("scale", "490.00", True),
+                           ("enterprise", "1890.00", False))}
+
+    # Cycle 5 [Jun 10 12:00, Jul 10 12:00) = 720 h; upgrade at Jun 25 12:00 with 360 h left:
+    # the cycle allows 50,000 x 1/2 + 100,000 x 1/2 = 75,000; the usage so far still counts.
+    j.use(utc(2026, 6, 15, 12), "conversations", 40_000)
+    assert j.command(utc(2026, 6, 25, 12), "change_plan", plan="scale") == "upgraded"
+    assert j.monitor("conversations") == Monitor(
+        "scale", d(75_000), d(0), d(40_000), d(35_000), False, None, AS_CYCLES[5], AS_CYCLES[6],
+        {"2026-06-15": d(40_000)}, {})
+    j.use(utc(2026, 7, 1, 12), "conversations", 30_000)
+    j.advance(AS_CYCLES[6])
+    assert j.monitor("conversations") == Monitor(
+        "scale", d(100_000), d(0), d(0), d(100_000), False, None, AS_CYCLES[6], AS_CYCLES[7], {},
+        {})
+    j.advance(AS_CYCLES[6] + GRACE)
+    assert j.inputs["cycles"][-1] == {"start": "2026-06-10T12:00:00+00:00",
+                                      "end": "2026-07-10T12:00:00+00:00",
+                                      "usage": {"conversations": "70000"}, "plan": "scale"}
+    assert j.recommendation()["kind"] == "keep"  # 61,250 last in the 3 months: Basic no fit
+
+    # Cycles 6-8 on Scale: at most 41 % of 100,000, each within Basic's 50,000.
+    for n in (6, 7, 8):
+        j.use(AS_CYCLES[n] + timedelta(days=10), "conversations", CONVERSATIONS[n])
+        j.advance(AS_CYCLES[n + 1] + GRACE)
+    assert j.recommendation() == {
+        "current_plan": "scale", "recommended_plan": "basic", "kind": "savings",
+        "reason": ("you used at most 41 % of your allowances in the last 3 months; "
+                   "Basic would have saved 300.00 EUR last month"),
+        "what_if": what_if(("basic", "190.00", True), ("scale", "490.00", True),
+                           ("enterprise", "1890.00", False))}
+
+    # Cycle 9: 112,500 conversations. Basic: 190.00 + 10,000 x 0.004 + 52,500 x 0.003 =
+    # 387.50; Scale: 490.00 + 10,000 x 0.003 + 2,500 x 0.002 = 525.00.
+    j.use(AS_CYCLES[9] + timedelta(days=10), "conversations", CONVERSATIONS[9])
+    j.advance(AS_CYCLES[10] + GRACE)
+    assert j.recommendation() == {
+        "current_plan": "scale", "recommended_plan": "scale", "kind": "keep", "reason": KEEP,
+        "what_if": what_if(("basic", "387.50", False), ("scale", "525.00", False),
+                           ("enterprise", "1890.00", False))}
+    for n in (10, 11):
+        j.use(AS_CYCLES[n] + timedelta(days=10), "conversations", CONVERSATIONS[n])
+        j.advance(AS_CYCLES[n + 1] + GRACE)
+    assert len(j.inputs["cycles"]) == 12
+    assert [c["usage"]["conversations"] for c in j.inputs["cycles"][-4:]] == \
+        ["41000", "112500", "90000", "95000"]
+
+    # Cycle 12, the open one.
+    j.use(utc(2027, 1, 11, 8), "conversations", 25_000)
+    j.use(utc(2027, 2, 9, 23), "conversations", 35_000)
+    assert j.monitor("conversations") == Monitor(
+        "scale", d(100_000), d(0), d(60_000), d(40_000), False, None, AS_CYCLES[12],
+        AS_CYCLES[13], {"2027-01-11": d(25_000), "2027-02-09": d(35_000)}, {})
+
+
+def test_assistant_trial_usage_is_projected_to_30_days() -> None:
+    trial_start, trial_end = utc(2026, 1, 5, 10), utc(2026, 1, 19, 10)  # Basic: 14 days
+    j = Journey(ASSISTANT_PLANS, "as-trial", "basic", trial_start, trial=True)
+    j.use(utc(2026, 1, 8, 10), "conversations", 12_000)
+    j.use(utc(2026, 1, 15, 10), "conversations", 16_000)
+    assert j.monitor("conversations") == Monitor(
+        "basic", d(50_000), d(0), d(28_000), d(22_000), False, None, trial_start, trial_end,
+        {"2026-01-08": d(12_000), "2026-01-15": d(16_000)}, {})
+    assert j.recommendation()["kind"] == "keep"  # the trial's usage is not final yet
+    assert j.advance(trial_end) == ["CycleRolled"]
+    assert j.monitor("conversations") == Monitor(
+        "basic", d(50_000), d(0), d(0), d(50_000), False, None, trial_end, utc(2026, 2, 19, 10),
+        {}, {})
+    assert j.recommendation()["kind"] == "keep"  # still open for late usage
+    assert j.advance(trial_end + GRACE) == ["UsagePeriodClosed"]
+    # 28,000 in 14 days -> 60,000 in 30: more than Basic's 50,000, within Scale's 100,000.
+    assert j.recommendation() == {
+        "current_plan": "basic", "recommended_plan": "scale", "kind": "trial_usage",
+        "reason": "your trial usage projects to 60000 conversations a month, which fits Scale",
+        "what_if": []}
+    assert "cycles" not in j.inputs  # the trial is no paid cycle
+    # Once a paid cycle has closed, its usage decides, not the trial's.
+    j.use(utc(2026, 2, 1, 10), "conversations", 20_000)
+    j.advance(utc(2026, 2, 19, 11))
+    assert j.recommendation() == {
+        "current_plan": "basic", "recommended_plan": "basic", "kind": "keep", "reason": KEEP,
+        "what_if": what_if(("basic", "190.00", True), ("scale", "490.00", True),
+                           ("enterprise", "1890.00", False))}
+
+
+def test_assistant_ecommerce_template_recommends_the_plan_made_for_it() -> None:
+    start = utc(2026, 3, 3, 9)
+    j = Journey(ASSISTANT_PLANS, "as-shop", "basic", start)
+    assert j.recommendation()["kind"] == "keep"
+    assert j.command(utc(2026, 3, 3, 9, 30), "update_profile", template="ecommerce") == "applied"
+    assert ASSISTANT_PLANS.plans["scale"].recommended_for == ("ecommerce",)
+    assert j.recommendation() == {
+        "current_plan": "basic", "recommended_plan": "scale", "kind": "template",
+        "reason": "you chose the ecommerce template", "what_if": []}
+    # An integration no plan is made for changes nothing.
+    j.command(utc(2026, 3, 4, 9), "update_profile", template="support", integrations=["zendesk"])
+    assert (j.inputs["template"], j.inputs["integrations"]) == ("support", ["zendesk"])
+    assert j.recommendation()["kind"] == "keep"
+    j.command(utc(2026, 3, 5, 9), "update_profile", template="ecommerce")
+    j.use(utc(2026, 3, 20, 9), "conversations", 10_000)
+    # With a closed cycle, the history decides: 20 % of Basic fits.
+    j.advance(utc(2026, 4, 3, 10))
+    assert j.recommendation()["kind"] == "keep"
+
+
+# ------------------------------------------------- model 3: CRM user plans (NOK) --
+
+def test_crm_user_plans_have_no_quota_and_keep_their_plan_over_fifteen_months() -> None:
+    """The CRM plan meters nothing: the monitor has no rows, every closed cycle has empty
+    usage, and the recommendation keeps the plan. The what-if is the plan price plus overage
+    (docs/read-models.md): user plans and add-ons are not part of it, so CRM costs 0."""
+    months = [utc(2026, month, 5, 8) for month in range(1, 13)] + \
+        [utc(2027, month, 5, 8) for month in range(1, 4)]
+    j = Journey(CRM_USER_PLANS, "crm-oslo", "crm", months[0])
+    j.command(months[0], "assign_user_plan", member="alice", solution="sales", level="premium")
+    j.command(utc(2026, 1, 5, 8, 10), "update_profile", integrations=["outlook"])
+    assert j.models.rows("crm-oslo") == {}
+    assert j.recommendation() == {"current_plan": "crm", "recommended_plan": "crm",
+                                  "kind": "keep", "reason": KEEP, "what_if": []}
+    for n, start in enumerate(months[1:], 1):
+        if n == 4:
+            j.command(utc(2026, 4, 20, 8), "assign_user_plan", member="bob",
+                      solution="service", level="essential")
+        j.advance(start + GRACE)
+        assert j.models.rows("crm-oslo") == {}, n
+    # 14 closed months, the last 12 kept, none with usage.
+    assert [c["start"] for c in j.inputs["cycles"]] == [m.isoformat() for m in months[2:14]]
+    assert {str(c["usage"]) for c in j.inputs["cycles"]} == {"{}"}
+    result = j.recommendation()
+    assert (result["recommended_plan"], result["kind"], result["reason"]) == ("crm", "keep", KEEP)
+    assert [(w["plan"], Decimal(w["cost"]), w["fits"]) for w in result["what_if"]] == \
+        [("crm", d(0), True)]
+    # Quarterly from the next cycle: the inputs follow the roll.
+    j.command(utc(2027, 3, 10, 8), "change_billing_period", period="quarter")
+    assert j.inputs["period"] == "month"
+    j.advance(utc(2027, 4, 5, 9))
+    assert (j.inputs["plan"], j.inputs["period"]) == ("crm", "quarter")
+    assert j.inputs["cycles"][-1]["end"] == "2027-04-05T08:00:00+00:00"
+    assert j.models.rows("crm-oslo") == {}
