@@ -93,7 +93,15 @@ class Subscription(BaseAggregate[str]):
     # (kind, description, quantity, unit_price, amount[, period_start, period_end]).
 
     class Subscribed(SubscriptionCreated):
-        class_version = 1
+        """v2 added `customer` (billing details for invoices). Stored v1 events are upcast on
+        load: they get no customer details (invoices then tax them as domestic)."""
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("customer", {})
+
         account: str
         terms: dict[str, Any]
         status: str
