@@ -26,14 +26,16 @@ log = logging.getLogger(__name__)
 class Database:
     """One connection, reopened after a failure (the batch is then retried by the loop)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
+        self.schema = schema  # read models in another schema (a rebuild's shadow tables)
         self._conn: psycopg.Connection[Any] | None = None
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.url)
+            options = f"-c search_path={self.schema},public" if self.schema else ""
+            self._conn = psycopg.connect(self.url, options=options)
         return self._conn
 
     def reset(self) -> None:

@@ -639,27 +639,36 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.projector import Database, rebuild_from_store, rebuild_invoices_from_store
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra import rebuild
+    from infra.engine import Engine
 
-    known = {"quota": rebuild_from_store, "invoices": rebuild_invoices_from_store}
-    unknown = set(args.projection) - set(known)
+    unknown = set(args.projection) - set(rebuild.TABLES)
     if unknown:
         raise SystemExit(f"unknown read model(s): {', '.join(sorted(unknown))}; known: "
-                         f"{', '.join(known)}")
+                         f"{', '.join(rebuild.TABLES)}")
+    projections = list(args.projection or rebuild.TABLES)
     stack = connect(settings)
-    app = open_application(stack.database_url, load_catalog(settings))
-    db = Database(stack.database_url)
+    engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
     try:
-        for name in args.projection or list(known):
-            t0 = time.perf_counter()
-            count = known[name](app, db)
-            print(f"{name} rebuilt from the event store: {count} events applied in "
-                  f"{time.perf_counter() - t0:.2f}s")
+        replay = rebuild.kafka_replay(engine, projections) if args.source == "kafka" else None
+        print(f"rebuilding {', '.join(projections)} from "
+              f"{'billing.events (offset 0)' if replay else 'the event store'} into "
+              f"fresh tables", file=sys.stderr)
+        report = rebuild.rebuild(engine.app, stack.database_url, projections,
+                                 do_swap=args.swap, replay=replay)
     finally:
-        db.close()
-        app.close()
+        engine.close()
+    if args.json:
+        _print_json({"events": report.events, "seconds": round(report.seconds, 3),
+                     "identical": report.identical, "swapped": report.swapped,
+                     "tables": [vars(c) for c in report.comparisons]})
+        return 0
+    for c in report.comparisons:
+        diff = "same" if not (c.missing or c.extra) else f"{c.missing} missing, {c.extra} extra"
+        print(f"  {c.table:<34} live {c.live:>8,}  rebuilt {c.rebuilt:>8,}  {diff}")
+    print(f"{report.events:,} events replayed in {report.seconds:.2f}s; "
+          f"{'identical' if report.identical else 'DIFFERENT'}; "
+          f"{'swapped in' if report.swapped else 'live tables untouched (use --swap)'}")
     return 0
 
 def build_parser() -> argparse.ArgumentParser:
@@ -775,6 +784,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")
     p.add_argument("projection", nargs="*",
                    help="read models to rebuild: quota, invoices (default: all)")
+    p.add_argument("--from", dest="source", choices=["store", "kafka"], default="store",
+                   help="replay the event store, or billing.events from offset 0")
+    p.add_argument("--swap", action="store_true", help="replace the live rows atomically")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rebuild)
     return parser
 
