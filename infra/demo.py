@@ -116,14 +116,16 @@ def write_artifacts(conn: Any, directory: Path, subscription: str) -> dict[str, 
     rows = [r for r in quota_store.read(conn, subscription) if r["metric"] == "tokens"]
     if rows:
         row = rows[0]
-        days, _ = quota_store.usage_history(conn, subscription, row["cycle_start"] -
-                                            timedelta(days=31))
-        per_day = {d: q for m, d, q in days if m == "tokens" and d < row["cycle_start"].date()}
+        found = conn.execute("SELECT max(cycle_start) FROM usage_daily WHERE subscription_id "
+                             "= %s AND cycle_start < %s",
+                             (subscription, row["cycle_start"])).fetchone()
+        conn.commit()
+        closed = found[0] if found and found[0] else row["cycle_start"]  # the month just billed
+        days, _ = quota_store.usage_history(conn, subscription, closed)
+        per_day = {d: q for m, d, q in days if m == "tokens"}
         chart = directory / f"usage-{subscription}.svg"
-        chart.write_text(usage_chart_svg(subscription, "tokens",
-                                         row["cycle_start"] - timedelta(days=30),
-                                         row["cycle_start"], per_day, row["included"]),
-                         encoding="utf-8")
+        chart.write_text(usage_chart_svg(subscription, "tokens", closed, row["cycle_start"],
+                                         per_day, row["included"]), encoding="utf-8")
         written["usage_chart"] = str(chart)
     return written
 

@@ -41,7 +41,8 @@ class SubscriptionQuota:
     version: int = 0
     rows: dict[str, QuotaRow] | None = None
     # Increments from this batch, added to the per-day and per-member tables on write.
-    daily: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (metric, day)
+    daily: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
+    # ^ (metric, cycle start, UTC day)
     by_member: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, QuotaRow]:
@@ -80,6 +81,8 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
             if row is not None:
                 rows[metric] = replace(row, used=row.used + Decimal(total))
         _count_items(state, data["items"])
+    elif kind == "LateUsageRecorded":  # billed in its closed cycle: counted there too
+        _count_items(state, data["items"], _time(data["period_start"]))
     elif kind == "PackPurchased":
         row = rows.get(data["metric"])
         if row is not None:
@@ -100,18 +103,24 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     return True
 
 
-def _count_items(state: SubscriptionQuota, items: list[dict[str, str]]) -> None:
-    """Usage per UTC day and per member of the open cycle (the credit monitor's history)."""
+def _count_items(state: SubscriptionQuota, items: list[dict[str, str]],
+                 cycle_start: datetime | None = None) -> None:
+    """Usage per UTC day and per member of a cycle (the credit monitor's history): the open
+    cycle, or the closed one that late usage belongs to."""
     rows = state.metrics()
     for item in items:
         metric, quantity = item["metric"], Decimal(item["quantity"])
+        row = rows.get(metric)
+        cycle = cycle_start or (row.cycle_start if row is not None else None)
+        if cycle is None:
+            continue
         day = item["at"][:10] if item["at"].endswith("+00:00") else \
             _time(item["at"]).astimezone(UTC).date().isoformat()
-        state.daily[(metric, day)] = state.daily.get((metric, day), Decimal(0)) + quantity
+        state.daily[(metric, cycle, day)] = state.daily.get((metric, cycle, day),
+                                                            Decimal(0)) + quantity
         member = item.get("member")
-        row = rows.get(metric)
-        if member and row is not None:
-            key = (metric, row.cycle_start, member)
+        if member:
+            key = (metric, cycle, member)
             state.by_member[key] = state.by_member.get(key, Decimal(0)) + quantity
 
 

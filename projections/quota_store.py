@@ -35,9 +35,10 @@ CREATE TABLE IF NOT EXISTS quota (
 CREATE TABLE IF NOT EXISTS usage_daily (
     subscription_id text NOT NULL,
     metric text NOT NULL,
+    cycle_start timestamptz NOT NULL,
     day date NOT NULL,
     quantity numeric NOT NULL,
-    PRIMARY KEY (subscription_id, metric, day)
+    PRIMARY KEY (subscription_id, metric, cycle_start, day)
 );
 CREATE TABLE IF NOT EXISTS usage_by_member (
     subscription_id text NOT NULL,
@@ -125,12 +126,13 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
 
 
 def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
-    daily = [(s.subscription_id, m, d, q) for s in states for (m, d), q in s.daily.items()]
+    daily = [(s.subscription_id, m, c, d, q)
+             for s in states for (m, c, d), q in s.daily.items()]
     if daily:
         cur.executemany(
-            "INSERT INTO usage_daily VALUES (%s, %s, %s, %s) ON CONFLICT (subscription_id, "
-            "metric, day) DO UPDATE SET quantity = usage_daily.quantity + EXCLUDED.quantity",
-            daily)
+            "INSERT INTO usage_daily VALUES (%s, %s, %s, %s, %s) ON CONFLICT (subscription_id, "
+            "metric, cycle_start, day) DO UPDATE SET "
+            "quantity = usage_daily.quantity + EXCLUDED.quantity", daily)
     members = [(s.subscription_id, m, c, who, q)
                for s in states for (m, c, who), q in s.by_member.items()]
     if members:
@@ -177,10 +179,10 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
 
 def usage_history(conn: psycopg.Connection[Any], subscription_id: str,
                   since: datetime) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """(metric, day, quantity) per day since `since`, and (metric, member, quantity) for the
-    cycle starting at `since`."""
+    """(metric, day, quantity) per UTC day, and (metric, member, quantity), for the cycle
+    starting at `since`."""
     days = conn.execute("SELECT metric, day, quantity FROM usage_daily WHERE subscription_id = %s"
-                        " AND day >= %s::date ORDER BY metric, day",
+                        " AND cycle_start = %s ORDER BY metric, day",
                         (subscription_id, since)).fetchall()
     members = conn.execute("SELECT metric, member, quantity FROM usage_by_member WHERE "
                            "subscription_id = %s AND cycle_start = %s ORDER BY metric, "

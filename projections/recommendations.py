@@ -39,6 +39,8 @@ def update_inputs(inputs: dict[str, Any], message: dict[str, Any]) -> bool:
     """Fold one event into the inputs; returns whether anything changed."""
     kind, data = message["type"], message.get("data", {})
     if kind in ("Subscribed", "CycleRolled", "PlanUpgraded", "PlanChangedInTrial"):
+        if kind == "CycleRolled" or data.get("restarted_cycle"):
+            inputs["closing_plan"] = inputs.get("plan")  # the plan of the cycle now closing
         inputs["plan"] = data["terms"]["plan_id"]
         inputs["period"] = data["terms"]["period"]
         if kind == "Subscribed":
@@ -53,7 +55,7 @@ def update_inputs(inputs: dict[str, Any], message: dict[str, Any]) -> bool:
         return True
     if kind == "UsagePeriodClosed":
         cycle = {"start": data["period_start"], "end": data["period_end"],
-                 "usage": data["usage"], "plan": inputs.get("plan")}
+                 "usage": data["usage"], "plan": inputs.get("closing_plan", inputs.get("plan"))}
         trial = inputs.get("trial_cycle")
         if trial and trial["start"] == data["period_start"]:
             inputs["trial_usage"] = cycle
@@ -110,7 +112,8 @@ def cycle_cost(plan: Plan, period: str, usage: dict[str, str]) -> WhatIf:
             fits = False
         lines += overage_lines(metric, allowance, Decimal(used), Decimal(0),
                                _anytime(), _anytime())
-    return WhatIf(plan.id, Decimal(terms["price"]) + total(lines), fits)
+    cost = (Decimal(terms["price"]) + total(lines)).quantize(Decimal("0.01"))
+    return WhatIf(plan.id, cost, fits)
 
 
 def _anytime() -> Any:
@@ -147,14 +150,23 @@ def recommend(inputs: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         recent = cycles[-4:]
         near: dict[str, list[Decimal]] = {}
         for cycle in recent:
-            for metric, share in _shares(current_plan, period, cycle["usage"]).items():
+            # Each cycle against the plan it ran on and against the current plan: near the
+            # limit of either (a customer back on a small plan after heavy months counts).
+            ran_on = catalog.plans.get(cycle.get("plan") or "", current_plan)
+            shares = _shares(current_plan, period, cycle["usage"])
+            for metric, share in _shares(ran_on, period, cycle["usage"]).items():
+                shares[metric] = max(share, shares.get(metric, Decimal(0)))
+            for metric, share in shares.items():
                 if share >= NEAR_LIMIT:
                     near.setdefault(metric, []).append(share)
         hot = max(near.items(), key=lambda kv: len(kv[1]), default=None)
         if hot and len(hot[1]) >= 3:
-            bigger = next((p for p in plans if p.rank > current_plan.rank), None)
+            metric, shares = hot
+            included = current_plan.allowances.get(metric)
+            bigger = next((p for p in plans if p.rank > current_plan.rank
+                           and metric in p.allowances and included is not None
+                           and p.allowances[metric].included > included.included), None)
             if bigger is not None:
-                metric, shares = hot
                 result.update(
                     recommended_plan=bigger.id, kind="near_limit",
                     reason=(f"you used {_pct(min(shares))} or more of your {metric} in "

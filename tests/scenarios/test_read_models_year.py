@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from domain.catalog import Catalog
 from domain.commands import execute, parse_command
@@ -96,7 +95,7 @@ class ReadModels:
     catalog: Catalog
     quota: dict[str, SubscriptionQuota] = field(default_factory=dict)
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    daily: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
+    daily: dict[tuple[str, str, datetime, str], Decimal] = field(default_factory=dict)
     by_member: dict[tuple[str, str, datetime, str], Decimal] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
 
@@ -110,8 +109,8 @@ class ReadModels:
         for message in batch:
             update_inputs(self.inputs.setdefault(message["subscription"], {}), message)
         for sub, state in self.quota.items():  # what quota_store.write adds to the tables
-            for (metric, day), quantity in state.daily.items():
-                key = (sub, metric, day)
+            for (metric, cycle_start, day), quantity in state.daily.items():
+                key = (sub, metric, cycle_start, day)
                 self.daily[key] = self.daily.get(key, Decimal(0)) + quantity
             for (metric, cycle_start, member), quantity in state.by_member.items():
                 who = (sub, metric, cycle_start, member)
@@ -124,10 +123,9 @@ class ReadModels:
         return dict(self.quota[sub].rows or {})
 
     def per_day(self, sub: str, metric: str, since: datetime) -> dict[str, Decimal]:
-        """usage_daily from the date of `since` on (quota_store.usage_history)."""
-        first = since.date().isoformat()
-        return {d: q for (s, m, d), q in sorted(self.daily.items())
-                if s == sub and m == metric and d >= first}
+        """usage_daily of the cycle starting at `since` (quota_store.usage_history)."""
+        return {d: q for (s, m, c, d), q in sorted(self.daily.items())
+                if s == sub and m == metric and c == since}
 
     def monitor(self, sub: str, metric: str) -> Monitor:
         row = self.rows(sub)[metric]
@@ -651,12 +649,6 @@ def test_credit_plans_daily_cap_upgrades_and_recommendations_over_a_year() -> No
 
 # ----------------------------------------------------------------------- known defects --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections/quota.py keys the per-day increments by (metric, UTC day) only, and the "
-    "monitor reads the days from the cycle start's date on (quota_store.usage_history), so "
-    "usage of the previous cycle earlier on the roll day shows as the new cycle's: the Free "
-    "plan's 'today' reads 45 against its daily cap of 5, while the domain counted 5 (the 40 "
-    "credits were used on Professional 200, which has no daily cap)"))
 def test_the_roll_day_shows_only_the_new_cycles_usage_against_the_daily_cap() -> None:
     roll = utc(2026, 12, 20, 10)
     j = Journey(CREDIT_PLANS, "cr-roll-day", "pro_200", utc(2026, 11, 20, 10))
@@ -674,10 +666,6 @@ def test_the_roll_day_shows_only_the_new_cycles_usage_against_the_daily_cap() ->
     assert j.today("credits") == ("2026-12-20", d(5))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections/quota.py ignores LateUsageRecorded, so usage accepted in the grace window "
-    "(and billed: it is in UsagePeriodClosed) never reaches usage_daily nor usage_by_member "
-    "(nor the usage_per_metric_day analytics view built on usage_daily)"))
 def test_late_usage_counts_in_the_history_per_day_and_per_member() -> None:
     j = Journey(WORKSPACE_TOKENS, "ws-late", "single", WS_CYCLES[0])
     j.command(utc(2026, 1, 15, 9, 5), "add_member", member="alice")
@@ -686,14 +674,10 @@ def test_late_usage_counts_in_the_history_per_day_and_per_member() -> None:
                  received=utc(2026, 2, 15, 9, 30)) == ["CycleRolled", "LateUsageRecorded"]
     j.advance(WS_CYCLES[1] + GRACE)
     assert j.inputs["cycles"][-1]["usage"] == {"tokens": "150000"}  # billed with the cycle
-    assert j.models.daily == {("ws-late", "tokens", "2026-02-14"): d(150_000)}
+    assert j.models.daily == {("ws-late", "tokens", WS_CYCLES[0], "2026-02-14"): d(150_000)}
     assert j.models.by_member == {("ws-late", "tokens", WS_CYCLES[0], "alice"): d(150_000)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections/recommendations.py labels a closed cycle with inputs['plan'] at the time its "
-    "UsagePeriodClosed arrives, i.e. after the upgrade or roll that ended it: the Free days "
-    "before a full-price upgrade to Professional 100 are recorded as plan 'pro_100'"))
 def test_a_closed_cycle_keeps_the_plan_it_was_on() -> None:
     j = Journey(CREDIT_PLANS, "cr-label", "free", utc(2026, 2, 1))
     j.use(utc(2026, 2, 5, 9), "credits", 4)
@@ -704,11 +688,6 @@ def test_a_closed_cycle_keeps_the_plan_it_was_on() -> None:
                                    "usage": {"credits": "4"}, "plan": "free"}]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections/recommendations.py's near-limit rule takes the next plan up by rank without "
-    "checking that it meters the metric: a Scale customer near its conversations is sent to "
-    "Enterprise, which has no conversations allowance (the what-if itself says it does not "
-    "fit, and after the next roll the domain refuses conversations with unknown_metric)"))
 def test_near_the_limit_never_recommends_a_plan_that_does_not_meter_the_metric() -> None:
     j = Journey(ASSISTANT_PLANS, "as-top", "scale", AS_CYCLES[0])
     for n, used in enumerate((41_000, 112_500, 90_000, 95_000)):
@@ -721,10 +700,6 @@ def test_near_the_limit_never_recommends_a_plan_that_does_not_meter_the_metric()
     assert fits[result["recommended_plan"]], result
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "projections/recommendations.py writes a what-if cost as str(price + overage), so a plan "
-    "priced 0 (credit plans' Free, the CRM plan) reads '0' while the others read to the cent "
-    "('25.00')"))
 def test_what_if_costs_are_written_to_the_cent() -> None:
     j = Journey(CREDIT_PLANS, "cr-cents", "pro_100", utc(2026, 3, 1))
     j.use(utc(2026, 3, 5), "credits", 20)
