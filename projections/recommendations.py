@@ -153,10 +153,10 @@ def recommend(inputs: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
             # Each cycle against the plan it ran on and against the current plan: near the
             # limit of either (a customer back on a small plan after heavy months counts).
             ran_on = catalog.plans.get(cycle.get("plan") or "", current_plan)
-            shares = _shares(current_plan, period, cycle["usage"])
+            cycle_shares = _shares(current_plan, period, cycle["usage"])
             for metric, share in _shares(ran_on, period, cycle["usage"]).items():
-                shares[metric] = max(share, shares.get(metric, Decimal(0)))
-            for metric, share in shares.items():
+                cycle_shares[metric] = max(share, cycle_shares.get(metric, Decimal(0)))
+            for metric, share in cycle_shares.items():
                 if share >= NEAR_LIMIT:
                     near.setdefault(metric, []).append(share)
         hot = max(near.items(), key=lambda kv: len(kv[1]), default=None)
