@@ -17,7 +17,7 @@ from eventsourcing.persistence import Tracking
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from consumers.usage import tracking_name
+from consumers.usage import not_yet_applied, tracking_name
 from domain.application import BillingApplication, UsageKey, command_key
 from domain.commands import Command, execute, parse_command
 from domain.errors import BillingError
@@ -44,9 +44,7 @@ class CommandIngestor:
         self.stats = CommandStats()
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        stored = self.app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
-        if stored is not None:
-            records = [r for r in records if r.offset > stored]
+        records = not_yet_applied(self.app, tp, records)
         if not records:
             return
         parsed: list[tuple[ConsumerRecord, Command]] = []

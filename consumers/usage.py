@@ -39,6 +39,14 @@ class IngestStats:
     by_code: dict[str, int] = field(default_factory=dict)
 
 
+def not_yet_applied(app: BillingApplication, tp: TopicPartition,
+                    records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
+    """Records at or below the stored position were applied already (e.g. by another process
+    before a rebalance): drop them rather than fail on the tracking row."""
+    stored = app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
+    return [r for r in records if stored is None or r.offset > stored]
+
+
 class UsagePositions:
     """Positions of `billing.usage` partitions: eventsourcing tracking rows in the event store."""
 
@@ -56,11 +64,7 @@ class UsageIngestor:
         self.stats = IngestStats()
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        # Records at or below the stored position were applied already (e.g. by another
-        # process before a rebalance): drop them rather than fail on the tracking row.
-        stored = self.app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
-        if stored is not None:
-            records = [r for r in records if r.offset > stored]
+        records = not_yet_applied(self.app, tp, records)
         if not records:
             return
         sources: list[ConsumerRecord] = []
