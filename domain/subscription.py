@@ -651,13 +651,15 @@ class Subscription(BaseAggregate[str]):
         if item.metric not in allowances:
             raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
 
-    def record_usage(self, items: Sequence[UsageItem]) -> None:
-        """Record accepted usage (each item passed `check_usage`; checked again here). Usage
-        past a hard limit is recorded too (it happened) and reported by threshold events."""
+    def record_usage(self, items: Sequence[UsageItem], checked: bool = False) -> None:
+        """Record accepted usage. Each item is checked (`check_usage`) unless the caller has
+        just done so (`checked=True`, the batch path). Usage past a hard limit is recorded too
+        (it happened) and reported by threshold events."""
         if not items:
             return
-        for item in items:
-            self.check_usage(item)
+        if not checked:
+            for item in items:
+                self.check_usage(item)
         late = [i for i in items if i.at < self.cycle_start]
         current = [i for i in items if i.at >= self.cycle_start]
         if late:

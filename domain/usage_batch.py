@@ -71,7 +71,7 @@ def _apply(app: BillingApplication, subscription: Subscription,
     due = subscription.next_due()
     for index, item in indexed:
         if due is not None and item.at >= due:
-            subscription.record_usage(pending)
+            subscription.record_usage(pending, checked=True)
             pending = []
             batch.time_events += subscription.advance_to(item.at, app.catalog)
             due = subscription.next_due()
@@ -82,5 +82,5 @@ def _apply(app: BillingApplication, subscription: Subscription,
             continue
         pending.append(item)
         accepted.append(index)
-    subscription.record_usage(pending)
+    subscription.record_usage(pending, checked=True)
     return accepted
