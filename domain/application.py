@@ -73,6 +73,26 @@ class BillingApplication(Application[str]):
         assert isinstance(aggregate, Subscription)
         return aggregate
 
+    def preload(self, ids: Iterable[str]) -> None:
+        """Load the uncached subscriptions among `ids` in bulk (two queries, not one each)."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+        recorder: Any = self.recorder
+        if len(missing) < 2 or not hasattr(recorder, "select_streams"):
+            return
+        snapshots: Any = self.snapshots
+        if snapshots is None:
+            return
+        table = snapshots.recorder.events_table_name
+        for snapshot, stored in recorder.select_streams(missing, table).values():
+            aggregate: Any = None
+            if snapshot is not None:
+                aggregate = snapshots.mapper.to_domain_event(snapshot).mutate(None)
+            for event in stored:
+                domain_event: Any = self.mapper.to_domain_event(event)
+                aggregate = domain_event.mutate(aggregate)
+            if isinstance(aggregate, Subscription):
+                self._remember(aggregate)
+
     def revalidate(self, ids: Iterable[str]) -> None:
         """Drop cached aggregates that another process has changed since, so decisions (and
         refusals) are made on current state; one query for the whole batch."""
@@ -201,6 +221,7 @@ class BillingApplication(Application[str]):
         the caller redoes the batch: numbers stay gapless and unique."""
         issued: list[dict[str, Any]] = []
         self.revalidate(t[0] for t in triggers)
+        self.preload(t[0] for t in triggers)
         series: dict[str, InvoiceSeries] = {}
         subscriptions: dict[str, Subscription] = {}
         for subscription_id, version, at in triggers:
@@ -275,6 +296,7 @@ class BillingApplication(Application[str]):
             changed: list[Subscription] = []
             events = 0
             self.revalidate(ids)
+            self.preload(ids)
             for subscription_id in ids:
                 subscription = self.find(subscription_id)
                 if subscription is None:

@@ -41,6 +41,7 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> 
     batch.duplicates += len(already)
 
     app.revalidate({item.subscription for item in items})
+    app.preload(item.subscription for item in items)
     by_subscription: dict[str, list[int]] = {}
     for key, index in first_seen.items():
         if key not in already:

@@ -126,6 +126,39 @@ class BillingRecorder(PostgresProcessRecorder):
             curs.execute(statement, (SUBSCRIBED_TOPIC,))
             return [r["originator_id"] for r in curs.fetchall()]
 
+    def select_streams(self, ids: Sequence[str], snapshots_table: str
+                       ) -> dict[str, tuple[StoredEvent | None, list[StoredEvent]]]:
+        """Many aggregates in two queries: each one's newest snapshot and the events after it
+        (loading one by one costs a round trip per aggregate)."""
+        if not ids:
+            return {}
+        schema = Identifier(self.datastore.schema)
+        snapshots_sql = SQL(
+            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
+            "FROM {0}.{1} WHERE originator_id = ANY(%s) ORDER BY originator_id, "
+            "originator_version DESC").format(schema, Identifier(snapshots_table))
+        events_sql = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {0}.{1} e "
+            "JOIN unnest(%s::text[], %s::bigint[]) AS k(i, v) ON e.originator_id = k.i "
+            "AND e.originator_version > k.v ORDER BY e.originator_id, e.originator_version"
+        ).format(schema, Identifier(self.events_table_name))
+        out: dict[str, tuple[StoredEvent | None, list[StoredEvent]]] = {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(snapshots_sql, (list(ids),))
+            snaps = {r["originator_id"]: StoredEvent(r["originator_id"],
+                                                     r["originator_version"], r["topic"],
+                                                     bytes(r["state"]))
+                     for r in curs.fetchall()}
+            after = [snaps[i].originator_version if i in snaps else 0 for i in ids]
+            curs.execute(events_sql, (list(ids), after), binary=True)
+            for r in curs.fetchall():
+                oid = r["originator_id"]
+                out.setdefault(oid, (snaps.get(oid), []))[1].append(StoredEvent(
+                    oid, r["originator_version"], r["topic"], bytes(r["state"])))
+        for oid, snap in snaps.items():
+            out.setdefault(oid, (snap, []))
+        return out
+
     def max_versions(self, ids: Sequence[str]) -> dict[str, int]:
         """The latest version of each stream (to tell whether a cached aggregate is current)."""
         if not ids:
