@@ -15,7 +15,7 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from domain.application import BillingApplication
-from infra.codec import decode, event_message
+from infra.codec import decode, wire_message
 from infra.dlq import DeadLetters
 from projections import invoices, quota_store
 from projections.quota import SubscriptionQuota, apply_all
@@ -139,7 +139,7 @@ def _replay(app: BillingApplication, states: dict[str, SubscriptionQuota], start
         notifications = app.recorder.select_notifications(start=start, limit=batch)
         if not notifications:
             return start, count
-        count += apply_all(states, (event_message(app, n) for n in notifications))
+        count += apply_all(states, (wire_message(app, n) for n in notifications))
         start = notifications[-1].id + 1
 
 
@@ -157,5 +157,5 @@ def rebuild_invoices_from_store(app: BillingApplication, db: Database,
             notifications = app.recorder.select_notifications(start=start, limit=batch)
             if not notifications:
                 return count
-            count += invoices.apply_messages(cur, [event_message(app, n) for n in notifications])
+            count += invoices.apply_messages(cur, [wire_message(app, n) for n in notifications])
             start = notifications[-1].id + 1

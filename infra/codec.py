@@ -36,6 +36,51 @@ def event_message(app: Application[Any], notification: Notification) -> dict[str
     }
 
 
+_CLASS_VERSIONS: dict[str, int] = {}
+
+
+def _current_version(topic: str) -> int:
+    version = _CLASS_VERSIONS.get(topic)
+    if version is None:
+        from eventsourcing.utils import resolve_topic
+
+        version = _CLASS_VERSIONS[topic] = getattr(resolve_topic(topic), "class_version", 1)
+    return version
+
+
+def _unwrap(value: Any) -> Any:
+    """The transcoder's {"_type_", "_data_"} wrappers (datetimes, decimals, UUIDs) become their
+    string data: exactly what a consumer of billing.events decodes."""
+    if isinstance(value, dict):
+        if len(value) == 2 and "_type_" in value and "_data_" in value:
+            return value["_data_"]
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def wire_message(app: Application[Any], notification: Notification) -> dict[str, Any]:
+    """`event_message` as it arrives on billing.events (times and amounts as strings), decoded
+    straight from the stored JSON: several times faster than building the domain event. Events
+    stored by an older version of their type go through the upcasting mapper."""
+    state = orjson.loads(notification.state)
+    if state.get("class_version", 1) != _current_version(notification.topic):
+        return decode(encode(event_message(app, notification)))
+    state.pop("class_version", None)
+    timestamp = _unwrap(state.pop("timestamp"))
+    state.pop("originator_topic", None)
+    return {
+        "subscription": notification.originator_id,
+        "version": notification.originator_version,
+        "type": notification.topic.rsplit(".", 1)[-1],
+        "type_version": _current_version(notification.topic),
+        "time": timestamp,
+        "position": notification.id,
+        "data": _unwrap(state),
+    }
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message, default=_default)
 

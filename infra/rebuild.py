@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from consumers.projector import Database
-from infra.codec import event_message
+from infra.codec import wire_message
 from projections import invoices, quota_store, recommendations
 from projections.quota import SubscriptionQuota, apply_all
 
@@ -83,7 +83,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
             notifications = recorder.select_notifications(start=start, limit=batch)
             if not notifications:
                 break
-            messages = [event_message(app, n) for n in notifications]
+            messages = [wire_message(app, n) for n in notifications]
             if "quota" in projections:
                 apply_all(states, messages)
             if "invoices" in projections:

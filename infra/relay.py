@@ -16,7 +16,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaProducer
 
 from domain.application import BillingApplication
-from infra.codec import encode, event_message
+from infra.codec import encode, wire_message
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Relay:
             return 0
         futures = [
             self.producer.send(self.topic, key=n.originator_id.encode(),
-                               value=encode(event_message(self.app, n)))
+                               value=encode(wire_message(self.app, n)))
             for n in notifications
         ]
         self.producer.flush()

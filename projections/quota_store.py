@@ -128,18 +128,22 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
 def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
     daily = [(s.subscription_id, m, c, d, q)
              for s in states for (m, c, d), q in s.daily.items()]
-    if daily:
-        cur.executemany(
-            "INSERT INTO usage_daily VALUES (%s, %s, %s, %s, %s) ON CONFLICT (subscription_id, "
+    if daily:  # one statement for the batch (keys are unique: summed per key above)
+        cur.execute(
+            "INSERT INTO usage_daily SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::timestamptz[], %s::date[], %s::numeric[]) ON CONFLICT (subscription_id, "
             "metric, cycle_start, day) DO UPDATE SET "
-            "quantity = usage_daily.quantity + EXCLUDED.quantity", daily)
+            "quantity = usage_daily.quantity + EXCLUDED.quantity",
+            tuple(list(column) for column in zip(*daily, strict=True)))
     members = [(s.subscription_id, m, c, who, q)
                for s in states for (m, c, who), q in s.by_member.items()]
     if members:
-        cur.executemany(
-            "INSERT INTO usage_by_member VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
+        cur.execute(
+            "INSERT INTO usage_by_member SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::timestamptz[], %s::text[], %s::numeric[]) ON CONFLICT "
             "(subscription_id, metric, cycle_start, member) DO UPDATE SET "
-            "quantity = usage_by_member.quantity + EXCLUDED.quantity", members)
+            "quantity = usage_by_member.quantity + EXCLUDED.quantity",
+            tuple(list(column) for column in zip(*members, strict=True)))
     for s in states:
         s.daily.clear()
         s.by_member.clear()

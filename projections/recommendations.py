@@ -65,7 +65,13 @@ def update_inputs(inputs: dict[str, Any], message: dict[str, Any]) -> bool:
     return False
 
 
+RELEVANT = {"Subscribed", "CycleRolled", "PlanUpgraded", "PlanChangedInTrial", "ProfileUpdated",
+            "UsagePeriodClosed"}
+
+
 def apply_message(cur: psycopg.Cursor[Any], message: dict[str, Any]) -> None:
+    if message["type"] not in RELEVANT:
+        return  # most events (usage) never change the inputs: no round trip for them
     sid = message["subscription"]
     cur.execute("SELECT inputs FROM recommendation_inputs WHERE subscription_id = %s", (sid,))
     row = cur.fetchone()

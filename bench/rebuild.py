@@ -1,0 +1,75 @@
+"""Benchmark: projection rebuild from the event store, next to a raw read of the notification
+log in the same run.
+
+    python bench/rebuild.py [--subscriptions 2000] [--batches 50] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from common import peak_rss_mib, record
+
+from domain.usage import UsageItem
+from infra import rebuild
+from infra.config import Settings
+from infra.engine import Engine
+from infra.stack import start_stack
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscriptions", type=int, default=2_000)
+    parser.add_argument("--batches", type=int, default=50, help="usage events per subscription")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with start_stack(settings) as stack:
+        engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
+        app = engine.app
+        try:
+            ids = [f"sub-{i:06d}" for i in range(args.subscriptions)]
+            for first in range(0, len(ids), 1_000):
+                app.subscribe_many([(s, s, "basic") for s in ids[first:first + 1_000]], start)
+            for n in range(args.batches):
+                for first in range(0, len(ids), 1_000):
+                    subs = [app.get(s) for s in ids[first:first + 1_000]]
+                    for sub in subs:
+                        sub.record_usage([UsageItem(f"u{n}", sub.id, "tokens", Decimal(n + 1),
+                                                    start + timedelta(minutes=n),
+                                                    member=f"m{n % 3}")])
+                    app.save_batch(subs, None)
+            recorder = app.recorder
+            total = recorder.max_notification_id() or 0
+            t0 = time.perf_counter()
+            position, read = 1, 0
+            while notifications := recorder.select_notifications(start=position, limit=5_000):
+                read += len(notifications)
+                position = notifications[-1].id + 1
+            t_raw = time.perf_counter() - t0
+            report = rebuild.rebuild(app, stack.database_url, ["quota", "invoices"],
+                                     do_swap=False,
+                                     replay=lambda shadow: rebuild.replay_store(
+                                         app, shadow, ["quota", "invoices"], lambda d, t: None))
+        finally:
+            engine.close()
+    raw_rate, rate = read / t_raw, report.events / report.seconds
+    lines = [
+        f"- store: {total:,} events ({args.subscriptions:,} subscriptions x "
+        f"{args.batches} usage events + subscriptions and catalog)",
+        f"- raw notification-log read: **{raw_rate:,.0f} events/s** ({t_raw:.2f}s)",
+        f"- rebuild of quota + invoices (+ analytics, recommendations) into fresh tables, "
+        f"compare included: **{rate:,.0f} events/s** ({report.seconds:.2f}s)",
+        f"- ratio rebuild / raw read: **{rate / raw_rate:.2f}**",
+        f"- peak RSS of the process: {peak_rss_mib():,.0f} MiB",
+    ]
+    record("rebuild", lines, not args.no_record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
