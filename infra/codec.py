@@ -70,6 +70,8 @@ def wire_message(app: Application[Any], notification: Notification) -> dict[str,
     state.pop("class_version", None)
     timestamp = _unwrap(state.pop("timestamp"))
     state.pop("originator_topic", None)
+    # Usage events carry no wrapper but their timestamp: skip the walk through their items.
+    data = state if notification.state.count(b'"_type_"') == 1 else _unwrap(state)
     return {
         "subscription": notification.originator_id,
         "version": notification.originator_version,
@@ -77,7 +79,7 @@ def wire_message(app: Application[Any], notification: Notification) -> dict[str,
         "type_version": _current_version(notification.topic),
         "time": timestamp,
         "position": notification.id,
-        "data": _unwrap(state),
+        "data": data,
     }
 
 

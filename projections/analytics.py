@@ -141,15 +141,13 @@ def _recurring(terms: dict[str, Any]) -> tuple[str, Decimal, str]:
     return terms["plan_id"], monthly.quantize(Decimal("0.0001")), terms["currency"]
 
 
-def apply_message(cur: psycopg.Cursor[Any], message: dict[str, Any]) -> None:
-    change = change_of(message)
-    if change is None:
-        return
-    kind, plan, monthly, currency = change
-    cur.execute("INSERT INTO subscription_changes VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (message["subscription"], int(message["version"]), message["time"], kind, plan,
-                 monthly, currency))
+def insert_changes(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
+    """(subscription, version, time, kind, plan, monthly price, currency) rows, in one go."""
+    if rows:
+        cur.execute("INSERT INTO subscription_changes SELECT * FROM unnest(%s::text[], "
+                    "%s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::numeric[], "
+                    "%s::text[]) ON CONFLICT DO NOTHING",
+                    tuple(list(c) for c in zip(*rows, strict=True)))
 
 
 def reset(cur: psycopg.Cursor[Any]) -> None:

@@ -104,28 +104,74 @@ def create_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute(SCHEMA)
 
 
-def apply_changes(cur: psycopg.Cursor[Any], subscription_id: str, version: int,
-                  change: Changes) -> None:
-    for document in change.issue:
-        _insert_document(cur, document)
-    if change.clear_draft_through is not None:
-        cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s "
-                    "AND event_version <= %s", (subscription_id, change.clear_draft_through))
-    for number, status, reason in change.status:
-        # Only issued documents have a status; a payment for another reference changes nothing.
-        cur.execute("UPDATE invoices SET status = %s, status_reason = %s WHERE number = %s "
-                    "AND status <> 'void'", (status, reason, number))
-    if change.draft_lines:
-        cur.execute("SELECT coalesce(max(line_no), 0) FROM invoice_drafts "
-                    "WHERE subscription_id = %s", (subscription_id,))
-        row = cur.fetchone()
-        start = int(row[0]) if row else 0
-        cur.executemany(
-            "INSERT INTO invoice_drafts VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [(subscription_id, start + i + 1, version, line["kind"], line["description"],
-              line["quantity"], line["unit_price"], line["amount"])
-             for i, line in enumerate(change.draft_lines)],
-        )
+class _Writer:
+    """Collects one batch's row operations and writes them with few statements: draft lines,
+    lifecycle facts and recommendation inputs in bulk; documents and statuses as they come
+    (they are rare). Order is kept where it matters: pending draft lines are written before a
+    draft is cleared."""
+
+    def __init__(self, cur: psycopg.Cursor[Any], subs: Sequence[str]) -> None:
+        self.cur = cur
+        self.subs = subs
+        self.next_line: dict[str, int] | None = None
+        self.drafts: list[tuple[Any, ...]] = []
+        self.changes: list[tuple[Any, ...]] = []
+        self.inputs: dict[str, dict[str, Any]] | None = None
+        self.changed_inputs: set[str] = set()
+
+    def apply(self, sid: str, version: int, message: dict[str, Any]) -> None:
+        change = changes(message)
+        for document in change.issue:
+            _insert_document(self.cur, document)
+        if change.clear_draft_through is not None:
+            self._flush_drafts()
+            self.cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s "
+                             "AND event_version <= %s", (sid, change.clear_draft_through))
+        for number, status, reason in change.status:
+            # Only issued documents have a status; a payment for another reference: nothing.
+            self.cur.execute("UPDATE invoices SET status = %s, status_reason = %s "
+                             "WHERE number = %s AND status <> 'void'", (status, reason, number))
+        if change.draft_lines:
+            lines = self._line_numbers()
+            for line in change.draft_lines:
+                lines[sid] = lines.get(sid, 0) + 1
+                self.drafts.append((sid, lines[sid], version, line["kind"], line["description"],
+                                    line["quantity"], line["unit_price"], line["amount"]))
+        fact = analytics.change_of(message)
+        if fact is not None:
+            kind, plan, monthly, currency = fact
+            self.changes.append((sid, version, message["time"], kind, plan, monthly, currency))
+        if message["type"] in recommendations.RELEVANT:
+            inputs = self._inputs()
+            if recommendations.update_inputs(inputs.setdefault(sid, {}), message):
+                self.changed_inputs.add(sid)
+
+    def _line_numbers(self) -> dict[str, int]:
+        if self.next_line is None:
+            self.cur.execute("SELECT subscription_id, max(line_no) FROM invoice_drafts "
+                             "WHERE subscription_id = ANY(%s) GROUP BY 1", (list(self.subs),))
+            self.next_line = {sid: int(n) for sid, n in self.cur.fetchall()}
+        return self.next_line
+
+    def _inputs(self) -> dict[str, dict[str, Any]]:
+        if self.inputs is None:
+            self.inputs = recommendations.load_inputs(self.cur, self.subs)
+        return self.inputs
+
+    def _flush_drafts(self) -> None:
+        if self.drafts:
+            self.cur.execute(
+                "INSERT INTO invoice_drafts SELECT * FROM unnest(%s::text[], %s::int[], "
+                "%s::bigint[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
+                "%s::numeric[])", tuple(list(c) for c in zip(*self.drafts, strict=True)))
+            self.drafts = []
+
+    def finish(self) -> None:
+        self._flush_drafts()
+        analytics.insert_changes(self.cur, self.changes)
+        if self.inputs is not None:
+            recommendations.save_inputs(self.cur, {sid: self.inputs[sid]
+                                                   for sid in self.changed_inputs})
 
 
 def _insert_document(cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
@@ -164,16 +210,16 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]])
     cur.execute("SELECT subscription_id, version FROM projection_versions "
                 "WHERE projection = %s AND subscription_id = ANY(%s)", (PROJECTION, subs))
     versions = {sid: v for sid, v in cur.fetchall()}
+    writer = _Writer(cur, subs)
     applied = 0
     for message in messages:
         sid, version = message["subscription"], int(message["version"])
         if version <= versions.get(sid, 0):
             continue
-        apply_changes(cur, sid, version, changes(message))
-        analytics.apply_message(cur, message)
-        recommendations.apply_message(cur, message)
+        writer.apply(sid, version, message)
         versions[sid] = version
         applied += 1
+    writer.finish()
     if versions:
         cur.execute(
             "INSERT INTO projection_versions (projection, subscription_id, version) "

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass
 class QuotaRow:
     subscription_id: str
     metric: str
@@ -78,8 +78,8 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     elif kind == "UsageRecorded":
         for metric, total in data["totals"].items():
             row = rows.get(metric)
-            if row is not None:
-                rows[metric] = replace(row, used=row.used + Decimal(total))
+            if row is not None:  # rows are this batch's own copies: updated in place
+                row.used += Decimal(total)
         _count_items(state, data["items"])
     elif kind == "LateUsageRecorded":  # billed in its closed cycle: counted there too
         _count_items(state, data["items"], _time(data["period_start"]))

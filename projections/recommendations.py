@@ -8,6 +8,7 @@ closed cycles. `recommend` is a pure function of those inputs and the catalog.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -69,17 +70,18 @@ RELEVANT = {"Subscribed", "CycleRolled", "PlanUpgraded", "PlanChangedInTrial", "
             "UsagePeriodClosed"}
 
 
-def apply_message(cur: psycopg.Cursor[Any], message: dict[str, Any]) -> None:
-    if message["type"] not in RELEVANT:
-        return  # most events (usage) never change the inputs: no round trip for them
-    sid = message["subscription"]
-    cur.execute("SELECT inputs FROM recommendation_inputs WHERE subscription_id = %s", (sid,))
-    row = cur.fetchone()
-    inputs: dict[str, Any] = dict(row[0]) if row else {}
-    if update_inputs(inputs, message):
-        cur.execute("INSERT INTO recommendation_inputs VALUES (%s, %s) ON CONFLICT "
-                    "(subscription_id) DO UPDATE SET inputs = EXCLUDED.inputs",
-                    (sid, orjson.dumps(inputs).decode()))
+def load_inputs(cur: psycopg.Cursor[Any], subs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    cur.execute("SELECT subscription_id, inputs FROM recommendation_inputs "
+                "WHERE subscription_id = ANY(%s)", (list(subs),))
+    return {sid: dict(inputs) for sid, inputs in cur.fetchall()}
+
+
+def save_inputs(cur: psycopg.Cursor[Any], inputs: dict[str, dict[str, Any]]) -> None:
+    if inputs:
+        cur.execute("INSERT INTO recommendation_inputs SELECT * FROM unnest(%s::text[], "
+                    "%s::jsonb[]) ON CONFLICT (subscription_id) DO UPDATE SET "
+                    "inputs = EXCLUDED.inputs",
+                    (list(inputs), [orjson.dumps(v).decode() for v in inputs.values()]))
 
 
 def reset(cur: psycopg.Cursor[Any]) -> None:
