@@ -115,6 +115,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
                 [r.exhausted for r in rows], [r.cycle_start for r in rows],
                 [r.cycle_end for r in rows], [r.daily_cap for r in rows],
             ),
+            binary=True,  # binary arrays: no per-element escaping in Python
         )
     _add_usage_history(cur, states)
     cur.execute(
@@ -134,7 +135,7 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
             "%s::timestamptz[], %s::date[], %s::numeric[]) ON CONFLICT (subscription_id, "
             "metric, cycle_start, day) DO UPDATE SET "
             "quantity = usage_daily.quantity + EXCLUDED.quantity",
-            tuple(list(column) for column in zip(*daily, strict=True)))
+            tuple(list(column) for column in zip(*daily, strict=True)), binary=True)
     members = [(s.subscription_id, m, c, who, q)
                for s in states for (m, c, who), q in s.by_member.items()]
     if members:
@@ -143,7 +144,7 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
             "%s::timestamptz[], %s::text[], %s::numeric[]) ON CONFLICT "
             "(subscription_id, metric, cycle_start, member) DO UPDATE SET "
             "quantity = usage_by_member.quantity + EXCLUDED.quantity",
-            tuple(list(column) for column in zip(*members, strict=True)))
+            tuple(list(column) for column in zip(*members, strict=True)), binary=True)
     for s in states:
         s.daily.clear()
         s.by_member.clear()
