@@ -1,0 +1,132 @@
+"""Benchmark: latency from a usage event's publish to its effect in the quota read model, at a
+steady rate, with the workers (ingest, relay, projection) in their own process.
+
+    python bench/latency.py [--rates 5000,10000] [--seconds 20] [--subscriptions 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import orjson
+import psycopg
+from common import ROOT, record
+
+from infra import kafka
+from infra.config import Settings
+from infra.engine import Engine
+from infra.stack import start_stack
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * p / 100), len(ordered) - 1)]
+
+
+def run_rate(engine: Engine, url: str, rate: int, seconds: int, subs: list[str]) -> dict[str, float]:
+    producer = kafka.producer(engine.kafka_bootstrap, linger_ms=1)
+    published: dict[str, list[float]] = {s: [] for s in subs}
+    visible: dict[str, int] = {}
+    latencies: list[float] = []
+    done = threading.Event()
+    with psycopg.connect(url) as conn:
+        base = {sid: int(used) for sid, used in conn.execute(
+            "SELECT subscription_id, used FROM quota WHERE metric = 'tokens'").fetchall()}
+
+    def observe() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not done.is_set():
+                now = time.perf_counter()
+                for sid, used in conn.execute(
+                        "SELECT subscription_id, used FROM quota WHERE metric = 'tokens'"):
+                    seen = int(used) - base.get(sid, 0)
+                    times = published[sid]
+                    for k in range(visible.get(sid, 0), min(seen, len(times))):
+                        latencies.append(now - times[k])
+                    visible[sid] = max(visible.get(sid, 0), min(seen, len(times)))
+                time.sleep(0.02)
+
+    observer = threading.Thread(target=observe)
+    observer.start()
+    total = rate * seconds
+    tick, per_tick = 0.01, max(rate // 100, 1)
+    start = time.perf_counter()
+    for n in range(total):
+        sid = subs[n % len(subs)]
+        if n % per_tick == 0:
+            target = start + (n // per_tick) * tick
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        published[sid].append(time.perf_counter())
+        producer.send(engine.settings.topics.usage, key=sid.encode(), value=orjson.dumps({
+            "id": f"r{rate}-{n}", "subscription": sid, "metric": "tokens", "quantity": 1,
+            "at": datetime.now(UTC).isoformat()}))
+    producer.flush()
+    achieved = total / (time.perf_counter() - start)
+    deadline = time.monotonic() + 120
+    while len(latencies) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done.set()
+    observer.join()
+    producer.close()
+    return {"rate": rate, "published_per_s": achieved, "seen": len(latencies), "total": total,
+            "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rates", default="5000,10000")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--subscriptions", type=int, default=1_000)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    with start_stack(settings) as stack:
+        engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
+        subs = [f"sub-{i:05d}" for i in range(args.subscriptions)]
+        engine.app.subscribe_many([(s, s, "enterprise") for s in subs],
+                                  datetime.now(UTC).replace(microsecond=0))
+        env = {**os.environ, "BILLING_STACK": "external",
+               "BILLING_DATABASE_URL": stack.database_url,
+               "BILLING_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+               "BILLING_MAX_POLL_RECORDS": "2000"}
+        workers = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "run", "--only", "ingest", "--only", "relay",
+             "--only", "project", "--report-every", "3600"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            assert workers.stdout is not None
+            workers.stdout.readline()
+            time.sleep(2)
+            results = [run_rate(engine, stack.database_url, int(r), args.seconds, subs)
+                       for r in args.rates.split(",")]
+        finally:
+            workers.send_signal(signal.SIGTERM)
+            workers.wait(30)
+            engine.close()
+    lines = []
+    for r in results:
+        kept_up = r["seen"] == r["total"]
+        lines.append(
+            f"- {r['rate']:,} events/s target ({r['published_per_s']:,.0f}/s published, "
+            f"{r['seconds'] if 'seconds' in r else args.seconds}s): publish -> quota visible "
+            f"p50 **{r['p50'] * 1000:.0f} ms**, p95 {r['p95'] * 1000:.0f} ms, "
+            f"p99 **{r['p99'] * 1000:.0f} ms**; "
+            f"{'all' if kept_up else 'NOT all'} {r['seen']:,}/{r['total']:,} seen")
+    lines.append(f"- workers (ingest, relay, projection) in one separate process; "
+                 f"{args.subscriptions:,} subscriptions; quota polled every 20 ms")
+    record("latency", lines, not args.no_record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
