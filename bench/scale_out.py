@@ -1,0 +1,92 @@
+"""Benchmark: one ingestion process, then two in one consumer group, on the same partitioned
+topic size; do they add up?
+
+    python bench/scale_out.py [--events 150000] [--subscriptions 2000] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import orjson
+import psycopg
+from common import ROOT, record
+
+from infra import kafka
+from infra.config import Settings, Topics
+from infra.engine import Engine, Monitor
+from infra.stack import create_database, start_stack
+
+
+def phase(stack: object, base: Settings, processes: int, events: int, subs: int) -> float:
+    prefix = f"p{processes}."
+    dbname = f"scale{processes}"
+    admin = stack.database_url  # type: ignore[attr-defined]
+    create_database(admin, dbname)
+    url = admin.rsplit("/", 1)[0] + f"/{dbname}"
+    settings = replace(base, topics=Topics.with_prefix(prefix), partitions=4)
+    engine = Engine.open(settings, url, stack.kafka_bootstrap)  # type: ignore[attr-defined]
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    ids = [f"sub-{i:05d}" for i in range(subs)]
+    engine.app.subscribe_many([(s, s, "enterprise") for s in ids], start)
+    ends = kafka.publish(engine.producer(), settings.topics.usage, (
+        (ids[n % subs].encode(), orjson.dumps({
+            "id": f"u{n}", "subscription": ids[n % subs], "metric": "tokens", "quantity": 1,
+            "at": "2026-11-02T00:00:00+00:00"})) for n in range(events)))
+    env = {**os.environ, "BILLING_STACK": "external", "BILLING_DATABASE_URL": url,
+           "BILLING_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,  # type: ignore[attr-defined]
+           "BILLING_TOPIC_PREFIX": prefix}
+    workers = [subprocess.Popen([sys.executable, "-m", "infra.cli", "run", "--group",
+                                 "--only", "ingest", "--report-every", "3600"], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(processes)]
+    monitor = Monitor(engine)
+    try:
+        first = None
+        while not monitor.ingested(ends):
+            if first is None:
+                with psycopg.connect(url) as conn:
+                    row = conn.execute("SELECT count(*) FROM billing_tracking WHERE "
+                                       "application_name LIKE %s",
+                                       (settings.topics.usage + ":%",)).fetchone()
+                if row and row[0]:
+                    first = time.perf_counter()
+            time.sleep(0.05)
+        return events / (time.perf_counter() - (first or time.perf_counter()))
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+        engine.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--subscriptions", type=int, default=2_000)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    with start_stack(settings, dbname="postgres") as stack:
+        one = phase(stack, settings, 1, args.events, args.subscriptions)
+        two = phase(stack, settings, 2, args.events, args.subscriptions)
+    lines = [
+        f"- {args.events:,} usage events over {args.subscriptions:,} subscriptions, 4 partitions",
+        f"- one ingestion process: **{one:,.0f} events/s**",
+        f"- two ingestion processes in one consumer group: **{two:,.0f} events/s** "
+        f"({two / one:.2f}x; this machine has 2 cores shared with PostgreSQL and the broker)",
+    ]
+    record("scale-out", lines, not args.no_record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
