@@ -120,7 +120,12 @@ class BillingApplication(Application[str]):
                    usage_keys: Sequence[UsageKey] = ()) -> None:
         """One transaction: new events, the input position and the applied usage ids."""
         processing = ProcessingEvent[str](tracking)
-        processing.collect_events(*aggregates, usage_keys=usage_keys)
+        # What ProcessingEvent.collect_events does, without its runtime Protocol checks (two
+        # isinstance checks per aggregate: a tenth of the write path at 100,000 subscriptions).
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs["usage_keys"] = usage_keys
         try:
             self._record(processing)
         except Exception:

@@ -101,12 +101,13 @@ class BillingRecorder(PostgresProcessRecorder):
                 firsts.setdefault(str(e.originator_id), e.originator_version)
             prev_keys = [(i, v - 1) for i, v in firsts.items() if v > 1]
             own.execute(self._select_prev_hashes,
-                        ([k[0] for k in prev_keys], [k[1] for k in prev_keys]))
+                        ([k[0] for k in prev_keys], [k[1] for k in prev_keys]), binary=True)
             last = {r["originator_id"]: bytes(r["hash"]) for r in own.fetchall()}
             rows = chain_hashes(stored_events, last)
             root = hashlib.sha256(b"".join(r[3] for r in rows)).digest()
             own.execute(self._insert_anchor, {"n": len(rows), "root": root, "zero": ZERO_HASH})
-            own.execute(self._insert_hashes, tuple(list(col) for col in zip(*rows, strict=True)))
+            own.execute(self._insert_hashes, tuple(list(col) for col in zip(*rows, strict=True)),
+                        binary=True)
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
@@ -144,7 +145,7 @@ class BillingRecorder(PostgresProcessRecorder):
         ).format(schema, Identifier(self.events_table_name))
         out: dict[str, tuple[StoredEvent | None, list[StoredEvent]]] = {}
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(snapshots_sql, (list(ids),))
+            curs.execute(snapshots_sql, (list(ids),), binary=True)
             snaps = {r["originator_id"]: StoredEvent(r["originator_id"],
                                                      r["originator_version"], r["topic"],
                                                      bytes(r["state"]))
@@ -168,7 +169,7 @@ class BillingRecorder(PostgresProcessRecorder):
             "WHERE originator_id = ANY(%s) GROUP BY originator_id"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(ids),), prepare=True)
+            curs.execute(statement, (list(ids),), prepare=True, binary=True)
             return {r["originator_id"]: r["v"] for r in curs.fetchall()}
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
