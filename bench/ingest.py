@@ -9,6 +9,7 @@ Prints both rates and their ratio and appends them to docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import resource
 import os
 import platform
 import sys
@@ -122,6 +123,8 @@ def main() -> int:
         f"- end-to-end ingest, exactly-once to PostgreSQL: **{ing_rate:,.0f} events/s** "
         f"({t_ing:.2f}s; {stats['batches']} batches, {stats['events_written']:,} domain events)",
         f"- ratio ingest / raw consume: **{ratio:.2f}**",
+        f"- peak RSS of the process (publisher, raw consumer and ingestion): "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB",
     ]
     print("\n".join(lines))
     print(stats)

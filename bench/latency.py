@@ -25,6 +25,18 @@ from infra.engine import Engine
 from infra.stack import start_stack
 
 
+def peak_rss_of(pid: int) -> float:
+    """VmHWM of a running process, in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * p / 100), len(ordered) - 1)]
@@ -112,6 +124,7 @@ def main() -> int:
             results = [run_rate(engine, stack.database_url, int(r), args.seconds, subs)
                        for r in args.rates.split(",")]
         finally:
+            rss = [peak_rss_of(w.pid) for w in workers]
             for w in workers:
                 w.send_signal(signal.SIGTERM)
             for w in workers:
@@ -126,6 +139,9 @@ def main() -> int:
             f"p50 **{r['p50'] * 1000:.0f} ms**, p95 {r['p95'] * 1000:.0f} ms, "
             f"p99 **{r['p99'] * 1000:.0f} ms**; "
             f"{'all' if kept_up else 'NOT all'} {r['seen']:,}/{r['total']:,} seen")
+    lines.append("- peak RSS of the workers: " + ", ".join(
+        f"{role} {mib:,.0f} MiB" for role, mib in zip(("ingest", "relay", "project"), rss,
+                                                      strict=True)))
     lines.append(f"- workers (ingest, relay, projection) each in its own process; "
                  f"{args.subscriptions:,} subscriptions; quota polled every 20 ms")
     record("latency", lines, not args.no_record)
