@@ -9,9 +9,9 @@ Prints both rates and their ratio and appends them to docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import resource
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Iterator
