@@ -17,7 +17,7 @@ from domain.catalog import Catalog
 from domain.catalog_versions import CatalogVersions, catalog_stream_id
 from domain.clock import CLOCK_ID, BillingClock
 from domain.commands import Command, Outcome, execute
-from domain.errors import BillingError, SubscriptionExists, UnknownSubscription
+from domain.errors import SubscriptionExists, UnknownSubscription
 from domain.invoice_series import InvoiceSeries, series_id
 from domain.invoicing import issuer_with_defaults
 from domain.subscription import Subscription
@@ -229,18 +229,28 @@ class BillingApplication(Application[str]):
         self.preload(t[0] for t in triggers)
         series: dict[str, InvoiceSeries] = {}
         subscriptions: dict[str, Subscription] = {}
+        due: list[tuple[Subscription, int, datetime]] = []
+        through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
         for subscription_id, version, at in triggers:
             subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
             if subscription is None:
                 continue
-            try:
-                subscription.check_invoice_due(version)
-            except BillingError:
+            done = through.get(subscription_id, subscription.invoiced_through)
+            if version <= done or not any(line["event_version"] > done
+                                          for line in subscription.lines_due(version)):
                 continue  # nothing new since the last invoice, or already invoiced
-            numbers = self._series(self.issuer["invoice_prefix"], at, series)
-            number = numbers.assign(subscription_id, at)
-            issued.append(subscription.issue_invoice(number, self.issuer, version, at))
+            due.append((subscription, version, at))
+            through[subscription_id] = version
             subscriptions[subscription_id] = subscription
+        # One numbering event per series and batch, in trigger order.
+        by_year: dict[int, list[tuple[Subscription, int, datetime]]] = {}
+        for item in due:
+            by_year.setdefault(item[2].year, []).append(item)
+        for items in by_year.values():
+            numbers = self._series(self.issuer["invoice_prefix"], items[0][2], series)
+            assigned = numbers.assign_many([s.id for s, _, _ in items], items[-1][2])
+            for number, (subscription, version, at) in zip(assigned, items, strict=True):
+                issued.append(subscription.issue_invoice(number, self.issuer, version, at))
         try:
             self.save_batch([*subscriptions.values(), *series.values()], tracking)
         except Exception:

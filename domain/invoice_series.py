@@ -26,10 +26,13 @@ class InvoiceSeries(BaseAggregate[str]):
         prefix: str
         year: int
 
-    class NumberAssigned(SubscriptionEvent):
+    class NumbersAssigned(SubscriptionEvent):
+        """One event per batch of invoices: the consecutive numbers and who got each."""
+
         class_version = 1
-        number: str
-        subscription: str
+        first: int
+        numbers: list[str]
+        subscriptions: list[str]
 
     @event(Opened)
     def __init__(self, id: str, prefix: str, year: int, timestamp: datetime) -> None:
@@ -42,10 +45,18 @@ class InvoiceSeries(BaseAggregate[str]):
         return cls(id=series_id(prefix, year), prefix=prefix, year=year, timestamp=at)
 
     def assign(self, subscription: str, at: datetime) -> str:
-        number = invoice_number(self.prefix, self.year, self.last + 1)
-        self._number_assigned(number=number, subscription=subscription, timestamp=at)
-        return number
+        return self.assign_many([subscription], at)[0]
 
-    @event(NumberAssigned)
-    def _number_assigned(self, number: str, subscription: str, timestamp: datetime) -> None:
-        self.last += 1
+    def assign_many(self, subscriptions: list[str], at: datetime) -> list[str]:
+        """The next numbers, one per subscription in order, recorded as one event."""
+        numbers = [invoice_number(self.prefix, self.year, self.last + 1 + i)
+                   for i in range(len(subscriptions))]
+        if numbers:
+            self._numbers_assigned(first=self.last + 1, numbers=numbers,
+                                   subscriptions=list(subscriptions), timestamp=at)
+        return numbers
+
+    @event(NumbersAssigned)
+    def _numbers_assigned(self, first: int, numbers: list[str], subscriptions: list[str],
+                          timestamp: datetime) -> None:
+        self.last = first + len(numbers) - 1
