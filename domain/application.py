@@ -6,7 +6,7 @@ this module imports only the event-sourcing base and the standard library.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -286,23 +286,34 @@ class BillingApplication(Application[str]):
         return clock
 
     def advance_clock(self, to: datetime, subscription_ids: Iterable[str],
-                      batch: int = 500) -> tuple[int, int]:
+                      batch: int = 500,
+                      runner: Callable[[datetime, list[str]], tuple[int, int]] | None = None
+                      ) -> tuple[int, int]:
         """Apply everything due by `to` to every subscription (in batches of one transaction
         each), then move the persisted clock. Re-running after a crash redoes only what is
-        still due. Returns (subscriptions changed, events written)."""
+        still due. `runner` may spread the subscriptions over processes (each batch is
+        independent). Returns (subscriptions changed, events written)."""
         clock = self.clock()
         if clock is None:
             clock = BillingClock.start(to)
         else:
             clock.check_forward(to)
-        changed = events = 0
         ids = list(subscription_ids)
-        for start in range(0, len(ids), batch):
-            c, e = self._advance_batch(ids[start:start + batch], to)
-            changed, events = changed + c, events + e
+        if runner is None:
+            changed, events = self.advance_subscriptions(to, ids, batch)
+        else:
+            changed, events = runner(to, ids)
         if clock.now != to or clock.version > 1:
             clock.advance(to, changed, events)
         self.save(clock)
+        return changed, events
+
+    def advance_subscriptions(self, to: datetime, ids: Sequence[str],
+                              batch: int = 500) -> tuple[int, int]:
+        changed = events = 0
+        for start in range(0, len(ids), batch):
+            c, e = self._advance_batch(ids[start:start + batch], to)
+            changed, events = changed + c, events + e
         return changed, events
 
 

@@ -333,8 +333,13 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
         if to is None or to.tzinfo is None:
             raise SystemExit("--to needs an offset, e.g. 2026-12-01T00:00:00+00:00")
         recorder: Any = app.recorder
+        runner = None
+        if args.processes > 1:
+            from infra.parallel import process_runner
+
+            runner = process_runner(stack.database_url, settings, args.processes)
         try:
-            changed, events = app.advance_clock(to, recorder.subscription_ids())
+            changed, events = app.advance_clock(to, recorder.subscription_ids(), runner=runner)
         except BillingError as e:
             print(f"refused ({e.code}): {e}", file=sys.stderr)
             return 2
@@ -737,6 +742,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clock", help="the billing clock")
     p.add_argument("verb", choices=["show", "advance"])
     p.add_argument("--to", help="advance to this RFC 3339 time")
+    p.add_argument("--processes", type=int, default=1,
+                   help="spread the subscriptions over this many processes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clock)
 

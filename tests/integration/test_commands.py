@@ -80,3 +80,18 @@ def test_clock_advance_rolls_every_subscription_and_never_goes_back(engine: Engi
     assert refused.value.code == "clock_backwards"
     rolled = [e for e in engine.app.events.get("s3") if type(e).__name__ == "CycleRolled"]
     assert [Decimal(e.charges[0]["amount"]) for e in rolled] == [Decimal("190.00")] * 2
+
+
+def test_the_clock_spread_over_processes_rolls_the_same(engine: Engine) -> None:
+    from infra.parallel import process_runner
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    engine.app.subscribe_many([(f"p{i}", "acct", "basic") for i in range(40)], start)
+    ids = engine.app.recorder.subscription_ids()  # type: ignore[attr-defined]
+    runner = process_runner(engine.database_url, engine.settings, processes=2, batch=7)
+    changed, events = engine.app.advance_clock(datetime(2026, 12, 1, 2, tzinfo=UTC), ids,
+                                               runner=runner)
+    assert (changed, events) == (40, 80)  # a roll and a closing each
+    engine.app._cache.clear()
+    assert {engine.app.get(s).cycle_start for s in ids} == {datetime(2026, 12, 1, tzinfo=UTC)}
+    assert engine.app.clock().now == datetime(2026, 12, 1, 2, tzinfo=UTC)  # type: ignore[union-attr]
