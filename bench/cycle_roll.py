@@ -52,6 +52,7 @@ def main() -> int:
             issued = 0
             for first in range(0, len(ids), 1_000):
                 triggers = []
+                app.preload(ids[first:first + 1_000])  # as the invoicer does (bulk loads)
                 for sid in ids[first:first + 1_000]:
                     sub = app.find(sid)
                     assert sub is not None

@@ -138,10 +138,11 @@ class BillingRecorder(PostgresProcessRecorder):
             "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
             "FROM {0}.{1} WHERE originator_id = ANY(%s) ORDER BY originator_id, "
             "originator_version DESC").format(schema, Identifier(snapshots_table))
+        # `= ANY` keeps the primary-key index in play (a join with unnest() let the planner
+        # scan the whole table for every batch); events before a snapshot are skipped below.
         events_sql = SQL(
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {0}.{1} e "
-            "JOIN unnest(%s::text[], %s::bigint[]) AS k(i, v) ON e.originator_id = k.i "
-            "AND e.originator_version > k.v ORDER BY e.originator_id, e.originator_version"
+            "SELECT originator_id, originator_version, topic, state FROM {0}.{1} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(schema, Identifier(self.events_table_name))
         out: dict[str, tuple[StoredEvent | None, list[StoredEvent]]] = {}
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -150,11 +151,13 @@ class BillingRecorder(PostgresProcessRecorder):
                                                      r["originator_version"], r["topic"],
                                                      bytes(r["state"]))
                      for r in curs.fetchall()}
-            after = [snaps[i].originator_version if i in snaps else 0 for i in ids]
-            curs.execute(events_sql, (list(ids), after), binary=True)
+            curs.execute(events_sql, (list(ids),), binary=True)
             for r in curs.fetchall():
                 oid = r["originator_id"]
-                out.setdefault(oid, (snaps.get(oid), []))[1].append(StoredEvent(
+                snap = snaps.get(oid)
+                if snap is not None and r["originator_version"] <= snap.originator_version:
+                    continue
+                out.setdefault(oid, (snap, []))[1].append(StoredEvent(
                     oid, r["originator_version"], r["topic"], bytes(r["state"])))
         for oid, snap in snaps.items():
             out.setdefault(oid, (snap, []))
