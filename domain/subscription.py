@@ -29,6 +29,7 @@ from eventsourcing.domain import (
 from domain.catalog import PERIODS, Catalog, Plan
 from domain.charges import Charge, charge, overage_lines, prorated, remaining_fraction
 from domain.errors import (
+    BillingError,
     CommandRefused,
     CycleNotOver,
     InvalidUsage,
@@ -531,7 +532,7 @@ class Subscription(BaseAggregate[str]):
         the old terms if the catalog no longer sells the plan for that period."""
         try:
             return plan_terms(catalog.plan(plan_id), period, catalog)
-        except Exception:
+        except BillingError:
             if plan_id == self.plan_id and period == self.terms["period"]:
                 return dict(self.terms)
             raise

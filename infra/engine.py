@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from consumers.commands import CommandIngestor
@@ -305,7 +304,3 @@ class Monitor:
 
     def describe(self) -> str:
         return f"relay lag {self.relay_lag()} events, projection lag {self.projection_lag()} subs"
-
-
-def project_file(name: str) -> Path:
-    return Path(__file__).resolve().parent.parent / name

@@ -113,11 +113,3 @@ def publish(producer: KafkaProducer, topic: str,
         ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
     return ends
 
-
-def end_offsets(bootstrap: str, settings: Settings, topic: str) -> dict[int, int]:
-    client = consumer(bootstrap, settings)
-    try:
-        parts = partitions_of(client, topic)
-        return {tp.partition: off for tp, off in client.end_offsets(parts).items()}
-    finally:
-        client.close()
