@@ -1,10 +1,11 @@
 """A Kafka consumer loop whose positions live in PostgreSQL, not in the broker.
 
 At start (and at every group reassignment) each partition is sought to its stored position + 1.
-Each poll's records for one partition are handed to the handler as one micro-batch; the handler
-commits its effect and the new position in one transaction. If a batch fails (a version conflict,
-a database outage), the partition is sought back to its stored position and the batch retried:
-nothing is skipped and nothing applied twice.
+Each poll's records are handed to the handler as one micro-batch: per partition, or (with a
+`poll_handler`) all partitions of the poll at once, so one transaction carries them all. The
+handler commits its effect and the new position(s) in one transaction. If a batch fails (a
+version conflict, a database outage), its partitions are sought back to their stored positions
+and the batch retried: nothing is skipped and nothing applied twice.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
@@ -29,15 +30,18 @@ class PositionStore(Protocol):
 
 
 Handler = Callable[[TopicPartition, Sequence[ConsumerRecord]], None]
+PollHandler = Callable[[Mapping[TopicPartition, Sequence[ConsumerRecord]]], None]
 
 
 class TrackedConsumer:
     def __init__(self, consumer: KafkaConsumer, topic: str, positions: PositionStore,
-                 handler: Handler, *, group: bool = False, name: str = "consumer") -> None:
+                 handler: Handler, *, group: bool = False, name: str = "consumer",
+                 poll_handler: PollHandler | None = None) -> None:
         self.consumer = consumer
         self.topic = topic
         self.positions = positions
         self.handler = handler
+        self.poll_handler = poll_handler
         self.group = group
         self.name = name
         self.batches = 0
@@ -64,6 +68,8 @@ class TrackedConsumer:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one poll; returns how many records were handled."""
         batches = self.consumer.poll(timeout_ms=timeout_ms)
+        if self.poll_handler is not None:
+            return self._handle_whole_poll(batches)
         handled = 0
         for tp, records in batches.items():
             try:
@@ -77,6 +83,25 @@ class TrackedConsumer:
                 continue
             self.batches += 1
             handled += len(records)
+        self.records += handled
+        return handled
+
+    def _handle_whole_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+                           ) -> int:
+        if not batches:
+            return 0
+        assert self.poll_handler is not None
+        try:
+            self.poll_handler(batches)
+        except Exception:
+            self.failures += 1
+            log.exception("%s: batch of %d partition(s) failed; retrying from stored positions",
+                          self.name, len(batches))
+            time.sleep(min(0.1 * self.failures, 2.0))
+            self.seek_to_stored(list(batches))
+            return 0
+        handled = sum(len(records) for records in batches.values())
+        self.batches += 1
         self.records += handled
         return handled
 

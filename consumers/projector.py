@@ -7,7 +7,7 @@ position in one transaction. Undecodable messages go to the DLQ.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -70,6 +70,13 @@ def decode_events(records: Sequence[ConsumerRecord],
     return messages
 
 
+def record_positions(cur: psycopg.Cursor[Any],
+                     batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+                     projection: str) -> None:
+    for tp, records in batches.items():
+        quota_store.record_position(cur, tp.topic, tp.partition, records[-1].offset, projection)
+
+
 class InvoiceProjector:
     """billing.events -> the invoice read model (issued documents, status, drafts)."""
 
@@ -79,13 +86,16 @@ class InvoiceProjector:
         self.applied = 0
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        messages = decode_events(records, self.dead_letters)
+        self.handle_poll({tp: records})
+
+    def handle_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        messages = decode_events([r for records in batches.values() for r in records],
+                                 self.dead_letters)
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:
                 applied = invoices.apply_messages(cur, messages)
-                quota_store.record_position(cur, tp.topic, tp.partition, records[-1].offset,
-                                            invoices.PROJECTION)
+                record_positions(cur, batches, invoices.PROJECTION)
         except psycopg.OperationalError:
             self.db.reset()
             raise
@@ -100,14 +110,20 @@ class QuotaProjector:
         self.skipped = 0
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        messages = decode_events(records, self.dead_letters)
+        self.handle_poll({tp: records})
+
+    def handle_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """All partitions of a poll in one transaction (a subscription's events all come
+        through one partition, so their order holds)."""
+        messages = decode_events([r for records in batches.values() for r in records],
+                                 self.dead_letters)
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:
                 states = quota_store.load(cur, sorted({m["subscription"] for m in messages}))
                 applied = apply_all(states, messages)
                 quota_store.write(cur, states.values())
-                quota_store.record_position(cur, tp.topic, tp.partition, records[-1].offset)
+                record_positions(cur, batches, quota_store.PROJECTION)
         except psycopg.OperationalError:
             self.db.reset()
             raise

@@ -7,7 +7,7 @@ transaction with the Kafka position and the applied usage ids). Refused messages
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -64,7 +64,19 @@ class UsageIngestor:
         self.stats = IngestStats()
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        records = not_yet_applied(self.app, tp, records)
+        self.handle_poll({tp: records})
+
+    def handle_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """Every partition of one poll in one transaction: the events, the applied usage ids
+        and one position per partition."""
+        trackings: list[Tracking] = []
+        records: list[ConsumerRecord] = []
+        for tp, polled in batches.items():
+            fresh = not_yet_applied(self.app, tp, polled)
+            if fresh:
+                records.extend(fresh)
+                trackings.append(Tracking(tracking_name(tp.topic, tp.partition),
+                                          fresh[-1].offset))
         if not records:
             return
         sources: list[ConsumerRecord] = []
@@ -91,8 +103,7 @@ class UsageIngestor:
                 self.dead_letters.send(record, code, message)
             self.dead_letters.flush()
             new_events = sum(len(a.pending_events) for a in batch.aggregates)
-            tracking = Tracking(tracking_name(tp.topic, tp.partition), records[-1].offset)
-            self.app.save_batch(batch.aggregates, tracking, batch.usage_keys)
+            self.app.save_batch(batch.aggregates, trackings, batch.usage_keys)
         except Exception:
             self.app.evict(touched)  # in-memory aggregates may hold unsaved changes
             raise

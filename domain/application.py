@@ -116,10 +116,16 @@ class BillingApplication(Application[str]):
 
     # --- saving -----------------------------------------------------------------------------
 
-    def save_batch(self, aggregates: Sequence[Any], tracking: Tracking | None,
+    def save_batch(self, aggregates: Sequence[Any],
+                   tracking: Tracking | Sequence[Tracking] | None,
                    usage_keys: Sequence[UsageKey] = ()) -> None:
-        """One transaction: new events, the input position and the applied usage ids."""
+        """One transaction: new events, the input position(s) and the applied usage ids."""
+        more: Sequence[Tracking] = ()
+        if tracking is not None and not isinstance(tracking, Tracking):
+            tracking, more = (tracking[0], tracking[1:]) if tracking else (None, ())
         processing = ProcessingEvent[str](tracking)
+        if more:
+            processing.saved_kwargs["more_tracking"] = more
         # What ProcessingEvent.collect_events does, without its runtime Protocol checks (two
         # isinstance checks per aggregate: a tenth of the write path at 100,000 subscriptions).
         for aggregate in aggregates:

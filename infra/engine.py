@@ -97,7 +97,8 @@ class Engine:
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")
         loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(app),
-                               ingestor.handle, group=group, name="usage-ingest")
+                               ingestor.handle, group=group, name="usage-ingest",
+                               poll_handler=ingestor.handle_poll)
         self._closers.append(loop.close)
         return loop, ingestor
 
@@ -125,7 +126,8 @@ class Engine:
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-quota-projector")
         loop = TrackedConsumer(client, self.settings.topics.events, QuotaPositions(db),
-                               projector.handle, group=group, name="quota-projector")
+                               projector.handle, group=group, name="quota-projector",
+                               poll_handler=projector.handle_poll)
         self._closers.append(loop.close)
         return loop, projector
 
@@ -149,7 +151,8 @@ class Engine:
                                 client_id="billing-invoice-projector")
         loop = TrackedConsumer(client, self.settings.topics.events,
                                QuotaPositions(db, invoices.PROJECTION), projector.handle,
-                               group=group, name="invoice-projector")
+                               group=group, name="invoice-projector",
+                               poll_handler=projector.handle_poll)
         self._closers.append(loop.close)
         return loop, projector
 

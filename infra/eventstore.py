@@ -112,6 +112,8 @@ class BillingRecorder(PostgresProcessRecorder):
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        for tracking in kwargs.get("more_tracking") or ():  # other partitions of the same poll
+            self._insert_tracking(curs, tracking=tracking)
         keys: Sequence[UsageKey] = kwargs.get("usage_keys") or ()
         if keys:
             # A plain INSERT: a key applied concurrently fails the whole transaction.

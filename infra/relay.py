@@ -69,7 +69,7 @@ class Relay:
     def lag(self) -> int:
         return max((self.recorder.max_notification_id() or 0) - self.position(), 0)
 
-    def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
+    def run(self, stop: threading.Event, idle_sleep: float = 0.01) -> None:
         while not stop.is_set():
             try:
                 if self.run_once() == 0:

@@ -44,6 +44,7 @@ class SubscriptionQuota:
     daily: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
     # ^ (metric, cycle start, UTC day)
     by_member: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
+    replaced: bool = False  # the set of metric rows was replaced in this batch
 
     def metrics(self) -> dict[str, QuotaRow]:
         if self.rows is None:
@@ -75,6 +76,7 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         state.rows = _rows_for(state.subscription_id, data["account"], terms["plan_id"],
                                terms["allowances"], _time(data["cycle_start"]),
                                _time(data["cycle_end"]))
+        state.replaced = True
     elif kind == "UsageRecorded":
         for metric, total in data["totals"].items():
             row = rows.get(metric)
@@ -99,6 +101,7 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
             fresh = {m: replace(r, used=rows[m].used, packs=rows[m].packs) if m in rows else r
                      for m, r in fresh.items()}
         state.rows = fresh
+        state.replaced = True
     state.version = version
     return True
 

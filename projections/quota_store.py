@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS quota (
     cycle_end timestamptz NOT NULL,
     daily_cap numeric,
     PRIMARY KEY (subscription_id, metric)
-);
+) WITH (fillfactor = 70);
 CREATE TABLE IF NOT EXISTS usage_daily (
     subscription_id text NOT NULL,
     metric text NOT NULL,
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     day date NOT NULL,
     quantity numeric NOT NULL,
     PRIMARY KEY (subscription_id, metric, cycle_start, day)
-);
+) WITH (fillfactor = 80);
 CREATE TABLE IF NOT EXISTS usage_by_member (
     subscription_id text NOT NULL,
     metric text NOT NULL,
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS projection_versions (
     subscription_id text NOT NULL,
     version bigint NOT NULL,
     PRIMARY KEY (projection, subscription_id)
-);
+) WITH (fillfactor = 70);
 CREATE TABLE IF NOT EXISTS projection_positions (
     projection text NOT NULL,
     topic text NOT NULL,
@@ -94,19 +94,29 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str,
     return states
 
 
+_UPSERT = (
+    f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
+    "%s::numeric[], %s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], "
+    "%s::timestamptz[], %s::numeric[]) ON CONFLICT (subscription_id, metric) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
+)
+
+
 def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None:
+    """Upserts: a usage batch only rewrites unindexed columns, so PostgreSQL updates the rows
+    in place (HOT) instead of deleting and reinserting them. Subscriptions whose set of metrics
+    was replaced (subscribe, roll, plan change) lose their old rows first."""
     states = list(states)
     if not states:
         return
-    ids = [s.subscription_id for s in states]
-    cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (ids,))
+    replaced = [s.subscription_id for s in states if s.replaced]
+    if replaced:
+        cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (replaced,))
     rows = [row for s in states for row in (s.rows or {}).values()]
     if rows:
         cur.execute(
-            f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
-            "%s::numeric[], %s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], "
-            "%s::timestamptz[], %s::numeric[])",
+            _UPSERT,
             (
                 [r.subscription_id for r in rows], [r.metric for r in rows],
                 [r.account for r in rows], [r.plan_id for r in rows],
@@ -122,8 +132,10 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
         "INSERT INTO projection_versions (projection, subscription_id, version) "
         "SELECT %s, * FROM unnest(%s::text[], %s::bigint[]) "
         "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
-        (PROJECTION, ids, [s.version for s in states]),
+        (PROJECTION, [s.subscription_id for s in states], [s.version for s in states]),
     )
+    for s in states:
+        s.replaced = False
 
 
 def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
