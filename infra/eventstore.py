@@ -52,12 +52,12 @@ class BillingRecorder(PostgresProcessRecorder):
         ])
         self._insert_arrays = SQL(
             "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(schema, Identifier(self.events_table_name))
         self._select_prev_hashes = SQL(
-            "SELECT h.originator_id, h.hash FROM {0}.event_hashes h JOIN unnest(%s::text[], "
-            "%s::bigint[]) AS k(i, v) ON h.originator_id = k.i AND h.originator_version = k.v"
+            "SELECT h.originator_id, h.hash FROM {0}.event_hashes h JOIN unnest(%b::text[], "
+            "%b::bigint[]) AS k(i, v) ON h.originator_id = k.i AND h.originator_version = k.v"
         ).format(schema)
         self._insert_anchor = SQL(
             "INSERT INTO {0}.event_anchors (events, root, prev_hash, hash) "
@@ -66,8 +66,8 @@ class BillingRecorder(PostgresProcessRecorder):
         ).format(schema)
         self._insert_hashes = SQL(
             "INSERT INTO {0}.event_hashes SELECT i, v, c, h, currval(pg_get_serial_sequence("
-            "'{0}.event_anchors', 'id')), s FROM unnest(%s::text[], %s::bigint[], %s::bytea[], "
-            "%s::bytea[], %s::int[]) AS x(i, v, c, h, s)"
+            "'{0}.event_anchors', 'id')), s FROM unnest(%b::text[], %b::bigint[], %b::bytea[], "
+            "%b::bytea[], %b::int[]) AS x(i, v, c, h, s)"
         ).format(schema)
         self._insert_usage = SQL(
             "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "

@@ -144,9 +144,9 @@ def _recurring(terms: dict[str, Any]) -> tuple[str, Decimal, str]:
 def insert_changes(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
     """(subscription, version, time, kind, plan, monthly price, currency) rows, in one go."""
     if rows:
-        cur.execute("INSERT INTO subscription_changes SELECT * FROM unnest(%s::text[], "
-                    "%s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::numeric[], "
-                    "%s::text[]) ON CONFLICT DO NOTHING",
+        cur.execute("INSERT INTO subscription_changes SELECT * FROM unnest(%b::text[], "
+                    "%b::bigint[], %b::timestamptz[], %b::text[], %b::text[], %b::numeric[], "
+                    "%b::text[]) ON CONFLICT DO NOTHING",
                     tuple(list(c) for c in zip(*rows, strict=True)))
 
 

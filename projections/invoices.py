@@ -161,9 +161,9 @@ class _Writer:
     def _flush_drafts(self) -> None:
         if self.drafts:
             self.cur.execute(
-                "INSERT INTO invoice_drafts SELECT * FROM unnest(%s::text[], %s::int[], "
-                "%s::bigint[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
-                "%s::numeric[])", tuple(list(c) for c in zip(*self.drafts, strict=True)))
+                "INSERT INTO invoice_drafts SELECT * FROM unnest(%b::text[], %b::int[], "
+                "%b::bigint[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], "
+                "%b::numeric[])", tuple(list(c) for c in zip(*self.drafts, strict=True)))
             self.drafts = []
 
     def finish(self) -> None:
@@ -223,7 +223,7 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]])
     if versions:
         cur.execute(
             "INSERT INTO projection_versions (projection, subscription_id, version) "
-            "SELECT %s, * FROM unnest(%s::text[], %s::bigint[]) "
+            "SELECT %s, * FROM unnest(%b::text[], %b::bigint[]) "
             "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
             (PROJECTION, list(versions), list(versions.values())),
         )

@@ -96,9 +96,9 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str,
 
 _UPSERT = (
     f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], "
-    "%s::numeric[], %s::numeric[], %s::text[], %s::boolean[], %s::timestamptz[], "
-    "%s::timestamptz[], %s::numeric[]) ON CONFLICT (subscription_id, metric) DO UPDATE SET "
+    "%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], "
+    "%b::numeric[], %b::numeric[], %b::text[], %b::boolean[], %b::timestamptz[], "
+    "%b::timestamptz[], %b::numeric[]) ON CONFLICT (subscription_id, metric) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
 )
 
@@ -130,7 +130,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
     _add_usage_history(cur, states)
     cur.execute(
         "INSERT INTO projection_versions (projection, subscription_id, version) "
-        "SELECT %s, * FROM unnest(%s::text[], %s::bigint[]) "
+        "SELECT %s, * FROM unnest(%b::text[], %b::bigint[]) "
         "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
         (PROJECTION, [s.subscription_id for s in states], [s.version for s in states]),
     )
@@ -143,8 +143,8 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
              for s in states for (m, c, d), q in s.daily.items()]
     if daily:  # one statement for the batch (keys are unique: summed per key above)
         cur.execute(
-            "INSERT INTO usage_daily SELECT * FROM unnest(%s::text[], %s::text[], "
-            "%s::timestamptz[], %s::date[], %s::numeric[]) ON CONFLICT (subscription_id, "
+            "INSERT INTO usage_daily SELECT * FROM unnest(%b::text[], %b::text[], "
+            "%b::timestamptz[], %b::date[], %b::numeric[]) ON CONFLICT (subscription_id, "
             "metric, cycle_start, day) DO UPDATE SET "
             "quantity = usage_daily.quantity + EXCLUDED.quantity",
             tuple(list(column) for column in zip(*daily, strict=True)), binary=True)
@@ -152,8 +152,8 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
                for s in states for (m, c, who), q in s.by_member.items()]
     if members:
         cur.execute(
-            "INSERT INTO usage_by_member SELECT * FROM unnest(%s::text[], %s::text[], "
-            "%s::timestamptz[], %s::text[], %s::numeric[]) ON CONFLICT "
+            "INSERT INTO usage_by_member SELECT * FROM unnest(%b::text[], %b::text[], "
+            "%b::timestamptz[], %b::text[], %b::numeric[]) ON CONFLICT "
             "(subscription_id, metric, cycle_start, member) DO UPDATE SET "
             "quantity = usage_by_member.quantity + EXCLUDED.quantity",
             tuple(list(column) for column in zip(*members, strict=True)), binary=True)
