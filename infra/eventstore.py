@@ -223,6 +223,7 @@ def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "APPLICATION_RECORDER_TOPIC": "infra.eventstore:BillingRecorder",
         "ORIGINATOR_ID_TYPE": "text",
+        "TRANSCODER_TOPIC": "infra.transcoder:OrjsonTranscoder",
         "IS_SNAPSHOTTING_ENABLED": "y",
         "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": url.hostname or "127.0.0.1",
