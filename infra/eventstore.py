@@ -31,6 +31,10 @@ class BillingRecorder(PostgresProcessRecorder):
         super().__init__(datastore, events_table_name=events_table_name,
                          tracking_table_name=tracking_table_name)
         schema = Identifier(self.datastore.schema)
+        # Workers starting together each create the tables: serialize that (concurrent DDL on
+        # the same tables and functions can deadlock in PostgreSQL's catalog).
+        self.sql_create_statements.insert(
+            0, SQL("SELECT pg_advisory_xact_lock(hashtext('billing-event-store-schema'))"))
         self.sql_create_statements.extend([
             SQL("CREATE TABLE IF NOT EXISTS {0}.usage_dedup ("
                 "subscription_id text NOT NULL, usage_id text NOT NULL, "
