@@ -34,7 +34,7 @@ class BillingRecorder(PostgresProcessRecorder):
         # Workers starting together each create the tables: serialize that (concurrent DDL on
         # the same tables and functions can deadlock in PostgreSQL's catalog).
         self.sql_create_statements.insert(
-            0, SQL("SELECT pg_advisory_xact_lock(hashtext('billing-event-store-schema'))"))
+            0, SQL("SELECT pg_advisory_xact_lock(hashtext('billing-event-store-schema'))").format())
         self.sql_create_statements.extend([
             SQL("CREATE TABLE IF NOT EXISTS {0}.usage_dedup ("
                 "subscription_id text NOT NULL, usage_id text NOT NULL, "
