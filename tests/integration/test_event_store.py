@@ -56,3 +56,25 @@ def test_loading_reads_a_snapshot_and_at_most_49_events_whatever_the_history(
         full = event.mutate(full)  # type: ignore[attr-defined]
     assert full is not None and full.version == 131
     assert full.used == loaded.used and full.cycle_end == loaded.cycle_end
+
+
+def test_reading_the_log_jumps_gaps_of_rolled_back_ids(engine: Engine) -> None:
+    """The log is read in bounded windows of ids: a gap wider than a window (ids taken by
+    transactions that rolled back) must not look like the end of the log."""
+    subscribe(engine, "sub-before")
+    with psycopg.connect(engine.database_url, autocommit=True) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('billing_events', "
+                     "'notification_id'), (SELECT max(notification_id) FROM billing_events) "
+                     "+ 1000)")
+    subscribe(engine, "sub-after")
+    recorder = engine.app.recorder
+    seen = []
+    position = 1
+    while batch := recorder.select_notifications(start=position, limit=3):
+        seen.extend(n.originator_id for n in batch)
+        position = batch[-1].id + 1
+    assert "sub-before" in seen and "sub-after" in seen
+    ids = [n.id for n in recorder.select_notifications(start=1, limit=1_000)]
+    assert ids == sorted(ids) and len(ids) == len(seen)
+    assert recorder.select_notifications(start=1, limit=5, stop=ids[0]) == \
+        recorder.select_notifications(start=1, limit=1)
