@@ -1,6 +1,6 @@
 """Benchmark: time to load a subscription by history length (flat is the goal: snapshots).
 
-    python bench/history.py [--sizes 10,10000,100000] [--no-record]
+    python bench/history.py [--sizes 10,10000,1000000] [--no-record]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def grow(app: object, sid: str, events: int, start: datetime) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10,10000,100000")
+    parser.add_argument("--sizes", default="10,10000,1000000")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
