@@ -165,6 +165,24 @@ class Engine:
 ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices")
 
 
+def supervised(name: str, part: Any, stop: threading.Event) -> None:
+    """Run a worker loop until stopped, restarting it after any failure the loop itself did not
+    absorb (the broker unreachable for longer than the client timeouts, a database restart):
+    a worker thread never dies silently. Consumers go back to their stored positions."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            part.run(stop)
+            return
+        except Exception:
+            failures += 1
+            log.exception("%s failed (%d); restarting from its stored position", name, failures)
+            stop.wait(min(0.2 * failures, 5.0))
+            with contextlib.suppress(Exception):
+                if isinstance(part, TrackedConsumer):
+                    part.seek_to_stored(sorted(part.assigned, key=lambda tp: tp.partition))
+
+
 @dataclass
 class Workers:
     """Ingestion, relay and projection, each in its own thread; stop() lets each finish the
@@ -209,7 +227,8 @@ class Workers:
                            ("invoices", self.invoice_projection)):
             if part is None:
                 continue
-            t = threading.Thread(target=part.run, args=(self.stop_event,), name=name, daemon=True)
+            t = threading.Thread(target=supervised, args=(name, part, self.stop_event),
+                                 name=name, daemon=True)
             t.start()
             self.threads.append(t)
 

@@ -115,6 +115,13 @@ class EmbeddedPostgres:
     def url(self, dbname: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop and start again on the same data and port (the fault suite's database restart;
+        `immediate` is a crash: no checkpoint, WAL recovery at start)."""
+        self._run([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l",
+                   str(self.data_dir / "server.log"), "-m", mode, "-w", "-t", "60", "restart"])
+        wait_for_port("127.0.0.1", self.port, 30)
+
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             with contextlib.suppress(subprocess.CalledProcessError):
