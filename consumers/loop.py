@@ -77,7 +77,9 @@ class TrackedConsumer:
             except Exception:
                 self.failures += 1
                 log.exception("%s: batch %s:%s@%s failed; retrying from stored position",
-                              self.name, tp.topic, tp.partition, records[0].offset)
+                              self.name, tp.topic, tp.partition, records[0].offset,
+                              extra={"worker": self.name, "topic": tp.topic,
+                                     "partition": tp.partition, "position": records[0].offset})
                 time.sleep(min(0.1 * self.failures, 2.0))
                 self.seek_to_stored([tp])
                 continue
@@ -96,7 +98,9 @@ class TrackedConsumer:
         except Exception:
             self.failures += 1
             log.exception("%s: batch of %d partition(s) failed; retrying from stored positions",
-                          self.name, len(batches))
+                          self.name, len(batches), extra={"worker": self.name, "positions": {
+                              f"{tp.topic}:{tp.partition}": records[0].offset
+                              for tp, records in batches.items()}})
             time.sleep(min(0.1 * self.failures, 2.0))
             self.seek_to_stored(list(batches))
             return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from infra.config import Settings
+from infra.config import Settings, redact_url
 from infra.stack import Stack, start_stack
 
 log = logging.getLogger("billing")
@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 "kafka_bootstrap": stack.kafka_bootstrap}))
         workers = Workers.of(engine, group=args.group, roles=tuple(args.only or ROLES))
         workers.start()
-        print(f"billing workers running (postgres {stack.database_url}, kafka "
+        print(f"billing workers running (postgres {redact_url(stack.database_url)}, kafka "
               f"{stack.kafka_bootstrap}); Ctrl-C or SIGTERM stops them", flush=True)
         while not stop.wait(args.report_every):
             print(workers.report(), flush=True)
@@ -118,7 +118,7 @@ def _publish_file(args: argparse.Namespace, settings: Settings, topic: str, what
     stack = connect(settings)
     with open(args.file, "rb") as f:
         messages = [(_key_of(line), line) for line in (raw.strip() for raw in f) if line]
-    producer = kafka.producer(stack.kafka_bootstrap)
+    producer = kafka.producer(stack.kafka_bootstrap, settings)
     ends = kafka.publish(producer, topic, messages)
     producer.close()
     if args.json:
@@ -278,7 +278,7 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
         raw[key] = _field_value(value)
     stack = connect(settings)
     if args.publish:
-        producer = kafka.producer(stack.kafka_bootstrap)
+        producer = kafka.producer(stack.kafka_bootstrap, settings)
         kafka.publish(producer, settings.topics.commands,
                       [(args.subscription.encode(), orjson.dumps(raw))])
         producer.close()
@@ -800,11 +800,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from infra import logs
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    fmt = os.environ.get("BILLING_LOG_FORMAT") or ("json" if args.func is cmd_run else "text")
+    logs.configure(logging.INFO if args.verbose or args.func is cmd_run else logging.WARNING,
+                   json_lines=fmt == "json")
     if not args.verbose:
         logging.getLogger("kafka").setLevel(logging.ERROR)
     return int(args.func(args, Settings.from_env()))

@@ -5,6 +5,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+# Kafka client settings passed through from the environment (SASL/TLS where the broker has
+# them), as kafka-python names them.
+KAFKA_OPTIONS = {
+    "BILLING_KAFKA_SECURITY_PROTOCOL": ("security_protocol", str),
+    "BILLING_KAFKA_SASL_MECHANISM": ("sasl_mechanism", str),
+    "BILLING_KAFKA_SASL_USERNAME": ("sasl_plain_username", str),
+    "BILLING_KAFKA_SASL_PASSWORD": ("sasl_plain_password", str),
+    "BILLING_KAFKA_SSL_CAFILE": ("ssl_cafile", str),
+    "BILLING_KAFKA_REQUEST_TIMEOUT_MS": ("request_timeout_ms", int),
+}
+SECRET_OPTIONS = {"sasl_plain_password"}
+
+
+def redact_url(url: str | None) -> str:
+    """A connection URL without its password, for logs and reports."""
+    if not url:
+        return ""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = f"{parsed.username or ''}:***@{parsed.hostname or ''}"
+    if parsed.port:
+        netloc += f":{parsed.port}"
+    return urlunparse(parsed._replace(netloc=netloc))
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -36,7 +63,7 @@ class Topics:
 @dataclass(frozen=True)
 class Settings:
     stack: str = "embedded"
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
     kafka_bootstrap: str | None = None
     data_dir: Path = Path(".billing")
     topics: Topics = field(default_factory=lambda: Topics.with_prefix(""))
@@ -45,6 +72,7 @@ class Settings:
     max_poll_records: int = 5000
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
+    kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -61,4 +89,6 @@ class Settings:
             max_poll_records=int(e.get("BILLING_MAX_POLL_RECORDS", "5000")),
             session_timeout_ms=int(e.get("BILLING_SESSION_TIMEOUT_MS", "6000")),
             catalog_path=Path(catalog) if catalog else None,
+            kafka_options={name: convert(e[var]) for var, (name, convert)
+                           in KAFKA_OPTIONS.items() if e.get(var)},
         )

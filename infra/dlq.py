@@ -54,7 +54,10 @@ class DeadLetters:
         ))
         self.count += 1
         self.by_code[code] = self.by_code.get(code, 0) + 1
-        log.info("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset, code)
+        log.info("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset,
+                 code, extra={"topic": record.topic, "partition": record.partition,
+                              "position": record.offset, "code": code, "worker": self.consumer,
+                              "subscription": letter["key"]})
 
     def flush(self) -> None:
         if not self._futures:

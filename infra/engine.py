@@ -76,7 +76,7 @@ class Engine:
     # --- parts ----------------------------------------------------------------------------
 
     def producer(self, **overrides: Any) -> Any:
-        p = kafka.producer(self.kafka_bootstrap, **overrides)
+        p = kafka.producer(self.kafka_bootstrap, self.settings, **overrides)
         self._closers.append(lambda: p.close(timeout=5))
         return p
 

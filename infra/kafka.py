@@ -53,7 +53,8 @@ def _wait_for_metadata(bootstrap: str, topics: list[str], timeout: float = 30) -
         consumer.close()
 
 
-def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
+def producer(bootstrap: str, settings: Settings | None = None,
+             **overrides: Any) -> KafkaProducer:
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "acks": "all",
@@ -63,6 +64,8 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "retries": 10,
         "client_id": "billing-producer",
     }
+    if settings is not None:
+        config.update(settings.kafka_options)  # SASL/TLS, timeouts
     config.update(overrides)
     return KafkaProducer(**config)
 
@@ -84,6 +87,7 @@ def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsu
         "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 500),
         "client_id": "billing-consumer",
     }
+    config.update(settings.kafka_options)  # SASL/TLS, timeouts
     config.update(overrides)
     return KafkaConsumer(**config)
 

@@ -105,6 +105,8 @@ class Cluster:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.respawns = 0
+        self.spawned = 0
+        self.log_of: dict[str, Path] = {}
         self.env = {**os.environ, "BILLING_STACK": "external",
                     "BILLING_DATABASE_URL": stack.database_url,
                     "BILLING_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
@@ -116,7 +118,10 @@ class Cluster:
                     "BILLING_LOG_FORMAT": "json"}
 
     def spawn(self, role: str) -> None:
-        out = (self.logs / f"{role}.log").open("ab")
+        self.spawned += 1
+        path = self.logs / f"{role}.{self.spawned}.log"
+        self.log_of[role] = path
+        out = path.open("ab")
         self.procs[role] = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "run", "--only", role, "--report-every", "5"],
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -159,6 +164,9 @@ class Cluster:
         """SIGTERM every worker; returns the exit codes (0 = a clean stop)."""
         self.stopping.set()
         with self.lock:
+            for role in self.procs:  # a process still importing has no handler yet
+                _until(f"{role} started", lambda r=role: b"workers running" in
+                       self.log_of[r].read_bytes(), 60)
             for proc in self.procs.values():
                 proc.send_signal(signal.SIGTERM)
             return {role: proc.wait(60) for role, proc in self.procs.items()}
@@ -252,7 +260,7 @@ def generate(size: Size, rng: random.Random, expected: Expected,
     rng.shuffle(messages)
     report.events, report.redeliveries, report.hostile = size.events, len(redelivered), len(HOSTILE)
     expected.hostile_offsets = len(HOSTILE)
-    expected.applied_ids = size.events
+    expected.applied_ids = size.events + 5  # and the five subscribe commands
     return messages
 
 
