@@ -107,6 +107,9 @@ class Outcome:
 Handler = Callable[[Subscription, Command, Catalog], str]
 
 
+COMMAND_PERIODS_AHEAD = 24
+
+
 def execute(subscription: Subscription | None, command: Command,
             catalog: Catalog) -> tuple[Subscription, Outcome]:
     """Run a command; returns the (new or changed) aggregate with pending events."""
@@ -128,6 +131,7 @@ def execute(subscription: Subscription | None, command: Command,
         raise CommandRefused(
             f"command time {command.at.isoformat()} is before the open cycle "
             f"({subscription.cycle_start.isoformat()})", "stale_command")
+    subscription.check_not_too_far_ahead(command.at, periods=COMMAND_PERIODS_AHEAD)
     before = len(subscription.pending_events)
     subscription.advance_to(command.at, catalog)
     result = HANDLERS[command.type](subscription, command, catalog)

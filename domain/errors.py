@@ -57,6 +57,12 @@ class CommandRefused(BillingError):
     code = "command_refused"
 
 
+class TimeTooFarAhead(BillingError):
+    """Usage or a command timed more than a period past the subscription's open cycle."""
+
+    code = "time_too_far_ahead"
+
+
 class InvalidCommand(BillingError):
     """A command that breaks the command contract (missing or malformed fields)."""
 

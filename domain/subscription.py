@@ -33,6 +33,7 @@ from domain.errors import (
     CommandRefused,
     CycleNotOver,
     InvalidUsage,
+    TimeTooFarAhead,
     UnknownMetric,
     UsageTooLate,
 )
@@ -449,6 +450,17 @@ class Subscription(BaseAggregate[str]):
             else:
                 self.roll_cycle(due, catalog)
         return len(self.pending_events) - before
+
+    def check_not_too_far_ahead(self, at: datetime, periods: int = 1) -> None:
+        """Input may move a subscription only so far past its open cycle (usage: one period;
+        commands: 24, as an operator may act on a subscription the clock has not moved for a
+        while): a time years ahead would otherwise roll thousands of cycles. Longer moves are
+        the billing clock's."""
+        limit = self.cycle_end + periods * (self.cycle_end - self.cycle_start)
+        if at >= limit:
+            raise TimeTooFarAhead(f"time {at.isoformat()} is more than {periods} period(s) "
+                                  f"past the open cycle, which ends "
+                                  f"{self.cycle_end.isoformat()}")
 
     def check_cycle_over(self, at: datetime) -> None:
         if at < self.cycle_end:

@@ -71,6 +71,11 @@ def _apply(app: BillingApplication, subscription: Subscription,
     pending: list[UsageItem] = []
     due = subscription.next_due()
     for index, item in indexed:
+        try:
+            subscription.check_not_too_far_ahead(item.at)
+        except BillingError as error:
+            batch.rejected.append((index, error))
+            continue
         if due is not None and item.at >= due:
             subscription.record_usage(pending, checked=True)
             pending = []

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.catalog import Catalog
-from domain.errors import CycleNotOver, UnknownMetric, UsageTooLate
+from domain.errors import CycleNotOver, TimeTooFarAhead, UnknownMetric, UsageTooLate
 from domain.subscription import Subscription
 from domain.usage import UsageItem
 
@@ -222,3 +222,15 @@ def test_usage_sum_is_independent_of_batching(quantities: list[Any], data: st.Da
     assert len(recorded) == sum(1 for batch in batches if batch)
     assert sum(len(e.items) for e in recorded) == len(quantities)
     assert replay(sub.collect_events()).used == sub.used
+
+
+def test_input_more_than_a_period_ahead_is_refused_before_it_rolls_anything() -> None:
+    sub = subscribe()
+    # The open cycle is Jan 31 .. Feb 28: input may reach into the next one, not beyond.
+    sub.check_not_too_far_ahead(sub.cycle_end + timedelta(days=20))
+    for far in (sub.cycle_end + (sub.cycle_end - sub.cycle_start),
+                datetime(9999, 12, 31, tzinfo=UTC)):
+        with pytest.raises(TimeTooFarAhead) as info:
+            sub.check_not_too_far_ahead(far)
+        assert info.value.code == "time_too_far_ahead"
+    assert sub.cycle_start == ANCHOR  # nothing moved
