@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,3 +67,84 @@ class DeadLetters:
         futures, self._futures = self._futures, []
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not take it
+
+
+# --- operator tools: `billing dlq list|replay` ----------------------------------------------
+
+REPLAYS_DDL = """
+CREATE TABLE IF NOT EXISTS dlq_replays (
+    dlq_partition int NOT NULL,
+    dlq_offset bigint NOT NULL,
+    replayed_at timestamptz NOT NULL DEFAULT now(),
+    target text NOT NULL,
+    edited boolean NOT NULL,
+    PRIMARY KEY (dlq_partition, dlq_offset)
+)"""
+
+
+def read_letters(bootstrap: str, settings: Any, quiet_seconds: float = 1.5
+                 ) -> list[dict[str, Any]]:
+    """Every dead letter from offset 0, each with its own DLQ partition and offset. The broker's
+    end offsets are not trusted (see infra.kafka.publish): read until nothing came for a while."""
+    from infra import kafka
+
+    client = kafka.consumer(bootstrap, settings, client_id="billing-dlq-reader")
+    try:
+        parts = kafka.partitions_of(client, settings.topics.dlq)
+        client.assign(parts)
+        client.seek_to_beginning(*parts)
+        letters: list[dict[str, Any]] = []
+        deadline = time.monotonic() + quiet_seconds
+        while time.monotonic() < deadline:
+            for records in client.poll(timeout_ms=200).values():
+                for r in records:
+                    letter = orjson.loads(r.value)
+                    letter["dlq_partition"], letter["dlq_offset"] = r.partition, r.offset
+                    letters.append(letter)
+                deadline = time.monotonic() + quiet_seconds
+        return sorted(letters, key=lambda x: (x["dlq_partition"], x["dlq_offset"]))
+    finally:
+        client.close()
+
+
+def replayed(conn: Any) -> set[tuple[int, int]]:
+    conn.execute(REPLAYS_DDL)
+    rows = conn.execute("SELECT dlq_partition, dlq_offset FROM dlq_replays").fetchall()
+    conn.commit()
+    return {(int(p), int(o)) for p, o in rows}
+
+
+def original_bytes(letter: dict[str, Any]) -> bytes:
+    return base64.b64decode(letter["value_b64"])
+
+
+def fixed_bytes(letter: dict[str, Any]) -> bytes:
+    """The message to replay: the original bytes, or the edited `value` when the operator
+    changed it (a JSON object or a string)."""
+    value = letter.get("value")
+    if isinstance(value, dict | list):
+        return orjson.dumps(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return original_bytes(letter)
+
+
+def replay(producer: KafkaProducer, conn: Any, letters: list[dict[str, Any]]) -> int:
+    """Publish each letter's message to the topic it came from (same key), then record the
+    replay. A replayed message goes through the normal checks again: its ids keep it from
+    counting twice, and if it is still wrong it is dead-lettered again with its code."""
+    conn.execute(REPLAYS_DDL)
+    futures = [producer.send(letter["topic"], key=(letter.get("key") or "").encode() or None,
+                             value=fixed_bytes(letter)) for letter in letters]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)
+    with conn.transaction():
+        for letter in letters:
+            conn.execute(
+                "INSERT INTO dlq_replays (dlq_partition, dlq_offset, target, edited) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (dlq_partition, dlq_offset) DO UPDATE "
+                "SET replayed_at = now(), edited = EXCLUDED.edited",
+                (letter["dlq_partition"], letter["dlq_offset"], letter["topic"],
+                 fixed_bytes(letter) != original_bytes(letter)))
+    return len(letters)
