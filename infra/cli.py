@@ -77,6 +77,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import ROLES, Engine, Workers
+    from infra.health import Heartbeat
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,20 +91,91 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             stack_file.write_text(json.dumps({
                 "pid": os.getpid(), "database_url": stack.database_url,
                 "kafka_bootstrap": stack.kafka_bootstrap}))
-        workers = Workers.of(engine, group=args.group, roles=tuple(args.only or ROLES))
+        roles = list(args.only or ROLES)
+        workers = Workers.of(engine, group=args.group, roles=tuple(roles))
         workers.start()
+        heartbeat = Heartbeat(stack.database_url, roles)
         print(f"billing workers running (postgres {redact_url(stack.database_url)}, kafka "
               f"{stack.kafka_bootstrap}); Ctrl-C or SIGTERM stops them", flush=True)
-        while not stop.wait(args.report_every):
-            print(workers.report(), flush=True)
+        last_report = time.monotonic()
+        while not stop.wait(min(args.report_every, HEARTBEAT_SECONDS)):
+            try:
+                heartbeat.beat(workers.alive(), workers.details())
+            except Exception as e:  # the database may be restarting: beat again next time
+                log.warning("heartbeat not written: %s", type(e).__name__)
+            if time.monotonic() - last_report >= args.report_every:
+                print(workers.report(), flush=True)
+                last_report = time.monotonic()
         print("stopping: finishing the batches in hand", flush=True)
         workers.stop()
+        heartbeat.stopped()
         engine.close()
     finally:
         if stack.mode == "embedded":
             stack_file.unlink(missing_ok=True)
         stack.close()
     return 0
+
+
+HEARTBEAT_SECONDS = 2.0
+
+
+def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
+    """Least-privilege roles and tenant isolation (infra/security.py); run as the owner."""
+    import psycopg
+
+    from infra import security
+
+    stack = connect(settings)
+    password = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and not password:
+        raise SystemExit(f"{args.password_env} is not set")
+    with psycopg.connect(stack.database_url) as conn:
+        if args.verb == "setup":
+            security.setup_roles(conn)
+        elif args.verb == "tenant":
+            if not args.name or not args.account:
+                raise SystemExit("billing roles tenant ROLE ACCOUNT")
+            security.setup_roles(conn)
+            security.add_tenant(conn, args.name, args.account, password)
+        else:
+            if not args.name:
+                raise SystemExit("billing roles worker ROLE")
+            security.setup_roles(conn)
+            security.add_worker_login(conn, args.name, password)
+    print(f"roles {args.verb}: done")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import health
+
+    stack = connect(settings)
+    if args.verb == "ready":
+        report = health.ready(stack.database_url, stack.kafka_bootstrap, settings.topics.all())
+        verdict = bool(report["ready"])
+    else:
+        report = health.check(stack.database_url, stack.kafka_bootstrap, settings.topics.all(),
+                              args.max_age)
+        if args.role:
+            report["workers"] = [w for w in report["workers"] if w["role"] == args.role]
+            report["healthy"] = report["database"] and any(
+                w["healthy"] for w in report["workers"])
+        verdict = bool(report["healthy"])
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        for key in ("database", "tables", "broker"):
+            if key in report:
+                print(f"{key:<10} {'ok' if report[key] else 'DOWN'}")
+        for w in report.get("workers", []):
+            print(f"{w['role']:<10} {'ok' if w['healthy'] else 'STALE'}  {w['worker']}  "
+                  f"beat {w['seconds_since_beat']:.1f}s ago")
+        for name, lag in report.get("lag", {}).items():
+            print(f"lag {name}: {lag}")
+        print("healthy" if verdict else "NOT healthy" if args.verb == "health" else
+              "ready" if verdict else "NOT ready")
+    return 0 if verdict else 1
 
 
 def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -795,6 +867,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_commands_publish)
+
+    for verb, text in (("health", "database, broker, each worker's heartbeat and the lags "
+                                  "(exit 1 when unhealthy)"),
+                       ("ready", "could a worker start: database with its tables, broker "
+                                 "with its topics (exit 1 when not)")):
+        p = sub.add_parser(verb, help=text)
+        p.set_defaults(func=cmd_health, verb=verb)
+        p.add_argument("--json", action="store_true")
+        if verb == "health":
+            p.add_argument("--max-age", type=float, default=10.0,
+                           help="seconds after which a worker's heartbeat is stale")
+            p.add_argument("--role", help="only this worker role (a liveness probe)")
+
+    p = sub.add_parser("roles", help="least-privilege roles: setup, a tenant login (sees one "
+                                     "account's rows), a worker login (append-only history)")
+    p.add_argument("verb", choices=["setup", "tenant", "worker"])
+    p.add_argument("name", nargs="?", help="the login role to create or update")
+    p.add_argument("account", nargs="?", help="tenant: the account it may see")
+    p.add_argument("--password-env", help="read the role's password from this variable "
+                                          "(never from the command line)")
+    p.set_defaults(func=cmd_roles)
 
     p = sub.add_parser("dlq", help="dead letters: list them, replay them (fixed or not)")
     p.add_argument("verb", choices=["list", "replay"])

@@ -73,6 +73,9 @@ class Settings:
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Create/upgrade tables at start. Off for workers running as the least-privileged
+    # `billing_worker` role (docs/reliability.md): an owner runs `billing roles setup` first.
+    migrate: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -89,6 +92,7 @@ class Settings:
             max_poll_records=int(e.get("BILLING_MAX_POLL_RECORDS", "5000")),
             session_timeout_ms=int(e.get("BILLING_SESSION_TIMEOUT_MS", "6000")),
             catalog_path=Path(catalog) if catalog else None,
+            migrate=_bool(e.get("BILLING_MIGRATE"), True),
             kafka_options={name: convert(e[var]) for var, (name, convert)
                            in KAFKA_OPTIONS.items() if e.get(var)},
         )

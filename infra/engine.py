@@ -19,7 +19,7 @@ from consumers.projector import Database, InvoiceProjector, QuotaPositions, Quot
 from consumers.usage import UsageIngestor, UsagePositions
 from domain.application import BillingApplication
 from domain.catalog import Catalog
-from infra import kafka
+from infra import dlq, health, kafka
 from infra.config import Settings
 from infra.dlq import DeadLetters
 from infra.eventstore import open_application
@@ -65,10 +65,14 @@ class Engine:
         app = open_application(database_url, catalog or load_catalog(settings))
         publish_catalog(app)
         db = Database(database_url)
-        quota_store.create_schema(db.conn)
-        invoices.create_schema(db.conn)
-        analytics.create_schema(db.conn)
-        recommendations.create_schema(db.conn)
+        if settings.migrate:
+            quota_store.create_schema(db.conn)
+            invoices.create_schema(db.conn)
+            analytics.create_schema(db.conn)
+            recommendations.create_schema(db.conn)
+            db.conn.execute(dlq.REPLAYS_DDL)
+            db.conn.execute(health.HEARTBEATS_DDL)
+            db.conn.commit()
         engine = cls(settings, database_url, kafka_bootstrap, app, db)
         engine._closers.extend([app.close, db.close])
         return engine
@@ -231,6 +235,21 @@ class Workers:
                                  name=name, daemon=True)
             t.start()
             self.threads.append(t)
+
+    def alive(self) -> dict[str, bool]:
+        return {t.name: t.is_alive() for t in self.threads}
+
+    def details(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, loop in (("ingest", self.ingest), ("commands", self.command_loop),
+                           ("project", self.project), ("invoicer", self.invoice_loop),
+                           ("invoices", self.invoice_projection)):
+            if loop is not None:
+                out[name] = {"records": loop.records, "batches": loop.batches,
+                             "failures": loop.failures}
+        if self.relay is not None:
+            out["relay"] = {"published": self.relay.published}
+        return out
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -21,6 +21,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.application import BillingApplication, UsageKey
 from domain.catalog import Catalog
+from infra.config import Settings
 
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
 
@@ -281,4 +282,7 @@ def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
 
 
 def open_application(database_url: str, catalog: Catalog) -> BillingApplication:
-    return BillingApplication(catalog, env=eventsourcing_env(database_url))
+    env = eventsourcing_env(database_url)
+    if not Settings.from_env().migrate:
+        env["CREATE_TABLE"] = "n"  # a least-privileged role: the owner created the tables
+    return BillingApplication(catalog, env=env)

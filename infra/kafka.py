@@ -117,3 +117,18 @@ def publish(producer: KafkaProducer, topic: str,
         ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
     return ends
 
+
+
+def broker_reachable(bootstrap: str, topics: list[str], timeout_ms: int = 3000) -> bool:
+    """The broker answers a metadata request and has these topics."""
+    try:
+        client = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
+                               api_version_auto_timeout_ms=timeout_ms)
+    except Exception:
+        return False
+    try:
+        return set(topics) <= set(client.topics())
+    except Exception:
+        return False
+    finally:
+        client.close()

@@ -1,0 +1,117 @@
+"""Tenant isolation by row-level security, the analyst's read-only views, and the workers'
+append-only access to the event history, checked by connecting as each role."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import pytest
+
+from infra import security
+from infra.engine import Engine
+from infra.eventstore import open_application
+from projections import analytics
+from tests.integration.helpers import ingest_all, project_all, publish, relay_all, usage
+from tests.integration.test_invoices import invoice_everything
+
+pytestmark = pytest.mark.integration
+
+
+def _as(url: str, role: str) -> str:
+    return urlunparse(urlparse(url)._replace(netloc=f"{role}@{urlparse(url).hostname}:"
+                                                    f"{urlparse(url).port}"))
+
+
+@pytest.fixture
+def two_tenants(engine: Engine) -> Engine:
+    from datetime import UTC, datetime
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    engine.app.subscribe_many([("sub-a1", "acct-a", "basic"), ("sub-a2", "acct-a", "basic"),
+                               ("sub-b1", "acct-b", "basic")], at)
+    ingest_all(engine, publish(engine, [usage("u1", "sub-a1", "tokens", 5),
+                                        usage("u2", "sub-b1", "tokens", 7, member="m-b")]))
+    relay_all(engine)
+    project_all(engine)
+    invoice_everything(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        security.setup_roles(conn)
+        security.add_tenant(conn, "tenant_a", "acct-a")
+        security.add_tenant(conn, "tenant_b", "acct-b")
+        security.add_worker_login(conn, "worker_1")
+    return engine
+
+
+def test_a_tenant_sees_only_its_own_rows(two_tenants: Engine) -> None:
+    with psycopg.connect(_as(two_tenants.database_url, "tenant_a")) as conn:
+        assert {r[0] for r in conn.execute("SELECT subscription_id FROM quota")} == {
+            "sub-a1", "sub-a2"}
+        assert {r[0] for r in conn.execute("SELECT account FROM invoices")} == {"acct-a"}
+        lines = conn.execute("SELECT count(*) FROM invoice_lines l JOIN invoices i "
+                             "USING (number)").fetchone()
+        all_lines = conn.execute("SELECT count(*) FROM invoice_lines").fetchone()
+        assert lines == all_lines and all_lines is not None and all_lines[0] > 0
+        assert {r[0] for r in conn.execute("SELECT subscription_id FROM usage_daily")} == {
+            "sub-a1"}
+        assert conn.execute("SELECT count(*) FROM usage_by_member").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM tenant_roles").fetchone() == (1,)
+        # Asking for another tenant's rows by name returns nothing.
+        assert conn.execute("SELECT * FROM quota WHERE subscription_id = 'sub-b1'").fetchall() \
+            == []
+        for forbidden in ("billing_events", "usage_dedup", "projection_positions",
+                          "billing_read.revenue_by_month"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {forbidden}")
+            conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE quota SET used = 0")
+    with psycopg.connect(_as(two_tenants.database_url, "tenant_b")) as conn:
+        assert {r[0] for r in conn.execute("SELECT subscription_id FROM quota")} == {"sub-b1"}
+        assert conn.execute("SELECT member FROM usage_by_member").fetchall() == [("m-b",)]
+
+
+def test_the_analyst_reads_views_only(two_tenants: Engine) -> None:
+    with psycopg.connect(two_tenants.database_url, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = "
+                     "'analyst_1') THEN CREATE ROLE analyst_1 LOGIN; END IF; END $$")
+        conn.execute(f"GRANT {analytics.ANALYST_ROLE} TO analyst_1")
+    with psycopg.connect(_as(two_tenants.database_url, "analyst_1")) as conn:
+        assert conn.execute("SELECT count(*) FROM billing_read.subscription_changes"
+                            ).fetchone() == (3,)
+        for statement in ("SELECT * FROM quota", "SELECT * FROM billing_events",
+                          "DELETE FROM billing_read.subscription_changes"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+
+
+def test_workers_role_appends_events_but_cannot_alter_history(
+        two_tenants: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = _as(two_tenants.database_url, "worker_1")
+    # A worker on this role does its job: usage recorded, events appended, quota projected.
+    monkeypatch.setenv("BILLING_MIGRATE", "n")
+    worker = Engine.open(dataclasses.replace(two_tenants.settings, migrate=False), url,
+                         two_tenants.kafka_bootstrap)
+    try:
+        ingest_all(worker, publish(worker, [usage("u3", "sub-a1", "tokens", 11)]))
+        relay_all(worker)
+        project_all(worker)
+    finally:
+        worker.close()
+    stored = open_application(two_tenants.database_url, two_tenants.app.catalog)
+    assert stored.load_as_stored("sub-a1").used["tokens"] == Decimal(16)
+    stored.close()
+    with psycopg.connect(url) as conn:
+        for statement in ("UPDATE billing_events SET state = state",
+                          "DELETE FROM billing_events",
+                          "TRUNCATE billing_events",
+                          "UPDATE usage_dedup SET usage_id = 'x'",
+                          "DELETE FROM billing_tracking",
+                          "DELETE FROM event_hashes",
+                          "DELETE FROM billing_snapshots",
+                          "ALTER TABLE billing_events DISABLE TRIGGER ALL"):
+            with pytest.raises((psycopg.errors.InsufficientPrivilege,)):
+                conn.execute(statement)
+            conn.rollback()
