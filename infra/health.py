@@ -83,7 +83,7 @@ def check(url: str, bootstrap: str, topics: list[str], max_age: float) -> dict[s
     except psycopg.Error as e:
         report["database_error"] = type(e).__name__
     report["broker"] = broker_reachable(bootstrap, topics)
-    report["healthy"] = (report["database"] and report["broker"]
+    report["healthy"] = (report["database"] and report["broker"] and bool(report["workers"])
                          and all(w["healthy"] for w in report["workers"]))
     return report
 

@@ -122,8 +122,7 @@ def publish(producer: KafkaProducer, topic: str,
 def broker_reachable(bootstrap: str, topics: list[str], timeout_ms: int = 3000) -> bool:
     """The broker answers a metadata request and has these topics."""
     try:
-        client = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                               api_version_auto_timeout_ms=timeout_ms)
+        client = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
     except Exception:
         return False
     try:

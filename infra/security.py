@@ -2,9 +2,10 @@
 
 - `billing_worker`: what the workers need and no more. The event history (events, snapshots,
   usage ids, hashes, anchors) is append-only for it: SELECT and INSERT, no UPDATE, DELETE or
-  TRUNCATE. Input positions (`billing_tracking`) may also be updated, forward only. MAINTAIN on the events table lets it take the write lock that keeps the
-  notification log in commit order (LOCK TABLE ... EXCLUSIVE needs it; it changes no row). Read
-  models: full DML, as rebuilding them needs.
+  TRUNCATE. Input positions (`billing_tracking`) may also be updated, forward only. MAINTAIN
+  on the events table lets it take the write lock that keeps the notification log in commit
+  order (LOCK TABLE ... EXCLUSIVE needs it; it changes no row). Read models: full DML, as
+  rebuilding them needs.
 - `billing_tenant`: the tenant-scoped read role. Row-level security shows each member role the
   rows of its own account(s) only, as listed in `tenant_roles`; nothing of the event store.
 - `billing_analyst` (projections/analytics.py): the `billing_read` views only.
