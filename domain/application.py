@@ -6,6 +6,8 @@ this module imports only the event-sourcing base and the standard library.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -211,6 +213,7 @@ class BillingApplication(Application[str]):
                 # cached aggregate is evicted by save_batch; reload and decide again.
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
+                conflict_backoff(attempt)
         raise AssertionError("unreachable")
 
     def publish_catalog(self, at: datetime) -> bool:
@@ -368,10 +371,17 @@ class BillingApplication(Application[str]):
                 self.evict(ids)
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
+                conflict_backoff(attempt)
         raise AssertionError("unreachable")
 
 
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 30
+
+
+def conflict_backoff(attempt: int) -> None:
+    """A short randomised pause before retrying after a version conflict, so writers that keep
+    meeting on one subscription (two ingesters and an operator) stop colliding in step."""
+    time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
 
 
 def command_key(command: Command) -> UsageKey:
