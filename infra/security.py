@@ -80,17 +80,9 @@ def setup_roles(conn: psycopg.Connection[Any]) -> None:
 
 def add_tenant(conn: psycopg.Connection[Any], role: str, account: str,
                password: str | None = None) -> None:
-    """A login role that sees `account`'s rows only (one role may be given several
-    accounts)."""
+    """A login role that sees `account`'s rows only (call again to give it more accounts)."""
     with conn.transaction():
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE ROLE {0} LOGIN").format(sql.Identifier(role)))
-        if password:
-            conn.execute(sql.SQL("ALTER ROLE {0} PASSWORD {1}").format(
-                sql.Identifier(role), sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT {0} TO {1}").format(sql.Identifier(TENANT_ROLE),
-                                                        sql.Identifier(role)))
+        _login_role(conn, role, password, TENANT_ROLE)
         conn.execute("INSERT INTO tenant_roles VALUES (%s, %s) ON CONFLICT DO NOTHING",
                      (role, account))
 
@@ -99,11 +91,16 @@ def add_worker_login(conn: psycopg.Connection[Any], role: str,
                      password: str | None = None) -> None:
     """A login role for worker processes, member of `billing_worker`."""
     with conn.transaction():
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE ROLE {0} LOGIN").format(sql.Identifier(role)))
-        if password:
-            conn.execute(sql.SQL("ALTER ROLE {0} PASSWORD {1}").format(
-                sql.Identifier(role), sql.Literal(password)))
-        conn.execute(sql.SQL("GRANT {0} TO {1}").format(sql.Identifier(WORKER_ROLE),
-                                                        sql.Identifier(role)))
+        _login_role(conn, role, password, WORKER_ROLE)
+
+
+def _login_role(conn: psycopg.Connection[Any], role: str, password: str | None,
+                member_of: str) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if not exists:
+        conn.execute(sql.SQL("CREATE ROLE {0} LOGIN").format(sql.Identifier(role)))
+    if password:
+        conn.execute(sql.SQL("ALTER ROLE {0} PASSWORD {1}").format(
+            sql.Identifier(role), sql.Literal(password)))
+    conn.execute(sql.SQL("GRANT {0} TO {1}").format(sql.Identifier(member_of),
+                                                    sql.Identifier(role)))
