@@ -221,7 +221,7 @@ HOSTILE = [
 ]
 
 
-def publish(settings: Settings, bootstrap: str, topic: str,
+def publish(bootstrap: str, topic: str,
             messages: list[tuple[bytes, bytes]], chunk: int = 2_000) -> dict[int, int]:
     """Publish in chunks, retrying a chunk whose acknowledgements did not come (the broker may
     be paused): the ids make a resent message harmless."""
@@ -322,9 +322,9 @@ def run_scenario(size: Size, seed: int, workdir: Path, fsync: bool = False
         monitor = Monitor(engine)
         try:
             chaos.start()
-            command_ends = publish(settings, stack.kafka_bootstrap, settings.topics.commands,
+            command_ends = publish(stack.kafka_bootstrap, settings.topics.commands,
                                    commands)
-            usage_ends = publish(settings, stack.kafka_bootstrap, settings.topics.usage, messages)
+            usage_ends = publish(stack.kafka_bootstrap, settings.topics.usage, messages)
             _until("usage ingested, relayed and projected",
                    lambda: monitor.caught_up(usage_ends) and _commands_done(engine, command_ends),
                    600)
@@ -336,7 +336,7 @@ def run_scenario(size: Size, seed: int, workdir: Path, fsync: bool = False
             for _, body in late:
                 expected.add(orjson.loads(body)["subscription"], "conversations", 7)
             report.late = len(late)
-            late_ends = publish(settings, stack.kafka_bootstrap, settings.topics.usage, late)
+            late_ends = publish(stack.kafka_bootstrap, settings.topics.usage, late)
             _until("late usage ingested",
                    lambda: monitor.ingested({p: max(late_ends.get(p, 0), usage_ends.get(p, 0))
                                              for p in set(late_ends) | set(usage_ends)}), 600)
