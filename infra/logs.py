@@ -9,6 +9,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import orjson
 
@@ -18,9 +19,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 def _secrets() -> list[str]:
     found = [os.environ.get(name, "") for name in ("BILLING_KAFKA_SASL_PASSWORD",
                                                    "PGPASSWORD")]
-    url = os.environ.get("BILLING_DATABASE_URL", "")
-    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
-        found.append(url.split("@")[0].split("//")[-1].split(":", 1)[1])
+    found.append(urlparse(os.environ.get("BILLING_DATABASE_URL", "")).password or "")
     return [s for s in found if len(s) >= 4]
 
 

@@ -142,3 +142,18 @@ def test_kafka_security_settings_pass_through_and_stay_out_of_repr() -> None:
                                       "sasl_plain_password": "hunter22"}
     assert "hunter22" not in repr(settings) and "pw-9876" not in repr(settings)
     assert redact_url(settings.database_url) == "postgresql://u:***@db:5432/billing"
+
+
+def test_json_log_lines_mask_configured_secrets(monkeypatch: Any) -> None:
+    import logging
+
+    from infra.logs import JsonFormatter
+
+    monkeypatch.setenv("BILLING_KAFKA_SASL_PASSWORD", "kafka-secret-1")
+    monkeypatch.setenv("BILLING_DATABASE_URL", "postgresql://u:db-secret-2@h:5432/b")
+    record = logging.LogRecord("billing", logging.ERROR, __file__, 1,
+                               "failed with %s and %s", ("kafka-secret-1", "db-secret-2"), None)
+    record.subscription, record.position = "sub-1", 42
+    line = json.loads(JsonFormatter().format(record))
+    assert "secret" not in line["msg"] and line["msg"].count("***") == 2
+    assert (line["subscription"], line["position"], line["level"]) == ("sub-1", 42, "error")
