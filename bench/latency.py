@@ -7,7 +7,6 @@ steady rate, with the workers (ingest, relay, projection) in their own process.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -118,10 +117,7 @@ def main() -> int:
         subs = [f"sub-{i:05d}" for i in range(args.subscriptions)]
         engine.app.subscribe_many([(s, s, "enterprise") for s in subs],
                                   datetime.now(UTC).replace(microsecond=0))
-        env = {**os.environ, "BILLING_STACK": "external",
-               "BILLING_DATABASE_URL": stack.database_url,
-               "BILLING_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-               "BILLING_MAX_POLL_RECORDS": "2000"}
+        env = engine.subprocess_env(BILLING_MAX_POLL_RECORDS="2000")
         workers = [subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "run", "--only", role, "--report-every",
              "3600"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

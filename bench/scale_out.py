@@ -7,7 +7,6 @@ topic size; do they add up?
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -40,9 +39,7 @@ def phase(stack: object, base: Settings, processes: int, events: int, subs: int)
         (ids[n % subs].encode(), orjson.dumps({
             "id": f"u{n}", "subscription": ids[n % subs], "metric": "tokens", "quantity": 1,
             "at": "2026-11-02T00:00:00+00:00"})) for n in range(events)))
-    env = {**os.environ, "BILLING_STACK": "external", "BILLING_DATABASE_URL": url,
-           "BILLING_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,  # type: ignore[attr-defined]
-           "BILLING_TOPIC_PREFIX": prefix}
+    env = engine.subprocess_env()
     workers = [subprocess.Popen([sys.executable, "-m", "infra.cli", "run", "--group",
                                  "--only", "ingest", "--report-every", "3600"], cwd=ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,15 @@ class Engine:
         engine = cls(settings, database_url, kafka_bootstrap, app, db)
         engine._closers.extend([app.close, db.close])
         return engine
+
+    def subprocess_env(self, database_url: str | None = None, **extra: str) -> dict[str, str]:
+        """The environment for a `billing` subprocess (a worker, a CLI command) working on this
+        engine's database, broker and topics."""
+        return {**os.environ, "BILLING_STACK": "external",
+                "BILLING_DATABASE_URL": database_url or self.database_url,
+                "BILLING_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+                "BILLING_TOPIC_PREFIX": self.settings.topics.usage.removesuffix("billing.usage"),
+                "BILLING_PARTITIONS": str(self.settings.partitions), **extra}
 
     # --- parts ----------------------------------------------------------------------------
 
@@ -224,13 +234,15 @@ class Workers:
                 engine.invoice_projector(group)
         return workers
 
+    def parts(self) -> list[tuple[str, Any]]:
+        """(role, loop) of each worker this process runs."""
+        return [(name, part) for name, part in (
+            ("ingest", self.ingest), ("commands", self.command_loop), ("relay", self.relay),
+            ("project", self.project), ("invoicer", self.invoice_loop),
+            ("invoices", self.invoice_projection)) if part is not None]
+
     def start(self) -> None:
-        for name, part in (("ingest", self.ingest), ("commands", self.command_loop),
-                           ("relay", self.relay), ("project", self.project),
-                           ("invoicer", self.invoice_loop),
-                           ("invoices", self.invoice_projection)):
-            if part is None:
-                continue
+        for name, part in self.parts():
             t = threading.Thread(target=supervised, args=(name, part, self.stop_event),
                                  name=name, daemon=True)
             t.start()
@@ -240,16 +252,9 @@ class Workers:
         return {t.name: t.is_alive() for t in self.threads}
 
     def details(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for name, loop in (("ingest", self.ingest), ("commands", self.command_loop),
-                           ("project", self.project), ("invoicer", self.invoice_loop),
-                           ("invoices", self.invoice_projection)):
-            if loop is not None:
-                out[name] = {"records": loop.records, "batches": loop.batches,
-                             "failures": loop.failures}
-        if self.relay is not None:
-            out["relay"] = {"published": self.relay.published}
-        return out
+        return {name: {"published": part.published} if isinstance(part, Relay) else
+                {"records": part.records, "batches": part.batches, "failures": part.failures}
+                for name, part in self.parts()}
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -297,9 +302,11 @@ class Monitor:
         self.db = Database(engine.database_url)
         engine._closers.append(self.db.close)
 
-    def ingested(self, usage_end: dict[int, int]) -> bool:
+    def ingested(self, usage_end: dict[int, int], topic: str | None = None) -> bool:
+        """Every offset below `usage_end` (partition -> end) applied; `topic` defaults to the
+        usage topic (the command topic's positions are kept the same way)."""
         usage = UsagePositions(self.engine.app)
-        topic = self.engine.settings.topics.usage
+        topic = topic or self.engine.settings.topics.usage
         for partition, end in usage_end.items():
             pos = usage.position(topic, partition)
             if end and (pos is None or pos + 1 < end):

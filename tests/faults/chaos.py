@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from infra import kafka
+from infra import dlq, kafka
 from infra.config import Settings, Topics
 from infra.engine import Engine, Monitor
 from infra.stack import Stack, start_stack
@@ -97,9 +97,8 @@ class Expected:
 class Cluster:
     """The workers as OS processes on one stack, and the faults."""
 
-    def __init__(self, stack: Stack, settings: Settings, logs: Path) -> None:
+    def __init__(self, stack: Stack, engine: Engine, logs: Path) -> None:
         self.stack = stack
-        self.settings = settings
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
@@ -107,15 +106,9 @@ class Cluster:
         self.respawns = 0
         self.spawned = 0
         self.log_of: dict[str, Path] = {}
-        self.env = {**os.environ, "BILLING_STACK": "external",
-                    "BILLING_DATABASE_URL": stack.database_url,
-                    "BILLING_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-                    "BILLING_TOPIC_PREFIX": settings.topics.usage.removesuffix("billing.usage"),
-                    "BILLING_PARTITIONS": str(settings.partitions),
-                    "BILLING_MAX_POLL_RECORDS": "500",
-                    "BILLING_SESSION_TIMEOUT_MS": "3000",
-                    "BILLING_KAFKA_REQUEST_TIMEOUT_MS": "4000",
-                    "BILLING_LOG_FORMAT": "json"}
+        self.env = engine.subprocess_env(
+            BILLING_MAX_POLL_RECORDS="500", BILLING_SESSION_TIMEOUT_MS="3000",
+            BILLING_KAFKA_REQUEST_TIMEOUT_MS="4000", BILLING_LOG_FORMAT="json")
 
     def spawn(self, role: str) -> None:
         self.spawned += 1
@@ -316,7 +309,7 @@ def run_scenario(size: Size, seed: int, workdir: Path, fsync: bool = False
         messages = generate(size, rng, expected, report)
         commands = _commands("c-", 5)
         report.commands = len(commands)
-        cluster = Cluster(stack, settings, workdir)
+        cluster = Cluster(stack, engine, workdir)
         cluster.start()
         chaos = Chaos(cluster, size, rng, report)
         monitor = Monitor(engine)
@@ -326,7 +319,8 @@ def run_scenario(size: Size, seed: int, workdir: Path, fsync: bool = False
                                    commands)
             usage_ends = publish(stack.kafka_bootstrap, settings.topics.usage, messages)
             _until("usage ingested, relayed and projected",
-                   lambda: monitor.caught_up(usage_ends) and _commands_done(engine, command_ends),
+                   lambda: monitor.caught_up(usage_ends)
+                   and monitor.ingested(command_ends, settings.topics.commands),
                    600)
             problems = check_usage(engine, expected)
 
@@ -356,13 +350,6 @@ def run_scenario(size: Size, seed: int, workdir: Path, fsync: bool = False
                      for role, code in codes.items() if code != 0]
     report.seconds = time.monotonic() - started
     return report, problems
-
-
-def _commands_done(engine: Engine, ends: dict[int, int]) -> bool:
-    recorder: Any = engine.app.recorder
-    topic = engine.settings.topics.commands
-    return all((recorder.max_tracking_id(f"{topic}:{p}") or -1) + 1 >= end
-               for p, end in ends.items())
 
 
 def _invoiced_subscriptions(engine: Engine) -> int:
@@ -397,23 +384,10 @@ def check_usage(engine: Engine, expected: Expected) -> list[str]:
 
 
 def _dead_letters(engine: Engine) -> int:
-    client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="fault-dlq")
-    try:
-        parts = kafka.partitions_of(client, engine.settings.topics.dlq)
-        client.assign(parts)
-        client.seek_to_beginning(*parts)
-        seen: set[tuple[int, int]] = set()
-        quiet = time.monotonic() + 3
-        while time.monotonic() < quiet:
-            for records in client.poll(timeout_ms=300).values():
-                for r in records:
-                    letter = orjson.loads(r.value)
-                    if letter["topic"] == engine.settings.topics.usage:
-                        seen.add((letter["partition"], letter["offset"]))
-                quiet = time.monotonic() + 1
-        return len(seen)
-    finally:
-        client.close()
+    """Distinct usage messages dead-lettered (a crash may duplicate a letter, never lose one)."""
+    letters = dlq.read_letters(engine.kafka_bootstrap, engine.settings, quiet_seconds=3)
+    return len({(x["partition"], x["offset"]) for x in letters
+                if x["topic"] == engine.settings.topics.usage})
 
 
 def check_invoices(engine: Engine, expected: Expected, report: Report) -> list[str]:

@@ -3,7 +3,6 @@ one subscription at once: optimistic-concurrency conflicts are retried and no up
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,15 +21,10 @@ pytestmark = pytest.mark.integration
 
 
 def _ingester(engine: Engine) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BILLING_STACK": "external",
-           "BILLING_DATABASE_URL": engine.database_url,
-           "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
-           "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
-           "BILLING_PARTITIONS": str(engine.settings.partitions),
-           "BILLING_MAX_POLL_RECORDS": "50"}
     return subprocess.Popen(  # no consumer group: each one reads every partition
         [sys.executable, "-m", "infra.cli", "run", "--only", "ingest"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env=engine.subprocess_env(BILLING_MAX_POLL_RECORDS="50"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
 
 
 def test_two_ingesters_and_an_operator_on_one_subscription(engine: Engine) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -20,15 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _worker(engine: Engine) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update({
-        "BILLING_STACK": "external",
-        "BILLING_DATABASE_URL": engine.database_url,
-        "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
-        "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
-        "BILLING_PARTITIONS": str(engine.settings.partitions),
-        "BILLING_MAX_POLL_RECORDS": "300",
-    })
+    env = engine.subprocess_env(BILLING_MAX_POLL_RECORDS="300")
     return subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "run", "--only", "ingest", "--report-every", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

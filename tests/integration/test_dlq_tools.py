@@ -4,7 +4,6 @@ JSON-lines file, replays it, and it counts once; a replayed letter is not replay
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -26,13 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BILLING_STACK": "external",
-           "BILLING_DATABASE_URL": engine.database_url,
-           "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
-           "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
-           "BILLING_PARTITIONS": str(engine.settings.partitions)}
     result = subprocess.run([sys.executable, "-m", "infra.cli", *args], capture_output=True,
-                            text=True, timeout=120, env=env)
+                            text=True, timeout=120, env=engine.subprocess_env())
     assert result.returncode == 0, result.stderr
     return result
 

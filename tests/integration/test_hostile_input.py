@@ -85,14 +85,9 @@ def test_hostile_commands_are_dead_lettered_with_codes(engine: Engine) -> None:
            b"\xc3\x28"]
     ends = publish(engine, [(b"sub-c", m) for m in bad], engine.settings.topics.commands)
     loop, _ = engine.commands()
-    recorder = engine.app.recorder
-    topic = engine.settings.topics.commands
-
-    def done() -> bool:
-        return all((recorder.max_tracking_id(f"{topic}:{p}") or -1) + 1 >= e  # type: ignore[attr-defined]
-                   for p, e in ends.items())
-
-    until(done, lambda: loop.poll_once(100))
+    monitor = Monitor(engine)
+    until(lambda: monitor.ingested(ends, engine.settings.topics.commands),
+          lambda: loop.poll_once(100))
     assert loop.failures == 0
     letters = [orjson.loads(r.value) for r in read_topic(engine, engine.settings.topics.dlq,
                                                          len(bad))]

@@ -4,7 +4,6 @@ and secrets kept out of logs and dead letters."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,14 +21,6 @@ pytestmark = pytest.mark.integration
 SECRET = "S3cret-Passw0rd-for-tests"
 
 
-def _env(engine: Engine, url: str | None = None) -> dict[str, str]:
-    return {**os.environ, "BILLING_STACK": "external",
-            "BILLING_DATABASE_URL": url or engine.database_url,
-            "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
-            "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
-            "BILLING_PARTITIONS": str(engine.settings.partitions)}
-
-
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "infra.cli", *args], capture_output=True,
                           text=True, timeout=60, env=env)
@@ -40,7 +31,7 @@ def test_health_ready_logs_and_secrets(engine: Engine) -> None:
     parsed = urlparse(engine.database_url)  # the embedded server trusts local logins
     with_secret = urlunparse(parsed._replace(
         netloc=f"{parsed.username}:{SECRET}@{parsed.hostname}:{parsed.port}"))
-    env = _env(engine, with_secret)
+    env = engine.subprocess_env(with_secret)
     worker = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "run", "--only", "ingest", "--only", "relay",
          "--report-every", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -74,7 +65,7 @@ def test_health_ready_logs_and_secrets(engine: Engine) -> None:
 
 
 def test_a_killed_worker_goes_stale(engine: Engine) -> None:
-    env = _env(engine)
+    env = engine.subprocess_env()
     worker = subprocess.Popen([sys.executable, "-m", "infra.cli", "run", "--only", "relay"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert worker.stdout is not None
