@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,6 +33,13 @@ class UsageLedger(Protocol):
     """Durable record of usage ids already applied, written in the same transaction as events."""
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]: ...
+
+
+@runtime_checkable
+class ExclusiveSections(Protocol):
+    """A named section one process at a time runs (released if the process dies)."""
+
+    def exclusive(self, name: str) -> AbstractContextManager[object]: ...
 
 
 class BillingApplication(Application[str]):
@@ -238,11 +246,17 @@ class BillingApplication(Application[str]):
 
     def _series(self, prefix: str, at: datetime,
                 touched: dict[str, InvoiceSeries]) -> InvoiceSeries:
+        """The series as stored now: a cached one is brought forward with the events recorded
+        since (by another issuer), one query, instead of being loaded whole again."""
         sid = series_id(prefix, at.year)
         if sid in touched:
             return touched[sid]
-        found: object = self._cache.get(sid)
-        if found is None:
+        found: Any = self._cache.get(sid)
+        if found is not None:
+            newer: Iterable[Any] = self.events.get(sid, gt=found.version)
+            for later in newer:
+                found = later.mutate(found)
+        else:
             try:
                 found = self.repository.get(sid)
             except AggregateNotFoundError:
@@ -251,18 +265,28 @@ class BillingApplication(Application[str]):
         touched[sid] = found
         return found
 
+    def _numbering(self, prefix: str) -> AbstractContextManager[object]:
+        """Issuers take turns from reading a series to committing its numbers. Correctness
+        does not depend on it (the series' version check refuses a second writer), but
+        without it parallel invoicers would mostly redo their batches."""
+        recorder: Any = self.recorder
+        if not isinstance(recorder, ExclusiveSections):
+            return nullcontext()
+        return recorder.exclusive(f"invoice-series:{prefix}")
+
     def invoice_batch(self, triggers: Sequence[tuple[str, int, datetime]],
                       tracking: Tracking | None) -> list[dict[str, Any]]:
         """Issue the invoices due: for each (subscription, triggering version, time), every
         uninvoiced line under the next number of the issuer's series. All in one transaction
-        with the input position; a concurrent issuer makes it fail on the series version, and
-        the caller redoes the batch: numbers stay gapless and unique."""
-        issued: list[dict[str, Any]] = []
+        with the input position. The loading and the drafts are done first; only numbering and
+        saving are done in the series' exclusive section, so several invoicer processes work
+        in parallel. A writer outside it makes the save fail on the series version, and the
+        caller redoes the batch: numbers stay gapless and unique."""
         self.revalidate(t[0] for t in triggers)
         self.preload(t[0] for t in triggers)
-        series: dict[str, InvoiceSeries] = {}
+        issuer = self.issuer
         subscriptions: dict[str, Subscription] = {}
-        due: list[tuple[Subscription, int, datetime]] = []
+        due: list[tuple[Subscription, int, datetime, dict[str, Any]]] = []
         through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
         for subscription_id, version, at in triggers:
             subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
@@ -272,23 +296,36 @@ class BillingApplication(Application[str]):
             if version <= done or not any(line["event_version"] > done
                                           for line in subscription.lines_due(version)):
                 continue  # nothing new since the last invoice, or already invoiced
-            due.append((subscription, version, at))
+            # A draft now is the invoice later (unless an earlier one of this batch for the
+            # same subscription takes some of its lines: then it is drafted at issue).
+            draft = (subscription.preview_invoice(issuer, at, version)
+                     if subscription_id not in through else None)
+            due.append((subscription, version, at, draft or {}))
             through[subscription_id] = version
             subscriptions[subscription_id] = subscription
-        # One numbering event per series and batch, in trigger order.
-        by_year: dict[int, list[tuple[Subscription, int, datetime]]] = {}
-        for item in due:
-            by_year.setdefault(item[2].year, []).append(item)
-        for items in by_year.values():
-            numbers = self._series(self.issuer["invoice_prefix"], items[0][2], series)
-            assigned = numbers.assign_many([s.id for s, _, _ in items], items[-1][2])
-            for number, (subscription, version, at) in zip(assigned, items, strict=True):
-                issued.append(subscription.issue_invoice(number, self.issuer, version, at))
-        try:
-            self.save_batch([*subscriptions.values(), *series.values()], tracking)
-        except Exception:
-            self.evict([*subscriptions, *series])
-            raise
+        if not due:
+            if tracking is not None:
+                self.save_batch([], tracking)
+            return []
+        issued: list[dict[str, Any]] = []
+        series: dict[str, InvoiceSeries] = {}
+        with self._numbering(issuer["invoice_prefix"]):
+            # One numbering event per series and batch, in trigger order.
+            by_year: dict[int, list[tuple[Subscription, int, datetime, dict[str, Any]]]] = {}
+            for item in due:
+                by_year.setdefault(item[2].year, []).append(item)
+            for items in by_year.values():
+                numbers = self._series(issuer["invoice_prefix"], items[0][2], series)
+                assigned = numbers.assign_many([s.id for s, _, _, _ in items], items[-1][2])
+                for number, (subscription, version, at, draft) in zip(assigned, items,
+                                                                      strict=True):
+                    issued.append(subscription.issue_invoice(number, issuer, version, at,
+                                                             draft=draft or None))
+            try:
+                self.save_batch([*subscriptions.values(), *series.values()], tracking)
+            except Exception:
+                self.evict([*subscriptions, *series])
+                raise
         return issued
 
     def issue_credit_note(self, subscription_id: str, invoice_number: str,
@@ -297,12 +334,13 @@ class BillingApplication(Application[str]):
             self.revalidate([subscription_id])
             subscription = self.get(subscription_id)
             series: dict[str, InvoiceSeries] = {}
-            numbers = self._series(self.issuer["credit_note_prefix"], at, series)
-            number = numbers.assign(subscription_id, at)
+            prefix = self.issuer["credit_note_prefix"]
             try:
-                document = subscription.issue_credit_note(invoice_number, number, self.issuer,
-                                                          at)
-                self.save_batch([subscription, *series.values()], tracking=None)
+                with self._numbering(prefix):
+                    number = self._series(prefix, at, series).assign(subscription_id, at)
+                    document = subscription.issue_credit_note(invoice_number, number,
+                                                              self.issuer, at)
+                    self.save_batch([subscription, *series.values()], tracking=None)
                 return document
             except Exception as error:
                 self.evict([subscription_id, *series])

@@ -1305,12 +1305,15 @@ class Subscription(BaseAggregate[str]):
                              currency=str(self.terms["currency"]), lines=lines, issued_at=at)
 
     def issue_invoice(self, number: str, issuer: dict[str, Any], trigger_version: int,
-                      at: datetime) -> dict[str, Any]:
+                      at: datetime, draft: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finalize the draft: every uninvoiced line, with tax, under a number drawn from the
-        issuer's gapless series."""
+        issuer's gapless series. `draft` is `preview_invoice(issuer, at, trigger_version)`
+        made earlier on this same state (so it can be drafted before a number is drawn)."""
         require_aware(at)
         self.check_invoice_due(trigger_version)
-        document = {**self.preview_invoice(issuer, at, trigger_version), "number": number}
+        if draft is None:
+            draft = self.preview_invoice(issuer, at, trigger_version)
+        document = {**draft, "number": number}
         self._invoice_issued(document=document, invoiced_through=trigger_version, timestamp=at)
         return document
 

@@ -7,8 +7,10 @@ has its whole effect once or none at all.
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -221,6 +223,17 @@ class BillingRecorder(PostgresProcessRecorder):
             curs.execute(statement, (list(ids),), prepare=True, binary=True)
             return {r["originator_id"]: r["v"] for r in curs.fetchall()}
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A PostgreSQL advisory lock held on a connection of its own for the section: other
+        processes wait; the server releases it if this process dies."""
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (name,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
         if not keys:
             return set()
@@ -281,7 +294,17 @@ def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
     }
 
 
+def tune_gc() -> None:
+    """Fewer cyclic garbage collections in this process. A worker holds up to 200,000
+    aggregates of nested dicts in its cache, and with the default thresholds (a young
+    collection every 700 allocations) the collector walking them took about a sixth of the CPU
+    of loading 100,000 subscriptions (17.7 / 16.4 CPU-s down to 15.2 / 13.2 with these). The
+    billing objects form few cycles, so the memory held back is small."""
+    gc.set_threshold(50_000, 20, 100)
+
+
 def open_application(database_url: str, catalog: Catalog) -> BillingApplication:
+    tune_gc()  # every worker process opens its application here
     env = eventsourcing_env(database_url)
     if not Settings.from_env().migrate:
         env["CREATE_TABLE"] = "n"  # a least-privileged role: the owner created the tables

@@ -50,3 +50,16 @@ def test_same_bytes_as_the_library_for_an_event_state() -> None:
 def test_unregistered_type_is_refused() -> None:
     with pytest.raises(TranscodingNotRegisteredError):
         FAST.encode({"x": {1, 2}})
+
+
+def test_deep_values_are_revived_though_a_plain_dict_uses_the_wrapper_key() -> None:
+    # The walk stops once it has revived as many values as the bytes hold `"_type_"` keys; a
+    # plain dict using that key makes the count an over-estimate, never an under-estimate.
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    state = {"timestamp": at, "plain": {"_type_": "mine", "other": 1},
+             "deep": [{"terms": {"ends": [at, Decimal("1.50")]}}, {"at": at}],
+             "top": Decimal("2")}
+    encoded = FAST.encode(state)
+    assert FAST.decode(encoded) == state
+    assert LIBRARY.decode(encoded) == state
+    assert FAST.decode(LIBRARY.encode(state)) == state
