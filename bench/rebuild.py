@@ -1,7 +1,7 @@
 """Benchmark: projection rebuild from the event store, next to a raw read of the notification
 log in the same run.
 
-    python bench/rebuild.py [--subscriptions 2000] [--batches 50] [--no-record]
+    python bench/rebuild.py [--subscriptions 5000] [--batches 100] [--processes 2] [--no-record]
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from infra.stack import start_stack
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--subscriptions", type=int, default=2_000)
-    parser.add_argument("--batches", type=int, default=50, help="usage events per subscription")
+    parser.add_argument("--subscriptions", type=int, default=5_000)
+    parser.add_argument("--batches", type=int, default=100, help="usage events per subscription")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="also rebuild in this many processes (hash partitions)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     settings = Settings.from_env()
@@ -51,11 +53,17 @@ def main() -> int:
                 read += len(notifications)
                 position = notifications[-1].id + 1
             t_raw = time.perf_counter() - t0
-            reports = {
-                names: rebuild.rebuild(app, stack.database_url, list(names), do_swap=False,
-                                       replay=lambda shadow, names=names: rebuild.replay_store(
-                                           app, shadow, list(names), lambda d, t: None))
-                for names in (("quota",), ("invoices",), ("quota", "invoices"))}
+            reports = {}
+            for names in (("quota",), ("invoices",), ("quota", "invoices")):
+                reports[names, 1] = rebuild.rebuild(
+                    app, stack.database_url, list(names), do_swap=False,
+                    replay=lambda shadow, names=names: rebuild.replay_store(
+                        app, shadow, list(names), lambda d, t: None))
+                if args.processes > 1:
+                    reports[names, args.processes] = rebuild.rebuild(
+                        app, stack.database_url, list(names), do_swap=False,
+                        replay=rebuild.replay_parallel(stack.database_url, settings,
+                                                       list(names), args.processes))
         finally:
             engine.close()
     raw_rate = read / t_raw
@@ -67,11 +75,13 @@ def main() -> int:
     labels = {("quota",): "the quota projection (quota, usage per day and member)",
               ("invoices",): "the invoice projection (+ analytics, recommendations)",
               ("quota", "invoices"): "every read model in one pass"}
-    for names, report in reports.items():
+    for (names, processes), report in reports.items():
         rate = report.events / report.replay_seconds
+        how = "one process" if processes == 1 else \
+            f"{processes} processes, one hash partition of the subscriptions each"
         lines.append(
-            f"- rebuild of {labels[names]} into fresh tables: **{rate:,.0f} events/s** "
-            f"(replay {report.replay_seconds:.2f}s; ratio to the raw read "
+            f"- rebuild of {labels[names]} into fresh tables, {how}: **{rate:,.0f} events/s**"
+            f" (replay {report.replay_seconds:.2f}s; ratio to the raw read "
             f"**{rate / raw_rate:.2f}**; with the comparison with the live tables "
             f"{report.seconds:.2f}s)")
     lines.append(f"- peak RSS of the process: {peak_rss_mib():,.0f} MiB")

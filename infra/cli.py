@@ -785,9 +785,14 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
     try:
         replay = rebuild.kafka_replay(engine, projections) if args.source == "kafka" else None
+        if replay is None and args.processes > 1:
+            replay = rebuild.replay_parallel(stack.database_url, settings, projections,
+                                             args.processes)
         print(f"rebuilding {', '.join(projections)} from "
-              f"{'billing.events (offset 0)' if replay else 'the event store'} into "
-              f"fresh tables", file=sys.stderr)
+              f"{'billing.events (offset 0)' if args.source == 'kafka' else 'the event store'}"
+              f" into fresh tables"
+              f"{f' in {args.processes} processes' if args.source == 'store' else ''}",
+              file=sys.stderr)
         report = rebuild.rebuild(engine.app, stack.database_url, projections,
                                  do_swap=args.swap, replay=replay)
     finally:
@@ -957,6 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", choices=["store", "kafka"], default="store",
                    help="replay the event store, or billing.events from offset 0")
     p.add_argument("--swap", action="store_true", help="replace the live rows atomically")
+    p.add_argument("--processes", type=int, default=1,
+                   help="replay the event store in this many processes, each a hash "
+                        "partition of the subscriptions (no progress bar)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rebuild)
     return parser

@@ -26,6 +26,8 @@ from domain.catalog import Catalog
 from infra.config import Settings
 
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
+# The hash partition of a stream (masked: the hash is a signed bigint).
+PART = "(hashtextextended(originator_id, 0) & 65535) %% %s = %s"
 
 
 class BillingRecorder(PostgresProcessRecorder):
@@ -82,9 +84,11 @@ class BillingRecorder(PostgresProcessRecorder):
         self._select_log = log + SQL(" ORDER BY notification_id LIMIT %s")
         self._select_log_topics = log + SQL(" AND topic = ANY(%s) ORDER BY notification_id "
                                             "LIMIT %s")
-        self._next_id = SQL("SELECT min(notification_id) FROM {0}.{1} WHERE notification_id "
-                            "BETWEEN %s AND %s").format(schema,
-                                                         Identifier(self.events_table_name))
+        self._select_log_part = log + SQL(f" AND {PART} ORDER BY notification_id LIMIT %s")
+        next_id = SQL("SELECT min(notification_id) FROM {0}.{1} WHERE notification_id "
+                      "BETWEEN %s AND %s").format(schema, Identifier(self.events_table_name))
+        self._next_id = next_id
+        self._next_id_part = next_id + SQL(f" AND {PART}")
         self._insert_usage = SQL(
             "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
             "SELECT k->>0, k->>1 FROM json_array_elements(%s::json) AS k"
@@ -136,28 +140,44 @@ class BillingRecorder(PostgresProcessRecorder):
             curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
-                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True
-                             ) -> Sequence[Notification]:
+                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
+                             part: tuple[int, int] | None = None) -> Sequence[Notification]:
         """The library's query, reading a bounded window of ids at a time. Unbounded
         (`notification_id >= start ORDER BY ... LIMIT n`) PostgreSQL planned it, with the stale
         row estimates a bulk insert leaves, as a scan of every later row plus an on-disk sort:
         each batch of a relay or rebuild that was behind cost as much as reading the rest of
-        the log. Only the five columns used are read (not `*`), as binary tuples."""
+        the log. Only the five columns used are read (not `*`), as binary tuples.
+
+        `part=(k, n)`: only the streams in the k-th of n hash partitions of their ids (a
+        parallel rebuild gives each process one; every event of a subscription is in its
+        subscription's part). Not combined with `topics`."""
         first = (start or 0) if inclusive_of_start else (start or 0) + 1
         last = stop if stop is not None else 2**63 - 1
+        if part is not None and topics:
+            raise ValueError("a partition and a topic filter are not read together")
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             while True:
                 window_end = min(last, first + 2 * limit - 1)
-                params = (first, window_end, list(topics), limit) if topics else \
-                    (first, window_end, limit)
-                cur.execute(self._select_log_topics if topics else self._select_log, params,
-                            prepare=True, binary=True)
+                params: tuple[Any, ...]
+                if part is not None:
+                    query, params = self._select_log_part, (first, window_end, part[1],
+                                                            part[0], limit)
+                elif topics:
+                    query, params = self._select_log_topics, (first, window_end, list(topics),
+                                                              limit)
+                else:
+                    query, params = self._select_log, (first, window_end, limit)
+                cur.execute(query, params, prepare=True, binary=True)
                 rows = cur.fetchall()
                 if rows or window_end >= last:
                     break
                 # An empty window: a gap of rolled-back ids (or no wanted topic). Jump to the
                 # next id, if any.
-                cur.execute(self._next_id, (window_end + 1, last), prepare=True)
+                if part is not None:
+                    cur.execute(self._next_id_part, (window_end + 1, last, part[1], part[0]),
+                                prepare=True)
+                else:
+                    cur.execute(self._next_id, (window_end + 1, last), prepare=True)
                 following = cur.fetchone()
                 if following is None or following[0] is None:
                     break

@@ -204,12 +204,21 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
 
 
-def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]]) -> int:
-    """Apply messages in order, skipping (subscription, version) already applied."""
+def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]],
+                   replay_versions: dict[str, int] | None = None) -> int:
+    """Apply messages in order, skipping (subscription, version) already applied.
+
+    A replay into fresh tables passes `replay_versions`: the versions applied so far are kept
+    there, in memory, and written once at its end (`write_versions`). Upserting them every
+    batch in the replay's one long transaction left each row a chain of dead versions to
+    walk, and the rebuild slowed down as it went (11,000 events/s over 500,000 events)."""
     subs = sorted({m["subscription"] for m in messages})
-    cur.execute("SELECT subscription_id, version FROM projection_versions "
-                "WHERE projection = %s AND subscription_id = ANY(%s)", (PROJECTION, subs))
-    versions = {sid: v for sid, v in cur.fetchall()}
+    if replay_versions is None:
+        cur.execute("SELECT subscription_id, version FROM projection_versions "
+                    "WHERE projection = %s AND subscription_id = ANY(%s)", (PROJECTION, subs))
+        versions = {sid: v for sid, v in cur.fetchall()}
+    else:
+        versions = replay_versions
     writer = _Writer(cur, subs)
     applied = 0
     for message in messages:
@@ -220,6 +229,12 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]])
         versions[sid] = version
         applied += 1
     writer.finish()
+    if replay_versions is None:
+        write_versions(cur, versions)
+    return applied
+
+
+def write_versions(cur: psycopg.Cursor[Any], versions: dict[str, int]) -> None:
     if versions:
         cur.execute(
             "INSERT INTO projection_versions (projection, subscription_id, version) "
@@ -227,7 +242,6 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]])
             "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
             (PROJECTION, list(versions), list(versions.values())),
         )
-    return applied
 
 
 def read_invoice(conn: psycopg.Connection[Any], number: str) -> dict[str, Any] | None:

@@ -38,6 +38,12 @@ def test_rebuild_compares_reports_differences_and_swaps_only_when_asked(
     clean = run(swap=False)
     assert clean.identical, [c for c in clean.comparisons if c.missing or c.extra]
     assert clean.events > 0
+    # In three processes, each one hash partition of the subscriptions: the same rows.
+    parallel = rebuild.rebuild(engine.app, url, ["quota", "invoices"], do_swap=False,
+                               replay=rebuild.replay_parallel(url, engine.settings,
+                                                              ["quota", "invoices"], 3))
+    assert parallel.identical, [c for c in parallel.comparisons if c.missing or c.extra]
+    assert parallel.events == clean.events
 
     with psycopg.connect(url) as conn:  # a live row drifts
         conn.execute("UPDATE quota SET used = used + 1 WHERE subscription_id = 'sub-x' "
