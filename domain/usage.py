@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,6 +17,10 @@ MAX_TEXT = 256
 REQUIRED = ("id", "subscription", "metric", "quantity", "at")
 
 
+# The input time text that is already what `datetime.isoformat` would write back.
+CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?!24)[0-9]{2}:[0-9]{2}:[0-9]{2}\+00:00")
+
+
 @dataclass(frozen=True, slots=True)
 class UsageItem:
     id: str
@@ -26,11 +30,14 @@ class UsageItem:
     at: datetime
     member: str | None = None
     workspace: str | None = None
+    # `at` as the producer wrote it, kept only when it is the canonical text of `at` (a
+    # tz-aware isoformat costs 2-4 us: a tenth of ingesting an event).
+    at_text: str | None = field(default=None, compare=False)
 
     def as_record(self) -> dict[str, str]:
         """The compact form stored in a UsageRecorded event (strings keep it exact)."""
         record = {"id": self.id, "metric": self.metric, "quantity": str(self.quantity),
-                  "at": self.at.isoformat()}
+                  "at": self.at_text or self.at.isoformat()}
         if self.member is not None:
             record["member"] = self.member
         if self.workspace is not None:
@@ -71,7 +78,8 @@ def _parse_common_case(raw: object) -> UsageItem | None:
         return None
     if at.tzinfo is None:
         return None
-    return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace)
+    return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace,
+                     at_text if CANONICAL_UTC.fullmatch(at_text) else None)
 
 
 def parse_quantity(value: object) -> Decimal:

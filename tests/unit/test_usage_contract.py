@@ -160,3 +160,17 @@ def test_only_plain_ascii_decimal_strings_are_quantities(text: str) -> None:
 def test_plain_decimal_strings_parse_exactly(whole: int, fraction: int) -> None:
     text = f"{whole}.{fraction:09d}"
     assert parse_usage(valid(quantity=text)).quantity == Decimal(text)
+
+
+@PURE
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)),
+                                               timezone(timedelta(hours=-5, minutes=-30))])),
+       st.sampled_from(["auto", "seconds", "milliseconds", "microseconds", "z"]))
+def test_the_stored_time_text_is_canonical_however_the_producer_wrote_it(
+        at: datetime, form: str) -> None:
+    text = at.isoformat(timespec="seconds").replace("+00:00", "Z") if form == "z" else \
+        at.isoformat(timespec=form)
+    item = parse_usage({"id": "u", "subscription": "s", "metric": "m", "quantity": 1,
+                        "at": text})
+    assert item.as_record()["at"] == item.at.isoformat()
