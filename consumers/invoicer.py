@@ -3,8 +3,9 @@
 Reads `billing.events`; a `UsagePeriodClosed` (or a `Subscribed` that charged the first period)
 is the trigger. The invoice, the numbers drawn from the gapless series and the input position
 commit in one transaction (`BillingApplication.invoice_batch`). Several invoicer processes can
-run on the partitions of `billing.events`: they meet in the series' version check, the loser
-redoes its batch, and the numbers stay gapless and unique.
+run on the partitions of `billing.events`: each loads and drafts its batch in parallel, and they
+take turns (an advisory lock) to draw numbers and commit. A writer outside that turn meets the
+series' version check and redoes its batch, so the numbers stay gapless and unique.
 """
 
 from __future__ import annotations
