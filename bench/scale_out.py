@@ -7,6 +7,7 @@ topic size; do they add up?
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -24,7 +25,37 @@ from infra.engine import Engine, Monitor
 from infra.stack import create_database, start_stack
 
 
-def phase(stack: object, base: Settings, processes: int, events: int, subs: int) -> float:
+def raw_part(job: tuple[str, Settings, str, list[int], dict[int, int]]) -> tuple[float, float]:
+    """The baseline in one process: kafka-python reading its share of the partitions to their
+    ends, doing nothing else. Returns (start, end) wall-clock times."""
+    bootstrap, settings, topic, partitions, ends = job
+    client = kafka.consumer(bootstrap, settings, client_id="bench-raw")
+    parts = [tp for tp in kafka.partitions_of(client, topic) if tp.partition in partitions]
+    client.assign(parts)
+    client.seek_to_beginning(*parts)
+    left = {tp: ends[tp.partition] for tp in parts}
+    start = time.time()
+    while any(client.position(tp) < end for tp, end in left.items()):
+        client.poll(timeout_ms=1000)
+    end = time.time()
+    client.close()
+    return start, end
+
+
+def raw_consume(bootstrap: str, settings: Settings, topic: str, ends: dict[int, int],
+                processes: int) -> float:
+    """Raw consume rate of the topic by `processes` processes, each a share of the
+    partitions: the like-for-like baseline for as many ingestion processes."""
+    jobs = [(bootstrap, settings, topic, sorted(ends)[k::processes], ends)
+            for k in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        spans = pool.map(raw_part, jobs)
+    return sum(ends.values()) / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+def phase(stack: object, base: Settings, processes: int, events: int,
+          subs: int) -> tuple[float, float]:
+    """(ingest events/s, raw consume events/s of the same topic) with `processes` of each."""
     prefix = f"p{processes}."
     dbname = f"scale{processes}"
     admin = stack.database_url  # type: ignore[attr-defined]
@@ -39,6 +70,8 @@ def phase(stack: object, base: Settings, processes: int, events: int, subs: int)
         (ids[n % subs].encode(), orjson.dumps({
             "id": f"u{n}", "subscription": ids[n % subs], "metric": "tokens", "quantity": 1,
             "at": "2026-11-02T00:00:00+00:00"})) for n in range(events)))
+    raw = raw_consume(stack.kafka_bootstrap, settings, settings.topics.usage,  # type: ignore[attr-defined]
+                      ends, processes)
     env = engine.subprocess_env()
     workers = [subprocess.Popen([sys.executable, "-m", "infra.cli", "run", "--group",
                                  "--only", "ingest", "--report-every", "3600"], cwd=ROOT,
@@ -56,7 +89,7 @@ def phase(stack: object, base: Settings, processes: int, events: int, subs: int)
                 if row and row[0]:
                     first = time.perf_counter()
             time.sleep(0.05)
-        return events / (time.perf_counter() - (first or time.perf_counter()))
+        return events / (time.perf_counter() - (first or time.perf_counter())), raw
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -73,13 +106,16 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings.from_env()
     with start_stack(settings, dbname="postgres") as stack:
-        one = phase(stack, settings, 1, args.events, args.subscriptions)
-        two = phase(stack, settings, 2, args.events, args.subscriptions)
+        one, raw_one = phase(stack, settings, 1, args.events, args.subscriptions)
+        two, raw_two = phase(stack, settings, 2, args.events, args.subscriptions)
     lines = [
         f"- {args.events:,} usage events over {args.subscriptions:,} subscriptions, 4 partitions",
-        f"- one ingestion process: **{one:,.0f} events/s**",
+        f"- one ingestion process: **{one:,.0f} events/s**; raw kafka-python consume of the "
+        f"same topic by one process: {raw_one:,.0f} events/s (ratio **{one / raw_one:.2f}**)",
         f"- two ingestion processes in one consumer group: **{two:,.0f} events/s** "
-        f"({two / one:.2f}x; this machine has 2 cores shared with PostgreSQL and the broker)",
+        f"({two / one:.2f}x; this machine has 2 cores shared with PostgreSQL and the broker); "
+        f"raw consume by two processes, two partitions each: {raw_two:,.0f} events/s "
+        f"(ratio **{two / raw_two:.2f}**)",
     ]
     record("scale-out", lines, not args.no_record)
     return 0
