@@ -286,7 +286,7 @@ class BillingApplication(Application[str]):
         self.preload(t[0] for t in triggers)
         issuer = self.issuer
         subscriptions: dict[str, Subscription] = {}
-        due: list[tuple[Subscription, int, datetime, dict[str, Any]]] = []
+        due: list[tuple[Subscription, int, datetime, dict[str, Any] | None]] = []
         through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
         for subscription_id, version, at in triggers:
             subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
@@ -300,7 +300,7 @@ class BillingApplication(Application[str]):
             # same subscription takes some of its lines: then it is drafted at issue).
             draft = (subscription.preview_invoice(issuer, at, version)
                      if subscription_id not in through else None)
-            due.append((subscription, version, at, draft or {}))
+            due.append((subscription, version, at, draft))
             through[subscription_id] = version
             subscriptions[subscription_id] = subscription
         if not due:
@@ -309,21 +309,22 @@ class BillingApplication(Application[str]):
             return []
         issued: list[dict[str, Any]] = []
         series: dict[str, InvoiceSeries] = {}
+        by_year: dict[int, list[tuple[Subscription, int, datetime, dict[str, Any] | None]]] = {}
+        for item in due:
+            by_year.setdefault(item[2].year, []).append(item)
         with self._numbering(issuer["invoice_prefix"]):
-            # One numbering event per series and batch, in trigger order.
-            by_year: dict[int, list[tuple[Subscription, int, datetime, dict[str, Any]]]] = {}
-            for item in due:
-                by_year.setdefault(item[2].year, []).append(item)
-            for items in by_year.values():
-                numbers = self._series(issuer["invoice_prefix"], items[0][2], series)
-                assigned = numbers.assign_many([s.id for s, _, _, _ in items], items[-1][2])
-                for number, (subscription, version, at, draft) in zip(assigned, items,
-                                                                      strict=True):
-                    issued.append(subscription.issue_invoice(number, issuer, version, at,
-                                                             draft=draft or None))
             try:
+                # One numbering event per series and batch, in trigger order.
+                for items in by_year.values():
+                    numbers = self._series(issuer["invoice_prefix"], items[0][2], series)
+                    assigned = numbers.assign_many([s.id for s, _, _, _ in items],
+                                                   items[-1][2])
+                    for number, (subscription, version, at, draft) in zip(assigned, items,
+                                                                          strict=True):
+                        issued.append(subscription.issue_invoice(number, issuer, version, at,
+                                                                 draft=draft))
                 self.save_batch([*subscriptions.values(), *series.values()], tracking)
-            except Exception:
+            except Exception:  # the aggregates in hand hold unsaved changes
                 self.evict([*subscriptions, *series])
                 raise
         return issued
