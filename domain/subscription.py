@@ -451,12 +451,16 @@ class Subscription(BaseAggregate[str]):
                 self.roll_cycle(due, catalog)
         return len(self.pending_events) - before
 
+    def time_limit(self, periods: int = 1) -> datetime:
+        """The first time `check_not_too_far_ahead` refuses."""
+        return self.cycle_end + periods * (self.cycle_end - self.cycle_start)
+
     def check_not_too_far_ahead(self, at: datetime, periods: int = 1) -> None:
         """Input may move a subscription only so far past its open cycle (usage: one period;
         commands: 24, as an operator may act on a subscription the clock has not moved for a
         while): a time years ahead would otherwise roll thousands of cycles. Longer moves are
         the billing clock's."""
-        limit = self.cycle_end + periods * (self.cycle_end - self.cycle_start)
+        limit = self.time_limit(periods)
         if at >= limit:
             raise TimeTooFarAhead(f"time {at.isoformat()} is more than {periods} period(s) "
                                   f"past the open cycle, which ends "
@@ -658,7 +662,7 @@ class Subscription(BaseAggregate[str]):
                 )
             allowances = closing["allowances"]
         else:
-            allowances = self.allowances
+            allowances = self.terms["allowances"]
         if item.workspace is not None and self.workspaces.get(item.workspace) == "archived":
             raise CommandRefused(f"workspace {item.workspace} is archived", "workspace_archived")
         if item.metric not in allowances:

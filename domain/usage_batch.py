@@ -70,17 +70,20 @@ def _apply(app: BillingApplication, subscription: Subscription,
     accepted: list[int] = []
     pending: list[UsageItem] = []
     due = subscription.next_due()
+    limit = subscription.time_limit()
     for index, item in indexed:
-        try:
-            subscription.check_not_too_far_ahead(item.at)
-        except BillingError as error:
-            batch.rejected.append((index, error))
-            continue
+        if item.at >= limit:
+            try:
+                subscription.check_not_too_far_ahead(item.at)
+            except BillingError as error:
+                batch.rejected.append((index, error))
+                continue
         if due is not None and item.at >= due:
             subscription.record_usage(pending, checked=True)
             pending = []
             batch.time_events += subscription.advance_to(item.at, app.catalog)
             due = subscription.next_due()
+            limit = subscription.time_limit()
         try:
             subscription.check_usage(item)
         except BillingError as error:
