@@ -10,11 +10,12 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from domain.catalog import Catalog
 from domain.catalog_versions import CatalogVersions, catalog_stream_id
@@ -33,6 +34,18 @@ class UsageLedger(Protocol):
     """Durable record of usage ids already applied, written in the same transaction as events."""
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]: ...
+
+
+@dataclass(frozen=True)
+class PreparedWrite:
+    """A save ready for the database (`BillingApplication.prepare_write`)."""
+
+    events: list[StoredEvent]
+    snapshots: list[StoredEvent]
+    tracking: Tracking | None
+    more_tracking: tuple[Tracking, ...]
+    usage_keys: tuple[UsageKey, ...]
+    aggregate_ids: tuple[str, ...]
 
 
 @runtime_checkable
@@ -130,50 +143,65 @@ class BillingApplication(Application[str]):
                    tracking: Tracking | Sequence[Tracking] | None,
                    usage_keys: Sequence[UsageKey] = ()) -> None:
         """One transaction: new events, the input position(s) and the applied usage ids."""
-        more: Sequence[Tracking] = ()
-        if tracking is not None and not isinstance(tracking, Tracking):
-            tracking, more = (tracking[0], tracking[1:]) if tracking else (None, ())
-        processing = ProcessingEvent[str](tracking)
-        if more:
-            processing.saved_kwargs["more_tracking"] = more
-        # What ProcessingEvent.collect_events does, without its runtime Protocol checks (two
-        # isinstance checks per aggregate: a tenth of the write path at 100,000 subscriptions).
-        for aggregate in aggregates:
-            processing.events.extend(aggregate.collect_events())
-            processing.aggregates[aggregate.id] = aggregate
-        processing.saved_kwargs["usage_keys"] = usage_keys
         try:
-            self._record(processing)
+            self.commit_write(self.prepare_write(aggregates, tracking, usage_keys))
         except Exception:
             self.evict(a.id for a in aggregates)
             raise
-        for aggregate in aggregates:
-            self._remember(aggregate)
-        self._take_snapshots(processing)
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[str]) -> None:
-        """Snapshots from the aggregates in hand, in one write. The library reloads each one
-        from the store first: a round trip and a replay of 50 events per snapshot, which made
-        ingestion slow down in bursts whenever many subscriptions crossed a multiple of the
-        interval together. A snapshot at a later version than the crossing one is as good
-        (loads take the newest snapshot at or below the version asked for)."""
+    def prepare_write(self, aggregates: Sequence[Any],
+                      tracking: Tracking | Sequence[Tracking] | None,
+                      usage_keys: Sequence[UsageKey] = ()) -> PreparedWrite:
+        """Everything of a save but the database: the aggregates' new events and the snapshots
+        due, encoded now (later changes to the aggregates cannot reach them), with the input
+        position(s) and the usage ids. `commit_write` may then run in another thread."""
+        more: Sequence[Tracking] = ()
+        if tracking is not None and not isinstance(tracking, Tracking):
+            tracking, more = (tracking[0], tracking[1:]) if tracking else (None, ())
+        events: list[Any] = []
+        # What ProcessingEvent.collect_events does, without its runtime Protocol checks (two
+        # isinstance checks per aggregate: a tenth of the write path at 100,000 subscriptions).
+        for aggregate in aggregates:
+            events.extend(aggregate.collect_events())
+            self._remember(aggregate)
+        to_stored = self.mapper.to_stored_event
+        return PreparedWrite(
+            events=[to_stored(e) for e in events],
+            snapshots=self._snapshots_due(events, {a.id: a for a in aggregates}),
+            tracking=tracking, more_tracking=tuple(more), usage_keys=tuple(usage_keys),
+            aggregate_ids=tuple(a.id for a in aggregates))
+
+    def commit_write(self, write: PreparedWrite) -> None:
+        kwargs: dict[str, Any] = {"usage_keys": write.usage_keys}
+        if write.more_tracking:
+            kwargs["more_tracking"] = write.more_tracking
+        self.recorder.insert_events(write.events, tracking=write.tracking, **kwargs)
+        if write.snapshots and self.snapshots is not None:
+            self.snapshots.recorder.insert_events(write.snapshots)
+
+    def _snapshots_due(self, events: Sequence[Any],
+                       aggregates: Mapping[str, Any]) -> list[StoredEvent]:
+        """Snapshots from the aggregates in hand. The library reloads each one from the store
+        first: a round trip and a replay of 50 events per snapshot, which made ingestion slow
+        down in bursts whenever many subscriptions crossed a multiple of the interval together.
+        A snapshot at a later version than the crossing one is as good (loads take the newest
+        snapshot at or below the version asked for)."""
         if not self.snapshots or not self.snapshotting_intervals:
-            return
+            return []
         due: dict[str, Any] = {}
-        for event in processing_event.events:
-            aggregate = processing_event.aggregates.get(event.originator_id)
+        for event in events:
+            aggregate = aggregates.get(event.originator_id)
             if aggregate is None:
                 continue
             interval = self.snapshotting_intervals.get(type(aggregate))
             if interval is not None and event.originator_version % interval == 0:
                 due[aggregate.id] = aggregate
-        if due:
-            snapshots = []
-            for aggregate in due.values():
-                snapshot_class: Any = getattr(type(aggregate), "Snapshot",
-                                              type(self).snapshot_class)
-                snapshots.append(snapshot_class.take(aggregate))
-            self.snapshots.put(snapshots)
+        stored = []
+        for aggregate in due.values():
+            snapshot_class: Any = getattr(type(aggregate), "Snapshot",
+                                          type(self).snapshot_class)
+            stored.append(self.snapshots.mapper.to_stored_event(snapshot_class.take(aggregate)))
+        return stored
 
     def usage_ledger(self) -> UsageLedger:
         recorder: Any = self.recorder
