@@ -36,12 +36,16 @@ PollHandler = Callable[[Mapping[TopicPartition, Sequence[ConsumerRecord]]], None
 class TrackedConsumer:
     def __init__(self, consumer: KafkaConsumer, topic: str, positions: PositionStore,
                  handler: Handler, *, group: bool = False, name: str = "consumer",
-                 poll_handler: PollHandler | None = None) -> None:
+                 poll_handler: PollHandler | None = None,
+                 flush: Callable[[], None] | None = None) -> None:
         self.consumer = consumer
         self.topic = topic
         self.positions = positions
         self.handler = handler
         self.poll_handler = poll_handler
+        # A handler that commits behind (consumers.write_behind) is flushed when a poll comes
+        # back empty, before positions are read back, on a rebalance and at the end.
+        self.flush = flush
         self.group = group
         self.name = name
         self.batches = 0
@@ -59,15 +63,32 @@ class TrackedConsumer:
     def seek_to_stored(self, parts: Sequence[TopicPartition]) -> None:
         if not parts:
             return
+        self.settle()
         for tp in parts:
             stored = self.positions.position(tp.topic, tp.partition)
             # No check against the topic's end offset here: Tansu under-reports it (see
             # infra.kafka.publish), so such a check would refuse healthy positions.
             self.consumer.seek(tp, 0 if stored is None else stored + 1)
 
+    def settle(self) -> bool:
+        """Let a batch still committing finish; False (logged) if it failed, in which case
+        the caller goes back to the stored positions."""
+        if self.flush is None:
+            return True
+        try:
+            self.flush()
+            return True
+        except Exception:
+            self.failures += 1
+            log.exception("%s: a batch failed to commit; retrying from stored positions",
+                          self.name, extra={"worker": self.name})
+            return False
+
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one poll; returns how many records were handled."""
         batches = self.consumer.poll(timeout_ms=timeout_ms)
+        if not batches and self.flush is not None and not self.settle():
+            self.seek_to_stored(sorted(self.assigned, key=lambda tp: tp.partition))
         if self.poll_handler is not None:
             return self._handle_whole_poll(batches)
         handled = 0
@@ -102,7 +123,9 @@ class TrackedConsumer:
                               f"{tp.topic}:{tp.partition}": records[0].offset
                               for tp, records in batches.items()}})
             time.sleep(min(0.1 * self.failures, 2.0))
-            self.seek_to_stored(list(batches))
+            # The batch that failed may be the one committed behind this poll: go back on
+            # every partition, not only this poll's.
+            self.seek_to_stored(sorted(set(batches) | self.assigned, key=lambda tp: tp.partition))
             return 0
         handled = sum(len(records) for records in batches.values())
         self.batches += 1
@@ -112,8 +135,10 @@ class TrackedConsumer:
     def run(self, stop: threading.Event, timeout_ms: int = 200) -> None:
         while not stop.is_set():
             self.poll_once(timeout_ms)
+        self.settle()
 
     def close(self) -> None:
+        self.settle()
         self.consumer.close(autocommit=False)
 
 
@@ -122,7 +147,9 @@ class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # Every batch commits its own position: nothing to hand over.
+        # Every batch commits its own position: nothing to hand over once the batch still
+        # committing (if any) is done.
+        self.owner.settle()
         self.owner.assigned -= set(revoked)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:

@@ -15,10 +15,11 @@ from eventsourcing.persistence import Tracking
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.write_behind import WriteBehind
 from domain.application import BillingApplication
 from domain.errors import InvalidUsage
 from domain.usage import UsageItem, parse_usage
-from domain.usage_batch import prepare_usage_batch
+from domain.usage_batch import PreparedBatch, prepare_usage_batch
 from infra.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,16 @@ class UsagePositions:
 
 
 class UsageIngestor:
-    def __init__(self, app: BillingApplication, dead_letters: DeadLetters) -> None:
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetters,
+                 write_behind: WriteBehind | None = None) -> None:
         self.app = app
         self.dead_letters = dead_letters
         self.stats = IngestStats()
+        self.writer = write_behind
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
         self.handle_poll({tp: records})
@@ -97,18 +104,31 @@ class UsageIngestor:
 
         touched = {item.subscription for item in items}
         try:
-            batch = prepare_usage_batch(self.app, items)
+            in_flight = self.writer.usage_keys_in_flight if self.writer else frozenset()
+            batch = prepare_usage_batch(self.app, items, in_flight)
             letters.extend((sources[i], err.code, str(err)) for i, err in batch.rejected)
             for record, code, message in letters:
                 self.dead_letters.send(record, code, message)
             self.dead_letters.flush()
             new_events = sum(len(a.pending_events) for a in batch.aggregates)
-            self.app.save_batch(batch.aggregates, trackings, batch.usage_keys)
+
+            def account() -> None:
+                self._account(len(records), batch, letters, new_events)
+
+            if self.writer is None:
+                self.app.save_batch(batch.aggregates, trackings, batch.usage_keys)
+                account()
+            else:
+                write = self.app.prepare_write(batch.aggregates, trackings, batch.usage_keys)
+                self.writer.submit(write, touched, account)
         except Exception:
             self.app.evict(touched)  # in-memory aggregates may hold unsaved changes
             raise
+
+    def _account(self, messages: int, batch: PreparedBatch,
+                 letters: list[tuple[ConsumerRecord, str, str]], new_events: int) -> None:
         s = self.stats
-        s.messages += len(records)
+        s.messages += messages
         s.accepted += batch.accepted
         s.duplicates += batch.duplicates
         s.dead_lettered += len(letters)

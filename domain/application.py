@@ -125,7 +125,10 @@ class BillingApplication(Application[str]):
         recorder: Any = self.recorder
         latest = recorder.max_versions(cached)
         for i in cached:
-            if latest.get(i) != self._cache[i].version:
+            stored = latest.get(i)
+            # Behind the store: another writer. Ahead of it (or not in it yet): this process's
+            # own write still committing (consumers.write_behind); a failed one is evicted.
+            if stored is not None and stored > self._cache[i].version:
                 self._cache.pop(i, None)
 
     def evict(self, subscription_ids: Iterable[str]) -> None:

@@ -8,7 +8,7 @@ position in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from domain.application import BillingApplication, UsageKey
@@ -27,8 +27,10 @@ class PreparedBatch:
     rejected: list[tuple[int, BillingError]] = field(default_factory=list)  # (index, error)
 
 
-def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> PreparedBatch:
-    """Items are indexed by position so refusals can be traced back to their input messages."""
+def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
+                        in_flight: Set[UsageKey] = frozenset()) -> PreparedBatch:
+    """Items are indexed by position so refusals can be traced back to their input messages.
+    `in_flight`: usage ids of a batch applied but still committing (they count as seen)."""
     batch = PreparedBatch()
     first_seen: dict[UsageKey, int] = {}
     for index, item in enumerate(items):
@@ -37,7 +39,7 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem]) -> 
             batch.duplicates += 1  # the same id twice in one batch: the first one counts
         else:
             first_seen[key] = index
-    already = app.usage_ledger().seen_usage(list(first_seen))
+    already = app.usage_ledger().seen_usage(list(first_seen)) | (first_seen.keys() & in_flight)
     batch.duplicates += len(already)
 
     app.revalidate({item.subscription for item in items})

@@ -76,6 +76,9 @@ class Settings:
     # Create/upgrade tables at start. Off for workers running as the least-privileged
     # `billing_worker` role (docs/reliability.md): an owner runs `billing roles setup` first.
     migrate: bool = True
+    # Ingestion commits each batch in a thread of its own while the next one is prepared
+    # (consumers/write_behind.py); BILLING_WRITE_BEHIND=n commits in line.
+    write_behind: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -93,6 +96,7 @@ class Settings:
             session_timeout_ms=int(e.get("BILLING_SESSION_TIMEOUT_MS", "6000")),
             catalog_path=Path(catalog) if catalog else None,
             migrate=_bool(e.get("BILLING_MIGRATE"), True),
+            write_behind=_bool(e.get("BILLING_WRITE_BEHIND"), True),
             kafka_options={name: convert(e[var]) for var, (name, convert)
                            in KAFKA_OPTIONS.items() if e.get(var)},
         )

@@ -18,6 +18,7 @@ from consumers.invoicer import Invoicer, InvoicerPositions
 from consumers.loop import TrackedConsumer
 from consumers.projector import Database, InvoiceProjector, QuotaPositions, QuotaProjector
 from consumers.usage import UsageIngestor, UsagePositions
+from consumers.write_behind import WriteBehind
 from domain.application import BillingApplication
 from domain.catalog import Catalog
 from infra import dlq, health, kafka
@@ -106,13 +107,15 @@ class Engine:
 
     def ingestion(self, group: bool = False) -> tuple[TrackedConsumer, UsageIngestor]:
         app = self.worker_app()
-        ingestor = UsageIngestor(app, self.dead_letters("usage-ingest"))
+        writer = WriteBehind(app, "usage-ingest-writer") if self.settings.write_behind else None
+        ingestor = UsageIngestor(app, self.dead_letters("usage-ingest"), writer)
         group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")
         loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(app),
                                ingestor.handle, group=group, name="usage-ingest",
-                               poll_handler=ingestor.handle_poll)
+                               poll_handler=ingestor.handle_poll,
+                               flush=ingestor.flush if writer else None)
         self._closers.append(loop.close)
         return loop, ingestor
 

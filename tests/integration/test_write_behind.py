@@ -1,0 +1,88 @@
+"""Ingestion committing behind (consumers/write_behind.py): batch N commits in its own thread
+while batch N+1 is prepared. A failed commit throws away the batch prepared on top of it, and
+every usage event still counts exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from domain.application import PreparedWrite
+from infra.engine import Engine, Monitor
+from tests.integration.helpers import publish, store_totals, subscribe, until, usage
+
+pytestmark = pytest.mark.integration
+SUBS = ("sub-a", "sub-b", "sub-c")
+
+
+def _small_polls(engine: Engine) -> None:
+    engine.settings = replace(engine.settings, max_poll_records=40)
+
+
+def _drive(engine: Engine, loop: Any, ends: dict[int, int]) -> None:
+    monitor = Monitor(engine)
+    until(lambda: monitor.ingested(ends), lambda: loop.poll_once(100))
+
+
+def test_a_failed_commit_discards_the_batch_built_on_it_and_nothing_is_lost(
+        engine: Engine) -> None:
+    subscribe(engine, *SUBS)
+    _small_polls(engine)
+    messages = [usage(f"u{i}", SUBS[i % 3], quantity=i + 1) for i in range(400)]
+    ends = publish(engine, messages)
+    loop, ingestor = engine.ingestion()
+    assert ingestor.writer is not None
+    app = ingestor.app
+    commits = {"n": 0}
+    real_commit = app.commit_write
+
+    def failing_second_and_fifth(write: PreparedWrite) -> None:
+        # A database failure of these commits (before anything is written): the batches
+        # prepared on top of them in memory must not survive it.
+        commits["n"] += 1
+        if commits["n"] in (2, 5):
+            raise ConnectionError("injected: the database went away")
+        real_commit(write)
+
+    app.commit_write = failing_second_and_fifth  # type: ignore[method-assign]
+    _drive(engine, loop, ends)
+    loop.close()
+
+    assert loop.failures >= 2
+    expected = {(s, "tokens"): Decimal(sum(i + 1 for i in range(400) if SUBS[i % 3] == s))
+                for s in SUBS}
+    assert store_totals(engine) == expected
+    assert ingestor.stats.accepted == 400 and ingestor.stats.duplicates == 0
+
+
+def test_an_id_redelivered_while_its_first_copy_is_still_committing_counts_once(
+        engine: Engine) -> None:
+    subscribe(engine, *SUBS)
+    _small_polls(engine)
+    first = [usage(f"u{i}", SUBS[i % 3], quantity=1) for i in range(120)]
+    # Each id comes back 40 messages later: in the next poll, while the batch holding its
+    # first copy is (usually) still committing.
+    messages = []
+    for start in range(0, 120, 40):
+        messages += first[start:start + 40] + first[start:start + 40]
+    ends = publish(engine, messages)
+    loop, ingestor = engine.ingestion()
+    _drive(engine, loop, ends)
+    loop.close()
+
+    assert store_totals(engine) == {(s, "tokens"): Decimal(40) for s in SUBS}
+    assert ingestor.stats.accepted == 120 and ingestor.stats.duplicates == 120
+
+
+def test_in_line_commits_when_write_behind_is_off(engine: Engine) -> None:
+    engine.settings = replace(engine.settings, write_behind=False)
+    subscribe(engine, "sub-a")
+    ends = publish(engine, [usage(f"u{i}", "sub-a", quantity=2) for i in range(30)])
+    loop, ingestor = engine.ingestion()
+    assert ingestor.writer is None
+    _drive(engine, loop, ends)
+    loop.close()
+    assert store_totals(engine) == {("sub-a", "tokens"): Decimal(60)}
