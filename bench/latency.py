@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 from common import ROOT, record
-from kafka.partitioner import murmur2
 
 from infra import kafka
 from infra.config import Settings
@@ -77,9 +76,8 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int,
     # The partition the default partitioner would pick, computed once per subscription: its
     # pure-Python murmur2 per message was a sixth of the load generator's CPU, which shares
     # these 2 cores with the engine.
-    partitions = sorted(producer.partitions_for(topic))
-    partition_of = {sid: partitions[(murmur2(sid.encode()) & 0x7FFFFFFF) % len(partitions)]
-                    for sid in subs}
+    partition_of = kafka.KeyPartitions(lambda: producer.partitions_for(topic))
+    partition_of.refresh()
     start = time.perf_counter()
     at = datetime.now(UTC).isoformat()
     for n in range(total):
@@ -93,7 +91,8 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int,
         times = published.get(sid)
         if times is not None:
             times.append(time.perf_counter())
-        producer.send(topic, key=sid.encode(), partition=partition_of[sid], value=orjson.dumps({
+        key = sid.encode()
+        producer.send(topic, key=key, partition=partition_of(key), value=orjson.dumps({
             "id": f"r{rate}-{n}", "subscription": sid, "metric": "tokens", "quantity": 1,
             "at": at}))
     producer.flush()

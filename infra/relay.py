@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 
 from domain.application import BillingApplication
 from infra.codec import encode, wire_message
+from infra.kafka import KeyPartitions
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Relay:
         self.name = f"relay:{topic}"
         self.published = 0
         self._position: int | None = None
+        self.partition_of = KeyPartitions(lambda: self.producer.partitions_for(self.topic))
 
     @property
     def recorder(self) -> Any:
@@ -46,11 +48,12 @@ class Relay:
         notifications = self.recorder.select_notifications(start=start, limit=self.batch_size)
         if not notifications:
             return 0
-        futures = [
-            self.producer.send(self.topic, key=n.originator_id.encode(),
-                               value=encode(wire_message(self.app, n)))
-            for n in notifications
-        ]
+        self.partition_of.refresh()
+        futures = []
+        for n in notifications:
+            key = n.originator_id.encode()
+            futures.append(self.producer.send(self.topic, key=key, partition=self.partition_of(key),
+                                              value=encode(wire_message(self.app, n))))
         self.producer.flush()
         for future in futures:
             future.get(timeout=30)
