@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 
 from projections.quota import QuotaRow, SubscriptionQuota
@@ -94,11 +96,12 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str,
     return states
 
 
+# The rows go in as one JSON document that PostgreSQL parses: psycopg dumps array parameters
+# element by element in Python, which was a third of the projector's CPU.
 _UPSERT = (
-    f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT * FROM unnest("
-    "%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], "
-    "%b::numeric[], %b::numeric[], %b::text[], %b::boolean[], %b::timestamptz[], "
-    "%b::timestamptz[], %b::numeric[]) ON CONFLICT (subscription_id, metric) DO UPDATE SET "
+    f"INSERT INTO quota ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+    "FROM json_populate_recordset(NULL::quota, %s::json) "
+    "ON CONFLICT (subscription_id, metric) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
 )
 
@@ -115,18 +118,12 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
         cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (replaced,))
     rows = [row for s in states for row in (s.rows or {}).values()]
     if rows:
-        cur.execute(
-            _UPSERT,
-            (
-                [r.subscription_id for r in rows], [r.metric for r in rows],
-                [r.account for r in rows], [r.plan_id for r in rows],
-                [r.included for r in rows], [r.packs for r in rows], [r.used for r in rows],
-                [r.remaining for r in rows], [r.limit_kind for r in rows],
-                [r.exhausted for r in rows], [r.cycle_start for r in rows],
-                [r.cycle_end for r in rows], [r.daily_cap for r in rows],
-            ),
-            binary=True,  # binary arrays: no per-element escaping in Python
-        )
+        cur.execute(_UPSERT, (orjson.dumps([{
+            "subscription_id": r.subscription_id, "metric": r.metric, "account": r.account,
+            "plan_id": r.plan_id, "included": r.included, "packs": r.packs, "used": r.used,
+            "remaining": r.remaining, "limit_kind": r.limit_kind, "exhausted": r.exhausted,
+            "cycle_start": r.cycle_start, "cycle_end": r.cycle_end, "daily_cap": r.daily_cap,
+        } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
     cur.execute(
         "INSERT INTO projection_versions (projection, subscription_id, version) "
@@ -136,6 +133,12 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
     )
     for s in states:
         s.replaced = False
+
+
+def _decimal_text(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # a JSON string: PostgreSQL reads it into numeric exactly
+    raise TypeError(f"cannot write {type(value).__name__} to the quota table")
 
 
 def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
