@@ -72,6 +72,7 @@ def ingest(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[str, int]]
         if monitor.ingested(ends):
             break
     elapsed = time.perf_counter() - t0
+    loop.settle()  # the statistics of the last batch
     s = ingestor.stats
     return elapsed, {"accepted": s.accepted, "duplicates": s.duplicates,
                      "dead_lettered": s.dead_lettered, "events_written": s.events_written,

@@ -41,11 +41,14 @@ class IngestStats:
 
 
 def not_yet_applied(app: BillingApplication, tp: TopicPartition,
-                    records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
+                    records: Sequence[ConsumerRecord],
+                    in_flight: int | None = None) -> list[ConsumerRecord]:
     """Records at or below the stored position were applied already (e.g. by another process
-    before a rebalance): drop them rather than fail on the tracking row."""
+    before a rebalance), and so were those at or below the position of the batch still
+    committing (`in_flight`): drop them rather than fail on the tracking row."""
     stored = app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
-    return [r for r in records if stored is None or r.offset > stored]
+    floor = max((p for p in (stored, in_flight) if p is not None), default=None)
+    return [r for r in records if floor is None or r.offset > floor]
 
 
 class UsagePositions:
@@ -79,7 +82,9 @@ class UsageIngestor:
         trackings: list[Tracking] = []
         records: list[ConsumerRecord] = []
         for tp, polled in batches.items():
-            fresh = not_yet_applied(self.app, tp, polled)
+            in_flight = (self.writer.position_in_flight(tracking_name(tp.topic, tp.partition))
+                         if self.writer else None)
+            fresh = not_yet_applied(self.app, tp, polled, in_flight)
             if fresh:
                 records.extend(fresh)
                 trackings.append(Tracking(tracking_name(tp.topic, tp.partition),
@@ -104,8 +109,8 @@ class UsageIngestor:
 
         touched = {item.subscription for item in items}
         try:
-            in_flight = self.writer.usage_keys_in_flight if self.writer else frozenset()
-            batch = prepare_usage_batch(self.app, items, in_flight)
+            keys_in_flight = self.writer.usage_keys_in_flight if self.writer else frozenset()
+            batch = prepare_usage_batch(self.app, items, keys_in_flight)
             letters.extend((sources[i], err.code, str(err)) for i, err in batch.rejected)
             for record, code, message in letters:
                 self.dead_letters.send(record, code, message)

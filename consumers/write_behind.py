@@ -22,7 +22,6 @@ class _InFlight:
     future: Future[None]
     write: PreparedWrite
     touched: frozenset[str]
-    on_commit: Callable[[], None]
 
 
 class WriteBehind:
@@ -37,13 +36,28 @@ class WriteBehind:
         longer new."""
         return frozenset(self._in_flight.write.usage_keys) if self._in_flight else frozenset()
 
+    def position_in_flight(self, tracking_name: str) -> int | None:
+        """The input position the batch being committed records for this name, if any: a
+        redelivery at or below it is already applied."""
+        if self._in_flight is None:
+            return None
+        write = self._in_flight.write
+        for tracking in (write.tracking, *write.more_tracking):
+            if tracking is not None and tracking.application_name == tracking_name:
+                return tracking.notification_id
+        return None
+
     def submit(self, write: PreparedWrite, touched: Iterable[str],
                on_commit: Callable[[], None]) -> None:
         """Wait for the batch in flight (raising its failure), then start committing this one.
-        `on_commit` runs in the caller's thread once this batch is known to be committed."""
+        `on_commit` runs in the writer thread right after this batch commits."""
         self.flush()
-        future = self._executor.submit(self.app.commit_write, write)
-        self._in_flight = _InFlight(future, write, frozenset(touched), on_commit)
+        future = self._executor.submit(self._commit, write, on_commit)
+        self._in_flight = _InFlight(future, write, frozenset(touched))
+
+    def _commit(self, write: PreparedWrite, on_commit: Callable[[], None]) -> None:
+        self.app.commit_write(write)
+        on_commit()
 
     def flush(self) -> None:
         """Wait until nothing is in flight; a failed commit is raised here, after evicting the
@@ -56,7 +70,6 @@ class WriteBehind:
         except BaseException:
             self.app.evict(in_flight.touched)
             raise
-        in_flight.on_commit()
 
     def close(self) -> None:
         try:

@@ -50,6 +50,7 @@ def ingest_all(engine: Engine, ends: dict[int, int], loop: Any = None) -> Any:
         ingestor = None
     monitor = Monitor(engine)
     until(lambda: monitor.ingested(ends), lambda: loop.poll_once(100))
+    loop.settle()  # the last batch's commit is known (and counted in the stats)
     return ingestor
 
 
