@@ -400,7 +400,7 @@ class Subscription(BaseAggregate[str]):
 
     def limit_of(self, metric: str) -> Decimal:
         """Usable units this cycle: included plus packs."""
-        return _dec(self.allowances[metric]["included"]) + self.extra.get(metric, ZERO)
+        return _dec(self.terms["allowances"][metric]["included"]) + self.extra.get(metric, ZERO)
 
     def remaining(self, metric: str) -> Decimal:
         if metric not in self.allowances:
@@ -734,15 +734,16 @@ class Subscription(BaseAggregate[str]):
             usage[metric] = str(_dec(usage.get(metric, "0")) + Decimal(quantity))
 
     def _has_daily_caps(self) -> bool:
-        return any("daily_cap" in a for a in self.allowances.values())
+        return any("daily_cap" in a for a in self.terms["allowances"].values())
 
     def _report_thresholds(self, before: dict[str, Decimal], at: datetime) -> None:
+        allowances = self.terms["allowances"]  # read only: no copy per metric and event
         for metric, used in sorted(self.used.items()):
             old = before.get(metric, ZERO)
-            if used == old or metric not in self.allowances:
+            if used == old or metric not in allowances:
                 continue
             limit = self.limit_of(metric)
-            hard = self.allowances[metric]["limit"] == "hard"
+            hard = allowances[metric]["limit"] == "hard"
             for threshold in self.terms.get("thresholds", [80, 100]):
                 mark = limit * threshold / 100
                 crossed = old < mark <= used if limit > 0 else (old == 0 and threshold == 100)
