@@ -77,7 +77,6 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int,
     # pure-Python murmur2 per message was a sixth of the load generator's CPU, which shares
     # these 2 cores with the engine.
     partition_of = kafka.KeyPartitions(lambda: producer.partitions_for(topic))
-    partition_of.refresh()
     start = time.perf_counter()
     at = datetime.now(UTC).isoformat()
     for n in range(total):

@@ -87,7 +87,7 @@ class TrackedConsumer:
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one poll; returns how many records were handled."""
         batches = self.consumer.poll(timeout_ms=timeout_ms)
-        if not batches and self.flush is not None and not self.settle():
+        if not batches and not self.settle():
             self.seek_to_stored(sorted(self.assigned, key=lambda tp: tp.partition))
         if self.poll_handler is not None:
             return self._handle_whole_poll(batches)

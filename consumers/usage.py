@@ -125,7 +125,7 @@ class UsageIngestor:
                 account()
             else:
                 write = self.app.prepare_write(batch.aggregates, trackings, batch.usage_keys)
-                self.writer.submit(write, touched, account)
+                self.writer.submit(write, account)
         except Exception:
             self.app.evict(touched)  # in-memory aggregates may hold unsaved changes
             raise

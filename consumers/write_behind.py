@@ -10,7 +10,7 @@ evicted, and the loop seeks back to the stored positions, as for any failed batc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,7 +21,6 @@ from domain.application import BillingApplication, PreparedWrite, UsageKey
 class _InFlight:
     future: Future[None]
     write: PreparedWrite
-    touched: frozenset[str]
 
 
 class WriteBehind:
@@ -47,13 +46,12 @@ class WriteBehind:
                 return tracking.notification_id
         return None
 
-    def submit(self, write: PreparedWrite, touched: Iterable[str],
-               on_commit: Callable[[], None]) -> None:
+    def submit(self, write: PreparedWrite, on_commit: Callable[[], None]) -> None:
         """Wait for the batch in flight (raising its failure), then start committing this one.
         `on_commit` runs in the writer thread right after this batch commits."""
         self.flush()
         future = self._executor.submit(self._commit, write, on_commit)
-        self._in_flight = _InFlight(future, write, frozenset(touched))
+        self._in_flight = _InFlight(future, write)
 
     def _commit(self, write: PreparedWrite, on_commit: Callable[[], None]) -> None:
         self.app.commit_write(write)
@@ -61,18 +59,12 @@ class WriteBehind:
 
     def flush(self) -> None:
         """Wait until nothing is in flight; a failed commit is raised here, after evicting the
-        aggregates it held (their in-memory state is ahead of the store)."""
+        aggregates it wrote (their in-memory state is ahead of the store)."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
             return
         try:
             in_flight.future.result()
         except BaseException:
-            self.app.evict(in_flight.touched)
+            self.app.evict(in_flight.write.aggregate_ids)
             raise
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._executor.shutdown(wait=True)
