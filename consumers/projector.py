@@ -103,9 +103,11 @@ class InvoiceProjector:
 
 
 class QuotaProjector:
-    def __init__(self, db: Database, dead_letters: DeadLetters) -> None:
+    def __init__(self, db: Database, dead_letters: DeadLetters,
+                 cache: quota_store.StateCache | None = None) -> None:
         self.db = db
         self.dead_letters = dead_letters
+        self.cache = cache if cache is not None else quota_store.StateCache()
         self.applied = 0
         self.skipped = 0
 
@@ -120,13 +122,15 @@ class QuotaProjector:
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:
-                states = quota_store.load(cur, sorted({m["subscription"] for m in messages}))
+                states = quota_store.load(cur, sorted({m["subscription"] for m in messages}),
+                                          self.cache)
                 applied = apply_all(states, messages)
                 quota_store.write(cur, states.values())
                 record_positions(cur, batches, quota_store.PROJECTION)
         except psycopg.OperationalError:
             self.db.reset()
             raise
+        self.cache.keep(states.values())
         self.applied += applied
         self.skipped += len(messages) - applied
 

@@ -32,6 +32,10 @@ class QuotaRow:
     def exhausted(self) -> bool:
         return self.limit_kind == "hard" and self.used >= self.included + self.packs
 
+    def values(self) -> tuple[Any, ...]:
+        return (self.account, self.plan_id, self.included, self.packs, self.used,
+                self.limit_kind, self.cycle_start, self.cycle_end, self.daily_cap)
+
 
 @dataclass
 class SubscriptionQuota:
@@ -45,6 +49,9 @@ class SubscriptionQuota:
     # ^ (metric, cycle start, UTC day)
     by_member: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
     replaced: bool = False  # the set of metric rows was replaced in this batch
+    # What the table holds for each metric row (as `QuotaRow.values`), so a write can skip the
+    # rows a batch did not change; empty for a state not read from or written to the table.
+    stored: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, QuotaRow]:
         if self.rows is None:
@@ -80,7 +87,7 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     elif kind == "UsageRecorded":
         for metric, total in data["totals"].items():
             row = rows.get(metric)
-            if row is not None:  # rows are this batch's own copies: updated in place
+            if row is not None:  # the state's own rows: updated in place
                 row.used += Decimal(total)
         _count_items(state, data["items"])
     elif kind == "LateUsageRecorded":  # billed in its closed cycle: counted there too

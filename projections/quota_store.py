@@ -5,6 +5,7 @@ Rows, versions and the Kafka position are always written in one transaction by t
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -80,19 +81,56 @@ def create_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute(SCHEMA)
 
 
-def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str]) -> dict[str, SubscriptionQuota]:
-    states = {sid: SubscriptionQuota(sid) for sid in subscription_ids}
+class StateCache:
+    """The states a projector last committed, so that a batch reads from the table only the
+    subscriptions it has not seen or that another writer (a rebalance, a rebuild) has moved
+    past the cached version. Bounded: the least recently written go first."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[str, SubscriptionQuota] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def take(self, subscription_id: str) -> SubscriptionQuota | None:
+        """Out of the cache while a batch changes it: a batch that fails does not put it back."""
+        return self._states.pop(subscription_id, None)
+
+    def keep(self, states: Iterable[SubscriptionQuota]) -> None:
+        """After the batch that wrote them committed."""
+        for state in states:
+            self._states[state.subscription_id] = state
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+
+def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
+         cache: StateCache | None = None) -> dict[str, SubscriptionQuota]:
     cur.execute("SELECT subscription_id, version FROM projection_versions "
                 "WHERE projection = %s AND subscription_id = ANY(%s)",
-                (PROJECTION, list(subscription_ids)))
-    for sid, version in cur.fetchall():
-        states[sid].version = version
-    cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
-                (list(subscription_ids),))
-    for r in cur.fetchall():
-        row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
-                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11], daily_cap=r[12])
-        states[row.subscription_id].metrics()[row.metric] = row
+                (PROJECTION, list(subscription_ids)), prepare=True)
+    versions: dict[str, int] = dict(cur.fetchall())
+    states: dict[str, SubscriptionQuota] = {}
+    unread: list[str] = []
+    for sid in subscription_ids:
+        version = versions.get(sid, 0)
+        cached = cache.take(sid) if cache is not None else None
+        if cached is not None and cached.version == version:
+            states[sid] = cached
+        else:
+            states[sid] = SubscriptionQuota(sid, version=version)
+            unread.append(sid)
+    if unread:
+        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
+                    (unread,))
+        for r in cur.fetchall():
+            row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
+                           limit_kind=r[8], cycle_start=r[10], cycle_end=r[11],
+                           daily_cap=r[12])
+            state = states[row.subscription_id]
+            state.metrics()[row.metric] = row
+            state.stored[row.metric] = row.values()
     return states
 
 
@@ -107,16 +145,25 @@ _UPSERT = (
 
 
 def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None:
-    """Upserts: a usage batch only rewrites unindexed columns, so PostgreSQL updates the rows
-    in place (HOT) instead of deleting and reinserting them. Subscriptions whose set of metrics
-    was replaced (subscribe, roll, plan change) lose their old rows first."""
+    """Upserts of the rows that changed: a usage batch only rewrites unindexed columns, so
+    PostgreSQL updates the rows in place (HOT) instead of deleting and reinserting them.
+    Subscriptions whose set of metrics was replaced (subscribe, roll, plan change) lose their
+    old rows first."""
     states = list(states)
     if not states:
         return
     replaced = [s.subscription_id for s in states if s.replaced]
     if replaced:
         cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (replaced,))
-    rows = [row for s in states for row in (s.rows or {}).values()]
+    rows = []
+    for s in states:
+        if s.replaced:
+            s.stored = {}
+        for metric, row in (s.rows or {}).items():
+            values = row.values()
+            if s.stored.get(metric) != values:
+                rows.append(row)
+                s.stored[metric] = values
     if rows:
         cur.execute(_UPSERT, (orjson.dumps([{
             "subscription_id": r.subscription_id, "metric": r.metric, "account": r.account,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from kafka import TopicPartition
 
-from consumers.projector import rebuild_from_store
+from consumers.projector import Database, QuotaProjector, rebuild_from_store
 from infra.engine import Engine
 from projections import quota_store
 from tests.integration.helpers import (
@@ -111,3 +113,58 @@ def test_quota_matches_the_store_and_rebuilds_to_identical_rows(engine: Engine) 
     assert quota_rows(engine.database_url) == []
     project_all(engine)
     assert quota_rows(engine.database_url) == live
+
+
+
+def _usage_rounds(engine: Engine, sub: str, *rounds: tuple[str, ...]) -> list[Any]:
+    """Each round ingested on its own (one UsageRecorded each); returns the subscription's
+    event messages as the relay published them."""
+    subscribe(engine, sub)
+    for r, metrics in enumerate(rounds):
+        ingest_all(engine, publish(engine, [
+            usage(f"{sub}-{r}-{m}", sub, m, 1 + r, at=f"2026-11-{10 + r}T10:00:00+00:00")
+            for m in metrics]))
+    relay_all(engine)
+    records = sorted((r for r in read_topic(engine, engine.settings.topics.events,
+                                            3 + len(rounds))
+                      if r.key == sub.encode()), key=lambda r: r.offset)
+    assert [orjson.loads(r.value)["version"] for r in records] == list(range(1, len(rounds) + 2))
+    return records
+
+
+def _projector(engine: Engine) -> QuotaProjector:
+    return QuotaProjector(Database(engine.database_url), engine.dead_letters("quota-projector"))
+
+
+def test_projectors_taking_turns_reread_what_the_other_wrote(engine: Engine) -> None:
+    """Each projector keeps the states it committed; one whose cached version is behind the
+    table's (another process projected the subscription meanwhile) reads the table again."""
+    both = ("tokens", "documents")
+    records = _usage_rounds(engine, "sub-turns", both, both, both, both)
+    tp = TopicPartition(records[0].topic, records[0].partition)
+    first, second = _projector(engine), _projector(engine)
+    first.handle_poll({tp: records[:2]})
+    second.handle_poll({tp: records[2:4]})
+    assert len(first.cache) == 1
+    first.handle_poll({tp: records[4:]})
+    assert quota_used(engine.database_url) == store_totals(engine) == {
+        ("sub-turns", "tokens"): Decimal(10), ("sub-turns", "documents"): Decimal(10)}
+
+
+def test_a_batch_rewrites_only_the_quota_rows_it_changed(engine: Engine) -> None:
+    records = _usage_rounds(engine, "sub-rows", ("tokens", "documents"), ("tokens",))
+    tp = TopicPartition(records[0].topic, records[0].partition)
+    projector = _projector(engine)
+
+    def row_versions() -> dict[str, str]:
+        with psycopg.connect(engine.database_url) as conn:
+            return dict(conn.execute("SELECT metric, xmin::text FROM quota "
+                                     "WHERE subscription_id = 'sub-rows'").fetchall())
+
+    projector.handle_poll({tp: records[:2]})
+    before = row_versions()
+    projector.handle_poll({tp: records[2:]})
+    after = row_versions()
+    assert {m for m in before if after[m] != before[m]} == {"tokens"}
+    assert quota_used(engine.database_url) == {
+        ("sub-rows", "tokens"): Decimal(3), ("sub-rows", "documents"): Decimal(1)}
