@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -59,6 +61,8 @@ class BillingRecorder(PostgresProcessRecorder):
                 "seq int NOT NULL, PRIMARY KEY (originator_id, originator_version))"
                 ).format(schema),
         ])
+        self._chain_heads = ChainHeads()
+        self._writing = threading.local()
         self._insert_arrays = SQL(
             "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
@@ -119,15 +123,26 @@ class BillingRecorder(PostgresProcessRecorder):
             firsts: dict[str, int] = {}
             for e in stored_events:
                 firsts.setdefault(str(e.originator_id), e.originator_version)
-            prev_keys = [(i, v - 1) for i, v in firsts.items() if v > 1]
-            own.execute(self._select_prev_hashes,
-                        ([k[0] for k in prev_keys], [k[1] for k in prev_keys]), binary=True)
-            last = {r["originator_id"]: bytes(r["hash"]) for r in own.fetchall()}
+            last = self._chain_heads.known({i: v - 1 for i, v in firsts.items() if v > 1})
+            prev_keys = [(i, v - 1) for i, v in firsts.items() if v > 1 and i not in last]
+            if prev_keys:
+                own.execute(self._select_prev_hashes,
+                            ([k[0] for k in prev_keys], [k[1] for k in prev_keys]), binary=True)
+                last.update((r["originator_id"], bytes(r["hash"])) for r in own.fetchall())
             rows = chain_hashes(stored_events, last)
+            self._writing.heads = {oid: (version, chained)
+                                   for oid, version, _, chained, _ in rows}
             root = hashlib.sha256(b"".join(r[3] for r in rows)).digest()
             own.execute(self._insert_anchor, {"n": len(rows), "root": root, "zero": ZERO_HASH})
             own.execute(self._insert_hashes, tuple(list(col) for col in zip(*rows, strict=True)),
                         binary=True)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        self._writing.heads = {}
+        ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        self._chain_heads.committed(self._writing.heads)  # only once the write has committed
+        return ids
 
     def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
@@ -232,16 +247,18 @@ class BillingRecorder(PostgresProcessRecorder):
         return out
 
     def max_versions(self, ids: Sequence[str]) -> dict[str, int]:
-        """The latest version of each stream (to tell whether a cached aggregate is current)."""
+        """The latest version of each stream (to tell whether a cached aggregate is current).
+        One backward index probe per stream: `max(...) GROUP BY` read every version of every
+        stream asked for, so its cost grew with the streams' history."""
         if not ids:
             return {}
         statement = SQL(
-            "SELECT originator_id, max(originator_version) AS v FROM {0}.{1} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+            "SELECT k.i, (SELECT e.originator_version FROM {0}.{1} e WHERE e.originator_id = k.i "
+            "ORDER BY e.originator_version DESC LIMIT 1) FROM unnest(%s::text[]) AS k(i)"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(statement, (list(ids),), prepare=True, binary=True)
-            return {r["originator_id"]: r["v"] for r in curs.fetchall()}
+            return {i: v for i, v in curs.fetchall() if v is not None}
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -271,6 +288,33 @@ def content_hash(topic: str, state: bytes) -> bytes:
 
 def event_hash(prev: bytes, originator_id: str, version: int, content: bytes) -> bytes:
     return hashlib.sha256(prev + f"{originator_id}\x00{version}\x00".encode() + content).digest()
+
+
+class ChainHeads:
+    """The last hash this process committed on each stream. Events are immutable, so a head
+    (version v, hash h) stays true for good: the next write of that stream at v + 1 chains on
+    h without reading it back (a write based on a stale version fails on the version's
+    uniqueness anyway). Bounded: the least recently written go first."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, wanted: dict[str, int]) -> dict[str, bytes]:
+        """The hashes of the wanted (stream, version)s held here."""
+        with self._lock:
+            heads = self._heads
+            return {oid: head[1] for oid, version in wanted.items()
+                    if (head := heads.get(oid)) is not None and head[0] == version}
+
+    def committed(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        with self._lock:
+            for oid, head in heads.items():
+                self._heads[oid] = head
+                self._heads.move_to_end(oid)
+            while len(self._heads) > self.capacity:
+                self._heads.popitem(last=False)
 
 
 def chain_hashes(events: Sequence[StoredEvent],

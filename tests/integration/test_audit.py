@@ -12,6 +12,7 @@ import pytest
 from domain.usage import UsageItem
 from infra.audit import verify
 from infra.engine import Engine
+from infra.eventstore import open_application
 from tests.integration.helpers import T0, subscribe
 
 pytestmark = pytest.mark.integration
@@ -79,3 +80,24 @@ def test_rewriting_the_recorded_hashes_too_breaks_the_anchors(engine: Engine) ->
     found = findings(engine)
     assert any(kind == "anchor_mismatch" for _, _, kind in found)
     assert ("sub-a", 3, "chain_broken") in found
+
+
+def test_writers_taking_turns_on_a_stream_chain_on_each_others_events(engine: Engine) -> None:
+    """Each process remembers the last hash it wrote on a stream; after another process has
+    written there since, it reads the newer hash instead."""
+    subscribe(engine, "sub-a")
+    other = open_application(engine.database_url, engine.app.catalog)
+    try:
+        for n in range(6):
+            app = (engine.app, other)[n // 2 % 2]  # two writes each, in turns
+            app.revalidate({"sub-a"})  # the other one may have written since
+            sub = app.get("sub-a")
+            sub.record_usage([UsageItem(f"u-{n}", "sub-a", "tokens", Decimal(1),
+                                        T0 + timedelta(hours=n))])
+            app.save_batch([sub], None)
+    finally:
+        other.close()
+    with psycopg.connect(engine.database_url) as conn:
+        report = verify(conn)
+    assert report.clean, report.findings
+    assert report.events == 7 + 2
