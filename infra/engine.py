@@ -131,9 +131,9 @@ class Engine:
         return loop, ingestor
 
     def relay(self) -> Relay:
-        # One request in flight keeps per-partition order through producer retries.
-        producer = self.producer(max_in_flight_requests_per_connection=1)
-        return Relay(self.app, producer, self.settings.topics.events)
+        # The relay publishes one batch at a time and waits for it (infra.kafka.RecordBatches),
+        # which keeps per-partition order.
+        return Relay(self.app, self.producer(), self.settings.topics.events)
 
     def projector(self, group: bool = False) -> tuple[TrackedConsumer, QuotaProjector]:
         db = Database(self.database_url)

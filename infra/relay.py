@@ -1,9 +1,11 @@
 """The relay: tails the event store's notification log in commit order and publishes each event
-to `billing.events` (key = subscription), flushes, then records its position.
+to `billing.events` (key = subscription) as one record batch per partition, waits for the
+acknowledgements, then records its position.
 
-At-least-once: a crash after the flush and before the position is recorded republishes the same
-events, which consumers drop by (subscription, version). It never skips: the eventsourcing
-recorder takes a table lock per insert, so notification ids become visible in commit order.
+At-least-once: a crash after the acknowledgements and before the position is recorded
+republishes the same events, which consumers drop by (subscription, version). It never skips:
+the eventsourcing recorder takes a table lock per insert, so notification ids become visible in
+commit order.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from domain.application import BillingApplication
 from infra.codec import encode, wire_message
-from infra.kafka import KeyPartitions
+from infra.kafka import KeyPartitions, RecordBatches
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Relay:
         self.published = 0
         self._position: int | None = None
         self.partition_of = KeyPartitions(lambda: self.producer.partitions_for(self.topic))
+        self.batches = RecordBatches(producer)
 
     @property
     def recorder(self) -> Any:
@@ -49,14 +53,14 @@ class Relay:
         if not notifications:
             return 0
         self.partition_of.refresh()
-        futures = []
+        records = []
         for n in notifications:
             key = n.originator_id.encode()
-            futures.append(self.producer.send(self.topic, key=key, partition=self.partition_of(key),
-                                              value=encode(wire_message(self.app, n))))
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=30)
+            partition = self.partition_of(key)
+            if partition is None:  # the topic's partitions are not known yet
+                raise KafkaError(f"no partitions known for {self.topic}")
+            records.append((partition, key, encode(wire_message(self.app, n))))
+        self.batches.publish(self.topic, records)
         last = notifications[-1].id
         try:
             self.recorder.insert_tracking(Tracking(self.name, last))
