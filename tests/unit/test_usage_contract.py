@@ -174,3 +174,16 @@ def test_the_stored_time_text_is_canonical_however_the_producer_wrote_it(
     item = parse_usage({"id": "u", "subscription": "s", "metric": "m", "quantity": 1,
                         "at": text})
     assert item.as_record()["at"] == item.at.isoformat()
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-01T24:00:00+00:00", "2026-11-01t10:00:00+00:00", "2026-11-01 10:00:00+00:00",
+    "20261101T100000+00:00", "2026-11-01T10:00:00-00:00", "2026-11-01T10:00+00:00",
+    "2026-11-01T10:00:00.5+00:00", "2026-11-01T10:00:00+00:00"])
+def test_time_texts_close_to_the_canonical_form_are_stored_canonically(text: str) -> None:
+    try:
+        item = parse_usage({"id": "u", "subscription": "s", "metric": "m", "quantity": 1,
+                            "at": text})
+    except InvalidUsage:
+        return  # refused is fine too; stored differently from its canonical text is not
+    assert item.as_record()["at"] == item.at.isoformat()
