@@ -42,12 +42,16 @@ class IngestStats:
 
 
 def not_yet_applied(app: BillingApplication, tp: TopicPartition,
-                    records: Sequence[ConsumerRecord],
-                    in_flight: int | None = None) -> list[ConsumerRecord]:
+                    records: Sequence[ConsumerRecord], in_flight: int | None = None,
+                    committed: int | None = None) -> list[ConsumerRecord]:
     """Records at or below the stored position were applied already (e.g. by another process
     before a rebalance), and so were those at or below the position of the batch still
-    committing (`in_flight`): drop them rather than fail on the tracking row."""
-    stored = app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
+    committing (`in_flight`): drop them rather than fail on the tracking row. `committed`: the
+    position this process last committed, when known, instead of reading the stored one (it
+    can only be behind it; a record applied elsewhere meanwhile then fails its batch on the
+    tracking row, and the retry reads the stored position)."""
+    stored = committed if committed is not None else \
+        app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
     floor = max((p for p in (stored, in_flight) if p is not None), default=None)
     return [r for r in records if floor is None or r.offset > floor]
 
@@ -96,9 +100,13 @@ class UsageIngestor:
                          if self.lookahead_at is not None else None)
         self._waiting: _Parsed | None = None
         self.looked_ahead = 0  # polls applied one poll later
+        self._committed: dict[str, int] = {}  # tracking name -> position this process committed
 
     def flush(self) -> None:
-        """Apply the poll waiting for its lookup (if any), then wait for the commit in flight."""
+        """Apply the poll waiting for its lookup (if any), then wait for the commit in flight.
+        The loop flushes before it seeks (after a failure, on a rebalance): positions are read
+        from the store again after it."""
+        self._committed.clear()
         self._apply_waiting()
         if self.writer is not None:
             self.writer.flush()
@@ -136,9 +144,9 @@ class UsageIngestor:
         trackings: list[Tracking] = []
         records: list[ConsumerRecord] = []
         for tp, polled in batches.items():
-            in_flight = (self.writer.position_in_flight(tracking_name(tp.topic, tp.partition))
-                         if self.writer else None)
-            fresh = not_yet_applied(self.app, tp, polled, in_flight)
+            name = tracking_name(tp.topic, tp.partition)
+            in_flight = self.writer.position_in_flight(name) if self.writer else None
+            fresh = not_yet_applied(self.app, tp, polled, in_flight, self._committed.get(name))
             if fresh:
                 records.extend(fresh)
                 trackings.append(Tracking(tracking_name(tp.topic, tp.partition),
@@ -178,6 +186,8 @@ class UsageIngestor:
 
             def account() -> None:
                 self._account(messages, batch, letters, new_events)
+                for tracking in parsed.trackings:
+                    self._committed[tracking.application_name] = tracking.notification_id
 
             if self.writer is None:
                 self.app.save_batch(batch.aggregates, parsed.trackings, batch.usage_keys)

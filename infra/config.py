@@ -69,7 +69,7 @@ class Settings:
     topics: Topics = field(default_factory=lambda: Topics.with_prefix(""))
     partitions: int = 4
     pg_fsync: bool = True
-    max_poll_records: int = 5000
+    max_poll_records: int = 10_000
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -92,7 +92,7 @@ class Settings:
             topics=Topics.with_prefix(e.get("BILLING_TOPIC_PREFIX", "")),
             partitions=int(e.get("BILLING_PARTITIONS", "4")),
             pg_fsync=_bool(e.get("BILLING_PG_FSYNC"), True),
-            max_poll_records=int(e.get("BILLING_MAX_POLL_RECORDS", "5000")),
+            max_poll_records=int(e.get("BILLING_MAX_POLL_RECORDS", "10000")),
             session_timeout_ms=int(e.get("BILLING_SESSION_TIMEOUT_MS", "6000")),
             catalog_path=Path(catalog) if catalog else None,
             migrate=_bool(e.get("BILLING_MIGRATE"), True),

@@ -117,3 +117,22 @@ def test_in_line_commits_when_write_behind_is_off(engine: Engine) -> None:
     _drive(engine, loop, ends)
     loop.close()
     assert store_totals(engine) == {("sub-a", "tokens"): Decimal(60)}
+
+
+def test_a_position_moved_on_by_another_process_is_read_again(engine: Engine) -> None:
+    """Each ingester remembers the positions it committed rather than reading them before
+    every poll; records another process applied meanwhile still count once."""
+    subscribe(engine, "sub-a")
+    first_ends = publish(engine, [usage(f"u{i}", "sub-a", quantity=1) for i in range(50)])
+    mine, ingestor = engine.ingestion()
+    _drive(engine, mine, first_ends)
+    ends = publish(engine, [usage(f"v{i}", "sub-a", quantity=1) for i in range(50)])
+    other, _ = engine.ingestion()  # starts from the stored positions
+    _drive(engine, other, ends)
+    other.close()
+    # `mine` now reads the records `other` applied, its own last position still remembered.
+    more = publish(engine, [usage(f"w{i}", "sub-a", quantity=1) for i in range(50)])
+    _drive(engine, mine, more)
+    mine.close()
+    assert store_totals(engine) == {("sub-a", "tokens"): Decimal(150)}
+    assert ingestor.stats.accepted == 100  # its own 50 and the w's; the v's were not its own
