@@ -149,8 +149,7 @@ class UsageIngestor:
             fresh = not_yet_applied(self.app, tp, polled, in_flight, self._committed.get(name))
             if fresh:
                 records.extend(fresh)
-                trackings.append(Tracking(tracking_name(tp.topic, tp.partition),
-                                          fresh[-1].offset))
+                trackings.append(Tracking(name, fresh[-1].offset))
         if not records:
             return None
         parsed = _Parsed(records, trackings, [], [], [])
