@@ -2,6 +2,8 @@
 steady rate, with the workers (ingest, relay, projection) in their own process.
 
     python bench/latency.py [--rates 5000,10000] [--seconds 20] [--subscriptions 1000]
+
+The workers run with the default settings.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def main() -> int:
         subs = [f"sub-{i:05d}" for i in range(args.subscriptions)]
         engine.app.subscribe_many([(s, s, "enterprise") for s in subs],
                                   datetime.now(UTC).replace(microsecond=0))
-        env = engine.subprocess_env(BILLING_MAX_POLL_RECORDS="2000")
+        env = engine.subprocess_env()
         workers = [subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "run", "--only", role, "--report-every",
              "3600"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
