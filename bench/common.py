@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: the machine line and appending figures to docs/BENCHMARKS.md."""
+"""Shared by the benchmarks: the machine line, appending figures to docs/BENCHMARKS.md, worker
+memory and ingestion timed from the first commit."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import os
 import platform
 import resource
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -22,6 +27,36 @@ def machine() -> str:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_of(pid: int) -> float:
+    """VmHWM of a running process, in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def timed_from_first_commit(url: str, topic: str, done: Callable[[], bool]
+                            ) -> tuple[float, int]:
+    """Wait until `done()`, timing ingestion of `topic` from the first commit of its worker(s)
+    (their start-up, and joining a consumer group, are not ingestion). Returns (seconds, events
+    already ingested by that first commit), so the caller leaves those out of its count."""
+    query = ("SELECT count(*), coalesce(sum(notification_id + 1), 0) FROM billing_tracking "
+             "WHERE application_name LIKE %s")
+    first, done_at_first = None, 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not done():
+            if first is None:
+                row = conn.execute(query, (topic + ":%",)).fetchone()
+                if row and row[0]:
+                    first, done_at_first = time.perf_counter(), int(row[1])
+            time.sleep(0.02)
+    return time.perf_counter() - (first or time.perf_counter()), done_at_first
 
 
 def record(title: str, lines: list[str], enabled: bool = True) -> None:

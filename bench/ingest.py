@@ -28,6 +28,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import peak_rss_of, timed_from_first_commit
+
 from infra import kafka
 from infra.config import Settings
 from infra.engine import Engine, Monitor
@@ -94,36 +96,20 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[
         cwd=Path(__file__).resolve().parent.parent, env=engine.subprocess_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     monitor = Monitor(engine)
-    query = ("SELECT count(*), coalesce(sum(notification_id + 1), 0) FROM billing_tracking "
-             "WHERE application_name LIKE %s")
     try:
-        first, done_at_first = None, 0
-        with psycopg.connect(engine.database_url, autocommit=True) as conn:
-            while not monitor.ingested(ends):
-                if first is None:
-                    row = conn.execute(query, (engine.settings.topics.usage + ":%",)).fetchone()
-                    if row and row[0]:
-                        first, done_at_first = time.perf_counter(), int(row[1])
-                time.sleep(0.02)
-            elapsed = time.perf_counter() - (first or time.perf_counter())
+        elapsed, done_at_first = timed_from_first_commit(
+            engine.database_url, engine.settings.topics.usage, lambda: monitor.ingested(ends))
+        with psycopg.connect(engine.database_url) as conn:
             accepted = conn.execute("SELECT count(*) FROM usage_dedup").fetchone()
             events = conn.execute("SELECT count(*) FROM billing_events WHERE topic LIKE "
                                   "'%UsageRecorded'").fetchone()
-        rss = peak_rss_mib(worker.pid)
+        rss = peak_rss_of(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
     return elapsed, {"accepted": int(accepted[0]) if accepted else 0, "duplicates": 0,
                      "events_written": int(events[0]) if events else 0,
                      "timed_events": sum(ends.values()) - done_at_first, "worker_rss": round(rss)}
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def record(lines: list[str], command: str) -> None:

@@ -18,24 +18,12 @@ from datetime import UTC, datetime
 
 import orjson
 import psycopg
-from common import ROOT, record
+from common import ROOT, peak_rss_of, record
 
 from infra import kafka
 from infra.config import Settings
 from infra.engine import Engine
 from infra.stack import start_stack
-
-
-def peak_rss_of(pid: int) -> float:
-    """VmHWM of a running process, in MiB."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def percentile(values: list[float], p: float) -> float:

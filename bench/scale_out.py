@@ -16,8 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
-import psycopg
-from common import ROOT, record
+from common import ROOT, record, timed_from_first_commit
 
 from infra import kafka
 from infra.config import Settings, Topics
@@ -79,19 +78,8 @@ def phase(stack: object, base: Settings, processes: int, events: int,
                for _ in range(processes)]
     monitor = Monitor(engine)
     try:
-        # Timed from the first commit (joining the consumer group takes seconds on this
-        # broker); the events that commit had already ingested are left out of the count.
-        first, done_at_first = None, 0
-        while not monitor.ingested(ends):
-            if first is None:
-                with psycopg.connect(url) as conn:
-                    row = conn.execute("SELECT count(*), sum(notification_id + 1) FROM "
-                                       "billing_tracking WHERE application_name LIKE %s",
-                                       (settings.topics.usage + ":%",)).fetchone()
-                if row and row[0]:
-                    first, done_at_first = time.perf_counter(), int(row[1])
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - (first or time.perf_counter())
+        elapsed, done_at_first = timed_from_first_commit(
+            url, settings.topics.usage, lambda: monitor.ingested(ends))
         return (events - done_at_first) / elapsed, raw
     finally:
         for w in workers:

@@ -17,6 +17,7 @@ from consumers.projector import Database
 from infra.codec import wire_message
 from infra.config import Settings
 from projections import invoices, quota_store, recommendations
+from projections import versions as projection_versions
 from projections.quota import SubscriptionQuota, apply_all
 
 TABLES = {
@@ -100,7 +101,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
         if "quota" in projections:
             quota_store.write(cur, states.values())
         if "invoices" in projections:
-            invoices.write_versions(cur, invoice_versions)
+            projection_versions.write(cur, invoices.PROJECTION, invoice_versions)
     return done
 
 

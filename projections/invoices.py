@@ -16,6 +16,7 @@ import orjson
 import psycopg
 
 from projections import analytics, recommendations
+from projections import versions as projection_versions
 
 PROJECTION = "invoices"  # also feeds the analytics lifecycle table, in the same transaction
 
@@ -209,16 +210,13 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]],
     """Apply messages in order, skipping (subscription, version) already applied.
 
     A replay into fresh tables passes `replay_versions`: the versions applied so far are kept
-    there, in memory, and written once at its end (`write_versions`). Upserting them every
-    batch in the replay's one long transaction left each row a chain of dead versions to
-    walk, and the rebuild slowed down as it went (11,000 events/s over 500,000 events)."""
+    there, in memory, and written once at its end (`projections.versions.write`). Upserting
+    them every batch in the replay's one long transaction left each row a chain of dead
+    versions to walk, and the rebuild slowed down as it went (11,000 events/s over 500,000
+    events)."""
     subs = sorted({m["subscription"] for m in messages})
-    if replay_versions is None:
-        cur.execute("SELECT subscription_id, version FROM projection_versions "
-                    "WHERE projection = %s AND subscription_id = ANY(%s)", (PROJECTION, subs))
-        versions = {sid: v for sid, v in cur.fetchall()}
-    else:
-        versions = replay_versions
+    versions = (projection_versions.read(cur, PROJECTION, subs) if replay_versions is None
+                else replay_versions)
     writer = _Writer(cur, subs)
     applied = 0
     for message in messages:
@@ -230,18 +228,8 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]],
         applied += 1
     writer.finish()
     if replay_versions is None:
-        write_versions(cur, versions)
+        projection_versions.write(cur, PROJECTION, versions)
     return applied
-
-
-def write_versions(cur: psycopg.Cursor[Any], versions: dict[str, int]) -> None:
-    if versions:
-        cur.execute(
-            "INSERT INTO projection_versions (projection, subscription_id, version) "
-            "SELECT %s, * FROM unnest(%b::text[], %b::bigint[]) "
-            "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
-            (PROJECTION, list(versions), list(versions.values())),
-        )
 
 
 def read_invoice(conn: psycopg.Connection[Any], number: str) -> dict[str, Any] | None:

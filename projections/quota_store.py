@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from projections import versions as projection_versions
 from projections.quota import QuotaRow, SubscriptionQuota
 
 PROJECTION = "quota"
@@ -107,10 +108,7 @@ class StateCache:
 
 def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
          cache: StateCache | None = None) -> dict[str, SubscriptionQuota]:
-    cur.execute("SELECT subscription_id, version FROM projection_versions "
-                "WHERE projection = %s AND subscription_id = ANY(%s)",
-                (PROJECTION, list(subscription_ids)), prepare=True)
-    versions: dict[str, int] = dict(cur.fetchall())
+    versions = projection_versions.read(cur, PROJECTION, subscription_ids)
     states: dict[str, SubscriptionQuota] = {}
     unread: list[str] = []
     for sid in subscription_ids:
@@ -172,12 +170,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             "cycle_start": r.cycle_start, "cycle_end": r.cycle_end, "daily_cap": r.daily_cap,
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
-    cur.execute(
-        "INSERT INTO projection_versions (projection, subscription_id, version) "
-        "SELECT %s, * FROM unnest(%b::text[], %b::bigint[]) "
-        "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
-        (PROJECTION, [s.subscription_id for s in states], [s.version for s in states]),
-    )
+    projection_versions.write(cur, PROJECTION, {s.subscription_id: s.version for s in states})
     for s in states:
         s.replaced = False
 
