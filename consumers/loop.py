@@ -25,6 +25,12 @@ from infra.kafka import partitions_of
 log = logging.getLogger(__name__)
 
 
+class RedoBatch(Exception):
+    """Raised by a handler whose optimistic batch met another writer or a replayed input (a
+    unique key refused its write): the loop goes back to the stored positions and the handler
+    redoes the batch cautiously. Not a failure: no back-off, logged at info."""
+
+
 class PositionStore(Protocol):
     def position(self, topic: str, partition: int) -> int | None: ...
 
@@ -51,6 +57,7 @@ class TrackedConsumer:
         self.batches = 0
         self.records = 0
         self.failures = 0
+        self.redone = 0  # batches redone after a RedoBatch
         self.assigned: set[TopicPartition] = set()
         if group:
             consumer.subscribe([topic], listener=_SeekOnAssign(self))
@@ -78,6 +85,9 @@ class TrackedConsumer:
         try:
             self.flush()
             return True
+        except RedoBatch as redo:
+            self._note_redo(redo)
+            return False
         except Exception:
             self.failures += 1
             log.exception("%s: a batch failed to commit; retrying from stored positions",
@@ -95,6 +105,10 @@ class TrackedConsumer:
         for tp, records in batches.items():
             try:
                 self.handler(tp, records)
+            except RedoBatch as redo:
+                self._note_redo(redo)
+                self.seek_to_stored([tp])
+                continue
             except Exception:
                 self.failures += 1
                 log.exception("%s: batch %s:%s@%s failed; retrying from stored position",
@@ -116,6 +130,10 @@ class TrackedConsumer:
         assert self.poll_handler is not None
         try:
             self.poll_handler(batches)
+        except RedoBatch as redo:
+            self._note_redo(redo)
+            self.seek_to_stored(sorted(set(batches) | self.assigned, key=lambda tp: tp.partition))
+            return 0
         except Exception:
             self.failures += 1
             log.exception("%s: batch of %d partition(s) failed; retrying from stored positions",
@@ -131,6 +149,11 @@ class TrackedConsumer:
         self.batches += 1
         self.records += handled
         return handled
+
+    def _note_redo(self, redo: RedoBatch) -> None:
+        self.redone += 1
+        log.info("%s: %s; redoing from the stored positions", self.name, redo,
+                 extra={"worker": self.name})
 
     def run(self, stop: threading.Event, timeout_ms: int = 200) -> None:
         while not stop.is_set():

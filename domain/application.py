@@ -116,20 +116,24 @@ class BillingApplication(Application[str]):
             if isinstance(aggregate, Subscription):
                 self._remember(aggregate)
 
-    def revalidate(self, ids: Iterable[str]) -> None:
+    def revalidate(self, ids: Iterable[str]) -> set[str]:
         """Drop cached aggregates that another process has changed since, so decisions (and
-        refusals) are made on current state; one query for the whole batch."""
+        refusals) are made on current state; one query for the whole batch. Returns the ids
+        dropped."""
         cached = [i for i in set(ids) if i in self._cache]
         if not cached:
-            return
+            return set()
         recorder: Any = self.recorder
         latest = recorder.max_versions(cached)
+        dropped = set()
         for i in cached:
             stored = latest.get(i)
             # Behind the store: another writer. Ahead of it (or not in it yet): this process's
             # own write still committing (consumers.write_behind); a failed one is evicted.
             if stored is not None and stored > self._cache[i].version:
                 self._cache.pop(i, None)
+                dropped.add(i)
+        return dropped
 
     def evict(self, subscription_ids: Iterable[str]) -> None:
         for sid in subscription_ids:

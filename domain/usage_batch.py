@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
+from eventsourcing.persistence import IntegrityError
+
 from domain.application import BillingApplication, UsageKey
 from domain.errors import BillingError, UnknownSubscription
 from domain.subscription import Subscription
@@ -27,13 +29,26 @@ class PreparedBatch:
     rejected: list[tuple[int, BillingError]] = field(default_factory=list)  # (index, error)
 
 
+class StaleRefusal(IntegrityError):
+    """An optimistic batch refused usage on a cached subscription that another writer has
+    changed since: the refusal may be wrong, and a refusal writes nothing that a unique key
+    could catch. The caller redoes the batch cautiously."""
+
+
 def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
                         in_flight: Set[UsageKey] = frozenset(),
-                        in_ledger: Set[UsageKey] | None = None) -> PreparedBatch:
+                        in_ledger: Set[UsageKey] | None = None, *,
+                        optimistic: bool = False) -> PreparedBatch:
     """Items are indexed by position so refusals can be traced back to their input messages.
     `in_flight`: usage ids of a batch applied but still committing (they count as seen).
     `in_ledger`: the items' ids already in the ledger, when the caller has looked them up
-    (`usage_keys`); otherwise they are looked up here."""
+    (`usage_keys`); otherwise they are looked up here.
+
+    `optimistic`: neither the ledger nor the cached subscriptions' versions are read first.
+    The write then fails on a unique key (the ledger's, or a stream's next version) if an id
+    was applied before or another writer moved a subscription, and the caller redoes the
+    batch cautiously; refusals, which write nothing, are checked against the store here and
+    raise StaleRefusal if made on a moved subscription."""
     batch = PreparedBatch()
     first_seen: dict[UsageKey, int] = {}
     for index, item in enumerate(items):
@@ -43,11 +58,12 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
         else:
             first_seen[key] = index
     if in_ledger is None:
-        in_ledger = app.usage_ledger().seen_usage(list(first_seen))
+        in_ledger = set() if optimistic else app.usage_ledger().seen_usage(list(first_seen))
     already = in_ledger | (first_seen.keys() & in_flight)
     batch.duplicates += len(already)
 
-    app.revalidate({item.subscription for item in items})
+    if not optimistic:
+        app.revalidate({item.subscription for item in items})
     app.preload(item.subscription for item in items)
     by_subscription: dict[str, list[int]] = {}
     for key, index in first_seen.items():
@@ -65,6 +81,11 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
             batch.aggregates.append(subscription)
         batch.usage_keys.extend((subscription_id, items[i].id) for i in accepted)
         batch.accepted += len(accepted)
+    if optimistic and batch.rejected:
+        moved = app.revalidate({items[i].subscription for i, _ in batch.rejected})
+        if moved:
+            raise StaleRefusal(f"usage refused on {len(moved)} subscription(s) another "
+                               f"writer has changed since they were cached")
     return batch
 
 

@@ -79,6 +79,10 @@ class Settings:
     # Ingestion commits each batch in a thread of its own while the next one is prepared
     # (consumers/write_behind.py); BILLING_WRITE_BEHIND=n commits in line.
     write_behind: bool = True
+    # Ingestion applies a batch without reading the ledger and the subscriptions' versions
+    # first, and redoes it cautiously if a unique key refuses it (consumers/usage.py);
+    # BILLING_OPTIMISTIC_INGEST=n always reads first.
+    optimistic_ingest: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -97,6 +101,7 @@ class Settings:
             catalog_path=Path(catalog) if catalog else None,
             migrate=_bool(e.get("BILLING_MIGRATE"), True),
             write_behind=_bool(e.get("BILLING_WRITE_BEHIND"), True),
+            optimistic_ingest=_bool(e.get("BILLING_OPTIMISTIC_INGEST"), True),
             kafka_options={name: convert(e[var]) for var, (name, convert)
                            in KAFKA_OPTIONS.items() if e.get(var)},
         )

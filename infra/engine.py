@@ -109,7 +109,8 @@ class Engine:
         app = self.worker_app()
         writer = WriteBehind(app, "usage-ingest-writer") if self.settings.write_behind else None
         ingestor = UsageIngestor(app, self.dead_letters("usage-ingest"), writer,
-                                 lookahead_at=self.settings.max_poll_records)
+                                 lookahead_at=self.settings.max_poll_records,
+                                 optimistic=self.settings.optimistic_ingest)
         group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")

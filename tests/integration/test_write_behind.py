@@ -83,6 +83,7 @@ def test_ids_looked_up_while_their_first_copies_commit_count_once(engine: Engine
     lookup cannot see that poll's ids yet, so they count as seen from the start."""
     subscribe(engine, "sub-a")  # one subscription: one partition, polls of exactly 40
     _small_polls(engine)
+    engine.settings = replace(engine.settings, optimistic_ingest=False)  # lookups only then
     messages = []
     for start in range(0, 120, 40):
         first = [usage(f"u{i}", "sub-a", quantity=1) for i in range(start, start + 40)]
