@@ -23,11 +23,16 @@ _WRAPPER = b'"_type_"'
 class OrjsonTranscoder(JSONTranscoder):
     def encode(self, obj: Any) -> bytes:
         try:
-            return orjson.dumps(obj, default=self._encode_obj, option=_OPTIONS)
+            return orjson.dumps(obj, default=self._encode_default, option=_OPTIONS)
         except orjson.JSONEncodeError as e:
             if isinstance(e.__cause__, TranscodingNotRegisteredError):
                 raise e.__cause__ from None
             raise
+
+    def _encode_default(self, obj: Any) -> Any:
+        if type(obj) is datetime:  # every event's timestamp: skip the library's dispatch
+            return {"_type_": "datetime_iso", "_data_": obj.isoformat()}
+        return self._encode_obj(obj)
 
     def decode(self, data: bytes) -> Any:
         value = orjson.loads(data)

@@ -39,7 +39,7 @@ def test_an_id_applied_by_an_earlier_batch_counts_once(engine: Engine, optimisti
     first = [usage(f"u{i}", "sub-a", quantity=1) for i in range(30)]
     _drive(engine, loop, publish(engine, first))
     # The first ten ids again, published anew by the upstream service (new offsets).
-    _drive(engine, loop, publish(engine, first[:10] + [usage("v0", "sub-a", quantity=5)]))
+    _drive(engine, loop, publish(engine, [*first[:10], usage("v0", "sub-a", quantity=5)]))
     loop.close()
 
     assert store_totals(engine) == {("sub-a", "tokens"): Decimal(35)}
