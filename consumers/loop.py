@@ -5,7 +5,8 @@ Each poll's records are handed to the handler as one micro-batch: per partition,
 `poll_handler`) all partitions of the poll at once, so one transaction carries them all. The
 handler commits its effect and the new position(s) in one transaction. If a batch fails (a
 version conflict, a database outage), its partitions are sought back to their stored positions
-and the batch retried: nothing is skipped and nothing applied twice.
+and the batch retried: nothing is skipped and nothing applied twice. A handler that raises
+RedoBatch asks for the same, as a normal step rather than a failure.
 """
 
 from __future__ import annotations
