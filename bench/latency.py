@@ -81,7 +81,7 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
     batches = kafka.RecordBatches(producer)
     start = time.perf_counter()
     for first in range(0, total, per_tick):
-        if first == warm:
+        if not first_timed and first >= warm:
             first_timed.update((sid, len(times)) for sid, times in published.items())
         delay = start + (first // per_tick) * tick - time.perf_counter()
         if delay > 0:
@@ -103,8 +103,6 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
         batches.publish(topic, records)
     producer.flush()
     achieved = total / (time.perf_counter() - start)
-    if not first_timed:
-        first_timed.update((sid, len(times)) for sid, times in published.items())
     deadline = time.monotonic() + 120
     while len(latencies) < timed and time.monotonic() < deadline:
         time.sleep(0.1)
