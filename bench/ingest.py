@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import peak_rss_of, timed_from_first_commit
 
-from infra import kafka
+from infra import kafka, record_decoding
 from infra.config import Settings
 from infra.engine import Engine, Monitor
 from infra.stack import start_stack
@@ -55,9 +55,13 @@ def publish(engine: Engine, events: int, subscriptions: int,
     return time.perf_counter() - t0, ends
 
 
-def raw_consume(engine: Engine, total: int) -> float:
-    """The baseline: kafka-python polling the same topic, same settings, doing nothing else."""
+def raw_consume(engine: Engine, total: int, engine_decoder: bool = False) -> float:
+    """The baseline: kafka-python polling the same topic, same settings, doing nothing else,
+    with kafka-python's own record decoding (or, `engine_decoder`, the engine's:
+    infra.record_decoding)."""
     client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="bench-raw")
+    if not engine_decoder:
+        record_decoding.uninstall()
     parts = kafka.partitions_of(client, engine.settings.topics.usage)
     client.assign(parts)
     client.seek_to_beginning(*parts)
@@ -68,6 +72,7 @@ def raw_consume(engine: Engine, total: int) -> float:
             seen += len(records)
     elapsed = time.perf_counter() - t0
     client.close()
+    record_decoding.install()
     return elapsed
 
 
@@ -143,6 +148,7 @@ def main() -> int:
             t_ing, stats = ingest(engine, ends) if args.in_process else \
                 ingest_in_worker(engine, ends)
             t_raw_after = raw_consume(engine, args.events)
+            t_raw_engine_decoder = raw_consume(engine, args.events, engine_decoder=True)
         finally:
             engine.close()
     t_raw = (t_raw_before + t_raw_after) / 2
@@ -168,6 +174,9 @@ def main() -> int:
         f"- end-to-end ingest, exactly-once to PostgreSQL: **{ing_rate:,.0f} events/s** "
         f"({t_ing:.2f}s {where}; {stats['events_written']:,} usage domain events)",
         f"- ratio ingest / raw consume: **{ratio:.2f}**",
+        f"- raw consume with the engine's record decoder (infra.record_decoding, which the "
+        f"ingester uses): {args.events / t_raw_engine_decoder:,.0f} events/s; ratio ingest / "
+        f"that: {ing_rate * t_raw_engine_decoder / args.events:.2f}",
         f"- peak RSS: benchmark process (publisher, raw consumer"
         f"{', ingestion' if args.in_process else ''}) "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import orjson
 from common import ROOT, record, timed_from_first_commit
 
-from infra import kafka
+from infra import kafka, record_decoding
 from infra.config import Settings, Topics
 from infra.engine import Engine, Monitor
 from infra.stack import create_database, start_stack
@@ -29,6 +29,7 @@ def raw_part(job: tuple[str, Settings, str, list[int], dict[int, int]]) -> tuple
     ends, doing nothing else. Returns (start, end) wall-clock times."""
     bootstrap, settings, topic, partitions, ends = job
     client = kafka.consumer(bootstrap, settings, client_id="bench-raw")
+    record_decoding.uninstall()  # kafka-python's own decoding, as the baseline is defined
     parts = [tp for tp in kafka.partitions_of(client, topic) if tp.partition in partitions]
     client.assign(parts)
     client.seek_to_beginning(*parts)

@@ -22,6 +22,7 @@ from kafka.partitioner import murmur2
 from kafka.protocol.producer import ProduceRequest
 from kafka.record.memory_records import MemoryRecordsBuilder
 
+from infra import record_decoding
 from infra.config import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def producer(bootstrap: str, settings: Settings | None = None,
 
 def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsumer:
     """A consumer whose positions live in PostgreSQL: auto-commit is off, offsets never
-    committed to the broker."""
+    committed to the broker. Fetched batches are decoded by `infra.record_decoding`."""
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "enable_auto_commit": False,
@@ -100,6 +101,7 @@ def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsu
     }
     config.update(settings.kafka_options)  # SASL/TLS, timeouts
     config.update(overrides)
+    record_decoding.install()
     return KafkaConsumer(**config)
 
 
