@@ -19,6 +19,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import loadgen
 import orjson
 import psycopg
 from common import ROOT, peak_rss_of, record
@@ -41,7 +42,9 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
     does). The steady-state figures leave out the events published during the warm-up (the
     workers start with cold caches and an idle pipeline); the figures over every event are
     reported too."""
-    producer = kafka.producer(engine.kafka_bootstrap, linger_ms=1)
+    topic = engine.settings.topics.usage
+    publish, close_publisher = loadgen.publisher(engine.kafka_bootstrap, engine.settings, topic)
+    producer = kafka.producer(engine.kafka_bootstrap, engine.settings)
     published: dict[str, list[float]] = {s: [] for s in sample}
     first_timed: dict[str, int] = {}  # per sampled subscription: events before the warm-up ended
     visible: dict[str, int] = {}
@@ -73,12 +76,9 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
     warm = rate * warmup
     timed = total * len(sample) // len(subs)
     tick, per_tick = 0.01, max(rate // 100, 1)
-    topic = engine.settings.topics.usage
-    # Each tick's messages go out as one record batch per partition (infra.kafka.RecordBatches,
-    # as the relay publishes): kafka-python's per-message send() made this load generator,
-    # which shares these 2 cores with the engine, use more CPU than the ingest worker.
+    # Each tick's messages go out as one record batch per partition, in one produce request
+    # per broker (bench/loadgen.py): this load generator shares the 2 cores with the engine.
     partition_of = kafka.KeyPartitions(lambda: producer.partitions_for(topic))
-    batches = kafka.RecordBatches(producer)
     start = time.perf_counter()
     for first in range(0, total, per_tick):
         if not first_timed and first >= warm:
@@ -100,14 +100,14 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
             records.append((partition, key, orjson.dumps({
                 "id": f"r{rate}-{n}", "subscription": sid, "metric": "tokens", "quantity": 1,
                 "at": at})))
-        batches.publish(topic, records)
-    producer.flush()
+        publish(records)
     achieved = total / (time.perf_counter() - start)
     deadline = time.monotonic() + 120
     while len(latencies) < timed and time.monotonic() < deadline:
         time.sleep(0.1)
     done.set()
     observer.join()
+    close_publisher()
     producer.close()
     return {"rate": rate, "published_per_s": achieved, "seen": len(latencies), "total": timed,
             "p50": percentile(steady, 50), "p95": percentile(steady, 95),
