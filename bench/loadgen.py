@@ -4,9 +4,9 @@ The load generator stands for upstream services, which run elsewhere; here it sh
 engine's two cores. Through kafka-python, each produce request cost it about 1.4 ms of CPU in
 the producer's network thread (four turns of its I/O loop a request), so ticking every 10 ms
 took about a quarter of a core: CPU the engine under test did not get. This client writes the
-same record batches (kafka-python's builder, format v2) and the same produce request (its
-protocol classes) on a plain socket per partition leader and reads the acknowledgement; it
-costs a few µs a record. Plaintext only: with `BILLING_KAFKA_*` security settings the load
+same record batches (format v2, encoded as the relay encodes them) and the same produce
+request (kafka-python's protocol classes) on a plain socket per partition leader, and reads
+the acknowledgement. Plaintext only: with `BILLING_KAFKA_*` security settings the load
 generator goes through kafka-python (`publisher()`).
 """
 
@@ -21,9 +21,8 @@ from typing import Any
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, for_code
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
-from kafka.record.memory_records import MemoryRecordsBuilder
 
-from infra import kafka
+from infra import kafka, record_decoding
 from infra.config import Settings
 
 Records = Sequence[tuple[int, bytes | None, bytes]]
@@ -54,18 +53,13 @@ class PlainProduceClient:
 
     def publish(self, records: Records) -> None:
         now = int(time.time() * 1000)
-        builders: dict[int, MemoryRecordsBuilder] = {}
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
         for partition, key, value in records:
-            builder = builders.get(partition)
-            if builder is None:
-                builder = builders[partition] = MemoryRecordsBuilder(
-                    magic=2, compression_type=0, batch_size=16 * 1024 * 1024)
-            if builder.append(now, key, value) is None:
-                raise KafkaError("a tick's records exceed one record batch")
-        by_leader: dict[int, list[tuple[int, MemoryRecordsBuilder]]] = {}
-        for partition, builder in builders.items():
-            builder.close()
-            by_leader.setdefault(self.leader[partition], []).append((partition, builder))
+            by_partition.setdefault(partition, []).append((key, value))
+        by_leader: dict[int, list[tuple[int, bytes]]] = {}
+        for partition, pairs in by_partition.items():
+            (batch, _count), = record_decoding.encode_plain_batches(pairs, now, 1 << 30)
+            by_leader.setdefault(self.leader[partition], []).append((partition, batch))
         sent = []
         for node, parts in by_leader.items():
             self.correlation += 1
@@ -73,7 +67,7 @@ class PlainProduceClient:
             request = ProduceRequest(
                 transactional_id=None, acks=-1, timeout_ms=int(self.timeout * 1000),
                 topic_data=[topic_data(name=self.topic, partition_data=[
-                    topic_data.PartitionProduceData(index=p, records=b.buffer())
+                    topic_data.PartitionProduceData(index=p, records=b)
                     for p, b in parts])])
             request.with_header(correlation_id=self.correlation, client_id="bench-loadgen")
             self.sockets[node].sendall(request.encode(version=_VERSION, header=True,

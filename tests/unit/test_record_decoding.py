@@ -130,3 +130,33 @@ def test_a_batch_with_a_bad_crc_is_refused_like_kafka_python() -> None:
     for fast in (False, True):
         with pytest.raises(CorruptRecordError, match="crc"):
             decode(bytes(data), fast=fast)
+
+
+def builder_batches(records: list[tuple[bytes | None, bytes]], timestamp: int,
+                    batch_bytes: int) -> list[tuple[bytes, int]]:
+    """What kafka-python's MemoryRecordsBuilder writes for the same records."""
+    out: list[tuple[bytes, int]] = []
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=batch_bytes)
+    for key, value in records:
+        if builder.append(timestamp, key, value, []) is None:
+            builder.close()
+            out.append((bytes(builder.buffer()), builder.next_offset()))
+            builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=batch_bytes)
+            assert builder.append(timestamp, key, value, []) is not None
+    builder.close()
+    out.append((bytes(builder.buffer()), builder.next_offset()))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(st.tuples(st.none() | st.binary(max_size=80),
+                                  st.binary(max_size=20_000)), min_size=1, max_size=120),
+       batch_bytes=st.sampled_from([1 << 20, 4_000, 600]))
+def test_encoded_batches_are_byte_for_byte_kafka_pythons(
+        records: list[tuple[bytes | None, bytes]], batch_bytes: int) -> None:
+    timestamp = 1_763_800_000_123
+    encoded = record_decoding.encode_plain_batches(records, timestamp, batch_bytes)
+    assert encoded == builder_batches(records, timestamp, batch_bytes)
+    decoded = decode(b"".join(batch for batch, _ in encoded), fast=True)[0]
+    assert [(r.key, r.value, r.timestamp) for r in decoded] == [
+        (k, v, timestamp) for k, v in records]
