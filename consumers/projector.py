@@ -73,8 +73,11 @@ def decode_events(records: Sequence[ConsumerRecord],
 def record_positions(cur: psycopg.Cursor[Any],
                      batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
                      projection: str) -> None:
+    by_topic: dict[str, dict[int, int]] = {}
     for tp, records in batches.items():
-        quota_store.record_position(cur, tp.topic, tp.partition, records[-1].offset, projection)
+        by_topic.setdefault(tp.topic, {})[tp.partition] = records[-1].offset
+    for topic, positions in by_topic.items():
+        quota_store.record_positions(cur, topic, positions, projection)
 
 
 class InvoiceProjector:

@@ -6,7 +6,7 @@ Rows, versions and the Kafka position are always written in one transaction by t
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -186,11 +186,12 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
              for s in states for (m, c, d), q in s.daily.items()]
     if daily:  # one statement for the batch (keys are unique: summed per key above)
         cur.execute(
-            "INSERT INTO usage_daily SELECT * FROM unnest(%b::text[], %b::text[], "
-            "%b::timestamptz[], %b::date[], %b::numeric[]) ON CONFLICT (subscription_id, "
-            "metric, cycle_start, day) DO UPDATE SET "
+            "INSERT INTO usage_daily SELECT * FROM json_populate_recordset(NULL::usage_daily, "
+            "%s::json) ON CONFLICT (subscription_id, metric, cycle_start, day) DO UPDATE SET "
             "quantity = usage_daily.quantity + EXCLUDED.quantity",
-            tuple(list(column) for column in zip(*daily, strict=True)), binary=True)
+            (orjson.dumps([{"subscription_id": sid, "metric": m, "cycle_start": c, "day": d,
+                            "quantity": q} for sid, m, c, d, q in daily],
+                          default=_decimal_text).decode(),))
     members = [(s.subscription_id, m, c, who, q)
                for s in states for (m, c, who), q in s.by_member.items()]
     if members:
@@ -207,14 +208,22 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
 
 def record_position(cur: psycopg.Cursor[Any], topic: str, partition: int, position: int,
                     projection: str = PROJECTION) -> None:
+    record_positions(cur, topic, {partition: position}, projection)
+
+
+def record_positions(cur: psycopg.Cursor[Any], topic: str, positions: Mapping[int, int],
+                     projection: str = PROJECTION) -> None:
+    """Each partition's new position, in one statement; refused if any is not ahead."""
     cur.execute(
         "INSERT INTO projection_positions AS p (projection, topic, partition, position) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) DO UPDATE "
+        "SELECT %s, %s, * FROM unnest(%s::int[], %s::bigint[]) "
+        "ON CONFLICT (projection, topic, partition) DO UPDATE "
         "SET position = EXCLUDED.position WHERE p.position < EXCLUDED.position",
-        (projection, topic, partition, position),
+        (projection, topic, list(positions), list(positions.values())),
     )
-    if cur.rowcount != 1:
-        raise PositionConflict(f"{projection} {topic}:{partition} already at or past {position}")
+    if cur.rowcount != len(positions):
+        raise PositionConflict(f"{projection} {topic}: a partition is already at or past "
+                               f"{dict(positions)}")
 
 
 def position(conn: psycopg.Connection[Any], topic: str, partition: int,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import psycopg
 
 
@@ -19,10 +20,10 @@ def read(cur: psycopg.Cursor[Any], projection: str,
 
 
 def write(cur: psycopg.Cursor[Any], projection: str, versions: Mapping[str, int]) -> None:
-    if versions:
+    if versions:  # as one JSON object: psycopg dumps arrays element by element in Python
         cur.execute(
             "INSERT INTO projection_versions (projection, subscription_id, version) "
-            "SELECT %s, * FROM unnest(%b::text[], %b::bigint[]) "
+            "SELECT %s, key, value::bigint FROM json_each_text(%s::json) "
             "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
-            (projection, list(versions), list(versions.values())),
+            (projection, orjson.dumps(versions).decode()),
         )

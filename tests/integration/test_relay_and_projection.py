@@ -168,3 +168,18 @@ def test_a_batch_rewrites_only_the_quota_rows_it_changed(engine: Engine) -> None
     assert {m for m in before if after[m] != before[m]} == {"tokens"}
     assert quota_used(engine.database_url) == {
         ("sub-rows", "tokens"): Decimal(3), ("sub-rows", "documents"): Decimal(1)}
+
+
+def test_positions_of_a_poll_go_in_together_and_none_moves_back(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        quota_store.create_schema(conn)
+        with conn.transaction(), conn.cursor() as cur:
+            quota_store.record_positions(cur, "billing.events", {0: 10, 1: 20})
+        with pytest.raises(quota_store.PositionConflict), conn.transaction(), \
+                conn.cursor() as cur:  # partition 1 would not move forward
+            quota_store.record_positions(cur, "billing.events", {0: 11, 1: 20})
+        assert quota_store.position(conn, "billing.events", 0) == 10
+        with conn.transaction(), conn.cursor() as cur:
+            quota_store.record_positions(cur, "billing.events", {0: 11, 1: 21, 2: 5})
+        assert [quota_store.position(conn, "billing.events", p) for p in (0, 1, 2)] == \
+            [11, 21, 5]
