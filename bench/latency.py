@@ -24,7 +24,6 @@ import orjson
 import psycopg
 from common import ROOT, peak_rss_of, record
 
-from infra import kafka
 from infra.config import Settings
 from infra.engine import Engine
 from infra.stack import start_stack
@@ -43,8 +42,7 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
     workers start with cold caches and an idle pipeline); the figures over every event are
     reported too."""
     topic = engine.settings.topics.usage
-    publish, close_publisher = loadgen.publisher(engine.kafka_bootstrap, engine.settings, topic)
-    producer = kafka.producer(engine.kafka_bootstrap, engine.settings)
+    publisher = loadgen.Publisher(engine.kafka_bootstrap, engine.settings, topic)
     published: dict[str, list[float]] = {s: [] for s in sample}
     first_timed: dict[str, int] = {}  # per sampled subscription: events before the warm-up ended
     visible: dict[str, int] = {}
@@ -78,7 +76,7 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
     tick, per_tick = 0.01, max(rate // 100, 1)
     # Each tick's messages go out as one record batch per partition, in one produce request
     # per broker (bench/loadgen.py): this load generator shares the 2 cores with the engine.
-    partition_of = kafka.KeyPartitions(lambda: producer.partitions_for(topic))
+    partition_of = publisher.partition_of
     start = time.perf_counter()
     for first in range(0, total, per_tick):
         if not first_timed and first >= warm:
@@ -100,15 +98,14 @@ def run_rate(engine: Engine, url: str, rate: int, seconds: int, warmup: int,
             records.append((partition, key, orjson.dumps({
                 "id": f"r{rate}-{n}", "subscription": sid, "metric": "tokens", "quantity": 1,
                 "at": at})))
-        publish(records)
+        publisher.publish(records)
     achieved = total / (time.perf_counter() - start)
     deadline = time.monotonic() + 120
     while len(latencies) < timed and time.monotonic() < deadline:
         time.sleep(0.1)
     done.set()
     observer.join()
-    close_publisher()
-    producer.close()
+    publisher.close()
     return {"rate": rate, "published_per_s": achieved, "seen": len(latencies), "total": timed,
             "p50": percentile(steady, 50), "p95": percentile(steady, 95),
             "p99": percentile(steady, 99), "all_p50": percentile(latencies, 50),

@@ -7,7 +7,7 @@ took about a quarter of a core: CPU the engine under test did not get. This clie
 same record batches (format v2, encoded as the relay encodes them) and the same produce
 request (kafka-python's protocol classes) on a plain socket per partition leader, and reads
 the acknowledgement. Plaintext only: with `BILLING_KAFKA_*` security settings the load
-generator goes through kafka-python (`publisher()`).
+generator goes through kafka-python (`Publisher`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
@@ -35,10 +35,9 @@ class PlainProduceClient:
     def __init__(self, producer: KafkaProducer, topic: str, timeout: float = 30.0) -> None:
         self.topic = topic
         self.timeout = timeout
-        producer.partitions_for(topic)  # metadata known
         metadata = producer._metadata
         self.leader: dict[int, int] = {}
-        for partition in producer.partitions_for(topic):
+        for partition in producer.partitions_for(topic):  # waits for the metadata
             leader = metadata.leader_for_partition(TopicPartition(topic, partition))
             if leader is None or leader < 0:
                 raise KafkaError(f"{topic}:{partition} has no leader")
@@ -52,13 +51,9 @@ class PlainProduceClient:
         self.correlation = 0
 
     def publish(self, records: Records) -> None:
-        now = int(time.time() * 1000)
-        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for partition, key, value in records:
-            by_partition.setdefault(partition, []).append((key, value))
         by_leader: dict[int, list[tuple[int, bytes]]] = {}
-        for partition, pairs in by_partition.items():
-            (batch, _count), = record_decoding.encode_plain_batches(pairs, now, 1 << 30)
+        chunks = record_decoding.encode_by_partition(records, int(time.time() * 1000), 1 << 30)
+        for partition, ((batch, _count),) in chunks.items():  # one batch each: no size limit
             by_leader.setdefault(self.leader[partition], []).append((partition, batch))
         sent = []
         for node, parts in by_leader.items():
@@ -103,18 +98,26 @@ def _read(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def publisher(bootstrap: str, settings: Settings, topic: str
-              ) -> tuple[Callable[[Records], object], Callable[[], None]]:
-    """(publish records, close): the plain client, or kafka-python where security settings
-    are configured."""
-    producer = kafka.producer(bootstrap, settings)
-    if settings.kafka_options:
-        batches = kafka.RecordBatches(producer)
-        return (lambda records: batches.publish(topic, records)), producer.close
-    client = PlainProduceClient(producer, topic)
+class Publisher:
+    """The load generator's publisher: the plain client, or kafka-python's connections
+    (`infra.kafka.RecordBatches`) where security settings are configured; `partition_of` gives
+    a key's partition as kafka-python's default partitioner would."""
 
-    def close() -> None:
-        client.close()
-        producer.close()
+    def __init__(self, bootstrap: str, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.producer = kafka.producer(bootstrap, settings)
+        self.partition_of = kafka.KeyPartitions(lambda: self.producer.partitions_for(topic))
+        self.client = None if settings.kafka_options else \
+            PlainProduceClient(self.producer, topic)
+        self.batches = kafka.RecordBatches(self.producer)
 
-    return client.publish, close
+    def publish(self, records: Records) -> None:
+        if self.client is not None:
+            self.client.publish(records)
+        else:
+            self.batches.publish(self.topic, records)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.producer.close()

@@ -174,12 +174,8 @@ class RecordBatches:
         if not records:
             return {}
         self.producer.partitions_for(topic)  # metadata known (waits for it the first time)
-        now = int(time.time() * 1000)
-        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        for partition, key, value in records:
-            by_partition.setdefault(partition, []).append((key, value))
-        chunks = {partition: record_decoding.encode_plain_batches(pairs, now, self.batch_bytes)
-                  for partition, pairs in by_partition.items()}
+        chunks = record_decoding.encode_by_partition(records, int(time.time() * 1000),
+                                                     self.batch_bytes)
         ends: dict[int, int] = {}
         for round_ in range(max(len(b) for b in chunks.values())):
             wanted = {p: b[round_] for p, b in chunks.items() if round_ < len(b)}

@@ -15,7 +15,7 @@ pyproject.toml (the tests compare both decoders record by record).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kafka.consumer import fetcher as _fetcher
@@ -242,6 +242,17 @@ def encode_plain_batches(records: list[tuple[bytes | None, bytes]], timestamp_ms
     if count:
         batches.append((_close_batch(parts, count, size, timestamp_ms), count))
     return batches
+
+
+def encode_by_partition(records: Sequence[tuple[int, bytes | None, bytes]], timestamp_ms: int,
+                        batch_bytes: int) -> dict[int, list[tuple[bytes, int]]]:
+    """(partition, key, value) records, in order per partition, as each partition's record
+    batches (`encode_plain_batches`)."""
+    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+    for partition, key, value in records:
+        by_partition.setdefault(partition, []).append((key, value))
+    return {partition: encode_plain_batches(pairs, timestamp_ms, batch_bytes)
+            for partition, pairs in by_partition.items()}
 
 
 def _close_batch(parts: list[bytes], count: int, size: int, timestamp_ms: int) -> bytes:
