@@ -18,6 +18,7 @@ from domain.application import BillingApplication
 from infra.codec import decode, wire_message
 from infra.dlq import DeadLetters
 from projections import invoices, quota_store
+from projections import versions as projection_versions
 from projections.quota import SubscriptionQuota, apply_all
 
 log = logging.getLogger(__name__)
@@ -113,15 +114,27 @@ class QuotaProjector:
         self.cache = cache if cache is not None else quota_store.StateCache()
         self.applied = 0
         self.skipped = 0
+        self.rereads = 0  # batches redone because a cached state had been moved elsewhere
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
         self.handle_poll({tp: records})
 
     def handle_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """All partitions of a poll in one transaction (a subscription's events all come
-        through one partition, so their order holds)."""
+        through one partition, so their order holds). A batch that met a subscription moved by
+        another writer since it was cached is redone once, reading the table (the states of
+        the failed attempt have left the cache)."""
         messages = decode_events([r for records in batches.values() for r in records],
                                  self.dead_letters)
+        try:
+            self._project(batches, messages)
+        except projection_versions.VersionConflict as conflict:
+            self.rereads += 1
+            log.info("quota projector: %s; redoing the batch from the table", conflict)
+            self._project(batches, messages)
+
+    def _project(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+                 messages: list[dict[str, Any]]) -> None:
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:

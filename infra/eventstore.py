@@ -25,6 +25,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.application import BillingApplication, UsageKey
 from domain.catalog import Catalog
+from infra.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 from infra.config import Settings
 
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
@@ -116,10 +117,10 @@ class BillingRecorder(PostgresProcessRecorder):
         if not stored_events:
             return
         curs.execute(self._insert_arrays, (
-            [str(e.originator_id) for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [bytes(e.state) for e in stored_events],
+            TextArray.of([str(e.originator_id) for e in stored_events]),
+            Int8Array.of([e.originator_version for e in stored_events]),
+            TextArray.of([e.topic for e in stored_events]),
+            ByteaArray.of([bytes(e.state) for e in stored_events]),
         ), binary=True)
         with curs.connection.cursor() as own:
             firsts: dict[str, int] = {}
@@ -132,15 +133,18 @@ class BillingRecorder(PostgresProcessRecorder):
             # with 100,000 events in one insert (the server waiting for the rest of the
             # message, the client for results).
             own.execute(self._select_prev_hashes,
-                        ([k[0] for k in prev_keys], [k[1] for k in prev_keys]), binary=True)
+                        (TextArray.of([k[0] for k in prev_keys]),
+                         Int8Array.of([k[1] for k in prev_keys])), binary=True)
             last.update((r["originator_id"], bytes(r["hash"])) for r in own.fetchall())
             rows = chain_hashes(stored_events, last)
             self._writing.heads = {oid: (version, chained)
                                    for oid, version, _, chained, _ in rows}
             root = hashlib.sha256(b"".join(r[3] for r in rows)).digest()
             own.execute(self._insert_anchor, {"n": len(rows), "root": root, "zero": ZERO_HASH})
-            own.execute(self._insert_hashes, tuple(list(col) for col in zip(*rows, strict=True)),
-                        binary=True)
+            own.execute(self._insert_hashes, (
+                TextArray.of([r[0] for r in rows]), Int8Array.of([r[1] for r in rows]),
+                ByteaArray.of([r[2] for r in rows]), ByteaArray.of([r[3] for r in rows]),
+                Int4Array.of([r[4] for r in rows])), binary=True)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:

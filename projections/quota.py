@@ -52,6 +52,9 @@ class SubscriptionQuota:
     # What the table holds for each metric row (as `QuotaRow.values`), so a write can skip the
     # rows a batch did not change; empty for a state not read from or written to the table.
     stored: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # The version the table's `projection_versions` row holds (0: no row), as read or last
+    # written: a write moves it from this version, and is refused if another writer has.
+    stored_version: int = 0
 
     def metrics(self) -> dict[str, QuotaRow]:
         if self.rows is None:

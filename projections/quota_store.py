@@ -84,8 +84,10 @@ def create_schema(conn: psycopg.Connection[Any]) -> None:
 
 class StateCache:
     """The states a projector last committed, so that a batch reads from the table only the
-    subscriptions it has not seen or that another writer (a rebalance, a rebuild) has moved
-    past the cached version. Bounded: the least recently written go first."""
+    subscriptions it has not seen. A cached state that another writer (a rebalance, a rebuild)
+    has moved since is found out when the batch writes its version (`VersionConflict`); the
+    projector then redoes the batch reading the table. Bounded: the least recently written go
+    first."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
@@ -108,27 +110,30 @@ class StateCache:
 
 def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
          cache: StateCache | None = None) -> dict[str, SubscriptionQuota]:
-    versions = projection_versions.read(cur, PROJECTION, subscription_ids)
+    """The states of a batch: the cached ones as they are (`write` refuses any that another
+    writer has moved since, and the batch is then redone), the others read from the table."""
     states: dict[str, SubscriptionQuota] = {}
     unread: list[str] = []
     for sid in subscription_ids:
-        version = versions.get(sid, 0)
         cached = cache.take(sid) if cache is not None else None
-        if cached is not None and cached.version == version:
+        if cached is not None:
             states[sid] = cached
         else:
-            states[sid] = SubscriptionQuota(sid, version=version)
             unread.append(sid)
-    if unread:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
-                    (unread,))
-        for r in cur.fetchall():
-            row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
-                           limit_kind=r[8], cycle_start=r[10], cycle_end=r[11],
-                           daily_cap=r[12])
-            state = states[row.subscription_id]
-            state.metrics()[row.metric] = row
-            state.stored[row.metric] = row.values()
+    if not unread:
+        return states
+    versions = projection_versions.read(cur, PROJECTION, unread)
+    for sid in unread:
+        version = versions.get(sid, 0)
+        states[sid] = SubscriptionQuota(sid, version=version, stored_version=version)
+    cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
+                (unread,))
+    for r in cur.fetchall():
+        row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
+                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11], daily_cap=r[12])
+        state = states[row.subscription_id]
+        state.metrics()[row.metric] = row
+        state.stored[row.metric] = row.values()
     return states
 
 
@@ -142,26 +147,54 @@ _UPSERT = (
 )
 
 
+# Usage changes only `used` (and with it `remaining` and `exhausted`): those rows are updated
+# by key with just these columns, which costs PostgreSQL about half the full upsert.
+_UPDATE_USED = (
+    "UPDATE quota AS q SET used = v.used, remaining = v.remaining, exhausted = v.exhausted "
+    "FROM json_to_recordset(%s::json) AS v(subscription_id text, metric text, used numeric, "
+    "remaining numeric, exhausted boolean) "
+    "WHERE q.subscription_id = v.subscription_id AND q.metric = v.metric"
+)
+_USED = 4  # position of `used` in QuotaRow.values()
+
+
 def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None:
-    """Upserts of the rows that changed: a usage batch only rewrites unindexed columns, so
-    PostgreSQL updates the rows in place (HOT) instead of deleting and reinserting them.
-    Subscriptions whose set of metrics was replaced (subscribe, roll, plan change) lose their
-    old rows first."""
+    """The versions first (refused with `VersionConflict` if another writer has moved one,
+    before anything else is written), then the rows that changed: a usage batch only rewrites
+    unindexed columns, so PostgreSQL updates the rows in place (HOT) instead of deleting and
+    reinserting them. Subscriptions whose set of metrics was replaced (subscribe, roll, plan
+    change) lose their old rows first."""
     states = list(states)
     if not states:
         return
+    projection_versions.advance(cur, PROJECTION, {
+        s.subscription_id: (s.stored_version, s.version)
+        for s in states if s.version != s.stored_version})
     replaced = [s.subscription_id for s in states if s.replaced]
     if replaced:
         cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (replaced,))
-    rows = []
+    rows: list[QuotaRow] = []
+    used_only: list[QuotaRow] = []
     for s in states:
         if s.replaced:
             s.stored = {}
         for metric, row in (s.rows or {}).items():
             values = row.values()
-            if s.stored.get(metric) != values:
-                rows.append(row)
+            stored = s.stored.get(metric)
+            if stored != values:
+                if stored is not None and stored[:_USED] == values[:_USED] \
+                        and stored[_USED + 1:] == values[_USED + 1:]:
+                    used_only.append(row)
+                else:
+                    rows.append(row)
                 s.stored[metric] = values
+    if used_only:
+        cur.execute(_UPDATE_USED, (orjson.dumps([{
+            "subscription_id": r.subscription_id, "metric": r.metric, "used": r.used,
+            "remaining": r.remaining, "exhausted": r.exhausted,
+        } for r in used_only], default=_decimal_text).decode(),), prepare=True)
+        if cur.rowcount != len(used_only):  # not where the versions say: write them whole
+            rows.extend(used_only)
     if rows:
         cur.execute(_UPSERT, (orjson.dumps([{
             "subscription_id": r.subscription_id, "metric": r.metric, "account": r.account,
@@ -170,9 +203,9 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             "cycle_start": r.cycle_start, "cycle_end": r.cycle_end, "daily_cap": r.daily_cap,
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
-    projection_versions.write(cur, PROJECTION, {s.subscription_id: s.version for s in states})
     for s in states:
         s.replaced = False
+        s.stored_version = s.version
 
 
 def _decimal_text(value: object) -> str:

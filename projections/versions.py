@@ -27,3 +27,36 @@ def write(cur: psycopg.Cursor[Any], projection: str, versions: Mapping[str, int]
             "ON CONFLICT (projection, subscription_id) DO UPDATE SET version = EXCLUDED.version",
             (projection, orjson.dumps(versions).decode()),
         )
+
+
+class VersionConflict(RuntimeError):
+    """Another writer has moved a subscription's version since this one read it."""
+
+
+def advance(cur: psycopg.Cursor[Any], projection: str,
+            moves: Mapping[str, tuple[int, int]]) -> None:
+    """Each subscription's version from `old` to `new` (`{id: (old, new)}`, old 0: no row yet),
+    refused with VersionConflict if any row is not at its `old` version. A writer that trusts
+    the versions it cached, instead of reading them each batch, finds out here."""
+    moved = {sid: move for sid, move in moves.items() if move[0]}
+    if moved:
+        cur.execute(
+            "UPDATE projection_versions AS p SET version = v.new "
+            "FROM json_to_recordset(%s::json) AS v(s text, old bigint, new bigint) "
+            "WHERE p.projection = %s AND p.subscription_id = v.s AND p.version = v.old",
+            (orjson.dumps([{"s": sid, "old": old, "new": new}
+                           for sid, (old, new) in moved.items()]).decode(), projection),
+            prepare=True)
+        if cur.rowcount != len(moved):
+            raise VersionConflict(f"{projection}: {len(moved) - cur.rowcount} of "
+                                  f"{len(moved)} subscriptions moved by another writer")
+    created = {sid: new for sid, (old, new) in moves.items() if not old}
+    if created:
+        cur.execute(
+            "INSERT INTO projection_versions (projection, subscription_id, version) "
+            "SELECT %s, key, value::bigint FROM json_each_text(%s::json) "
+            "ON CONFLICT (projection, subscription_id) DO NOTHING",
+            (projection, orjson.dumps(created).decode()), prepare=True)
+        if cur.rowcount != len(created):
+            raise VersionConflict(f"{projection}: {len(created) - cur.rowcount} of "
+                                  f"{len(created)} subscriptions created by another writer")

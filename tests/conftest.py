@@ -18,6 +18,7 @@ from infra.config import Settings, Topics
 
 @dataclasses.dataclass
 class TestStack:
+    __test__ = False  # not a test class (pytest would try to collect it where imported)
     admin_url: str
     kafka_bootstrap: str
     mode: str

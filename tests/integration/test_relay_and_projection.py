@@ -15,6 +15,7 @@ from kafka import TopicPartition
 from consumers.projector import Database, QuotaProjector, rebuild_from_store
 from infra.engine import Engine
 from projections import quota_store
+from projections import versions as projection_versions
 from tests.integration.helpers import (
     ingest_all,
     project_all,
@@ -146,9 +147,42 @@ def test_projectors_taking_turns_reread_what_the_other_wrote(engine: Engine) -> 
     first.handle_poll({tp: records[:2]})
     second.handle_poll({tp: records[2:4]})
     assert len(first.cache) == 1
-    first.handle_poll({tp: records[4:]})
+    assert first.rereads == 0
+    first.handle_poll({tp: records[4:]})  # its cached state is two versions behind the table
+    assert first.rereads == 1
     assert quota_used(engine.database_url) == store_totals(engine) == {
         ("sub-turns", "tokens"): Decimal(10), ("sub-turns", "documents"): Decimal(10)}
+
+
+def test_a_version_moves_only_from_the_one_its_writer_read(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        quota_store.create_schema(conn)
+        with conn.transaction(), conn.cursor() as cur:
+            projection_versions.advance(cur, "quota", {"a": (0, 3), "b": (0, 1)})
+        for stale in ({"a": (2, 4)}, {"b": (0, 2)}, {"a": (3, 4), "c": (1, 2)}):
+            with pytest.raises(projection_versions.VersionConflict), conn.transaction(), \
+                    conn.cursor() as cur:
+                projection_versions.advance(cur, "quota", stale)
+        with conn.transaction(), conn.cursor() as cur:
+            projection_versions.advance(cur, "quota", {"a": (3, 5), "c": (0, 1)})
+            assert projection_versions.read(cur, "quota", ["a", "b", "c"]) == \
+                {"a": 5, "b": 1, "c": 1}
+
+
+def test_a_quota_row_missing_under_a_cached_state_is_written_whole(engine: Engine) -> None:
+    records = _usage_rounds(engine, "sub-gone", ("tokens", "documents"), ("tokens",))
+    tp = TopicPartition(records[0].topic, records[0].partition)
+    projector = _projector(engine)
+    projector.handle_poll({tp: records[:2]})
+    with psycopg.connect(engine.database_url) as conn:
+        conn.execute("DELETE FROM quota WHERE subscription_id = 'sub-gone' "
+                     "AND metric = 'tokens'")
+    projector.handle_poll({tp: records[2:]})
+    assert quota_used(engine.database_url) == {
+        ("sub-gone", "tokens"): Decimal(3), ("sub-gone", "documents"): Decimal(1)}
+    tokens = next(r for r in quota_rows(engine.database_url)
+                  if (r["subscription_id"], r["metric"]) == ("sub-gone", "tokens"))
+    assert tokens["included"] > 0 and tokens["remaining"] == tokens["included"] - 3
 
 
 def test_a_batch_rewrites_only_the_quota_rows_it_changed(engine: Engine) -> None:
