@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -201,7 +202,8 @@ class BillingApplication(Application[str]):
             if aggregate is None:
                 continue
             interval = self.snapshotting_intervals.get(type(aggregate))
-            if interval is not None and event.originator_version % interval == 0:
+            if interval is not None and snapshot_due(aggregate.id, event.originator_version,
+                                                     interval):
                 due[aggregate.id] = aggregate
         stored = []
         for aggregate in due.values():
@@ -450,6 +452,14 @@ class BillingApplication(Application[str]):
 
 
 CONFLICT_RETRIES = 30
+
+
+def snapshot_due(stream_id: str, version: int, interval: int) -> bool:
+    """Every `interval` versions, at a phase of the stream's own (a stable hash of its id).
+    Subscriptions that receive usage at the same pace would otherwise all cross a multiple of
+    the interval in the same batch: at 5,000 events/s over 1,000 subscriptions, one batch in
+    every ten seconds took 1,000 snapshots at once and stalled ingestion for about 250 ms."""
+    return (version + zlib.crc32(stream_id.encode())) % interval == 0
 
 
 def conflict_backoff(attempt: int) -> None:

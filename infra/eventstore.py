@@ -18,10 +18,14 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 from eventsourcing.persistence import Notification, StoredEvent
-from eventsourcing.postgres import PostgresProcessRecorder
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresFactory,
+    PostgresProcessRecorder,
+)
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from domain.application import BillingApplication, UsageKey
 from domain.catalog import Catalog
@@ -31,6 +35,40 @@ from infra.config import Settings
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
 # The hash partition of a stream (masked: the hash is a signed bigint).
 PART = "(hashtextextended(originator_id, 0) & 65535) %% %s = %s"
+
+
+def event_arrays(stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
+    """Ids, versions, topics and states as binary array parameters (infra.binary_arrays)."""
+    return (TextArray.of([str(e.originator_id) for e in stored_events]),
+            Int8Array.of([e.originator_version for e in stored_events]),
+            TextArray.of([e.topic for e in stored_events]),
+            ByteaArray.of([bytes(e.state) for e in stored_events]))
+
+
+def _insert_arrays_sql(schema: str, table: str, returning: str = "") -> Composed:
+    return SQL("INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
+               "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[])"
+               + returning).format(Identifier(schema), Identifier(table))
+
+
+class SnapshotRecorder(PostgresAggregateRecorder):
+    """The snapshots table, written as binary arrays like the events. The library sends an
+    array of a composite type as text, escaping every byte of every state in Python: 133 ms of
+    CPU for 1,000 snapshots of 2 KB."""
+
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self._insert_arrays = _insert_arrays_sql(self.datastore.schema, self.events_table_name)
+
+    def _insert_stored_events(self, curs: Cursor[DictRow],
+                              stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        curs.execute(self._insert_arrays, event_arrays(stored_events))
+
+
+class BillingFactory(PostgresFactory):
+    """The library's PostgreSQL infrastructure with this engine's snapshot recorder."""
+
+    aggregate_recorder_class = SnapshotRecorder
 
 
 class BillingRecorder(PostgresProcessRecorder):
@@ -64,11 +102,8 @@ class BillingRecorder(PostgresProcessRecorder):
         ])
         self._chain_heads = ChainHeads()
         self._writing = threading.local()
-        self._insert_arrays = SQL(
-            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(schema, Identifier(self.events_table_name))
+        self._insert_arrays = _insert_arrays_sql(self.datastore.schema, self.events_table_name,
+                                                 " RETURNING notification_id")
         self._select_prev_hashes = SQL(
             "SELECT h.originator_id, h.hash FROM {0}.event_hashes h JOIN unnest(%b::text[], "
             "%b::bigint[]) AS k(i, v) ON h.originator_id = k.i AND h.originator_version = k.v"
@@ -116,12 +151,7 @@ class BillingRecorder(PostgresProcessRecorder):
         self._notify_channel(curs)
         if not stored_events:
             return
-        curs.execute(self._insert_arrays, (
-            TextArray.of([str(e.originator_id) for e in stored_events]),
-            Int8Array.of([e.originator_version for e in stored_events]),
-            TextArray.of([e.topic for e in stored_events]),
-            ByteaArray.of([bytes(e.state) for e in stored_events]),
-        ), binary=True)
+        curs.execute(self._insert_arrays, event_arrays(stored_events), binary=True)
         with curs.connection.cursor() as own:
             firsts: dict[str, int] = {}
             for e in stored_events:
@@ -350,7 +380,7 @@ def _pairs_json(keys: Sequence[UsageKey]) -> str:
 def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
     url = urlparse(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "infra.eventstore:BillingFactory",
         "APPLICATION_RECORDER_TOPIC": "infra.eventstore:BillingRecorder",
         "ORIGINATOR_ID_TYPE": "text",
         "TRANSCODER_TOPIC": "infra.transcoder:OrjsonTranscoder",
