@@ -55,8 +55,7 @@ class Int8Array(_EncodedArray):
 
     @classmethod
     def of(cls, items: Sequence[int]) -> Int8Array:
-        body = struct.pack("!" + "iq" * len(items), *chain.from_iterable((8, v) for v in items))
-        return cls(cls._header(len(items)) + body)
+        return cls(cls._header(len(items)) + _fixed_width("q", 8, items))
 
 
 class Int4Array(_EncodedArray):
@@ -64,8 +63,13 @@ class Int4Array(_EncodedArray):
 
     @classmethod
     def of(cls, items: Sequence[int]) -> Int4Array:
-        body = struct.pack("!" + "ii" * len(items), *chain.from_iterable((4, v) for v in items))
-        return cls(cls._header(len(items)) + body)
+        return cls(cls._header(len(items)) + _fixed_width("i", 4, items))
+
+
+def _fixed_width(code: str, size: int, items: Sequence[int]) -> bytes:
+    """Each integer after its length, in one struct call."""
+    return struct.pack("!" + ("i" + code) * len(items),
+                       *chain.from_iterable((size, v) for v in items))
 
 
 def _with_lengths(header: bytes, items: Sequence[bytes]) -> bytes:
