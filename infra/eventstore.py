@@ -162,19 +162,25 @@ class BillingRecorder(PostgresProcessRecorder):
             # the pipeline send the events just queued. Without it, the sync at the end hung
             # with 100,000 events in one insert (the server waiting for the rest of the
             # message, the client for results).
+            # Never prepared: these three follow the insert that a version conflict fails, in
+            # the same pipeline. When psycopg's automatic preparation of a statement fell on
+            # such an aborted pipeline, it took the statement as prepared and its next use
+            # failed with "prepared statement ... does not exist" (seen once, in the
+            # concurrency test).
             own.execute(self._select_prev_hashes,
                         (TextArray.of([k[0] for k in prev_keys]),
-                         Int8Array.of([k[1] for k in prev_keys])), binary=True)
+                         Int8Array.of([k[1] for k in prev_keys])), binary=True, prepare=False)
             last.update((r["originator_id"], bytes(r["hash"])) for r in own.fetchall())
             rows = chain_hashes(stored_events, last)
             self._writing.heads = {oid: (version, chained)
                                    for oid, version, _, chained, _ in rows}
             root = hashlib.sha256(b"".join(r[3] for r in rows)).digest()
-            own.execute(self._insert_anchor, {"n": len(rows), "root": root, "zero": ZERO_HASH})
+            own.execute(self._insert_anchor, {"n": len(rows), "root": root, "zero": ZERO_HASH},
+                        prepare=False)
             own.execute(self._insert_hashes, (
                 TextArray.of([r[0] for r in rows]), Int8Array.of([r[1] for r in rows]),
                 ByteaArray.of([r[2] for r in rows]), ByteaArray.of([r[3] for r in rows]),
-                Int4Array.of([r[4] for r in rows])), binary=True)
+                Int4Array.of([r[4] for r in rows])), binary=True, prepare=False)
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:

@@ -159,17 +159,14 @@ _USED = 4  # position of `used` in QuotaRow.values()
 
 
 def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None:
-    """The versions first (refused with `VersionConflict` if another writer has moved one,
-    before anything else is written), then the rows that changed: a usage batch only rewrites
+    """The rows that changed, then the versions (refused with `VersionConflict` if another
+    writer has moved one, which rolls the batch back): a usage batch only rewrites
     unindexed columns, so PostgreSQL updates the rows in place (HOT) instead of deleting and
     reinserting them. Subscriptions whose set of metrics was replaced (subscribe, roll, plan
     change) lose their old rows first."""
     states = list(states)
     if not states:
         return
-    projection_versions.advance(cur, PROJECTION, {
-        s.subscription_id: (s.stored_version, s.version)
-        for s in states if s.version != s.stored_version})
     replaced = [s.subscription_id for s in states if s.replaced]
     if replaced:
         cur.execute("DELETE FROM quota WHERE subscription_id = ANY(%s)", (replaced,))
@@ -203,6 +200,12 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             "cycle_start": r.cycle_start, "cycle_end": r.cycle_end, "daily_cap": r.daily_cap,
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
+    # Last, as the versions always were: a rebuild locks `quota` before it touches the versions,
+    # and taking them in the other order could deadlock with it. A conflict found here still
+    # rolls back everything above.
+    projection_versions.advance(cur, PROJECTION, {
+        s.subscription_id: (s.stored_version, s.version)
+        for s in states if s.version != s.stored_version})
     for s in states:
         s.replaced = False
         s.stored_version = s.version
