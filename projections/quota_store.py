@@ -242,11 +242,6 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
         s.by_member.clear()
 
 
-def record_position(cur: psycopg.Cursor[Any], topic: str, partition: int, position: int,
-                    projection: str = PROJECTION) -> None:
-    record_positions(cur, topic, {partition: position}, projection)
-
-
 def record_positions(cur: psycopg.Cursor[Any], topic: str, positions: Mapping[int, int],
                      projection: str = PROJECTION) -> None:
     """Each partition's new position, in one statement; refused if any is not ahead."""
