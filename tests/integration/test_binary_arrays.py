@@ -16,7 +16,9 @@ from tests.conftest import TestStack
 
 pytestmark = pytest.mark.integration
 
-texts = st.lists(st.text(st.characters(exclude_characters="\x00")), max_size=20)
+# What PostgreSQL text can hold: no NUL, no lone surrogates (not encodable as UTF-8).
+texts = st.lists(st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"])),
+                 max_size=20)
 int8s = st.lists(st.integers(-2**63, 2**63 - 1), max_size=20)
 int4s = st.lists(st.integers(-2**31, 2**31 - 1), max_size=20)
 blobs = st.lists(st.binary(max_size=64), max_size=20)
@@ -44,3 +46,10 @@ def test_arrays_unnest_side_by_side(conn: psycopg.Connection[Any]) -> None:
                         (TextArray.of(["a", "é"]), Int8Array.of([1, -2]),
                          ByteaArray.of([b"\x00", b""]))).fetchall()
     assert rows == [("a", 1, b"\x00"), ("é", -2, b"")]
+
+
+def test_a_lone_surrogate_is_refused_as_psycopg_refuses_it(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        conn.execute("SELECT %s::text", ("\ud800",))
+    with pytest.raises(UnicodeEncodeError):
+        TextArray.of(["ok", "\ud800"])
