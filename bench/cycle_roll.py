@@ -27,10 +27,14 @@ from infra.parallel import process_runner
 from infra.stack import start_stack
 
 
-def periods_closed(url: str, chunk: list[str]) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM billing_events WHERE originator_id = ANY(%s) "
-                           "AND topic LIKE '%%UsagePeriodClosed'", (chunk,)).fetchone()
+def periods_closed(conn: psycopg.Connection[Any], chunk: list[str]) -> bool:
+    """Whether each subscription's latest event closes its period: one index probe per
+    subscription. (A filter on the topic over the whole table was a parallel scan of every
+    event, which took both cores for ~150 ms a chunk at 100,000 subscriptions.)"""
+    row = conn.execute("SELECT count(*) FROM unnest(%s::text[]) AS k(i) WHERE "
+                       "(SELECT e.topic FROM billing_events e WHERE e.originator_id = k.i "
+                       "ORDER BY e.originator_version DESC LIMIT 1) LIKE '%%UsagePeriodClosed'",
+                       (chunk,)).fetchone()
     return row is not None and row[0] >= len(chunk)
 
 
@@ -41,22 +45,28 @@ def invoice_slice(job: tuple[str, Settings, list[str], datetime],
     url, settings, ids, closed_at = job
     own = app is None
     app = app or open_application(url, load_catalog(settings))
-    issued = 0
     try:
-        for first in range(0, len(ids), 1_000):
-            chunk = ids[first:first + 1_000]
-            while not periods_closed(url, chunk):  # as the invoicer waits for the events
-                time.sleep(0.05)
-            app.preload(chunk)  # as the invoicer does (bulk loads)
-            triggers = []
-            for sid in chunk:
-                sub = app.find(sid)
-                assert sub is not None
-                triggers.append((sid, sub.version, closed_at))
-            issued += len(app.invoice_batch(triggers, None))
+        with psycopg.connect(url, autocommit=True) as conn:
+            return invoice_chunks(app, conn, ids, closed_at)
     finally:
         if own:
             app.close()
+
+
+def invoice_chunks(app: BillingApplication, conn: psycopg.Connection[Any], ids: list[str],
+                   closed_at: datetime) -> int:
+    issued = 0
+    for first in range(0, len(ids), 1_000):
+        chunk = ids[first:first + 1_000]
+        while not periods_closed(conn, chunk):  # as the invoicer waits for the events
+            time.sleep(0.05)
+        app.preload(chunk)  # as the invoicer does (bulk loads)
+        triggers = []
+        for sid in chunk:
+            sub = app.find(sid)
+            assert sub is not None
+            triggers.append((sid, sub.version, closed_at))
+        issued += len(app.invoice_batch(triggers, None))
     return issued
 
 
