@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -17,28 +16,16 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from infra.memory import peak_rss_mib  # noqa: E402  (after the path is set)
+
+__all__ = ["ROOT", "machine", "peak_rss_mib", "record", "timed_from_first_commit"]
+
 
 def machine() -> str:
     cores = os.cpu_count()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cores} cores, {mem_gib:.0f} GiB, {platform.python_implementation()} "
             f"{platform.python_version()}")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_rss_of(pid: int) -> float:
-    """VmHWM of a running process, in MiB."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def timed_from_first_commit(url: str, topic: str, done: Callable[[], bool]

@@ -40,7 +40,7 @@ def periods_closed(conn: psycopg.Connection[Any], chunk: list[str]) -> bool:
 
 
 def invoice_slice(job: tuple[str, Settings, list[str], datetime],
-                  app: BillingApplication | None = None) -> int:
+                  app: BillingApplication | None = None) -> tuple[int, float]:
     """Invoice these subscriptions, 1,000 at a time once their periods have closed, as an
     invoicer process does on its partitions (several take turns at the invoice series)."""
     url, settings, ids, closed_at = job
@@ -48,7 +48,7 @@ def invoice_slice(job: tuple[str, Settings, list[str], datetime],
     app = app or open_application(url, load_catalog(settings))
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            return invoice_chunks(app, conn, ids, closed_at)
+            return invoice_chunks(app, conn, ids, closed_at), peak_rss_mib()
     finally:
         if own:
             app.close()
@@ -69,6 +69,10 @@ def invoice_chunks(app: BillingApplication, conn: psycopg.Connection[Any], ids: 
             triggers.append((sid, sub.version, closed_at))
         issued += len(app.invoice_batch(triggers, None))
     return issued
+
+
+def mib(figures: list[float]) -> str:
+    return " / ".join(f"{m:,.0f} MiB" for m in figures) or "none (in the benchmark process)"
 
 
 def worker_ready(_: int) -> int:
@@ -142,10 +146,11 @@ def main() -> int:
             slices = [(stack.database_url, settings, ids[i::args.invoicers], closed_at)
                       for i in range(args.invoicers)]
             if invoicers is None:
-                issued = invoice_slice(slices[0], app)
+                invoiced = [invoice_slice(slices[0], app)]
             else:
                 with invoicers:
-                    issued = sum(invoicers.map(invoice_slice, slices, chunksize=1))
+                    invoiced = invoicers.map(invoice_slice, slices, chunksize=1)
+            issued = sum(n for n, _ in invoiced)
             clock.join()
             t_total = time.perf_counter() - t0
             t_invoice = time.perf_counter() - t_invoice_start
@@ -170,7 +175,9 @@ def main() -> int:
         f"once",
         f"- roll + invoice, from the clock's start to the last invoice: **{t_total:.1f}s** "
         f"(target < 60 s for 100,000)",
-        f"- peak RSS of the process: {peak_rss_mib():,.0f} MiB",
+        f"- peak RSS: benchmark process {peak_rss_mib():,.0f} MiB (it created the "
+        f"subscriptions), clock processes {mib(runner.peak_rss_mib if runner else [])}, "
+        f"invoicer processes {mib([r for _, r in invoiced] if args.invoicers > 1 else [])}",
     ]
     record("cycle roll + invoicing", lines, not args.no_record)
     return 0

@@ -28,7 +28,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import peak_rss_of, timed_from_first_commit
+from common import peak_rss_mib, timed_from_first_commit
 
 from infra import kafka, record_decoding
 from infra.config import Settings
@@ -108,7 +108,7 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[
             accepted = conn.execute("SELECT count(*) FROM usage_dedup").fetchone()
             events = conn.execute("SELECT count(*) FROM billing_events WHERE topic LIKE "
                                   "'%UsageRecorded'").fetchone()
-        rss = peak_rss_of(worker.pid)
+        rss = peak_rss_mib(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)

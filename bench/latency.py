@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import loadgen
 import orjson
 import psycopg
-from common import ROOT, peak_rss_of, record
+from common import ROOT, peak_rss_mib, record
 
 from infra.config import Settings
 from infra.engine import Engine
@@ -143,7 +143,7 @@ def main() -> int:
             results = [run_rate(engine, stack.database_url, int(r), args.seconds, args.warmup,
                                 subs, sample) for r in args.rates.split(",")]
         finally:
-            rss = [peak_rss_of(w.pid) for w in workers]
+            rss = [peak_rss_mib(w.pid) for w in workers]
             for w in workers:
                 w.send_signal(signal.SIGTERM)
             for w in workers:

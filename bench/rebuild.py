@@ -54,16 +54,18 @@ def main() -> int:
                 position = notifications[-1].id + 1
             t_raw = time.perf_counter() - t0
             reports = {}
+            worker_rss: dict[tuple[str, ...], list[float]] = {}
             for names in (("quota",), ("invoices",), ("quota", "invoices")):
                 reports[names, 1] = rebuild.rebuild(
                     app, stack.database_url, list(names), do_swap=False,
                     replay=lambda shadow, names=names: rebuild.replay_store(
                         app, shadow, list(names), lambda d, t: None))
                 if args.processes > 1:
+                    parallel = rebuild.replay_parallel(stack.database_url, settings,
+                                                       list(names), args.processes)
                     reports[names, args.processes] = rebuild.rebuild(
-                        app, stack.database_url, list(names), do_swap=False,
-                        replay=rebuild.replay_parallel(stack.database_url, settings,
-                                                       list(names), args.processes))
+                        app, stack.database_url, list(names), do_swap=False, replay=parallel)
+                    worker_rss[names] = parallel.peak_rss_mib
         finally:
             engine.close()
     raw_rate = read / t_raw
@@ -84,7 +86,11 @@ def main() -> int:
             f" (replay {report.replay_seconds:.2f}s; ratio to the raw read "
             f"**{rate / raw_rate:.2f}**; with the comparison with the live tables "
             f"{report.seconds:.2f}s)")
-    lines.append(f"- peak RSS of the process: {peak_rss_mib():,.0f} MiB")
+    lines.append(f"- peak RSS: benchmark process (the one-process rebuilds) "
+                 f"{peak_rss_mib():,.0f} MiB" + "".join(
+                     f"; {labels[names].split(' (')[0]}, {args.processes} processes: "
+                     + " / ".join(f"{m:,.0f} MiB" for m in rss)
+                     for names, rss in worker_rss.items()))
     record("rebuild", lines, not args.no_record)
     return 0
 

@@ -16,6 +16,7 @@ import psycopg
 from consumers.projector import Database
 from infra.codec import wire_message
 from infra.config import Settings
+from infra.memory import peak_rss_mib
 from projections import invoices, quota_store, recommendations
 from projections import versions as projection_versions
 from projections.quota import SubscriptionQuota, apply_all
@@ -105,7 +106,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
     return done
 
 
-def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> int:
+def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> tuple[int, float]:
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
@@ -113,25 +114,38 @@ def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> int:
     app = open_application(url, load_catalog(settings))
     shadow = Database(url, schema=SHADOW)
     try:
-        return replay_store(app, shadow, projections, lambda done, total: None, part=(k, n))
+        events = replay_store(app, shadow, projections, lambda done, total: None, part=(k, n))
     finally:
         shadow.close()
         app.close()
+    return events, peak_rss_mib()
 
 
-def replay_parallel(url: str, settings: Settings, projections: list[str],
-                    processes: int) -> Callable[[Database], int]:
+class ParallelReplay:
     """Replay the store over `processes` processes, each the subscriptions of one hash
     partition of their ids, in its own transaction on the shadow tables. Every row of these
     read models belongs to one subscription, so the parts never write the same row. If one
-    part fails the rebuild fails, and shadow tables are never swapped in unfinished."""
+    part fails the rebuild fails, and shadow tables are never swapped in unfinished. After a
+    run, `peak_rss_mib` holds each process's peak resident memory."""
 
-    def run(shadow: Database) -> int:
-        jobs = [(url, settings, projections, k, processes) for k in range(processes)]
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            return sum(pool.map(_replay_part, jobs))
+    def __init__(self, url: str, settings: Settings, projections: list[str],
+                 processes: int) -> None:
+        self.url, self.settings, self.projections = url, settings, projections
+        self.processes = processes
+        self.peak_rss_mib: list[float] = []
 
-    return run
+    def __call__(self, shadow: Database) -> int:
+        jobs = [(self.url, self.settings, self.projections, k, self.processes)
+                for k in range(self.processes)]
+        with multiprocessing.get_context("spawn").Pool(self.processes) as pool:
+            parts = pool.map(_replay_part, jobs, chunksize=1)
+        self.peak_rss_mib = [rss for _, rss in parts]
+        return sum(events for events, _ in parts)
+
+
+def replay_parallel(url: str, settings: Settings, projections: list[str],
+                    processes: int) -> ParallelReplay:
+    return ParallelReplay(url, settings, projections, processes)
 
 
 def compare(url: str, projections: list[str]) -> list[Comparison]:

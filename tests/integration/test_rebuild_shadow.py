@@ -39,11 +39,12 @@ def test_rebuild_compares_reports_differences_and_swaps_only_when_asked(
     assert clean.identical, [c for c in clean.comparisons if c.missing or c.extra]
     assert clean.events > 0
     # In three processes, each one hash partition of the subscriptions: the same rows.
+    replay_in_3 = rebuild.replay_parallel(url, engine.settings, ["quota", "invoices"], 3)
     parallel = rebuild.rebuild(engine.app, url, ["quota", "invoices"], do_swap=False,
-                               replay=rebuild.replay_parallel(url, engine.settings,
-                                                              ["quota", "invoices"], 3))
+                               replay=replay_in_3)
     assert parallel.identical, [c for c in parallel.comparisons if c.missing or c.extra]
     assert parallel.events == clean.events
+    assert len(replay_in_3.peak_rss_mib) == 3 and all(m > 10 for m in replay_in_3.peak_rss_mib)
 
     with psycopg.connect(url) as conn:  # a live row drifts
         conn.execute("UPDATE quota SET used = used + 1 WHERE subscription_id = 'sub-x' "
