@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import threading
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,7 +60,10 @@ def invoice_chunks(app: BillingApplication, conn: psycopg.Connection[Any], ids: 
     issued = 0
     for first in range(0, len(ids), 1_000):
         chunk = ids[first:first + 1_000]
+        waited_since = time.monotonic()
         while not periods_closed(conn, chunk):  # as the invoicer waits for the events
+            if time.monotonic() - waited_since > 600:
+                raise TimeoutError("periods not closed after 10 minutes: did the clock fail?")
             time.sleep(0.05)
         app.preload(chunk)  # as the invoicer does (bulk loads)
         triggers = []
@@ -133,22 +137,24 @@ def main() -> int:
             # The invoicers are long-running workers: started (and their modules imported)
             # before the clock rolls, as in production. Each still opens its application and
             # connections inside the timed part.
-            invoicers = (multiprocessing.get_context("spawn").Pool(args.invoicers)
-                         if args.invoicers > 1 else None)
-            if invoicers is not None:
-                invoicers.map(worker_ready, range(args.invoicers), chunksize=1)
-            t0 = time.perf_counter()
-            clock = threading.Thread(target=roll)
-            clock.start()
-            if not args.overlap:
-                clock.join()
-            t_invoice_start = time.perf_counter()
-            slices = [(stack.database_url, settings, ids[i::args.invoicers], closed_at)
-                      for i in range(args.invoicers)]
-            if invoicers is None:
-                invoiced = [invoice_slice(slices[0], app)]
-            else:
-                with invoicers:
+            with (multiprocessing.get_context("spawn").Pool(args.invoicers)
+                  if args.invoicers > 1 else nullcontext(None)) as invoicers:
+                while invoicers is not None and len(set(invoicers.map(
+                        worker_ready, range(args.invoicers), chunksize=1))) < args.invoicers:
+                    pass  # one was still starting: the other took both
+                t0 = time.perf_counter()
+                clock = threading.Thread(target=roll)
+                clock.start()
+                if not args.overlap:
+                    clock.join()
+                    if "counts" not in rolled:
+                        raise SystemExit("the clock failed (its error is above)")
+                t_invoice_start = time.perf_counter()
+                slices = [(stack.database_url, settings, ids[i::args.invoicers], closed_at)
+                          for i in range(args.invoicers)]
+                if invoicers is None:
+                    invoiced = [invoice_slice(slices[0], app)]
+                else:
                     invoiced = invoicers.map(invoice_slice, slices, chunksize=1)
             issued = sum(n for n, _ in invoiced)
             clock.join()
@@ -176,7 +182,8 @@ def main() -> int:
         f"- roll + invoice, from the clock's start to the last invoice: **{t_total:.1f}s** "
         f"(target < 60 s for 100,000)",
         f"- peak RSS: benchmark process {peak_rss_mib():,.0f} MiB (it created the "
-        f"subscriptions), clock processes {mib(runner.peak_rss_mib if runner else [])}, "
+        f"subscriptions), clock processes "
+        f"{mib(list(runner.peak_rss_mib.values()) if runner else [])}, "
         f"invoicer processes {mib([r for _, r in invoiced] if args.invoicers > 1 else [])}",
     ]
     record("cycle roll + invoicing", lines, not args.no_record)

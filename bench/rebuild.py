@@ -65,7 +65,7 @@ def main() -> int:
                                                        list(names), args.processes)
                     reports[names, args.processes] = rebuild.rebuild(
                         app, stack.database_url, list(names), do_swap=False, replay=parallel)
-                    worker_rss[names] = parallel.peak_rss_mib
+                    worker_rss[names] = list(parallel.peak_rss_mib.values())
         finally:
             engine.close()
     raw_rate = read / t_raw
@@ -86,7 +86,8 @@ def main() -> int:
             f" (replay {report.replay_seconds:.2f}s; ratio to the raw read "
             f"**{rate / raw_rate:.2f}**; with the comparison with the live tables "
             f"{report.seconds:.2f}s)")
-    lines.append(f"- peak RSS: benchmark process (the one-process rebuilds) "
+    lines.append(f"- peak RSS: benchmark process (it wrote the store and ran the one-process "
+                 f"rebuilds) "
                  f"{peak_rss_mib():,.0f} MiB" + "".join(
                      f"; {labels[names].split(' (')[0]}, {args.processes} processes: "
                      + " / ".join(f"{m:,.0f} MiB" for m in rss)

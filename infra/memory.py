@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import sys
 
 
 def peak_rss_mib(pid: int | None = None) -> float:
@@ -16,6 +17,7 @@ def peak_rss_mib(pid: int | None = None) -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    if pid is None:  # no /proc (not Linux): the best there is
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if pid is None:  # no /proc (not Linux): the best there is, in bytes on macOS, else KiB
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
     return 0.0

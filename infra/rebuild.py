@@ -5,6 +5,7 @@ when asked."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -106,7 +107,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
     return done
 
 
-def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> tuple[int, float]:
+def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> tuple[int, int, float]:
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
@@ -118,7 +119,7 @@ def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> tuple[int, f
     finally:
         shadow.close()
         app.close()
-    return events, peak_rss_mib()
+    return events, os.getpid(), peak_rss_mib()
 
 
 class ParallelReplay:
@@ -126,21 +127,21 @@ class ParallelReplay:
     partition of their ids, in its own transaction on the shadow tables. Every row of these
     read models belongs to one subscription, so the parts never write the same row. If one
     part fails the rebuild fails, and shadow tables are never swapped in unfinished. After a
-    run, `peak_rss_mib` holds each process's peak resident memory."""
+    run, `peak_rss_mib` holds the peak resident memory of each process, by process id."""
 
     def __init__(self, url: str, settings: Settings, projections: list[str],
                  processes: int) -> None:
         self.url, self.settings, self.projections = url, settings, projections
         self.processes = processes
-        self.peak_rss_mib: list[float] = []
+        self.peak_rss_mib: dict[int, float] = {}
 
     def __call__(self, shadow: Database) -> int:
         jobs = [(self.url, self.settings, self.projections, k, self.processes)
                 for k in range(self.processes)]
         with multiprocessing.get_context("spawn").Pool(self.processes) as pool:
             parts = pool.map(_replay_part, jobs, chunksize=1)
-        self.peak_rss_mib = [rss for _, rss in parts]
-        return sum(events for events, _ in parts)
+        self.peak_rss_mib = {pid: rss for _, pid, rss in parts}  # a later part's peak is higher
+        return sum(events for events, _, _ in parts)
 
 
 def replay_parallel(url: str, settings: Settings, projections: list[str],
