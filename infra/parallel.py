@@ -6,24 +6,41 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 from infra.config import Settings
 from infra.memory import peak_rss_mib
 
+R = TypeVar("R")
 
-def _advance_slice(args: tuple[str, Settings, datetime, list[str], int]
-                   ) -> tuple[int, int, int, float]:
+
+def _measured(call: tuple[Callable[[Any], R], Any]) -> tuple[R, int, float]:
+    func, job = call
+    return func(job), os.getpid(), peak_rss_mib()
+
+
+def map_in_processes(func: Callable[[Any], R], jobs: Sequence[Any]
+                     ) -> tuple[list[R], dict[int, float]]:
+    """`func` over `jobs`, one fresh process each (spawned: no state inherited). Returns the
+    results in order and the peak resident memory of each process, by process id (one that
+    ran two jobs reports its later, higher peak)."""
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        out = pool.map(_measured, [(func, job) for job in jobs], chunksize=1)
+    return [result for result, _, _ in out], {pid: rss for _, pid, rss in out}
+
+
+def _advance_slice(args: tuple[str, Settings, datetime, list[str], int]) -> tuple[int, int]:
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
     url, settings, to, ids, batch = args
     app = open_application(url, load_catalog(settings))
     try:
-        changed, events = app.advance_subscriptions(to, ids, batch)
+        return app.advance_subscriptions(to, ids, batch)
     finally:
         app.close()
-    return changed, events, os.getpid(), peak_rss_mib()
 
 
 class ProcessRunner:
@@ -36,10 +53,8 @@ class ProcessRunner:
 
     def __call__(self, to: datetime, ids: list[str]) -> tuple[int, int]:
         slices = [ids[i::self.processes] for i in range(self.processes)]
-        with multiprocessing.get_context("spawn").Pool(self.processes) as pool:
-            results = pool.map(_advance_slice, [(self.url, self.settings, to, s, self.batch)
-                                                for s in slices], chunksize=1)
-        self.peak_rss_mib = {r[2]: r[3] for r in results}  # a later slice's peak is higher
+        results, self.peak_rss_mib = map_in_processes(
+            _advance_slice, [(self.url, self.settings, to, s, self.batch) for s in slices])
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
 

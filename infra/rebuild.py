@@ -4,8 +4,6 @@ when asked."""
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +15,7 @@ import psycopg
 from consumers.projector import Database
 from infra.codec import wire_message
 from infra.config import Settings
-from infra.memory import peak_rss_mib
+from infra.parallel import map_in_processes
 from projections import invoices, quota_store, recommendations
 from projections import versions as projection_versions
 from projections.quota import SubscriptionQuota, apply_all
@@ -107,7 +105,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
     return done
 
 
-def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> tuple[int, int, float]:
+def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> int:
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
@@ -115,11 +113,10 @@ def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> tuple[int, i
     app = open_application(url, load_catalog(settings))
     shadow = Database(url, schema=SHADOW)
     try:
-        events = replay_store(app, shadow, projections, lambda done, total: None, part=(k, n))
+        return replay_store(app, shadow, projections, lambda done, total: None, part=(k, n))
     finally:
         shadow.close()
         app.close()
-    return events, os.getpid(), peak_rss_mib()
 
 
 class ParallelReplay:
@@ -138,10 +135,8 @@ class ParallelReplay:
     def __call__(self, shadow: Database) -> int:
         jobs = [(self.url, self.settings, self.projections, k, self.processes)
                 for k in range(self.processes)]
-        with multiprocessing.get_context("spawn").Pool(self.processes) as pool:
-            parts = pool.map(_replay_part, jobs, chunksize=1)
-        self.peak_rss_mib = {pid: rss for _, pid, rss in parts}  # a later part's peak is higher
-        return sum(events for events, _, _ in parts)
+        parts, self.peak_rss_mib = map_in_processes(_replay_part, jobs)
+        return sum(parts)
 
 
 def replay_parallel(url: str, settings: Settings, projections: list[str],
