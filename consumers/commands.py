@@ -12,12 +12,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import orjson
 from eventsourcing.persistence import Tracking
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from consumers.usage import not_yet_applied, tracking_name
+from consumers import input as record_input
+from consumers.usage import not_yet_applied, skip_record, tracking_name
 from domain.application import BillingApplication, UsageKey, command_key
 from domain.commands import Command, execute, parse_command
 from domain.errors import BillingError
@@ -38,10 +38,21 @@ class CommandStats:
 
 
 class CommandIngestor:
-    def __init__(self, app: BillingApplication, dead_letters: DeadLetters) -> None:
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetters,
+                 max_message_bytes: int = record_input.DEFAULT_MAX_BYTES) -> None:
         self.app = app
         self.dead_letters = dead_letters
+        self.max_message_bytes = max_message_bytes
         self.stats = CommandStats()
+
+    def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                   message: str) -> None:
+        """A record the loop found cannot be applied (consumers.loop)."""
+        if skip_record(self.app, self.dead_letters, tracking_name(tp.topic, tp.partition),
+                       record, code, message):
+            self.stats.messages += 1
+            self.stats.refused += 1
+            self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
         records = not_yet_applied(self.app, tp, records)
@@ -51,9 +62,8 @@ class CommandIngestor:
         letters: list[tuple[ConsumerRecord, str, str]] = []
         for record in records:
             try:
-                parsed.append((record, parse_command(orjson.loads(record.value or b""))))
-            except orjson.JSONDecodeError as e:
-                letters.append((record, "malformed_json", f"not valid JSON: {e}"))
+                parsed.append((record, parse_command(
+                    record_input.decode(record, self.max_message_bytes))))
             except BillingError as e:
                 letters.append((record, e.code, str(e)))
         keys = [command_key(c) for _, c in parsed]

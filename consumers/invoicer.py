@@ -18,8 +18,10 @@ from eventsourcing.persistence import Tracking
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.usage import skip_record
 from domain.application import BillingApplication
 from infra.codec import decode
+from infra.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,20 @@ class InvoicerPositions:
 
 
 class Invoicer:
-    def __init__(self, app: BillingApplication) -> None:
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetters | None = None) -> None:
         self.app = app
+        self.dead_letters = dead_letters
         self.issued = 0
+        self.skipped = 0  # triggers dead-lettered as unprocessable
+
+    def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                   message: str) -> None:
+        """A trigger the loop found cannot be invoiced: the subscription's later triggers
+        invoice every line still due, so nothing billable is lost by going past it."""
+        assert self.dead_letters is not None
+        if skip_record(self.app, self.dead_letters, invoicer_tracking(tp.topic, tp.partition),
+                       record, code, message):
+            self.skipped += 1
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
         stored = InvoicerPositions(self.app).position(tp.topic, tp.partition)

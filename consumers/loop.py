@@ -7,6 +7,13 @@ handler commits its effect and the new position(s) in one transaction. If a batc
 version conflict, a database outage), its partitions are sought back to their stored positions
 and the batch retried: nothing is skipped and nothing applied twice. A handler that raises
 RedoBatch asks for the same, as a normal step rather than a failure.
+
+A failure that is about the input (consumers.failures) is narrowed down instead of retried as
+it is: the loop goes back to the stored positions and hands the failed partition's records on
+in chunks, halving a chunk that fails and doubling one that passes, until a single record fails
+alone. That record goes to the handler's `quarantine` (dead-lettered with the code
+`unprocessable` and the error, its position committed) and the loop carries on with the rest.
+A record at fault is found in about 2 log2(n) attempts; the records around it are applied.
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
+from consumers.failures import Failure, classify
 from infra.kafka import partitions_of
 
 log = logging.getLogger(__name__)
@@ -38,13 +46,17 @@ class PositionStore(Protocol):
 
 Handler = Callable[[TopicPartition, Sequence[ConsumerRecord]], None]
 PollHandler = Callable[[Mapping[TopicPartition, Sequence[ConsumerRecord]]], None]
+# Dead-letters one record with (code, error text) and commits its position with no other effect.
+Quarantine = Callable[[TopicPartition, ConsumerRecord, str, str], None]
+UNPROCESSABLE = "unprocessable"
 
 
 class TrackedConsumer:
     def __init__(self, consumer: KafkaConsumer, topic: str, positions: PositionStore,
                  handler: Handler, *, group: bool = False, name: str = "consumer",
                  poll_handler: PollHandler | None = None,
-                 flush: Callable[[], None] | None = None) -> None:
+                 flush: Callable[[], None] | None = None,
+                 quarantine: Quarantine | None = None, max_conflicts: int = 10) -> None:
         self.consumer = consumer
         self.topic = topic
         self.positions = positions
@@ -59,6 +71,16 @@ class TrackedConsumer:
         self.records = 0
         self.failures = 0
         self.redone = 0  # batches redone after a RedoBatch
+        self.quarantine = quarantine
+        self.max_conflicts = max_conflicts
+        self.quarantined = 0  # records dead-lettered as unprocessable
+        self.last_error: str | None = None
+        self._conflicts = 0  # consecutive conflicts
+        self._handed: dict[TopicPartition, int] = {}  # highest offset handed to the handler
+        # Partitions whose records are being narrowed down, each up to the highest offset
+        # handed on when the failure was seen; the chunk size of the next attempt.
+        self._isolating: dict[TopicPartition, int] = {}
+        self._chunk = 1
         self.assigned: set[TopicPartition] = set()
         if group:
             consumer.subscribe([topic], listener=_SeekOnAssign(self))
@@ -89,17 +111,20 @@ class TrackedConsumer:
         except RedoBatch as redo:
             self._note_redo(redo)
             return False
-        except Exception:
-            self.failures += 1
-            log.exception("%s: a batch failed to commit; retrying from stored positions",
-                          self.name, extra={"worker": self.name})
+        except Exception as failure:
+            self._failed(failure, [], 0)
             return False
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one poll; returns how many records were handled."""
         batches = self.consumer.poll(timeout_ms=timeout_ms)
+        if self._isolating:
+            return self._isolation_step(batches)
         if not batches and not self.settle():
-            self.seek_to_stored(sorted(self.assigned, key=lambda tp: tp.partition))
+            self.seek_to_stored(self._all_parts())
+        for tp, records in batches.items():
+            if records:
+                self._handed[tp] = max(self._handed.get(tp, -1), records[-1].offset)
         if self.poll_handler is not None:
             return self._handle_whole_poll(batches)
         handled = 0
@@ -110,19 +135,117 @@ class TrackedConsumer:
                 self._note_redo(redo)
                 self.seek_to_stored([tp])
                 continue
-            except Exception:
-                self.failures += 1
-                log.exception("%s: batch %s:%s@%s failed; retrying from stored position",
-                              self.name, tp.topic, tp.partition, records[0].offset,
-                              extra={"worker": self.name, "topic": tp.topic,
-                                     "partition": tp.partition, "position": records[0].offset})
-                time.sleep(min(0.1 * self.failures, 2.0))
-                self.seek_to_stored([tp])
+            except Exception as failure:
+                self._failed(failure, [tp], len(records))
+                self.seek_to_stored(self._all_parts([tp]))
                 continue
+            self._conflicts = 0
             self.batches += 1
             handled += len(records)
         self.records += handled
         return handled
+
+    def _all_parts(self, more: Iterable[TopicPartition] = ()) -> list[TopicPartition]:
+        return sorted(self.assigned | set(more), key=lambda tp: tp.partition)
+
+    def _failed(self, failure: Exception, parts: Sequence[TopicPartition], size: int) -> None:
+        """A batch of `size` records on `parts` failed (size 0: a batch committing behind,
+        of unknown size): retry it, or narrow it down. The caller goes back to the stored
+        positions afterwards."""
+        kind = classify(failure)
+        self.failures += 1
+        self.last_error = f"{type(failure).__name__}: {failure}"[:500]
+        if kind is Failure.CONFLICT:
+            self._conflicts += 1
+        narrow = self.quarantine is not None and (
+            kind is Failure.POISON
+            or (kind is Failure.CONFLICT and self._conflicts >= self.max_conflicts))
+        log.warning("%s: batch of %d record(s) on %s failed (%s)%s", self.name, size,
+                    ", ".join(f"{tp.topic}:{tp.partition}" for tp in parts), kind.value,
+                    "; narrowing it down" if narrow else "; retrying from stored positions",
+                    exc_info=failure, extra={"worker": self.name})
+        if narrow:
+            # The batch that failed may be the one committed behind this poll: every partition
+            # handed on so far is a suspect, up to what was handed on.
+            self._isolating = {tp: offset for tp, offset in self._handed.items()
+                               if tp in self.assigned or tp in parts}
+            self._chunk = max(1, (size or 4096) // 2)
+            self._conflicts = 0
+        else:
+            time.sleep(min(0.1 * self.failures, 2.0))
+
+    def _isolation_step(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+                        ) -> int:
+        """One attempt on a chunk of the first suspect partition's records; the rest of the
+        poll is fetched again afterwards."""
+        for tp, upto in list(self._isolating.items()):
+            stored = self.positions.position(tp.topic, tp.partition)
+            if tp not in self.assigned or (stored is not None and stored >= upto):
+                del self._isolating[tp]
+        suspects = sorted((tp for tp in batches if tp in self._isolating and batches[tp]),
+                          key=lambda tp: tp.partition)
+        if not suspects:
+            if batches:
+                self.seek_to_stored(self._all_parts(batches))
+            return 0
+        tp = suspects[0]
+        records = list(batches[tp])[:self._chunk]
+        handled = 0
+        try:
+            if self.poll_handler is not None:
+                self.poll_handler({tp: records})
+            else:
+                self.handler(tp, records)
+            if self.flush is not None:
+                self.flush()
+        except RedoBatch as redo:
+            self._note_redo(redo)
+        except Exception as failure:
+            self._isolation_failed(failure, tp, records)
+        else:
+            self._conflicts = 0
+            self.batches += 1
+            handled = len(records)
+            self.records += handled
+            self._chunk *= 2
+            if records[-1].offset >= self._isolating[tp]:
+                del self._isolating[tp]
+        self.seek_to_stored(self._all_parts(batches))
+        return handled
+
+    def _isolation_failed(self, failure: Exception, tp: TopicPartition,
+                          records: list[ConsumerRecord]) -> None:
+        kind = classify(failure)
+        self.failures += 1
+        self.last_error = f"{type(failure).__name__}: {failure}"[:500]
+        if kind is Failure.CONFLICT:
+            self._conflicts += 1
+        if kind is Failure.TRANSIENT or (kind is Failure.CONFLICT
+                                         and self._conflicts < self.max_conflicts):
+            log.warning("%s: %s; retrying", self.name, self.last_error,
+                        extra={"worker": self.name})
+            time.sleep(min(0.1 * self.failures, 2.0))
+            return
+        self._conflicts = 0
+        if len(records) > 1:
+            self._chunk = max(1, len(records) // 2)
+            return
+        record = records[0]
+        error = f"{type(failure).__name__}: {failure}"
+        assert self.quarantine is not None
+        try:
+            self.quarantine(tp, record, UNPROCESSABLE, error)
+        except Exception:
+            log.exception("%s: could not quarantine %s:%s@%s; retrying", self.name, tp.topic,
+                          tp.partition, record.offset, extra={"worker": self.name})
+            time.sleep(min(0.1 * self.failures, 2.0))
+            return
+        self.quarantined += 1
+        self._chunk = 1
+        log.error("%s: %s:%s@%s cannot be applied; dead-lettered as %s: %s", self.name,
+                  tp.topic, tp.partition, record.offset, UNPROCESSABLE, error,
+                  extra={"worker": self.name, "topic": tp.topic, "partition": tp.partition,
+                         "position": record.offset, "code": UNPROCESSABLE})
 
     def _handle_whole_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
                            ) -> int:
@@ -133,19 +256,14 @@ class TrackedConsumer:
             self.poll_handler(batches)
         except RedoBatch as redo:
             self._note_redo(redo)
-            self.seek_to_stored(sorted(set(batches) | self.assigned, key=lambda tp: tp.partition))
+            self.seek_to_stored(self._all_parts(batches))
             return 0
-        except Exception:
-            self.failures += 1
-            log.exception("%s: batch of %d partition(s) failed; retrying from stored positions",
-                          self.name, len(batches), extra={"worker": self.name, "positions": {
-                              f"{tp.topic}:{tp.partition}": records[0].offset
-                              for tp, records in batches.items()}})
-            time.sleep(min(0.1 * self.failures, 2.0))
-            # The batch that failed may be the one committed behind this poll: go back on
-            # every partition, not only this poll's.
-            self.seek_to_stored(sorted(set(batches) | self.assigned, key=lambda tp: tp.partition))
+        except Exception as failure:
+            self._failed(failure, list(batches),
+                         sum(len(records) for records in batches.values()))
+            self.seek_to_stored(self._all_parts(batches))
             return 0
+        self._conflicts = 0
         handled = sum(len(records) for records in batches.values())
         self.batches += 1
         self.records += handled
@@ -175,6 +293,9 @@ class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         # committing (if any) is done.
         self.owner.settle()
         self.owner.assigned -= set(revoked)
+        for tp in revoked:
+            self.owner._isolating.pop(tp, None)
+            self.owner._handed.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self.owner.seek_to_stored(list(assigned))

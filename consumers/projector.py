@@ -7,6 +7,7 @@ position in one transaction. Undecodable messages go to the DLQ.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,9 +16,10 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from domain.application import BillingApplication
-from infra.codec import decode, wire_message
+from domain.text import printable
+from infra.codec import UNDECODABLE, decode, wire_message
 from infra.dlq import DeadLetters
-from projections import invoices, quota_store
+from projections import invoices, parked, quota_store
 from projections import versions as projection_versions
 from projections.quota import SubscriptionQuota, apply_all
 
@@ -81,12 +83,74 @@ def record_positions(cur: psycopg.Cursor[Any],
         quota_store.record_positions(cur, topic, positions, projection)
 
 
+class Parking:
+    """The subscriptions a projection holds back (projections.parked): an event of theirs could
+    not be applied, so no later one is either, while every other subscription goes on. Read
+    again every `refresh_seconds`, so an operator's release takes effect without a restart."""
+
+    def __init__(self, db: Database, stage: str, refresh_seconds: float = 10.0) -> None:
+        self.db = db
+        self.stage = stage
+        self.refresh_seconds = refresh_seconds
+        self._held: set[str] = set()
+        self._read_at = float("-inf")
+        self.held_back = 0  # events not applied because their subscription is parked
+
+    def held(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._read_at > self.refresh_seconds:
+            with self.db.conn.transaction(), self.db.conn.cursor() as cur:
+                self._held = parked.subscriptions(cur, self.stage)
+            self._read_at = now
+        return self._held
+
+    def hold_back(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+        """The messages to apply: those of parked subscriptions are dropped, and an event the
+        relay could not decode parks its subscription here."""
+        held = self.held()
+        if not held and not any(m["type"] == UNDECODABLE for m in messages):
+            return messages
+        kept = []
+        for message in messages:
+            sid = printable(message["subscription"], 256)
+            if message["type"] == UNDECODABLE and sid not in held:
+                parked.park(cur, self.stage, sid, int(message["version"]),
+                            f"store:{message.get('position')}", "undecodable_event",
+                            str(message.get("data", {}).get("error", "")))
+                held.add(sid)
+            if sid in held:
+                self.held_back += 1
+                continue
+            kept.append(message)
+        return kept
+
+    def park_record(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                    error: str, projection: str) -> None:
+        """Park the event of a record the loop found cannot be applied, and move the
+        projection's position past it, in one transaction."""
+        try:
+            message = decode(record.value)
+            sid, version = str(message["subscription"]), int(message["version"])
+        except Exception:  # undecodable records are dead-lettered, never parked
+            sid, version = "", -1
+        conn = self.db.conn
+        with conn.transaction(), conn.cursor() as cur:
+            if sid:
+                parked.park(cur, self.stage, sid, version,
+                            f"{tp.topic}:{tp.partition}@{record.offset}", code, error)
+            record_positions(cur, {tp: [record]}, projection)
+        if sid:
+            self._held.add(printable(sid, 256))
+
+
 class InvoiceProjector:
     """billing.events -> the invoice read model (issued documents, status, drafts)."""
 
     def __init__(self, db: Database, dead_letters: DeadLetters) -> None:
         self.db = db
         self.dead_letters = dead_letters
+        self.parking = Parking(db, invoices.PROJECTION)
         self.applied = 0
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
@@ -98,12 +162,18 @@ class InvoiceProjector:
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:
-                applied = invoices.apply_messages(cur, messages)
+                applied = invoices.apply_messages(cur, self.parking.hold_back(cur, messages))
                 record_positions(cur, batches, invoices.PROJECTION)
         except psycopg.OperationalError:
             self.db.reset()
             raise
         self.applied += applied
+
+    def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                   message: str) -> None:
+        self.dead_letters.send(record, code, message)
+        self.dead_letters.flush()
+        self.parking.park_record(tp, record, code, message, invoices.PROJECTION)
 
 
 class QuotaProjector:
@@ -111,6 +181,7 @@ class QuotaProjector:
                  cache: quota_store.StateCache | None = None) -> None:
         self.db = db
         self.dead_letters = dead_letters
+        self.parking = Parking(db, quota_store.PROJECTION)
         self.cache = cache if cache is not None else quota_store.StateCache()
         self.applied = 0
         self.skipped = 0
@@ -138,6 +209,7 @@ class QuotaProjector:
         conn = self.db.conn
         try:
             with conn.transaction(), conn.cursor() as cur:
+                messages = self.parking.hold_back(cur, messages)
                 states = quota_store.load(cur, sorted({m["subscription"] for m in messages}),
                                           self.cache)
                 applied = apply_all(states, messages)
@@ -149,6 +221,12 @@ class QuotaProjector:
         self.cache.keep(states.values())
         self.applied += applied
         self.skipped += len(messages) - applied
+
+    def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                   message: str) -> None:
+        self.dead_letters.send(record, code, message)
+        self.dead_letters.flush()
+        self.parking.park_record(tp, record, code, message, quota_store.PROJECTION)
 
 
 def rebuild_from_store(app: BillingApplication, db: Database, batch: int = 10_000) -> int:

@@ -13,20 +13,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers import input as record_input
 from consumers.loop import RedoBatch
 from consumers.write_behind import WriteBehind
 from domain.application import BillingApplication, UsageKey
-from domain.errors import InvalidUsage
+from domain.errors import BillingError
 from domain.usage import UsageItem, parse_usage
 from domain.usage_batch import PreparedBatch, prepare_usage_batch, usage_keys
 from infra.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
+
+
+# The usage contract's keys as they appear in a message: a duplicate is looked for only when
+# one of them occurs twice (consumers.input).
+USAGE_KEYS = tuple(f'"{key}"'.encode() for key in
+                   ("id", "subscription", "metric", "quantity", "at", "member", "workspace"))
 
 
 def tracking_name(topic: str, partition: int) -> str:
@@ -57,6 +63,19 @@ def not_yet_applied(app: BillingApplication, tp: TopicPartition,
         app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
     floor = max((p for p in (stored, in_flight) if p is not None), default=None)
     return [r for r in records if floor is None or r.offset > floor]
+
+
+def skip_record(app: BillingApplication, dead_letters: DeadLetters, position: str,
+                record: ConsumerRecord, code: str, message: str) -> bool:
+    """Dead-letter a record that cannot be applied and commit the input position `position`
+    at its offset with no other effect; False if the position is already there."""
+    stored = app.recorder.max_tracking_id(position)  # type: ignore[attr-defined]
+    if stored is not None and stored >= record.offset:
+        return False
+    dead_letters.send(record, code, message)
+    dead_letters.flush()
+    app.save_batch([], Tracking(position, record.offset))
+    return True
 
 
 class UsagePositions:
@@ -103,8 +122,10 @@ class UsageIngestor:
     def __init__(self, app: BillingApplication, dead_letters: DeadLetters,
                  write_behind: WriteBehind | None = None,
                  lookahead_at: int | None = None, *, optimistic: bool = True,
-                 cautious_seconds: float = 30.0) -> None:
+                 cautious_seconds: float = 30.0,
+                 max_message_bytes: int = record_input.DEFAULT_MAX_BYTES) -> None:
         self.app = app
+        self.max_message_bytes = max_message_bytes
         self.dead_letters = dead_letters
         self.stats = IngestStats()
         self.writer = write_behind
@@ -146,6 +167,17 @@ class UsageIngestor:
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
         self.handle_poll({tp: records})
+
+    def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                   message: str) -> None:
+        """A record the loop found cannot be applied (consumers.loop)."""
+        self.flush()
+        if skip_record(self.app, self.dead_letters, tracking_name(tp.topic, tp.partition),
+                       record, code, message):
+            s = self.stats
+            s.messages += 1
+            s.dead_lettered += 1
+            s.by_code[code] = s.by_code.get(code, 0) + 1
 
     def handle_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """Every partition of one poll in one transaction: the events, the applied usage ids
@@ -193,15 +225,12 @@ class UsageIngestor:
         if not records:
             return None
         parsed = _Parsed(records, trackings, [], [], [])
+        max_bytes = self.max_message_bytes
         for record in records:
             try:
-                raw = orjson.loads(record.value) if record.value is not None else None
-            except orjson.JSONDecodeError as e:
-                parsed.letters.append((record, "malformed_json", f"not valid JSON: {e}"))
-                continue
-            try:
-                parsed.items.append(parse_usage(raw))
-            except InvalidUsage as e:
+                parsed.items.append(parse_usage(
+                    record_input.decode(record, max_bytes, USAGE_KEYS)))
+            except BillingError as e:
                 parsed.letters.append((record, e.code, str(e)))
                 continue
             parsed.sources.append(record)

@@ -16,6 +16,7 @@ from typing import Any
 
 from domain.errors import CatalogError, UnknownPlan
 from domain.money import Money
+from domain.text import InvalidText, check_all_text
 
 LIMIT_KINDS = ("hard", "overage")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
@@ -191,6 +192,10 @@ class Catalog:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Catalog:
+        try:
+            check_all_text(raw, "catalog")
+        except InvalidText as e:
+            raise CatalogError(str(e), e.code) from None
         head = raw.get("catalog", {})
         _known_keys(raw, TOP_KEYS, "catalog file")
         _known_keys(head, HEAD_KEYS, "[catalog]")

@@ -17,7 +17,8 @@ from typing import Any
 from domain.catalog import Catalog
 from domain.errors import CommandRefused, InvalidCommand
 from domain.subscription import Subscription
-from domain.usage import MAX_TEXT
+from domain.text import InvalidText, check_all_text
+from domain.usage import MAX_TEXT, parse_rfc3339
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,19 @@ def parse_command(raw: object) -> Command:
     for key in ("id", "type", "subscription"):
         if not isinstance(raw[key], str) or not raw[key] or len(raw[key]) > MAX_TEXT:
             raise InvalidCommand(f"'{key}' must be a non-empty string", "invalid_field")
-    if raw["type"] not in HANDLERS:
-        raise InvalidCommand(f"unknown command type {raw['type']!r}", "unknown_command")
-    at_text = raw["at"]
     try:
-        at = datetime.fromisoformat(at_text) if isinstance(at_text, str) else None
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
+        check_all_text(raw, "command")
+    except InvalidText as e:
+        raise InvalidCommand(str(e), e.code) from None
+    if raw["type"] not in HANDLERS:
+        raise InvalidCommand(f"unknown command type {raw['type'][:64]!r}", "unknown_command")
+    at_text = raw["at"]
+    if not isinstance(at_text, str) or len(at_text) > 64:
         raise InvalidCommand("'at' must be RFC 3339 with an offset", "invalid_timestamp")
+    try:
+        at = parse_rfc3339(at_text)
+    except ValueError as e:
+        raise InvalidCommand(f"'at': {e}", "invalid_timestamp") from None
     fields = {k: v for k, v in raw.items() if k not in ("id", "type", "subscription", "at")}
     return Command(raw["id"], raw["type"], raw["subscription"], at, fields)
 

@@ -9,12 +9,33 @@ from decimal import Decimal
 from typing import Any
 
 from domain.errors import InvalidUsage
+from domain.text import storable
 
 DECIMAL_STRING = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 9
 MAX_TEXT = 256
 REQUIRED = ("id", "subscription", "metric", "quantity", "at")
+# RFC 3339 section 5.6 date-time, nothing more: `T`/`t` between date and time, `Z`/`z` or
+# +hh:mm/-hh:mm, a fraction of 1-9 digits. ISO 8601's other forms (week dates, the basic format,
+# second offsets, comma fractions, a space) are refused.
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 date-time with its offset. Digits past the microsecond are dropped (Python's
+    datetime holds microseconds); a leap second (:60) is refused, since no UTC offset arithmetic
+    can place it. Raises ValueError saying why."""
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.fff]Z or +hh:mm): "
+                         f"{text[:64]!r}")
+    if match[1] == "60":
+        raise ValueError(f"a leap second cannot be billed; send :59.999999 instead: {text!r}")
+    fraction = (match[2] or "")[:7]
+    offset = "+00:00" if match[3] in ("Z", "z") else match[3]
+    return datetime.fromisoformat(f"{text[:10]}T{text[11:19]}{fraction}{offset}")
 
 
 def _canonical_utc(text: str) -> bool:
@@ -59,6 +80,8 @@ def _text(raw: dict[str, Any], key: str, required: bool) -> str | None:
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
         raise InvalidUsage(f"'{key}' must be a non-empty string of at most {MAX_TEXT} characters",
                            "invalid_field")
+    if not storable(value):
+        raise InvalidUsage(f"'{key}' holds U+0000 or a lone surrogate", "invalid_text")
     return value
 
 
@@ -77,16 +100,16 @@ def _parse_common_case(raw: object) -> UsageItem | None:
             and (member is None or (type(member) is str and 0 < len(member) <= MAX_TEXT))
             and (workspace is None
                  or (type(workspace) is str and 0 < len(workspace) <= MAX_TEXT))
-            and len(at_text) <= 64 and "T" in at_text):
+            and _canonical_utc(at_text) and uid.isascii() and sub.isascii()
+            and metric.isascii() and "\x00" not in uid + sub + metric
+            and (member is None or (member.isascii() and "\x00" not in member))
+            and (workspace is None or (workspace.isascii() and "\x00" not in workspace))):
         return None
     try:
         at = datetime.fromisoformat(at_text)
     except ValueError:
         return None
-    if at.tzinfo is None:
-        return None
-    return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace,
-                     at_text if _canonical_utc(at_text) else None)
+    return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace, at_text)
 
 
 def parse_quantity(value: object) -> Decimal:
@@ -114,13 +137,9 @@ def parse_time(value: object) -> datetime:
     if not isinstance(value, str) or len(value) > 64:
         raise InvalidUsage("'at' must be an RFC 3339 string with an offset", "invalid_timestamp")
     try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidUsage(f"'at' is not RFC 3339: {value!r}", "invalid_timestamp") from None
-    if at.tzinfo is None or "T" not in value.upper():
-        raise InvalidUsage(f"'at' needs a date, a time and an offset: {value!r}",
-                           "invalid_timestamp")
-    return at
+        return parse_rfc3339(value)
+    except ValueError as e:
+        raise InvalidUsage(f"'at': {e}", "invalid_timestamp") from None
 
 
 def parse_usage(raw: object) -> UsageItem:

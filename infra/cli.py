@@ -11,6 +11,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -301,7 +305,7 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import load_catalog
     from infra.eventstore import open_application
 
-    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
     if at.tzinfo is None:
         raise SystemExit("--at needs an offset, e.g. 2026-11-01T00:00:00+00:00")
     stack = connect(settings)
@@ -444,7 +448,6 @@ def _letter_from_line(line: str) -> dict[str, Any]:
 
 
 def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import datetime
 
     from domain.errors import BillingError
     from infra.engine import load_catalog
@@ -458,7 +461,7 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
             now = clock.now.isoformat() if clock else None
             print(json.dumps({"now": now}) if args.json else f"billing clock: {now or 'not set'}")
             return 0
-        to = datetime.fromisoformat(args.to) if args.to else None
+        to = time_arg(args.to, "--to") if args.to else None
         if to is None or to.tzinfo is None:
             raise SystemExit("--to needs an offset, e.g. 2026-12-01T00:00:00+00:00")
         recorder: Any = app.recorder
@@ -525,7 +528,7 @@ def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -
     from infra.eventstore import open_application
 
     app = open_application(stack.database_url, load_catalog(settings))
-    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
     try:
         if args.verb == "preview":
             document = app.get(args.target).preview_invoice(app.issuer, at)
@@ -708,7 +711,6 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import datetime
 
     from domain.errors import BillingError
     from infra.audit import state_summary, version_as_of
@@ -718,7 +720,7 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     try:
         version = args.version
         if args.as_of:
-            at = datetime.fromisoformat(args.as_of)
+            at = time_arg(args.as_of, "--as-of")
             if at.tzinfo is None:
                 raise SystemExit("--as-of needs an offset")
             version = version_as_of(app, args.subscription, at)
@@ -970,9 +972,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def time_arg(text: str, flag: str) -> datetime:
+    """A time given on the command line: RFC 3339 with its offset, as on the topics."""
+    from domain.usage import parse_rfc3339
+
+    try:
+        return parse_rfc3339(text)
+    except ValueError as e:
+        raise SystemExit(f"{flag}: {e} (invalid_timestamp)") from None
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """Every argument is stored or looked up as PostgreSQL text: refuse what it cannot hold."""
+    from domain.text import printable, storable
+
+    for arg in argv:
+        if not storable(arg):
+            raise SystemExit(f"billing: argument {printable(arg, 80)!r} holds U+0000 or a lone "
+                             "surrogate, which PostgreSQL text cannot store (invalid_text)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from infra import logs
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    check_arguments(argv)
     args = build_parser().parse_args(argv)
     fmt = os.environ.get("BILLING_LOG_FORMAT") or ("json" if args.func is cmd_run else "text")
     logs.configure(logging.INFO if args.verbose or args.func is cmd_run else logging.WARNING,

@@ -83,6 +83,25 @@ def wire_message(app: Application[Any], notification: Notification) -> dict[str,
     }
 
 
+UNDECODABLE = "Undecodable"
+
+
+def undecodable_message(notification: Notification, error: Exception) -> dict[str, Any]:
+    """What the relay publishes for a stored event it cannot decode (an edited row, a type
+    this version does not know): the subscription's order and version numbers stay whole, and
+    each projection parks the subscription (consumers.projector.Parking) instead of applying
+    its later events over a missing one."""
+    return {
+        "subscription": notification.originator_id,
+        "version": notification.originator_version,
+        "type": UNDECODABLE,
+        "type_version": 1,
+        "time": None,
+        "position": notification.id,
+        "data": {"topic": notification.topic, "error": f"{type(error).__name__}: {error}"[:1000]},
+    }
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message, default=_default)
 

@@ -83,6 +83,9 @@ class Settings:
     # first, and redoes it cautiously if a unique key refuses it (consumers/usage.py);
     # BILLING_OPTIMISTIC_INGEST=n always reads first.
     optimistic_ingest: bool = True
+    # The largest input record (key + value) a worker reads; a larger one is dead-lettered as
+    # `too_large` unread. BILLING_MAX_MESSAGE_BYTES; Kafka's own default limit is 1 MiB too.
+    max_message_bytes: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -102,6 +105,7 @@ class Settings:
             migrate=_bool(e.get("BILLING_MIGRATE"), True),
             write_behind=_bool(e.get("BILLING_WRITE_BEHIND"), True),
             optimistic_ingest=_bool(e.get("BILLING_OPTIMISTIC_INGEST"), True),
+            max_message_bytes=int(e.get("BILLING_MAX_MESSAGE_BYTES", str(1024 * 1024))),
             kafka_options={name: convert(e[var]) for var, (name, convert)
                            in KAFKA_OPTIONS.items() if e.get(var)},
         )

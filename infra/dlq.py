@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +17,24 @@ from kafka.consumer.fetcher import ConsumerRecord
 log = logging.getLogger(__name__)
 
 
+# A dead letter carries at most this much of the original value and key: with the base64 copy
+# and the envelope it stays far below any broker's limit (Kafka's default is 1 MiB). A longer
+# one keeps its first bytes, its size and its SHA-256; the source topic, partition and offset
+# point to the whole record while the topic keeps it.
+MAX_LETTER_VALUE = 64 * 1024
+MAX_LETTER_KEY = 1024
+
+
+def _clip(data: bytes, limit: int) -> tuple[bytes, dict[str, Any]]:
+    if len(data) <= limit:
+        return data, {}
+    return data[:limit], {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def dead_letter(record: ConsumerRecord, code: str, message: str, consumer: str) -> dict[str, Any]:
-    value: bytes = record.value if record.value is not None else b""
+    value, value_cut = _clip(record.value if record.value is not None else b"",
+                             MAX_LETTER_VALUE)
+    key, key_cut = _clip(record.key or b"", MAX_LETTER_KEY)
     letter: dict[str, Any] = {
         "code": code,
         "error": message[:1000],
@@ -24,35 +42,53 @@ def dead_letter(record: ConsumerRecord, code: str, message: str, consumer: str) 
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "key": record.key.decode("utf-8", "replace") if record.key else None,
+        "key": key.decode("utf-8", "replace") if record.key else None,
         "value_b64": base64.b64encode(value).decode("ascii"),
         "dead_lettered_at": datetime.now(UTC).isoformat(),
     }
+    if value_cut:
+        letter["value_truncated"] = value_cut
+    if key_cut:
+        letter["key_truncated"] = key_cut
     try:
-        letter["value"] = value.decode("utf-8")
+        letter["value"] = None if value_cut else value.decode("utf-8")
     except UnicodeDecodeError:
         letter["value"] = None
     return letter
 
 
+def letter_key(record: ConsumerRecord) -> bytes | None:
+    return record.key[:MAX_LETTER_KEY] if record.key else None
+
+
 class DeadLetters:
     """Collects dead letters for a batch; `flush()` must succeed before the batch commits, so a
-    crash can duplicate a dead letter (same topic/partition/offset) but never lose one."""
+    crash can duplicate a dead letter (same topic/partition/offset) but never lose one. A
+    record dead-lettered once by this process is not sent again when its batch is redone (an
+    optimistic batch that met a unique key, a conflict, a failure narrowed down)."""
+
+    REMEMBERED = 100_000  # source coordinates of letters sent, oldest forgotten first
 
     def __init__(self, producer: KafkaProducer, topic: str, consumer: str) -> None:
         self.producer = producer
         self.topic = topic
         self.consumer = consumer
         self._futures: list[Any] = []
+        self._pending: list[tuple[str, int, int]] = []
+        self._sent: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self.count = 0
         self.by_code: dict[str, int] = {}
 
     def send(self, record: ConsumerRecord, code: str, message: str) -> None:
+        source = (record.topic, record.partition, record.offset)
+        if source in self._sent:
+            return
         letter = dead_letter(record, code, message, self.consumer)
         self._futures.append(self.producer.send(
-            self.topic, key=record.key, value=orjson.dumps(letter),
+            self.topic, key=letter_key(record), value=orjson.dumps(letter),
             headers=[("billing-error-code", code.encode())],
         ))
+        self._pending.append(source)
         self.count += 1
         self.by_code[code] = self.by_code.get(code, 0) + 1
         log.info("dead-lettered %s:%s@%s: %s", record.topic, record.partition, record.offset,
@@ -65,8 +101,13 @@ class DeadLetters:
             return
         self.producer.flush()
         futures, self._futures = self._futures, []
+        pending, self._pending = self._pending, []
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not take it
+        for source in pending:
+            self._sent[source] = None
+        while len(self._sent) > self.REMEMBERED:
+            self._sent.popitem(last=False)
 
 
 # --- operator tools: `billing dlq list|replay` ----------------------------------------------
@@ -115,6 +156,10 @@ def replayed(conn: Any) -> set[tuple[int, int]]:
 
 
 def original_bytes(letter: dict[str, Any]) -> bytes:
+    if letter.get("value_truncated"):
+        raise ValueError(f"dead letter {letter.get('dlq_partition')}:{letter.get('dlq_offset')} "
+                         "holds only the start of its message (too large to carry); fix it "
+                         "at the source or give an edited value")
     return base64.b64decode(letter["value_b64"])
 
 
@@ -146,5 +191,6 @@ def replay(producer: KafkaProducer, conn: Any, letters: list[dict[str, Any]]) ->
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (dlq_partition, dlq_offset) DO UPDATE "
                 "SET replayed_at = now(), edited = EXCLUDED.edited",
                 (letter["dlq_partition"], letter["dlq_offset"], letter["topic"],
-                 fixed_bytes(letter) != original_bytes(letter)))
+                 bool(letter.get("value_truncated"))
+                 or fixed_bytes(letter) != original_bytes(letter)))
     return len(letters)

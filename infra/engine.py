@@ -26,7 +26,7 @@ from infra.config import Settings
 from infra.dlq import DeadLetters
 from infra.eventstore import open_application
 from infra.relay import Relay
-from projections import analytics, invoices, quota_store, recommendations
+from projections import analytics, invoices, parked, quota_store, recommendations
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Engine:
             invoices.create_schema(db.conn)
             analytics.create_schema(db.conn)
             recommendations.create_schema(db.conn)
+            parked.create_schema(db.conn)
             db.conn.execute(dlq.REPLAYS_DDL)
             db.conn.execute(health.HEARTBEATS_DDL)
             db.conn.commit()
@@ -110,25 +111,29 @@ class Engine:
         writer = WriteBehind(app, "usage-ingest-writer") if self.settings.write_behind else None
         ingestor = UsageIngestor(app, self.dead_letters("usage-ingest"), writer,
                                  lookahead_at=self.settings.max_poll_records,
-                                 optimistic=self.settings.optimistic_ingest)
+                                 optimistic=self.settings.optimistic_ingest,
+                                 max_message_bytes=self.settings.max_message_bytes)
         group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")
         loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(app),
                                ingestor.handle, group=group, name="usage-ingest",
                                poll_handler=ingestor.handle_poll,
-                               flush=ingestor.flush if writer else None)
+                               flush=ingestor.flush if writer else None,
+                               quarantine=ingestor.quarantine)
         self._closers.append(loop.close)
         return loop, ingestor
 
     def commands(self, group: bool = False) -> tuple[TrackedConsumer, CommandIngestor]:
         app = self.worker_app()
-        ingestor = CommandIngestor(app, self.dead_letters("command-ingest"))
+        ingestor = CommandIngestor(app, self.dead_letters("command-ingest"),
+                                   self.settings.max_message_bytes)
         group_id = f"billing-commands.{self.settings.topics.commands}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-command-ingest")
         loop = TrackedConsumer(client, self.settings.topics.commands, UsagePositions(app),
-                               ingestor.handle, group=group, name="command-ingest")
+                               ingestor.handle, group=group, name="command-ingest",
+                               quarantine=ingestor.quarantine)
         self._closers.append(loop.close)
         return loop, ingestor
 
@@ -146,18 +151,20 @@ class Engine:
                                 client_id="billing-quota-projector")
         loop = TrackedConsumer(client, self.settings.topics.events, QuotaPositions(db),
                                projector.handle, group=group, name="quota-projector",
-                               poll_handler=projector.handle_poll)
+                               poll_handler=projector.handle_poll,
+                               quarantine=projector.quarantine)
         self._closers.append(loop.close)
         return loop, projector
 
     def invoicer(self, group: bool = False) -> tuple[TrackedConsumer, Invoicer]:
         app = self.worker_app()
-        invoicer = Invoicer(app)
+        invoicer = Invoicer(app, self.dead_letters("invoicer"))
         group_id = f"billing-invoicer.{self.settings.topics.events}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-invoicer")
         loop = TrackedConsumer(client, self.settings.topics.events, InvoicerPositions(app),
-                               invoicer.handle, group=group, name="invoicer")
+                               invoicer.handle, group=group, name="invoicer",
+                               quarantine=invoicer.quarantine)
         self._closers.append(loop.close)
         return loop, invoicer
 
@@ -171,7 +178,8 @@ class Engine:
         loop = TrackedConsumer(client, self.settings.topics.events,
                                QuotaPositions(db, invoices.PROJECTION), projector.handle,
                                group=group, name="invoice-projector",
-                               poll_handler=projector.handle_poll)
+                               poll_handler=projector.handle_poll,
+                               quarantine=projector.quarantine)
         self._closers.append(loop.close)
         return loop, projector
 

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from domain.application import BillingApplication
-from infra.codec import encode, wire_message
+from infra.codec import encode, undecodable_message, wire_message
 from infra.kafka import KeyPartitions, RecordBatches
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Relay:
         self.batch_size = batch_size
         self.name = f"relay:{topic}"
         self.published = 0
+        self.undecodable = 0  # events published as undecodable placeholders
         self._position: int | None = None
         self.partition_of = KeyPartitions(lambda: self.producer.partitions_for(self.topic))
         self.batches = RecordBatches(producer)
@@ -59,7 +60,7 @@ class Relay:
             partition = self.partition_of(key)
             if partition is None:  # the topic's partitions are not known yet
                 raise KafkaError(f"no partitions known for {self.topic}")
-            records.append((partition, key, encode(wire_message(self.app, n))))
+            records.append((partition, key, encode(self._message(n))))
         self.batches.publish(self.topic, records)
         last = notifications[-1].id
         try:
@@ -72,6 +73,18 @@ class Relay:
         self._position = last
         self.published += len(notifications)
         return len(notifications)
+
+    def _message(self, notification: Any) -> dict[str, Any]:
+        try:
+            return wire_message(self.app, notification)
+        except Exception as error:  # a stored event is what it is: never stop on one
+            self.undecodable += 1
+            log.error("relay: event %s (%s v%s) cannot be decoded; published as %s: %s",
+                      notification.id, notification.originator_id,
+                      notification.originator_version, "Undecodable", error,
+                      extra={"worker": self.name, "position": notification.id,
+                             "code": "undecodable_event"})
+            return undecodable_message(notification, error)
 
     def lag(self) -> int:
         return max((self.recorder.max_notification_id() or 0) - self.position(), 0)

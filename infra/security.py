@@ -28,7 +28,7 @@ EVENT_TABLES = ("billing_events", "billing_snapshots", "billing_tracking", "usag
 READ_MODELS = ("quota", "usage_daily", "usage_by_member", "projection_versions",
                "projection_positions", "invoices", "invoice_lines", "invoice_drafts",
                "recommendation_inputs", "subscription_changes", "dlq_replays",
-               "worker_heartbeats")
+               "worker_heartbeats", "parked_events")
 # What a tenant may read, and how a row is known to be its own.
 TENANT_POLICIES = {
     "quota": "account IN (SELECT account FROM tenant_roles WHERE role = current_user)",
