@@ -187,3 +187,55 @@ def test_time_texts_close_to_the_canonical_form_are_stored_canonically(text: str
     except InvalidUsage:
         return  # refused is fine too; stored differently from its canonical text is not
     assert item.as_record()["at"] == item.at.isoformat()
+
+
+@pytest.mark.parametrize("at", [
+    "2026-W49-6T10:00:00+00:00",  # ISO week date
+    "20261205T100000Z",  # basic format
+    "2026-12-05T10:00:00+01:00:30",  # an offset with seconds
+    "2026-12-05T10:00:00,5+00:00",  # a comma fraction
+    "2026-12-05 10:00:00+00:00",  # a space for T
+    "2026-12-05T10:00:00",  # no offset
+    "2026-12-05T10:00+00:00",  # no seconds
+    "2026-12-05T24:00:00+00:00",  # hour 24
+    "2026-12-05T23:59:60Z",  # a leap second
+    "2026-12-05T10:00:00.1234567890Z",  # ten fraction digits
+    "2026-12-05T10:00:00+24:00",
+    "2026-12-05",
+    "2026-12-05T10:00:00\uff3a",  # a fullwidth Z
+])
+def test_only_rfc3339_date_times_are_accepted(at: str) -> None:
+    assert refused_code(valid(at=at)) == "invalid_timestamp"
+
+
+@pytest.mark.parametrize(("at", "expected"), [
+    ("2026-12-05T10:00:00Z", datetime(2026, 12, 5, 10, tzinfo=UTC)),
+    ("2026-12-05t10:00:00z", datetime(2026, 12, 5, 10, tzinfo=UTC)),
+    ("2026-12-05T10:00:00-00:00", datetime(2026, 12, 5, 10, tzinfo=UTC)),
+    ("2026-12-05T10:00:00.123456789+01:00",
+     datetime(2026, 12, 5, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))),
+    ("2026-12-05T10:00:00.5Z", datetime(2026, 12, 5, 10, 0, 0, 500000, tzinfo=UTC)),
+])
+def test_rfc3339_forms_are_read_exactly(at: str, expected: datetime) -> None:
+    assert parse_usage(valid(at=at)).at == expected
+
+
+@pytest.mark.parametrize("field", ["id", "subscription", "metric", "member", "workspace"])
+@pytest.mark.parametrize("text", ["a\x00b", "\x00", "ok\ud800", "\udfff", "caf\u00e9\x00"])
+def test_text_postgresql_cannot_store_is_refused(field: str, text: str) -> None:
+    assert refused_code(valid(**{field: text})) == "invalid_text"
+
+
+def test_non_ascii_text_postgresql_can_store_is_accepted() -> None:
+    item = parse_usage(valid(member="J\u00fcrgen \U0001f600", id="\u00e9v\u00e9nement"))
+    assert item.member == "J\u00fcrgen \U0001f600"
+
+
+def test_sums_of_the_largest_quantities_stay_exact() -> None:
+    """24 significant digits each, summed 10^5 times: past the 28 digits of Python's default
+    decimal context (domain/__init__.py sets the engine's)."""
+    quantity = parse_usage(valid(quantity="999999999999999.999999999")).quantity
+    total = Decimal(0)
+    for _ in range(100_000):
+        total += quantity
+    assert total == Decimal("99999999999999999999.999900000")
