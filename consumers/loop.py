@@ -22,7 +22,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -49,6 +50,23 @@ PollHandler = Callable[[Mapping[TopicPartition, Sequence[ConsumerRecord]]], None
 # Dead-letters one record with (code, error text) and commits its position with no other effect.
 Quarantine = Callable[[TopicPartition, ConsumerRecord, str, str], None]
 UNPROCESSABLE = "unprocessable"
+
+
+@dataclass
+class PartitionProgress:
+    """What health reports of one input partition: the last offset handled, the broker's end
+    offset as the last fetch saw it, and when the position last moved (or input last waited
+    for nothing)."""
+
+    position: int | None = None
+    end: int | None = None
+    since: float = field(default_factory=time.monotonic)
+
+    @property
+    def lag(self) -> int | None:
+        if self.end is None:
+            return None
+        return max(self.end - (-1 if self.position is None else self.position) - 1, 0)
 
 
 class TrackedConsumer:
@@ -81,6 +99,11 @@ class TrackedConsumer:
         # handed on when the failure was seen; the chunk size of the next attempt.
         self._isolating: dict[TopicPartition, int] = {}
         self._chunk = 1
+        self.progress: dict[TopicPartition, PartitionProgress] = {}
+        self._unsettled: dict[TopicPartition, int] = {}  # handed to a write-behind
+        self.started = time.monotonic()
+        self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self.batch_seconds: list[float] = []  # durations since the metrics last took them
         self.assigned: set[TopicPartition] = set()
         if group:
             consumer.subscribe([topic], listener=_SeekOnAssign(self))
@@ -105,23 +128,39 @@ class TrackedConsumer:
         the caller goes back to the stored positions."""
         if self.flush is None:
             return True
+        unsettled, self._unsettled = self._unsettled, {}
         try:
             self.flush()
-            return True
         except RedoBatch as redo:
             self._note_redo(redo)
             return False
         except Exception as failure:
             self._failed(failure, [], 0)
             return False
+        self._moved(unsettled)
+        return True
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one poll; returns how many records were handled."""
         batches = self.consumer.poll(timeout_ms=timeout_ms)
-        if self._isolating:
-            return self._isolation_step(batches)
-        if not batches and not self.settle():
+        self._observe_ends()
+        if not batches and not self._isolating:
+            return self._handle_nothing()
+        started = time.monotonic()
+        try:
+            if self._isolating:
+                return self._isolation_step(batches)
+            return self._handle(batches)
+        finally:
+            if len(self.batch_seconds) < 10_000:
+                self.batch_seconds.append(time.monotonic() - started)
+
+    def _handle_nothing(self) -> int:
+        if not self.settle():
             self.seek_to_stored(self._all_parts())
+        return 0
+
+    def _handle(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> int:
         for tp, records in batches.items():
             if records:
                 self._handed[tp] = max(self._handed.get(tp, -1), records[-1].offset)
@@ -139,11 +178,64 @@ class TrackedConsumer:
                 self._failed(failure, [tp], len(records))
                 self.seek_to_stored(self._all_parts([tp]))
                 continue
-            self._conflicts = 0
+            self._handled({tp: records})
             self.batches += 1
             handled += len(records)
         self.records += handled
         return handled
+
+    def _handled(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """A handler call succeeded. With a write-behind its batch is committed only by the
+        next hand-over or flush (one batch in flight at a time): the positions health
+        reports move then, so a commit stuck behind a lock shows as a stall."""
+        self._conflicts = 0
+        self.failing_since = None
+        offsets = {tp: records[-1].offset for tp, records in batches.items() if records}
+        if self.flush is None:
+            self._moved(offsets)
+        else:
+            self._moved(self._unsettled)
+            self._unsettled = offsets
+
+    def _moved(self, offsets: Mapping[TopicPartition, int]) -> None:
+        now = time.monotonic()
+        for tp, offset in offsets.items():
+            progress = self.progress.setdefault(tp, PartitionProgress())
+            progress.position = offset
+            progress.since = now
+
+    def _observe_ends(self) -> None:
+        """The end offsets the last fetch responses carried (no request of its own); a
+        partition with nothing waiting counts as progressing."""
+        now = time.monotonic()
+        for tp in self.assigned:
+            progress = self.progress.setdefault(tp, PartitionProgress())
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                progress.end = end
+            if not progress.lag and tp not in self._isolating:
+                progress.since = now
+
+    def health(self, stall_seconds: float) -> dict[str, Any]:
+        """Per partition: position, lag, seconds since it last progressed; the partitions
+        with input waiting that made no progress for `stall_seconds`; how long the batches
+        have failed in a row. A worker is unhealthy when either list is not empty."""
+        now = time.monotonic()
+        partitions = {}
+        stalled = []
+        for tp in sorted(list(self.assigned), key=lambda tp: tp.partition):
+            progress = self.progress.get(tp) or PartitionProgress(since=self.started)
+            name = f"{tp.topic}:{tp.partition}"
+            idle = now - progress.since
+            partitions[name] = {"position": progress.position, "lag": progress.lag,
+                                "seconds_since_progress": round(idle, 1)}
+            if idle > stall_seconds and (progress.lag or tp in dict(self._isolating)):
+                stalled.append(name)
+        failing = 0.0 if self.failing_since is None else now - self.failing_since
+        return {"partitions": partitions, "stalled": stalled,
+                "failing_seconds": round(failing, 1), "failures": self.failures,
+                "quarantined": self.quarantined, "last_error": self.last_error,
+                "healthy": not stalled and failing <= stall_seconds}
 
     def _all_parts(self, more: Iterable[TopicPartition] = ()) -> list[TopicPartition]:
         return sorted(self.assigned | set(more), key=lambda tp: tp.partition)
@@ -152,11 +244,7 @@ class TrackedConsumer:
         """A batch of `size` records on `parts` failed (size 0: a batch committing behind,
         of unknown size): retry it, or narrow it down. The caller goes back to the stored
         positions afterwards."""
-        kind = classify(failure)
-        self.failures += 1
-        self.last_error = f"{type(failure).__name__}: {failure}"[:500]
-        if kind is Failure.CONFLICT:
-            self._conflicts += 1
+        kind = self._count_failure(failure)
         narrow = self.quarantine is not None and (
             kind is Failure.POISON
             or (kind is Failure.CONFLICT and self._conflicts >= self.max_conflicts))
@@ -173,6 +261,16 @@ class TrackedConsumer:
             self._conflicts = 0
         else:
             time.sleep(min(0.1 * self.failures, 2.0))
+
+    def _count_failure(self, failure: Exception) -> Failure:
+        kind = classify(failure)
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_error = f"{type(failure).__name__}: {failure}"[:500]
+        if kind is Failure.CONFLICT:
+            self._conflicts += 1
+        return kind
 
     def _isolation_step(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
                         ) -> int:
@@ -203,7 +301,9 @@ class TrackedConsumer:
         except Exception as failure:
             self._isolation_failed(failure, tp, records)
         else:
-            self._conflicts = 0
+            self._handled({tp: records})
+            self._moved(self._unsettled)
+            self._unsettled = {}
             self.batches += 1
             handled = len(records)
             self.records += handled
@@ -215,11 +315,7 @@ class TrackedConsumer:
 
     def _isolation_failed(self, failure: Exception, tp: TopicPartition,
                           records: list[ConsumerRecord]) -> None:
-        kind = classify(failure)
-        self.failures += 1
-        self.last_error = f"{type(failure).__name__}: {failure}"[:500]
-        if kind is Failure.CONFLICT:
-            self._conflicts += 1
+        kind = self._count_failure(failure)
         if kind is Failure.TRANSIENT or (kind is Failure.CONFLICT
                                          and self._conflicts < self.max_conflicts):
             log.warning("%s: %s; retrying", self.name, self.last_error,
@@ -263,7 +359,7 @@ class TrackedConsumer:
                          sum(len(records) for records in batches.values()))
             self.seek_to_stored(self._all_parts(batches))
             return 0
-        self._conflicts = 0
+        self._handled(batches)
         handled = sum(len(records) for records in batches.values())
         self.batches += 1
         self.records += handled

@@ -80,6 +80,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.endpoints import BeatClock, Endpoints
     from infra.engine import ROLES, Engine, Workers
     from infra.health import Heartbeat
 
@@ -99,18 +100,28 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         workers = Workers.of(engine, group=args.group, roles=tuple(roles))
         workers.start()
         heartbeat = Heartbeat(stack.database_url, roles)
+        beats = BeatClock(max_age=5 * HEARTBEAT_SECONDS)
+        endpoints = Endpoints(workers, settings.stall_seconds, beats.recent)
+        host, _, port = args.endpoints.rpartition(":")
+        port = endpoints.serve(host or "127.0.0.1", int(port or 0))
         print(f"billing workers running (postgres {redact_url(stack.database_url)}, kafka "
-              f"{stack.kafka_bootstrap}); Ctrl-C or SIGTERM stops them", flush=True)
+              f"{stack.kafka_bootstrap}); /healthz /readyz /metrics on "
+              f"http://{host or '127.0.0.1'}:{port}; Ctrl-C or SIGTERM stops them", flush=True)
         last_report = time.monotonic()
         while not stop.wait(min(args.report_every, HEARTBEAT_SECONDS)):
             try:
-                heartbeat.beat(workers.alive(), workers.details())
+                details = workers.details(settings.stall_seconds)
+                for detail in details.values():
+                    detail["endpoints"] = port
+                heartbeat.beat(workers.alive(), details)
+                beats.reached()
             except Exception as e:  # the database may be restarting: beat again next time
                 log.warning("heartbeat not written: %s", type(e).__name__)
             if time.monotonic() - last_report >= args.report_every:
                 print(workers.report(), flush=True)
                 last_report = time.monotonic()
         print("stopping: finishing the batches in hand", flush=True)
+        endpoints.close()
         workers.stop()
         heartbeat.stopped()
         engine.close()
@@ -156,15 +167,19 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 
     stack = connect(settings)
     if args.verb == "ready":
-        report = health.ready(stack.database_url, stack.kafka_bootstrap, settings.topics.all())
+        report = health.ready(stack.database_url, stack.kafka_bootstrap, settings.topics.all(),
+                              settings.kafka_options)
         verdict = bool(report["ready"])
     else:
         report = health.check(stack.database_url, stack.kafka_bootstrap, settings.topics.all(),
-                              args.max_age)
+                              args.max_age, settings.kafka_options)
         if args.role:
             report["workers"] = [w for w in report["workers"] if w["role"] == args.role]
-            report["healthy"] = report["database"] and any(
-                w["healthy"] for w in report["workers"])
+            report["problems"] = [p for p in report["problems"] if p.startswith(args.role)
+                                  or p.startswith(("database", "broker"))]
+            if not report["workers"]:
+                report["problems"].append(f"no {args.role} worker is running")
+            report["healthy"] = not report["problems"]
         verdict = bool(report["healthy"])
     if args.json:
         print(json.dumps(report, default=str))
@@ -173,12 +188,19 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
             if key in report:
                 print(f"{key:<10} {'ok' if report[key] else 'DOWN'}")
         for w in report.get("workers", []):
-            print(f"{w['role']:<10} {'ok' if w['healthy'] else 'STALE'}  {w['worker']}  "
+            print(f"{w['role']:<10} {'ok' if w['healthy'] else 'UNHEALTHY'}  {w['worker']}  "
                   f"beat {w['seconds_since_beat']:.1f}s ago")
+            for name, p in w["detail"].get("partitions", {}).items():
+                print(f"    {name:<40} position {p.get('position')}  lag {p.get('lag')}  "
+                      f"progress {p.get('seconds_since_progress')}s ago")
         for name, lag in report.get("lag", {}).items():
             print(f"lag {name}: {lag}")
-        print("healthy" if verdict else "NOT healthy" if args.verb == "health" else
-              "ready" if verdict else "NOT ready")
+        for problem in report.get("problems", []):
+            print(f"problem: {problem}")
+        if args.verb == "health":
+            print("healthy" if verdict else "NOT healthy")
+        else:
+            print("ready" if verdict else "NOT ready")
     return 0 if verdict else 1
 
 
@@ -388,6 +410,32 @@ def _key_of(line: bytes) -> bytes | None:
     if isinstance(body, dict) and isinstance(body.get("subscription"), str):
         return str(body["subscription"]).encode()
     return None
+
+
+def cmd_parked(args: argparse.Namespace, settings: Settings) -> int:
+    """Events a projection could not apply (projections/parked.py)."""
+    import psycopg
+
+    from projections import parked
+
+    stack = connect(settings)
+    with psycopg.connect(stack.database_url) as conn:
+        if args.verb == "release":
+            if not args.subscription and not args.all:
+                raise SystemExit("billing parked release: name --subscription S (or --all)")
+            released = parked.release(conn, args.stage, args.subscription)
+            print(f"released {released} parked event(s); rebuild the read model to apply "
+                  "what was held back: billing rebuild --swap")
+            return 0
+        rows = parked.listing(conn)
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['stage']:<9} {row['subscription']}  v{row['version']}  {row['code']}"
+                  f"  {row['source']}  {row['error'][:120]}")
+        print(f"{len(rows)} parked event(s)")
+    return 0
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -831,6 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append",
                    choices=["ingest", "commands", "relay", "project", "invoicer", "invoices"],
                    help="run only this worker (repeatable); default: all three")
+    p.add_argument("--endpoints", default=os.environ.get("BILLING_ENDPOINTS", "127.0.0.1:0"),
+                   help="HOST:PORT for /healthz, /readyz and /metrics (port 0: any free one, "
+                        "printed at start and in the heartbeats); BILLING_ENDPOINTS")
     p.set_defaults(func=cmd_run)
 
     usage = sub.add_parser("usage", help="usage events").add_subparsers(dest="verb", required=True)
@@ -895,6 +946,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-env", help="read the role's password from this variable "
                                           "(never from the command line)")
     p.set_defaults(func=cmd_roles)
+
+    p = sub.add_parser("parked", help="events a projection could not apply, holding their "
+                                      "subscription back: list, release")
+    p.add_argument("verb", choices=["list", "release"])
+    p.add_argument("--stage", help="release: only this projection (quota, invoices)")
+    p.add_argument("--subscription", help="release: only this subscription")
+    p.add_argument("--all", action="store_true", help="release: every parked subscription")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parked)
 
     p = sub.add_parser("dlq", help="dead letters: list them, replay them (fixed or not)")
     p.add_argument("verb", choices=["list", "replay"])

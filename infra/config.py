@@ -86,6 +86,9 @@ class Settings:
     # The largest input record (key + value) a worker reads; a larger one is dead-lettered as
     # `too_large` unread. BILLING_MAX_MESSAGE_BYTES; Kafka's own default limit is 1 MiB too.
     max_message_bytes: int = 1024 * 1024
+    # A partition with input waiting that makes no progress for this long, or a worker whose
+    # batches fail for this long, makes health unhealthy. BILLING_STALL_SECONDS.
+    stall_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -106,6 +109,7 @@ class Settings:
             write_behind=_bool(e.get("BILLING_WRITE_BEHIND"), True),
             optimistic_ingest=_bool(e.get("BILLING_OPTIMISTIC_INGEST"), True),
             max_message_bytes=int(e.get("BILLING_MAX_MESSAGE_BYTES", str(1024 * 1024))),
+            stall_seconds=float(e.get("BILLING_STALL_SECONDS", "30")),
             kafka_options={name: convert(e[var]) for var, (name, convert)
                            in KAFKA_OPTIONS.items() if e.get(var)},
         )

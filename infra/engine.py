@@ -264,10 +264,19 @@ class Workers:
     def alive(self) -> dict[str, bool]:
         return {t.name: t.is_alive() for t in self.threads}
 
-    def details(self) -> dict[str, dict[str, Any]]:
-        return {name: {"published": part.published} if isinstance(part, Relay) else
-                {"records": part.records, "batches": part.batches, "failures": part.failures}
-                for name, part in self.parts()}
+    def details(self, stall_seconds: float = 30.0) -> dict[str, dict[str, Any]]:
+        """What each role's heartbeat carries: its counts and its health (per partition:
+        position, lag, seconds since progress; stalled partitions; failing time)."""
+        details: dict[str, dict[str, Any]] = {}
+        for name, part in self.parts():
+            counts = ({"published": part.published} if isinstance(part, Relay) else
+                      {"records": part.records, "batches": part.batches})
+            try:
+                details[name] = {**counts, **part.health(stall_seconds)}
+            except Exception as e:  # the relay's lag needs the database
+                details[name] = {**counts, "healthy": False,
+                                 "last_error": f"health: {type(e).__name__}: {e}"[:500]}
+        return details
 
     def stop(self) -> None:
         self.stop_event.set()

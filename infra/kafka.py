@@ -264,15 +264,42 @@ def publish(producer: KafkaProducer, topic: str,
 
 
 
-def broker_reachable(bootstrap: str, topics: list[str], timeout_ms: int = 3000) -> bool:
-    """The broker answers a metadata request and has these topics."""
+def broker_reachable(bootstrap: str, topics: list[str], timeout_ms: int = 3000,
+                     options: dict[str, Any] | None = None) -> bool:
+    """The broker answers a metadata request within `timeout_ms` and has these topics;
+    `options`: the deployment's SASL/TLS settings."""
+    config = {**(options or {}), "request_timeout_ms": timeout_ms}
+
+    def probe() -> bool:
+        client = KafkaConsumer(bootstrap_servers=bootstrap, **config)
+        try:
+            return set(topics) <= set(client.topics())
+        finally:
+            client.close()
+
     try:
-        client = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+        return bool(_within(probe, timeout_ms / 1000))
     except Exception:
         return False
-    try:
-        return set(topics) <= set(client.topics())
-    except Exception:
-        return False
-    finally:
-        client.close()
+
+
+def _within(call: Callable[[], Any], seconds: float) -> Any:
+    """`call()` in a daemon thread, abandoned with TimeoutError after `seconds`: a client
+    call may block past its own request timeout (a broker paused mid-answer)."""
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as e:
+            failure.append(e)
+
+    worker = threading.Thread(target=run, daemon=True, name="broker-probe")
+    worker.start()
+    worker.join(seconds + 1)
+    if failure:
+        raise failure[0]
+    if not result:
+        raise TimeoutError(f"the broker did not answer within {seconds + 1:.0f}s")
+    return result[0]

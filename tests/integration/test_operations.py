@@ -78,3 +78,95 @@ def test_a_killed_worker_goes_stale(engine: Engine) -> None:
           lambda: time.sleep(0.5), timeout=30)
     stale = json.loads(_cli(env, "health", "--json", "--max-age", "3").stdout)
     assert [w["healthy"] for w in stale["workers"]] == [False]
+
+
+def _start(env: dict[str, str], *roles: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A `billing run` of these roles; returns it and its endpoints' port."""
+    args = [a for role in roles for a in ("--only", role)]
+    worker = subprocess.Popen([sys.executable, "-m", "infra.cli", "run", *args], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert worker.stdout is not None
+    line = worker.stdout.readline().decode()
+    assert "running" in line, line
+    return worker, int(line.split("http://127.0.0.1:")[1].split(";")[0])
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_a_stalled_partition_turns_health_red_then_green_again(engine: Engine) -> None:
+    """Input waits while a lock blocks ingestion: health names the partition within the
+    stall time (and /healthz says 503); once the lock goes, both are green again."""
+    import psycopg
+
+    subscribe(engine, "sub-s")
+    env = {**engine.subprocess_env(), "BILLING_STALL_SECONDS": "3"}
+    worker, port = _start(env, "ingest")
+    try:
+        publish(engine, [(b"sub-s", orjson.dumps({"id": "s0", "subscription": "sub-s",
+                                                    "metric": "tokens", "quantity": 1,
+                                                    "at": "2026-11-02T10:00:00+00:00"}))])
+        until(lambda: _cli(env, "health").returncode == 0, lambda: time.sleep(0.3),
+              timeout=30)
+        assert _get(port, "/healthz")[0] == 200 and _get(port, "/readyz") == (200, b"ready\n")
+        with psycopg.connect(engine.database_url) as blocker:
+            blocker.execute("LOCK TABLE billing_events IN ACCESS EXCLUSIVE MODE")
+            publish(engine, [(b"sub-s", orjson.dumps({
+                "id": f"s{n}", "subscription": "sub-s", "metric": "tokens", "quantity": 1,
+                "at": "2026-11-02T10:00:00+00:00"})) for n in range(1, 20)])
+            started = time.monotonic()
+
+            def stalled() -> bool:
+                answer = _cli(env, "health", "--json")
+                problems = json.loads(answer.stdout)["problems"]
+                return answer.returncode == 1 and any(
+                    "stalled" in p and engine.settings.topics.usage in p for p in problems)
+
+            until(stalled, lambda: time.sleep(0.5), timeout=30)
+            red_after = time.monotonic() - started
+            assert _get(port, "/healthz")[0] == 503
+            blocker.rollback()
+        until(lambda: _cli(env, "health").returncode == 0, lambda: time.sleep(0.5),
+              timeout=30)
+        assert _get(port, "/healthz")[0] == 200
+        status, metrics = _get(port, "/metrics")
+        assert status == 200
+        assert b'billing_partition_lag{partition="' in metrics
+        assert b"billing_batch_seconds_bucket" in metrics
+        assert b"billing_usage_applied_total 20.0" in metrics
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    assert red_after < 3 + 10  # the stall time, a heartbeat and a health run
+
+
+def test_a_replaced_worker_turns_health_green_by_itself(engine: Engine) -> None:
+    env = engine.subprocess_env()
+    first, _ = _start(env, "relay")
+    until(lambda: _cli(env, "health", "--max-age", "3").returncode == 0,
+          lambda: time.sleep(0.3), timeout=30)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    until(lambda: _cli(env, "health", "--max-age", "3").returncode == 1,
+          lambda: time.sleep(0.5), timeout=30)
+    time.sleep(5)  # a heartbeat older than a replacement's start by a few beats is its own
+    second, _ = _start(env, "relay")
+    try:
+        until(lambda: _cli(env, "health", "--max-age", "3").returncode == 0,
+              lambda: time.sleep(0.5), timeout=30)
+        workers = json.loads(_cli(env, "health", "--json", "--max-age", "3").stdout)["workers"]
+        assert len(workers) == 1
+        ready = _cli(env, "ready")
+        assert ready.returncode == 0 and ready.stdout.strip().endswith("ready")
+        assert "NOT" not in ready.stdout
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
