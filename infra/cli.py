@@ -93,6 +93,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
         if stack.mode == "embedded":
             stack_file.parent.mkdir(parents=True, exist_ok=True)
+            # The URL holds the embedded superuser's password: readable by this user only.
+            stack_file.touch(mode=0o600)
+            stack_file.chmod(0o600)
             stack_file.write_text(json.dumps({
                 "pid": os.getpid(), "database_url": stack.database_url,
                 "kafka_bootstrap": stack.kafka_bootstrap}))
@@ -147,7 +150,8 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit(f"{args.password_env} is not set")
     with psycopg.connect(stack.database_url) as conn:
         if args.verb == "setup":
-            security.setup_roles(conn)
+            for note in security.setup_roles(conn):
+                print(f"still open: {note}")
         elif args.verb == "tenant":
             if not args.name or not args.account:
                 raise SystemExit("billing roles tenant ROLE ACCOUNT")
@@ -843,22 +847,38 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
               f" into fresh tables"
               f"{f' in {args.processes} processes' if args.source == 'store' else ''}",
               file=sys.stderr)
+        # --force is read with a default: an older parser does not define it.
+        force = bool(getattr(args, "force", False))
         report = rebuild.rebuild(engine.app, stack.database_url, projections,
-                                 do_swap=args.swap, replay=replay)
+                                 do_swap=args.swap, force=force, replay=replay)
     finally:
         engine.close()
+    status = 0 if report.identical else 1
     if args.json:
         _print_json({"events": report.events, "seconds": round(report.seconds, 3),
                      "identical": report.identical, "swapped": report.swapped,
+                     "refused": report.refused, "behind": report.behind,
                      "tables": [vars(c) for c in report.comparisons]})
-        return 0
+        return status
     for c in report.comparisons:
-        diff = "same" if not (c.missing or c.extra) else f"{c.missing} missing, {c.extra} extra"
+        diff = "same" if not (c.missing or c.extra) else \
+            f"{c.missing} missing, {c.extra} extra (e.g. {', '.join(c.examples)})"
         print(f"  {c.table:<34} live {c.live:>8,}  rebuilt {c.rebuilt:>8,}  {diff}")
+    given = " (they got the rebuilt rows)" if report.swapped else ""
+    for name, count in report.behind.items():
+        if count:
+            print(f"  {count:,} subscription(s) of {name} not compared: the live tables had "
+                  f"not caught up with them{given}")
+    differing = ", ".join(c.table for c in report.differences)
     print(f"{report.events:,} events replayed in {report.seconds:.2f}s; "
-          f"{'identical' if report.identical else 'DIFFERENT'}; "
-          f"{'swapped in' if report.swapped else 'live tables untouched (use --swap)'}")
-    return 0
+          f"{'identical' if report.identical else f'DIFFERENT ({differing})'}; "
+          f"{'swapped in' if report.swapped else 'live tables untouched'}"
+          f"{' anyway (--force)' if report.swapped and not report.identical else ''}"
+          f"{'' if args.swap else ' (use --swap)'}")
+    if report.refused:
+        print(f"NOT swapped: the rebuilt tables differ from the live ones in {differing}; "
+              "nothing was changed. Find out why, or swap anyway with --swap --force.")
+    return status
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing", description=__doc__)

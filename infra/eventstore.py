@@ -99,7 +99,29 @@ class BillingRecorder(PostgresProcessRecorder):
                 "content_hash bytea NOT NULL, hash bytea NOT NULL, anchor_id bigint NOT NULL, "
                 "seq int NOT NULL, PRIMARY KEY (originator_id, originator_version))"
                 ).format(schema),
+            # Input positions move forward only, and only through this function: the worker
+            # role gets EXECUTE on it, no INSERT or UPDATE on the table (infra/security.py).
+            SQL("CREATE OR REPLACE FUNCTION {0}.billing_move_position(stream text, upto bigint)"
+                " RETURNS SETOF bigint LANGUAGE sql SECURITY DEFINER SET search_path = {0}, "
+                "pg_temp AS $$ INSERT INTO {0}.{1} AS t VALUES (stream, upto) ON CONFLICT "
+                "(application_name) DO UPDATE SET notification_id = EXCLUDED.notification_id "
+                "WHERE t.notification_id < EXCLUDED.notification_id RETURNING notification_id $$"
+                ).format(schema, Identifier(self.tracking_table_name)),
+            SQL("REVOKE ALL ON FUNCTION {0}.billing_move_position(text, bigint) FROM PUBLIC"
+                ).format(schema),
+            SQL("CREATE OR REPLACE FUNCTION {0}.billing_refuse_position_move() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'input position % may only move "
+                "forward (% -> %)', OLD.application_name, OLD.notification_id, "
+                "NEW.notification_id USING ERRCODE = 'check_violation'; END $$").format(schema),
+            SQL("CREATE OR REPLACE TRIGGER billing_tracking_forward_only BEFORE UPDATE ON {0}.{1} "
+                "FOR EACH ROW WHEN (NEW.notification_id < OLD.notification_id OR "
+                "NEW.application_name IS DISTINCT FROM OLD.application_name) "
+                "EXECUTE FUNCTION {0}.billing_refuse_position_move()"
+                ).format(schema, Identifier(self.tracking_table_name)),
         ])
+        self.insert_tracking_statement = SQL(
+            "SELECT * FROM {0}.billing_move_position(%(application_name)s, %(notification_id)s)"
+        ).format(schema)
         self._chain_heads = ChainHeads()
         self._writing = threading.local()
         self._insert_arrays = _insert_arrays_sql(self.datastore.schema, self.events_table_name,
@@ -148,7 +170,8 @@ class BillingRecorder(PostgresProcessRecorder):
         library's array of a composite type, whose text dumping (escaping every byte of every
         state in Python) dominated the write path."""
         self._lock_table(curs)
-        self._notify_channel(curs)
+        # No NOTIFY (the library's wake-up for listeners): nothing listens, and any login,
+        # a tenant's too, could LISTEN and learn when every write happens.
         if not stored_events:
             return
         curs.execute(self._insert_arrays, event_arrays(stored_events), binary=True)

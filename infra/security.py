@@ -2,7 +2,9 @@
 
 - `billing_worker`: what the workers need and no more. The event history (events, snapshots,
   usage ids, hashes, anchors) is append-only for it: SELECT and INSERT, no UPDATE, DELETE or
-  TRUNCATE. Input positions (`billing_tracking`) may also be updated, forward only. MAINTAIN
+  TRUNCATE. Input positions (`billing_tracking`) move only through `billing_move_position`, a
+  SECURITY DEFINER function that moves them forward and never back (no INSERT or UPDATE on the
+  table; a trigger refuses a backward move even by the owner). MAINTAIN
   on the events table lets it take the write lock that keeps the notification log in commit
   order (LOCK TABLE ... EXCLUSIVE needs it; it changes no row). Read models: full DML, as
   rebuilding them needs.
@@ -15,6 +17,7 @@ Run by the owner of the tables (`billing roles setup`); idempotent.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -40,42 +43,139 @@ TENANT_POLICIES = {
 }
 
 
-def setup_roles(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-roles'))")
-        for role in (WORKER_ROLE, TENANT_ROLE):
-            conn.execute(sql.SQL(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {0}) THEN "
-                "CREATE ROLE {1} NOLOGIN; END IF; END $$").format(sql.Literal(role),
-                                                                   sql.Identifier(role)))
-        conn.execute("CREATE TABLE IF NOT EXISTS tenant_roles (role name NOT NULL, "
-                     "account text NOT NULL, PRIMARY KEY (role, account))")
-        worker, tenant = sql.Identifier(WORKER_ROLE), sql.Identifier(TENANT_ROLE)
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {0}, {1}").format(worker, tenant))
-        conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {0}")
-                     .format(worker))
-        for table in EVENT_TABLES:
-            name = sql.Identifier(table)
-            conn.execute(sql.SQL("REVOKE ALL ON {0} FROM {1}, {2}").format(name, worker, tenant))
-            conn.execute(sql.SQL("GRANT SELECT, INSERT ON {0} TO {1}").format(name, worker))
-        conn.execute(sql.SQL("GRANT MAINTAIN ON billing_events TO {0}").format(worker))
-        # Input positions (one row per consumer and partition) only move forward: the
-        # library's upsert updates a row only to a higher position. No DELETE.
-        conn.execute(sql.SQL("GRANT UPDATE ON billing_tracking TO {0}").format(worker))
-        for table in READ_MODELS:
-            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {0} TO {1}")
-                         .format(sql.Identifier(table), worker))
-        conn.execute(sql.SQL("GRANT SELECT ON tenant_roles TO {0}").format(worker))
-        for table, rule in TENANT_POLICIES.items():
-            name = sql.Identifier(table)
-            conn.execute(sql.SQL("GRANT SELECT ON {0} TO {1}").format(name, tenant))
-            conn.execute(sql.SQL("ALTER TABLE {0} ENABLE ROW LEVEL SECURITY").format(name))
-            for policy, grantee, using in ((f"{table}_tenant", tenant, rule),
-                                           (f"{table}_worker", worker, "true")):
-                conn.execute(sql.SQL("DROP POLICY IF EXISTS {0} ON {1}").format(
-                    sql.Identifier(policy), name))
-                conn.execute(sql.SQL("CREATE POLICY {0} ON {1} TO {2} USING ({3})").format(
-                    sql.Identifier(policy), name, grantee, sql.SQL(using)))
+# What PostgreSQL lets every login do that tells one tenant about the others, or stores
+# what it likes: large objects (any role may create them), and the statistics views and
+# functions that count every table's rows. Only a superuser can take them from PUBLIC; the
+# monitoring role and the workers keep the statistics.
+LARGE_OBJECT_FUNCTIONS = ("lo_create(oid)", "lo_creat(integer)", "lo_from_bytea(oid, bytea)",
+                          "lo_import(text)", "lo_import(text, oid)", "lo_put(oid, bigint, bytea)",
+                          "lowrite(integer, bytea)")
+STATISTICS_VIEWS = ("pg_stat_all_tables", "pg_stat_user_tables", "pg_stat_sys_tables",
+                    "pg_stat_xact_all_tables", "pg_stat_xact_user_tables",
+                    "pg_statio_all_tables", "pg_statio_user_tables", "pg_stat_all_indexes",
+                    "pg_stat_user_indexes")
+STATISTICS_FUNCTIONS = tuple(f"pg_stat_get_{name}(oid)" for name in (
+    "live_tuples", "dead_tuples", "tuples_inserted", "tuples_updated", "tuples_deleted",
+    "tuples_hot_updated", "tuples_returned", "tuples_fetched", "numscans",
+    "mod_since_analyze", "ins_since_vacuum", "blocks_fetched", "blocks_hit"))
+
+
+def close_side_channels(conn: psycopg.Connection[Any]) -> list[str]:
+    """Take large objects and row-count statistics from PUBLIC (superuser only); returns
+    what stays open, for the operator."""
+    remaining = ["planner estimates (pg_class.reltuples) and EXPLAIN ANALYZE row counts of "
+                 "tables a tenant may read: PostgreSQL shows them to every login"]
+    superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                             ).fetchone()
+    if not (superuser and superuser[0]):
+        return [*remaining, "large objects and statistics views: need a superuser to close "
+                            "(run `billing roles setup` as one)"]
+    keep = sql.SQL("pg_monitor, {0}").format(sql.Identifier(WORKER_ROLE))
+    for function in (*LARGE_OBJECT_FUNCTIONS, *STATISTICS_FUNCTIONS):
+        conn.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {0} FROM PUBLIC").format(
+            sql.SQL(function)))
+    for function in STATISTICS_FUNCTIONS:
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {0} TO {1}").format(
+            sql.SQL(function), keep))
+    for view in STATISTICS_VIEWS:
+        conn.execute(sql.SQL("REVOKE SELECT ON {0} FROM PUBLIC").format(sql.Identifier(view)))
+        conn.execute(sql.SQL("GRANT SELECT ON {0} TO {1}").format(sql.Identifier(view), keep))
+    return remaining
+
+
+def setup_roles(conn: psycopg.Connection[Any], attempts: int = 100) -> list[str]:
+    """Create or correct the roles, privileges and policies. Only what differs from what is
+    wanted is changed, so a second run takes no table lock; a change that would wait for a
+    lock (a tenant's open transaction) gives up after LOCK_TIMEOUT and is retried, so workers
+    never queue behind it for longer than that."""
+    for attempt in range(attempts):
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                _setup_roles(conn)
+                return close_side_channels(conn)
+        except psycopg.errors.LockNotAvailable:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(0.05 * (attempt + 1), 1.0))
+    raise AssertionError("unreachable")
+
+
+LOCK_TIMEOUT = "200ms"
+
+
+def _setup_roles(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-roles'))")
+    for role in (WORKER_ROLE, TENANT_ROLE):
+        conn.execute(sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {0}) THEN "
+            "CREATE ROLE {1} NOLOGIN; END IF; END $$").format(sql.Literal(role),
+                                                               sql.Identifier(role)))
+    conn.execute("CREATE TABLE IF NOT EXISTS tenant_roles (role name NOT NULL, "
+                 "account text NOT NULL, PRIMARY KEY (role, account))")
+    worker, tenant = sql.Identifier(WORKER_ROLE), sql.Identifier(TENANT_ROLE)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {0}, {1}").format(worker, tenant))
+    conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {0}")
+                 .format(worker))
+    for table in EVENT_TABLES:
+        _table_privileges(conn, table, WORKER_ROLE, {"SELECT", "INSERT"})
+        _table_privileges(conn, table, TENANT_ROLE, set())
+    # Positions move only through billing_move_position (forward only, infra/eventstore.py).
+    _table_privileges(conn, "billing_tracking", WORKER_ROLE, {"SELECT"})
+    _table_privileges(conn, "billing_events", WORKER_ROLE, {"SELECT", "INSERT", "MAINTAIN"})
+    conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION billing_move_position(text, bigint) "
+                         "TO {0}").format(worker))
+    for table in READ_MODELS:
+        _table_privileges(conn, table, WORKER_ROLE, {"SELECT", "INSERT", "UPDATE", "DELETE"})
+    _table_privileges(conn, "tenant_roles", WORKER_ROLE, {"SELECT"})
+    for table, rule in TENANT_POLICIES.items():
+        _table_privileges(conn, table, TENANT_ROLE, {"SELECT"})
+        _row_level_security(conn, table)
+        for policy, grantee, using in ((f"{table}_tenant", TENANT_ROLE, rule),
+                                       (f"{table}_worker", WORKER_ROLE, "true")):
+            _policy(conn, table, policy, grantee, using)
+
+
+def _table_privileges(conn: psycopg.Connection[Any], table: str, role: str,
+                      wanted: set[str]) -> None:
+    """Grant and revoke so that `role` holds exactly `wanted` on `table` (directly)."""
+    held = {row[0] for row in conn.execute(
+        "SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a "
+        "WHERE c.oid = %s::regclass AND a.grantee = %s::regrole", (table, role)).fetchall()}
+    name, grantee = sql.Identifier(table), sql.Identifier(role)
+    if held - wanted:
+        conn.execute(sql.SQL("REVOKE {0} ON {1} FROM {2}").format(
+            sql.SQL(", ").join(sql.SQL(p) for p in sorted(held - wanted)), name, grantee))
+    if wanted - held:
+        conn.execute(sql.SQL("GRANT {0} ON {1} TO {2}").format(
+            sql.SQL(", ").join(sql.SQL(p) for p in sorted(wanted - held)), name, grantee))
+
+
+def _row_level_security(conn: psycopg.Connection[Any], table: str) -> None:
+    enabled = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass",
+                           (table,)).fetchone()
+    if not (enabled and enabled[0]):
+        conn.execute(sql.SQL("ALTER TABLE {0} ENABLE ROW LEVEL SECURITY").format(
+            sql.Identifier(table)))
+
+
+def _policy(conn: psycopg.Connection[Any], table: str, policy: str, grantee: str,
+            using: str) -> None:
+    """(Re)create a policy only when it is missing or says something else: each change
+    takes the table's strongest lock. Its rule is kept as its comment to compare with."""
+    found = conn.execute(
+        "SELECT obj_description(p.oid, 'pg_policy'), "
+        "array(SELECT rolname FROM pg_roles WHERE oid = ANY(p.polroles)) "
+        "FROM pg_policy p WHERE p.polrelid = %s::regclass AND p.polname = %s",
+        (table, policy)).fetchone()
+    if found is not None and found[0] == using and list(found[1]) == [grantee]:
+        return
+    name, ident = sql.Identifier(table), sql.Identifier(policy)
+    conn.execute(sql.SQL("DROP POLICY IF EXISTS {0} ON {1}").format(ident, name))
+    conn.execute(sql.SQL("CREATE POLICY {0} ON {1} TO {2} USING ({3})").format(
+        ident, name, sql.Identifier(grantee), sql.SQL(using)))
+    conn.execute(sql.SQL("COMMENT ON POLICY {0} ON {1} IS {2}").format(
+        ident, name, sql.Literal(using)))
 
 
 def add_tenant(conn: psycopg.Connection[Any], role: str, account: str,

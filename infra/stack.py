@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -83,9 +84,17 @@ def _make_traversable(path: Path) -> None:
 
 @dataclass
 class EmbeddedPostgres:
+    """Logins need a password (scram-sha-256), local ones too: the superuser's is generated at
+    initdb and kept beside the data folder, readable by this OS user only (0600)."""
+
     data_dir: Path
     port: int = 0
     _user: str | None = None
+    password: str = field(default="", repr=False)
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir.parent / "postgres.password"
 
     def start(self, fsync: bool = True) -> str:
         self._user = _os_user_for_postgres()
@@ -95,10 +104,22 @@ class EmbeddedPostgres:
         if self._user:
             _make_traversable(self.data_dir.parent)
             shutil.chown(self.data_dir, self._user, self._user)
-        self._run(
-            [_pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--no-sync", "--no-instructions"]
-        )
+        self.password = secrets.token_urlsafe(24)
+        _write_private(self.password_file, self.password)
+        # initdb reads the password from a file of its own (the postgres OS user may not read
+        # ours), gone once it has run.
+        pwfile = self.data_dir.parent / "initdb.pw"
+        _write_private(pwfile, self.password)
+        if self._user:
+            shutil.chown(pwfile, self._user, self._user)
+        try:
+            self._run(
+                [_pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync",
+                 "--no-instructions"]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         self.port = free_port()
         options = (
             f"-p {self.port} -h 127.0.0.1 -k {self.data_dir} -c max_connections=200 "
@@ -113,7 +134,7 @@ class EmbeddedPostgres:
         return self.url("postgres")
 
     def url(self, dbname: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
 
     def restart(self, mode: str = "immediate") -> None:
         """Stop and start again on the same data and port (the fault suite's database restart;
@@ -138,6 +159,38 @@ class EmbeddedPostgres:
             server_log = self.data_dir / "server.log"
             tail = server_log.read_text()[-2000:] if server_log.exists() else ""
             raise RuntimeError(f"{' '.join(args[:1])} failed: {result.stderr}\n{tail}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
+def _started_at(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the
+    pid, it names one process; a pid alone may be reused by any other."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _kill_if_ours(pid_file: Path) -> None:
+    """SIGKILL the process a pid file names, only if it is still the one that wrote it."""
+    try:
+        pid_text, _, started = pid_file.read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return
+    if not started or _started_at(pid) != started.strip():
+        log.warning("not signalling pid %s from %s: it is not the process the engine started",
+                    pid, pid_file)
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _broker_bin() -> str:
@@ -184,8 +237,7 @@ def clean_orphans(data_dir: Path) -> None:
             continue
         pid_file = base / "broker.pid"
         if pid_file.exists():
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            _kill_if_ours(pid_file)
         pg = EmbeddedPostgres(base / "pg")
         pg._user = _os_user_for_postgres()
         with contextlib.suppress(Exception):
@@ -211,7 +263,8 @@ class EmbeddedBroker:
                  "--cluster-id", f"billing-{uuid.uuid4().hex[:8]}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        (self.log_path.parent / "broker.pid").write_text(str(self._proc.pid))
+        (self.log_path.parent / "broker.pid").write_text(
+            f"{self._proc.pid} {_started_at(self._proc.pid) or ''}")
         bootstrap = f"127.0.0.1:{self.port}"
         try:
             wait_for_port("127.0.0.1", self.port, 30)

@@ -20,8 +20,12 @@ from tests.integration.test_invoices import invoice_everything
 pytestmark = pytest.mark.integration
 
 
+PASSWORD = "a-test-login-password"  # the embedded server asks every login for one
+
+
 def _as(url: str, role: str) -> str:
-    return urlunparse(urlparse(url)._replace(netloc=f"{role}@{urlparse(url).hostname}:"
+    return urlunparse(urlparse(url)._replace(netloc=f"{role}:{PASSWORD}@"
+                                                    f"{urlparse(url).hostname}:"
                                                     f"{urlparse(url).port}"))
 
 
@@ -38,9 +42,9 @@ def two_tenants(engine: Engine) -> Engine:
     invoice_everything(engine)
     with psycopg.connect(engine.database_url) as conn:
         security.setup_roles(conn)
-        security.add_tenant(conn, "tenant_a", "acct-a")
-        security.add_tenant(conn, "tenant_b", "acct-b")
-        security.add_worker_login(conn, "worker_1")
+        security.add_tenant(conn, "tenant_a", "acct-a", PASSWORD)
+        security.add_tenant(conn, "tenant_b", "acct-b", PASSWORD)
+        security.add_worker_login(conn, "worker_1", PASSWORD)
     return engine
 
 
@@ -76,6 +80,7 @@ def test_the_analyst_reads_views_only(two_tenants: Engine) -> None:
     with psycopg.connect(two_tenants.database_url, autocommit=True) as conn:
         conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = "
                      "'analyst_1') THEN CREATE ROLE analyst_1 LOGIN; END IF; END $$")
+        conn.execute(f"ALTER ROLE analyst_1 PASSWORD '{PASSWORD}'")
         conn.execute(f"GRANT {analytics.ANALYST_ROLE} TO analyst_1")
     with psycopg.connect(_as(two_tenants.database_url, "analyst_1")) as conn:
         assert conn.execute("SELECT count(*) FROM billing_read.subscription_changes"
@@ -109,9 +114,68 @@ def test_workers_role_appends_events_but_cannot_alter_history(
                           "TRUNCATE billing_events",
                           "UPDATE usage_dedup SET usage_id = 'x'",
                           "DELETE FROM billing_tracking",
+                          "UPDATE billing_tracking SET notification_id = notification_id + 9",
+                          "UPDATE billing_tracking SET notification_id = notification_id - 1",
+                          "INSERT INTO billing_tracking VALUES ('x', 99)",
                           "DELETE FROM event_hashes",
                           "DELETE FROM billing_snapshots",
                           "ALTER TABLE billing_events DISABLE TRIGGER ALL"):
             with pytest.raises((psycopg.errors.InsufficientPrivilege,)):
                 conn.execute(statement)
             conn.rollback()
+    # Through the engine's own path, a position moves forward only.
+    with psycopg.connect(url) as conn:
+        name, position = conn.execute("SELECT application_name, notification_id FROM "
+                                      "billing_tracking LIMIT 1").fetchone() or ("", 0)
+        assert conn.execute("SELECT * FROM billing_move_position(%s, %s)",
+                            (name, position - 1)).fetchall() == []
+        conn.commit()
+        assert conn.execute("SELECT notification_id FROM billing_tracking WHERE "
+                            "application_name = %s", (name,)).fetchone() == (position,)
+
+
+def test_a_backward_move_is_refused_even_for_the_owner(two_tenants: Engine) -> None:
+    with psycopg.connect(two_tenants.database_url) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match="may only move forward"):
+            conn.execute("UPDATE billing_tracking SET notification_id = notification_id - 1")
+        conn.rollback()
+
+
+def test_tenants_cannot_move_positions_store_large_objects_or_hear_writes(
+        two_tenants: Engine) -> None:
+    with psycopg.connect(_as(two_tenants.database_url, "tenant_a"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM billing_move_position('x', 1)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT lo_from_bytea(0, 'payload')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT relname, n_live_tup FROM pg_stat_user_tables")
+        conn.execute("LISTEN billing_events")
+        ingest_all(two_tenants, publish(two_tenants, [usage("u9", "sub-b1", "tokens", 1)]))
+        assert list(conn.notifies(timeout=1.0, stop_after=1)) == []
+
+
+def test_role_setup_changes_nothing_and_waits_for_no_lock_when_all_is_in_place(
+        two_tenants: Engine) -> None:
+    """A tenant holds a read open on quota; setting the roles up again takes no lock that
+    would queue the projector behind it, and finishes."""
+    import threading
+    import time
+
+    with psycopg.connect(_as(two_tenants.database_url, "tenant_a")) as tenant:
+        tenant.execute("SELECT count(*) FROM quota").fetchone()  # its transaction stays open
+        done = threading.Event()
+
+        def again() -> None:
+            with psycopg.connect(two_tenants.database_url) as conn:
+                security.setup_roles(conn)
+            done.set()
+
+        threading.Thread(target=again, daemon=True).start()
+        assert done.wait(20)
+        with psycopg.connect(two_tenants.database_url) as writer:
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute("UPDATE quota SET used = used WHERE false")  # not queued
+        started = time.monotonic()
+        tenant.rollback()
+        assert time.monotonic() - started < 5

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import orjson
 import pytest
@@ -18,7 +18,6 @@ from tests.integration.helpers import publish, read_topic, subscribe, until
 
 pytestmark = pytest.mark.integration
 
-SECRET = "S3cret-Passw0rd-for-tests"
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,10 +27,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_health_ready_logs_and_secrets(engine: Engine) -> None:
     subscribe(engine, "sub-o")
-    parsed = urlparse(engine.database_url)  # the embedded server trusts local logins
-    with_secret = urlunparse(parsed._replace(
-        netloc=f"{parsed.username}:{SECRET}@{parsed.hostname}:{parsed.port}"))
-    env = engine.subprocess_env(with_secret)
+    secret = urlparse(engine.database_url).password  # the embedded superuser's, generated
+    assert secret and len(secret) >= 24
+    env = engine.subprocess_env()
     worker = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "run", "--only", "ingest", "--only", "relay",
          "--report-every", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -49,13 +47,13 @@ def test_health_ready_logs_and_secrets(engine: Engine) -> None:
 
         publish(engine, [(b"sub-o", b'{"id": "bad", "quantity": "NaN"}')])
         letters = read_topic(engine, engine.settings.topics.dlq, 1)
-        assert letters and SECRET not in letters[0].value.decode()
+        assert letters and secret not in letters[0].value.decode()
         assert orjson.loads(letters[0].value)["code"] == "missing_field"
     finally:
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0  # a clean stop: batches in hand finished
-    assert SECRET.encode() not in out + err
+    assert secret.encode() not in out + err
     for line in err.decode().splitlines():  # every log line is a JSON object
         entry = json.loads(line)
         assert {"ts", "level", "logger", "msg"} <= set(entry)
