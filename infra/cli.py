@@ -764,8 +764,8 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
 
-    from domain.errors import BillingError
-    from infra.audit import state_summary, version_as_of
+    from domain.errors import BillingError, UnknownSubscription
+    from infra.audit import replay_from_events, state_summary, version_as_of
 
     app, conn = _audit_app(settings)
     conn.close()
@@ -773,13 +773,14 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
         version = args.version
         if args.as_of:
             at = time_arg(args.as_of, "--as-of")
-            if at.tzinfo is None:
-                raise SystemExit("--as-of needs an offset")
             version = version_as_of(app, args.subscription, at)
             if version == 0:
                 print(f"{args.subscription} did not exist at {args.as_of}", file=sys.stderr)
                 return 1
-        state = state_summary(app.load_as_stored(args.subscription, version))
+        subscription = replay_from_events(app, args.subscription, version)
+        if subscription is None:
+            raise UnknownSubscription(f"no subscription {args.subscription!r}")
+        state = state_summary(subscription)
     except BillingError as e:
         print(f"refused ({e.code}): {e}", file=sys.stderr)
         return 1
@@ -805,24 +806,55 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.audit import verify
+    """The store's own hash chains and anchors, its snapshots against its events, and its
+    anchors against the copy kept outside PostgreSQL (infra/anchors.py)."""
+    from pathlib import Path
 
-    stack = connect(settings)
-    import psycopg
+    from infra import anchors
+    from infra.audit import verify, verify_external, verify_snapshots
 
-    with psycopg.connect(stack.database_url) as conn:
+    app, conn = _audit_app(settings)
+    try:
         report = verify(conn)
+        if not args.skip_snapshots:
+            verify_snapshots(app, conn, report)
+        if args.anchors == "topic":
+            records = anchors.read_topic(connect(settings).kafka_bootstrap, settings)
+            source = settings.topics.audit
+        elif args.anchors != "none":
+            path = Path(args.anchors) if args.anchors else settings.anchors_file
+            records, source = anchors.read_file(path), str(path)
+        else:
+            records, source = [], "none"
+        verify_external(conn, records, settings.audit_key, report)
+    finally:
+        conn.close()
+        app.close()
     result = {"clean": report.clean, "events": report.events, "streams": report.streams,
               "anchors": report.anchors, "final_anchor": report.final_anchor,
+              "snapshots": report.snapshots, "kept_anchors": source,
+              "kept_anchors_checked": report.external_anchors,
+              "anchors_not_yet_kept": report.unexported_anchors,
               "findings": [vars(f) for f in report.findings]}
     if args.json:
         _print_json(result)
     else:
         for f in report.findings:
-            print(f"{f.kind:<14} {f.subscription} v{f.version}: {f.detail}")
+            where = (f"{f.subscription} v{f.version}" if f.anchor is None else
+                     f"anchor {f.anchor}")
+            print(f"{f.kind:<20} {where}: {f.detail}")
         verdict = "intact" if report.clean else f"{len(report.findings)} finding(s)"
         print(f"{report.events:,} events in {report.streams:,} streams, {report.anchors:,} "
-              f"anchors: {verdict}; final anchor {report.final_anchor}")
+              f"anchors, {report.snapshots:,} snapshots: {verdict}; final anchor "
+              f"{report.final_anchor}")
+        if not report.external_anchors:
+            print(f"warning: no anchors kept outside PostgreSQL were checked ({source}): a "
+                  "rewrite of events, hashes and anchors together would not show")
+        else:
+            print(f"checked against {report.external_anchors:,} anchors kept in {source}"
+                  + (f"; {report.unexported_anchors:,} newer not yet kept"
+                     if report.unexported_anchors else "")
+                  + ("" if settings.audit_key else " (no BILLING_AUDIT_KEY: records unsigned)"))
     return 0 if report.clean else 3
 
 
@@ -897,8 +929,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join consumer groups (scale out over several processes)")
     p.add_argument("--report-every", type=float, default=10.0)
     p.add_argument("--only", action="append",
-                   choices=["ingest", "commands", "relay", "project", "invoicer", "invoices"],
-                   help="run only this worker (repeatable); default: all three")
+                   choices=["ingest", "commands", "relay", "project", "invoicer", "invoices",
+                            "audit"],
+                   help="run only this worker (repeatable); default: all of them")
     p.add_argument("--endpoints", default=os.environ.get("BILLING_ENDPOINTS", "127.0.0.1:0"),
                    help="HOST:PORT for /healthz, /readyz and /metrics (port 0: any free one, "
                         "printed at start and in the heartbeats); BILLING_ENDPOINTS")
@@ -1034,8 +1067,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_state)
 
-    p = sub.add_parser("verify", help="check the event store's hash chains and anchors")
+    p = sub.add_parser("verify", help="check the event store's hash chains and anchors, its "
+                                      "snapshots, and its anchors against the kept copy")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--anchors", default="",
+                   help="the kept anchors to check against: a file (default: the deployment's "
+                        "anchors file), 'topic' (billing.audit), or 'none'")
+    p.add_argument("--skip-snapshots", action="store_true",
+                   help="do not replay each snapshotted subscription to compare its snapshots")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("rebuild", help="rebuild read models from the event store")

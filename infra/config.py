@@ -46,6 +46,7 @@ class Topics:
     commands: str
     events: str
     dlq: str
+    audit: str = "billing.audit"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
@@ -54,10 +55,11 @@ class Topics:
             commands=f"{prefix}billing.commands",
             events=f"{prefix}billing.events",
             dlq=f"{prefix}billing.dlq",
+            audit=f"{prefix}billing.audit",
         )
 
     def all(self) -> list[str]:
-        return [self.usage, self.commands, self.events, self.dlq]
+        return [self.usage, self.commands, self.events, self.dlq, self.audit]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,15 @@ class Settings:
     # A partition with input waiting that makes no progress for this long, or a worker whose
     # batches fail for this long, makes health unhealthy. BILLING_STALL_SECONDS.
     stall_seconds: float = 30.0
+    # Tamper evidence that leaves PostgreSQL (infra/anchors.py): every anchor is appended to
+    # this file (BILLING_AUDIT_FILE; default under the data folder) and to the audit topic,
+    # with an HMAC under BILLING_AUDIT_KEY when set: a key the database never holds.
+    audit_file: Path | None = None
+    audit_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def anchors_file(self) -> Path:
+        return self.audit_file or self.data_dir / "audit" / f"{self.topics.audit}.jsonl"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -110,6 +121,9 @@ class Settings:
             optimistic_ingest=_bool(e.get("BILLING_OPTIMISTIC_INGEST"), True),
             max_message_bytes=int(e.get("BILLING_MAX_MESSAGE_BYTES", str(1024 * 1024))),
             stall_seconds=float(e.get("BILLING_STALL_SECONDS", "30")),
+            audit_file=Path(e["BILLING_AUDIT_FILE"]).absolute()
+            if e.get("BILLING_AUDIT_FILE") else None,
+            audit_key=e["BILLING_AUDIT_KEY"].encode() if e.get("BILLING_AUDIT_KEY") else None,
             kafka_options={name: convert(e[var]) for var, (name, convert)
                            in KAFKA_OPTIONS.items() if e.get(var)},
         )

@@ -22,6 +22,7 @@ from consumers.write_behind import WriteBehind
 from domain.application import BillingApplication
 from domain.catalog import Catalog
 from infra import dlq, health, kafka
+from infra.anchors import AnchorExporter
 from infra.config import Settings
 from infra.dlq import DeadLetters
 from infra.eventstore import open_application
@@ -137,6 +138,13 @@ class Engine:
         self._closers.append(loop.close)
         return loop, ingestor
 
+    def anchor_exporter(self) -> AnchorExporter:
+        producer = self.producer()
+        exporter = AnchorExporter(self.database_url, self.settings.anchors_file, producer,
+                                  self.settings.topics.audit, self.settings.audit_key)
+        self._closers.append(exporter.close)
+        return exporter
+
     def relay(self) -> Relay:
         # The relay publishes one batch at a time and waits for it (infra.kafka.RecordBatches),
         # which keeps per-partition order.
@@ -189,7 +197,7 @@ class Engine:
                 self._closers.pop()()
 
 
-ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices")
+ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices", "audit")
 
 
 def supervised(name: str, part: Any, stop: threading.Event) -> None:
@@ -226,6 +234,7 @@ class Workers:
     invoicer: Invoicer | None = None
     invoice_projection: TrackedConsumer | None = None
     invoice_projector: InvoiceProjector | None = None
+    anchors: AnchorExporter | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -245,6 +254,8 @@ class Workers:
         if "invoices" in roles:
             workers.invoice_projection, workers.invoice_projector = \
                 engine.invoice_projector(group)
+        if "audit" in roles:
+            workers.anchors = engine.anchor_exporter()
         return workers
 
     def parts(self) -> list[tuple[str, Any]]:
@@ -252,7 +263,8 @@ class Workers:
         return [(name, part) for name, part in (
             ("ingest", self.ingest), ("commands", self.command_loop), ("relay", self.relay),
             ("project", self.project), ("invoicer", self.invoice_loop),
-            ("invoices", self.invoice_projection)) if part is not None]
+            ("invoices", self.invoice_projection), ("audit", self.anchors))
+            if part is not None]
 
     def start(self) -> None:
         for name, part in self.parts():
@@ -269,7 +281,8 @@ class Workers:
         position, lag, seconds since progress; stalled partitions; failing time)."""
         details: dict[str, dict[str, Any]] = {}
         for name, part in self.parts():
-            counts = ({"published": part.published} if isinstance(part, Relay) else
+            counts = ({"published": part.published}
+                      if isinstance(part, Relay | AnchorExporter) else
                       {"records": part.records, "batches": part.batches})
             try:
                 details[name] = {**counts, **part.health(stall_seconds)}

@@ -1,0 +1,179 @@
+"""Anchors that leave PostgreSQL. Every write adds an anchor chaining the hashes of its events
+to the previous anchor (infra/eventstore.py), so an anchor's hash commits to the whole history
+before it. A database superuser can still rewrite events, hashes and anchors consistently;
+what they cannot rewrite is a copy kept elsewhere. The exporter (role `audit` of
+`billing run`) copies each anchor as it is written to an append-only JSON-lines file and to
+the `billing.audit` topic, each record with an HMAC under BILLING_AUDIT_KEY (a key the
+database never holds) when one is set. `billing verify` then checks the database against
+that copy and names the first anchor that diverges and the events it covers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("anchor", "events", "root", "hash", "recorded_at")
+
+
+def sign(record: dict[str, Any], key: bytes) -> str:
+    body = orjson.dumps({k: record[k] for k in FIELDS}, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def signed_properly(record: dict[str, Any], key: bytes) -> bool:
+    return hmac.compare_digest(str(record.get("mac", "")), sign(record, key))
+
+
+def read_file(path: Path) -> list[dict[str, Any]]:
+    """The records of an anchors file, in order; a torn last line (a crash while appending)
+    is left out."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_bytes().splitlines():
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+    return records
+
+
+def read_topic(bootstrap: str, settings: Any, quiet_seconds: float = 1.5
+               ) -> list[dict[str, Any]]:
+    """Every record of the audit topic, from offset 0."""
+    from infra import kafka
+
+    client = kafka.consumer(bootstrap, settings, client_id="billing-anchor-reader")
+    try:
+        parts = kafka.partitions_of(client, settings.topics.audit)
+        client.assign(parts)
+        client.seek_to_beginning(*parts)
+        records: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + quiet_seconds
+        while time.monotonic() < deadline:
+            for batch in client.poll(timeout_ms=200).values():
+                for r in batch:
+                    record = orjson.loads(r.value)
+                    records[int(record["anchor"])] = record
+                deadline = time.monotonic() + quiet_seconds
+        return [records[k] for k in sorted(records)]
+    finally:
+        client.close()
+
+
+class AnchorExporter:
+    def __init__(self, database_url: str, path: Path, producer: Any | None, topic: str,
+                 key: bytes | None, batch: int = 5000) -> None:
+        self.database_url = database_url
+        self.path = path
+        self.producer = producer
+        self.topic = topic
+        self.key = key
+        self.batch = batch
+        self.published = 0
+        self.failures = 0
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self.progressed_at = time.monotonic()
+        self._position: int | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.database_url, autocommit=True)
+        return self._conn
+
+    def position(self) -> int:
+        """The last anchor in the file: the file is the exporter's own record of progress."""
+        if self._position is None:
+            records = read_file(self.path)
+            self._position = int(records[-1]["anchor"]) if records else 0
+        return self._position
+
+    def run_once(self) -> int:
+        rows = self._db().execute(
+            "SELECT id, events, root, hash, recorded_at FROM event_anchors WHERE id > %s "
+            "ORDER BY id LIMIT %s", (self.position(), self.batch)).fetchall()
+        if not rows:
+            return 0
+        records = [self._record(row) for row in rows]
+        lines = [orjson.dumps(r) for r in records]
+        if self.producer is not None:
+            futures = [self.producer.send(self.topic, key=b"anchors", value=line)
+                       for line in lines]
+            self.producer.flush()
+            for future in futures:
+                future.get(timeout=30)
+        self._append(lines)
+        self._position = int(records[-1]["anchor"])
+        self.published += len(records)
+        return len(records)
+
+    def _record(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        anchor, events, root, digest, recorded_at = row
+        record: dict[str, Any] = {"anchor": int(anchor), "events": int(events),
+                                  "root": bytes(root).hex(), "hash": bytes(digest).hex(),
+                                  "recorded_at": recorded_at.isoformat()}
+        if self.key is not None:
+            record["mac"] = sign(record, self.key)
+        return record
+
+    def _append(self, lines: Iterable[bytes]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b"".join(line + b"\n" for line in lines))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def lag(self) -> int:
+        row = self._db().execute("SELECT count(*) FROM event_anchors WHERE id > %s",
+                                 (self.position(),)).fetchone()
+        return int(row[0]) if row else 0
+
+    def health(self, stall_seconds: float) -> dict[str, Any]:
+        idle = time.monotonic() - self.progressed_at
+        failing = 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
+        name = f"anchors->{self.path}"
+        return {"partitions": {name: {"position": self._position, "lag": None,
+                                      "seconds_since_progress": round(idle, 1)}},
+                "stalled": [name] if idle > stall_seconds else [],
+                "failing_seconds": round(failing, 1), "failures": self.failures,
+                "last_error": self.last_error,
+                "healthy": idle <= stall_seconds and failing <= stall_seconds}
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                exported = self.run_once()
+                self.progressed_at = time.monotonic()
+                self.failing_since = None
+                if exported == 0:
+                    stop.wait(idle_sleep)
+            except Exception as e:
+                self.failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"[:500]
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                log.exception("anchor export failed; retrying")
+                self._position = None
+                if self._conn is not None:
+                    self._conn.close()
+                stop.wait(1.0)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
