@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 import psycopg
 
+from infra.polling import Progress, run_polling
+
 log = logging.getLogger(__name__)
 
 FIELDS = ("anchor", "events", "root", "hash", "recorded_at")
@@ -83,10 +85,7 @@ class AnchorExporter:
         self.key = key
         self.batch = batch
         self.published = 0
-        self.failures = 0
-        self.failing_since: float | None = None
-        self.last_error: str | None = None
-        self.progressed_at = time.monotonic()
+        self.progress = Progress()
         self._position: int | None = None
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -139,40 +138,18 @@ class AnchorExporter:
         finally:
             os.close(fd)
 
-    def lag(self) -> int:
-        row = self._db().execute("SELECT count(*) FROM event_anchors WHERE id > %s",
-                                 (self.position(),)).fetchone()
-        return int(row[0]) if row else 0
-
     def health(self, stall_seconds: float) -> dict[str, Any]:
-        idle = time.monotonic() - self.progressed_at
-        failing = 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
-        name = f"anchors->{self.path}"
-        return {"partitions": {name: {"position": self._position, "lag": None,
-                                      "seconds_since_progress": round(idle, 1)}},
-                "stalled": [name] if idle > stall_seconds else [],
-                "failing_seconds": round(failing, 1), "failures": self.failures,
-                "last_error": self.last_error,
-                "healthy": idle <= stall_seconds and failing <= stall_seconds}
+        return self.progress.health(stall_seconds, f"anchors->{self.path}", self._position,
+                                    None)
 
     def run(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:
-        while not stop.is_set():
-            try:
-                exported = self.run_once()
-                self.progressed_at = time.monotonic()
-                self.failing_since = None
-                if exported == 0:
-                    stop.wait(idle_sleep)
-            except Exception as e:
-                self.failures += 1
-                self.last_error = f"{type(e).__name__}: {e}"[:500]
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                log.exception("anchor export failed; retrying")
-                self._position = None
-                if self._conn is not None:
-                    self._conn.close()
-                stop.wait(1.0)
+        run_polling(stop, self.run_once, self.progress, self._forget, "anchor export",
+                    idle_sleep)
+
+    def _forget(self) -> None:
+        self._position = None
+        if self._conn is not None:
+            self._conn.close()
 
     def close(self) -> None:
         if self._conn is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -22,6 +21,7 @@ from kafka.errors import KafkaError
 from domain.application import BillingApplication
 from infra.codec import encode, undecodable_message, wire_message
 from infra.kafka import KeyPartitions, RecordBatches
+from infra.polling import Progress, run_polling
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,7 @@ class Relay:
         self.name = f"relay:{topic}"
         self.published = 0
         self.undecodable = 0  # events published as undecodable placeholders
-        self.failures = 0
-        self.failing_since: float | None = None
-        self.last_error: str | None = None
-        self.progressed_at = time.monotonic()  # last batch published, or nothing to publish
+        self.progress = Progress()
         self._position: int | None = None
         self.partition_of = KeyPartitions(lambda: self.producer.partitions_for(self.topic))
         self.batches = RecordBatches(producer)
@@ -97,31 +94,12 @@ class Relay:
     def health(self, stall_seconds: float) -> dict[str, Any]:
         """Position and lag in the event store; stalled when events wait and nothing was
         published for `stall_seconds`."""
-        idle = time.monotonic() - self.progressed_at
-        lag = self.lag()
-        failing = 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
-        stalled = [f"store->{self.topic}"] if lag and idle > stall_seconds else []
-        return {"partitions": {f"store->{self.topic}": {
-                    "position": self._position, "lag": lag,
-                    "seconds_since_progress": round(idle, 1)}},
-                "stalled": stalled, "failing_seconds": round(failing, 1),
-                "failures": self.failures, "undecodable": self.undecodable,
-                "last_error": self.last_error,
-                "healthy": not stalled and failing <= stall_seconds}
+        return {**self.progress.health(stall_seconds, f"store->{self.topic}", self._position,
+                                       self.lag()), "undecodable": self.undecodable}
 
     def run(self, stop: threading.Event, idle_sleep: float = 0.01) -> None:
-        while not stop.is_set():
-            try:
-                published = self.run_once()
-                self.progressed_at = time.monotonic()
-                self.failing_since = None
-                if published == 0:
-                    stop.wait(idle_sleep)
-            except Exception as e:
-                self.failures += 1
-                self.last_error = f"{type(e).__name__}: {e}"[:500]
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                log.exception("relay batch failed; retrying from the recorded position")
-                self._position = None
-                stop.wait(1.0)
+        run_polling(stop, self.run_once, self.progress, self._forget, "relay batch",
+                    idle_sleep)
+
+    def _forget(self) -> None:
+        self._position = None
