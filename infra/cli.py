@@ -880,7 +880,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
               f"{f' in {args.processes} processes' if args.source == 'store' else ''}",
               file=sys.stderr)
         # --force is read with a default: an older parser does not define it.
-        force = bool(getattr(args, "force", False))
+        force = bool(args.force)
         report = rebuild.rebuild(engine.app, stack.database_url, projections,
                                  do_swap=args.swap, force=force, replay=replay)
     finally:
@@ -1082,7 +1082,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read models to rebuild: quota, invoices (default: all)")
     p.add_argument("--from", dest="source", choices=["store", "kafka"], default="store",
                    help="replay the event store, or billing.events from offset 0")
-    p.add_argument("--swap", action="store_true", help="replace the live rows atomically")
+    p.add_argument("--swap", action="store_true", help="replace the live rows atomically "
+                                                       "(refused if they differ, unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="with --swap: swap even when the rebuilt tables differ from the live ones")
     p.add_argument("--processes", type=int, default=1,
                    help="replay the event store in this many processes, each a hash "
                         "partition of the subscriptions (no progress bar)")

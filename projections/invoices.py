@@ -125,13 +125,14 @@ class _Writer:
         for document in change.issue:
             _insert_document(self.cur, document)
         if change.clear_draft_through is not None:
-            self._flush_drafts()
-            self.cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s "
-                             "AND event_version <= %s", (sid, change.clear_draft_through))
+            self._clear_drafts(sid, change.clear_draft_through)
         for number, status, reason in change.status:
-            # Only issued documents have a status; a payment for another reference: nothing.
+            # Only the subscription's own issued documents have a status, as in the domain: a
+            # payment for another reference changes nothing. (Another subscription's invoice
+            # would get the status of whichever of the two streams was applied last.)
             self.cur.execute("UPDATE invoices SET status = %s, status_reason = %s "
-                             "WHERE number = %s AND status <> 'void'", (status, reason, number))
+                             "WHERE number = %s AND subscription_id = %s AND status <> 'void'",
+                             (status, reason, number, sid))
         if change.draft_lines:
             lines = self._line_numbers()
             for line in change.draft_lines:
@@ -146,6 +147,18 @@ class _Writer:
             inputs = self._inputs()
             if recommendations.update_inputs(inputs.setdefault(sid, {}), message):
                 self.changed_inputs.add(sid)
+
+    def _clear_drafts(self, sid: str, through: int) -> None:
+        self._flush_drafts()
+        self.cur.execute("DELETE FROM invoice_drafts WHERE subscription_id = %s "
+                         "AND event_version <= %s", (sid, through))
+        if self.next_line is not None:
+            # Numbering goes on from the lines left, as it would in a batch starting after this
+            # event: a line's number must not depend on where its batch began.
+            self.cur.execute("SELECT max(line_no) FROM invoice_drafts WHERE subscription_id = %s",
+                             (sid,))
+            row = self.cur.fetchone()
+            self.next_line[sid] = int(row[0]) if row and row[0] is not None else 0
 
     def _line_numbers(self) -> dict[str, int]:
         if self.next_line is None:
@@ -215,8 +228,8 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]],
     versions to walk, and the rebuild slowed down as it went (11,000 events/s over 500,000
     events)."""
     subs = sorted({m["subscription"] for m in messages})
-    versions = (projection_versions.read(cur, PROJECTION, subs) if replay_versions is None
-                else replay_versions)
+    stored = projection_versions.read(cur, PROJECTION, subs) if replay_versions is None else {}
+    versions = dict(stored) if replay_versions is None else replay_versions
     writer = _Writer(cur, subs)
     applied = 0
     for message in messages:
@@ -228,7 +241,11 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]],
         applied += 1
     writer.finish()
     if replay_versions is None:
-        projection_versions.write(cur, PROJECTION, versions)
+        # From the versions read above, or refused (and the batch redone): a rebuild may have
+        # swapped in rows and versions since, which this batch must not be applied over.
+        projection_versions.advance(cur, PROJECTION, {
+            sid: (stored.get(sid, 0), version) for sid, version in versions.items()
+            if version != stored.get(sid, 0)})
     return applied
 
 
