@@ -52,21 +52,37 @@ def check_size(record: ConsumerRecord, max_bytes: int) -> None:
                            f"{max_bytes:,}", "too_large")
 
 
-def decode(record: ConsumerRecord, max_bytes: int,
-           watched: tuple[bytes, ...] | None = None) -> Any:
-    """The record's JSON value. `watched`: the quoted keys a reader takes; duplicates are then
-    looked for only when one of them occurs twice in the bytes or a key may be escaped (the
-    full check costs as much as the parse). None: always looked for."""
-    check_size(record, max_bytes)
+def _flat_and_unique(value: bytes, decoded: dict[str, Any]) -> bool:
+    """True when `value` surely gives no key twice, decided without a second parse: with no
+    backslash (so no escaped quote or key) and no nested value, its quotes are exactly two per
+    key and two per string value, and a key given twice would add two or four."""
+    if b"\\" in value:
+        return False
+    strings = 0
+    for item in decoded.values():
+        kind = type(item)
+        if kind is str:
+            strings += 1
+        elif kind is dict or kind is list:
+            return False
+    return value.count(b'"') == 2 * (len(decoded) + strings)
+
+
+def decode(record: ConsumerRecord, max_bytes: int) -> Any:
+    """The record's JSON value, refused with a code: `too_large` (checked before reading),
+    `malformed_json`, `duplicate_key` (any key given twice in any object)."""
     value = record.value
+    if len(value or b"") + len(record.key or b"") > max_bytes:
+        check_size(record, max_bytes)
     if value is None:
         return None
     try:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as e:
         raise RefusedInput(f"not valid JSON: {e}", "malformed_json") from None
-    if isinstance(decoded, dict | list) and (
-            watched is None or b"\\u" in value or any(value.count(k) > 1 for k in watched)):
+    if type(decoded) is dict and _flat_and_unique(value, decoded):
+        return decoded
+    if isinstance(decoded, dict | list):
         key = duplicate_key(value)
         if key is not None:
             raise RefusedInput(f"the key {key[:64]!r} is given twice", "duplicate_key")

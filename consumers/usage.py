@@ -29,12 +29,6 @@ from infra.dlq import DeadLetters
 log = logging.getLogger(__name__)
 
 
-# The usage contract's keys as they appear in a message: a duplicate is looked for only when
-# one of them occurs twice (consumers.input).
-USAGE_KEYS = tuple(f'"{key}"'.encode() for key in
-                   ("id", "subscription", "metric", "quantity", "at", "member", "workspace"))
-
-
 def tracking_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
@@ -228,8 +222,7 @@ class UsageIngestor:
         max_bytes = self.max_message_bytes
         for record in records:
             try:
-                parsed.items.append(parse_usage(
-                    record_input.decode(record, max_bytes, USAGE_KEYS)))
+                parsed.items.append(parse_usage(record_input.decode(record, max_bytes)))
             except BillingError as e:
                 parsed.letters.append((record, e.code, str(e)))
                 continue
