@@ -179,3 +179,22 @@ def test_role_setup_changes_nothing_and_waits_for_no_lock_when_all_is_in_place(
         started = time.monotonic()
         tenant.rollback()
         assert time.monotonic() - started < 5
+
+
+def test_the_embedded_server_asks_every_login_for_its_password(engine: Engine) -> None:
+    import os
+    import stat
+
+    from infra.config import Settings
+
+    url = urlparse(engine.database_url)
+    if os.environ.get("BILLING_TEST_STACK", "embedded") != "embedded":
+        pytest.skip("an external server's authentication is its operator's")
+    without = urlunparse(url._replace(netloc=f"{url.username}@{url.hostname}:{url.port}"))
+    wrong = urlunparse(url._replace(netloc=f"{url.username}:guess@{url.hostname}:{url.port}"))
+    for attempt in (without, wrong):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(attempt, connect_timeout=5).close()
+    kept = Settings.from_env().data_dir / f"stack-{os.getpid()}" / "postgres.password"
+    assert kept.read_text() == url.password
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
