@@ -34,15 +34,37 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Objects and arrays nest at most this deep in an input message (orjson reads 1,024 levels,
+# the standard parser that looks for duplicate keys fewer: what neither can check is refused).
+MAX_DEPTH = 64
+
+
 def duplicate_key(value: bytes) -> str | None:
-    """The first key some object of `value` (valid JSON) gives twice, or None."""
+    """The first key some object of `value` (valid JSON, nested at most MAX_DEPTH) gives
+    twice, or None."""
     try:
         json.loads(value, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as duplicate:
         return str(duplicate)
-    except (ValueError, RecursionError):
-        return None  # orjson read it: the standard parser's own limits are not the contract's
+    except RecursionError:
+        raise RefusedInput(f"nested more than {MAX_DEPTH} levels deep", "too_deep") from None
     return None
+
+
+def depth(decoded: Any) -> int:
+    """How deep objects and arrays nest in a decoded JSON value (iteratively: any depth)."""
+    deepest, stack = 0, [(decoded, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def check_size(record: ConsumerRecord, max_bytes: int) -> None:
@@ -70,7 +92,7 @@ def _flat_and_unique(value: bytes, decoded: dict[str, Any]) -> bool:
 
 def decode(record: ConsumerRecord, max_bytes: int) -> Any:
     """The record's JSON value, refused with a code: `too_large` (checked before reading),
-    `malformed_json`, `duplicate_key` (any key given twice in any object)."""
+    `malformed_json`, `too_deep`, `duplicate_key` (any key given twice in any object)."""
     value = record.value
     if len(value or b"") + len(record.key or b"") > max_bytes:
         check_size(record, max_bytes)
@@ -83,6 +105,8 @@ def decode(record: ConsumerRecord, max_bytes: int) -> Any:
     if type(decoded) is dict and _flat_and_unique(value, decoded):
         return decoded
     if isinstance(decoded, dict | list):
+        if depth(decoded) > MAX_DEPTH:
+            raise RefusedInput(f"nested more than {MAX_DEPTH} levels deep", "too_deep")
         key = duplicate_key(value)
         if key is not None:
             raise RefusedInput(f"the key {key[:64]!r} is given twice", "duplicate_key")

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CorruptRecordError
 
 from consumers.failures import Failure, classify
 from infra.kafka import partitions_of
@@ -50,6 +51,7 @@ PollHandler = Callable[[Mapping[TopicPartition, Sequence[ConsumerRecord]]], None
 # Dead-letters one record with (code, error text) and commits its position with no other effect.
 Quarantine = Callable[[TopicPartition, ConsumerRecord, str, str], None]
 UNPROCESSABLE = "unprocessable"
+UNDECODABLE_BATCH = "undecodable_batch"
 
 
 @dataclass
@@ -99,6 +101,7 @@ class TrackedConsumer:
         # handed on when the failure was seen; the chunk size of the next attempt.
         self._isolating: dict[TopicPartition, int] = {}
         self._chunk = 1
+        self._bad_batches: dict[tuple[Any, Any], int] = {}  # (partition, offset) -> fetches
         self.progress: dict[TopicPartition, PartitionProgress] = {}
         self._unsettled: dict[TopicPartition, int] = {}  # handed to a write-behind
         self.started = time.monotonic()
@@ -142,7 +145,10 @@ class TrackedConsumer:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         """Process one poll; returns how many records were handled."""
-        batches = self.consumer.poll(timeout_ms=timeout_ms)
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms)
+        except CorruptRecordError as bad:
+            return self._undecodable(bad)
         self._observe_ends()
         if not batches and not self._isolating:
             return self._handle_nothing()
@@ -154,6 +160,41 @@ class TrackedConsumer:
         finally:
             if len(self.batch_seconds) < 10_000:
                 self.batch_seconds.append(time.monotonic() - started)
+
+    def _undecodable(self, bad: Exception) -> int:
+        """A fetched batch that cannot be decoded (corrupt, or a codec this process lacks).
+        It is fetched again twice (a transfer fault would not repeat), then dead-lettered as
+        `undecodable_batch` (its first 64 KiB, with its offsets) and gone past."""
+        self._count_failure(bad)
+        tp = getattr(bad, "topic_partition", None)
+        first, last = getattr(bad, "first", None), getattr(bad, "last", None)
+        seen = self._bad_batches.get((tp, first), 0) + 1 if tp is not None else 0
+        if tp is None or self.quarantine is None or seen < 3 or last is None:
+            if tp is not None:
+                self._bad_batches[(tp, first)] = seen
+            log.warning("%s: %s; fetching again", self.name, bad, extra={"worker": self.name})
+            time.sleep(min(0.1 * self.failures, 2.0))
+            self.seek_to_stored(self._all_parts())
+            return 0
+        raw: bytes = getattr(bad, "raw", b"")
+        record = ConsumerRecord(tp.topic, tp.partition, None, last, -1, 0, None, raw, [], None,
+                                -1, len(raw), -1)
+        self.settle()
+        try:
+            self.quarantine(tp, record, UNDECODABLE_BATCH,
+                            f"offsets {first}..{last}: {bad}")
+        except Exception:
+            log.exception("%s: could not dead-letter %s", self.name, bad,
+                          extra={"worker": self.name})
+            time.sleep(min(0.1 * self.failures, 2.0))
+        else:
+            self.quarantined += 1
+            self._bad_batches.pop((tp, first), None)
+            log.error("%s: %s; dead-lettered as %s", self.name, bad, UNDECODABLE_BATCH,
+                      extra={"worker": self.name, "topic": tp.topic, "partition": tp.partition,
+                             "position": first, "code": UNDECODABLE_BATCH})
+        self.seek_to_stored(self._all_parts())
+        return 0
 
     def _handle_nothing(self) -> int:
         if not self.settle():

@@ -11,6 +11,10 @@ from domain.errors import BillingError
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_DEPTH = 32
+# The event store writes a value of a type JSON lacks (a time, a decimal) as an object with
+# these keys, and reads any such object back as that type: an input object holding them would
+# be read back as something else, or not at all.
+RESERVED_KEYS = frozenset({"_type_", "_data_"})
 
 
 class InvalidText(BillingError):
@@ -32,7 +36,8 @@ def check_text(value: str, name: str) -> str:
 
 
 def check_all_text(value: Any, name: str, depth: int = 0) -> None:
-    """Every string (keys included) of a decoded JSON value, at most MAX_DEPTH levels deep."""
+    """Every string (keys included) of a decoded JSON value, at most MAX_DEPTH levels deep,
+    with no key the event store reserves."""
     if depth > MAX_DEPTH:
         raise InvalidText(f"'{name}' is nested more than {MAX_DEPTH} levels deep", "too_deep")
     if isinstance(value, str):
@@ -40,6 +45,9 @@ def check_all_text(value: Any, name: str, depth: int = 0) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             check_text(key, name)
+            if key in RESERVED_KEYS:
+                raise InvalidText(f"'{name}' uses the key {key!r}, which the event store "
+                                  "reserves", "reserved_key")
             check_all_text(item, f"{name}.{key}", depth + 1)
     elif isinstance(value, list):
         for item in value:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kafka.consumer import fetcher as _fetcher
-from kafka.errors import CorruptRecordError
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.util import calc_crc32c
 
@@ -127,55 +127,85 @@ def _headers(buffer: bytes | bytearray, pos: int
     return headers, (size if headers else -1), pos
 
 
+class UndecodableBatch(CorruptRecordError):  # type: ignore[misc]
+    """A fetched record batch that cannot be decoded (corrupt, or compressed with a codec this
+    process cannot read). kafka-python would leave its partition's records undrained and spin
+    on them at every poll; here they are drained first, and the error names the partition and
+    offsets so the consumer loop can dead-letter the batch and move past it."""
+
+    def __init__(self, tp: Any, first: int, last: int, raw: bytes, cause: Exception) -> None:
+        super().__init__(f"record batch {tp.topic}:{tp.partition}@{first}..{last} cannot be "
+                         f"decoded: {type(cause).__name__}: {cause}")
+        self.topic_partition, self.first, self.last, self.raw = tp, first, last, raw
+
+
 def _unpack_records(self: Any, tp: Any, records: Any, key_deserializer: Any,
                     value_deserializer: Any) -> Iterator[Any]:
+    try:
+        yield from _unpack_decodable(self, tp, records, key_deserializer, value_deserializer)
+    except UndecodableBatch:
+        self.drain()
+        raise
+
+
+def _unpack_decodable(self: Any, tp: Any, records: Any, key_deserializer: Any,
+                      value_deserializer: Any) -> Iterator[Any]:
     """kafka-python's `PartitionRecords._unpack_records`, with plain batches decoded by
     `decode_plain_batch`."""
     if (key_deserializer is not None or value_deserializer is not None
             or self.isolation_level != _READ_UNCOMMITTED):
         yield from _original_unpack(self, tp, records, key_deserializer, value_deserializer)
         return
-    topic, partition = tp.topic, tp.partition
     try:
         batch = records.next_batch()
         last_batch = None
         while batch is not None:
             last_batch = batch
-            if self.check_crcs and not batch.validate_crc():
-                raise CorruptRecordError(
-                    f"Record batch for partition {tp} at offset {batch.base_offset} failed "
-                    "crc check")
             if batch.magic == 2:
                 self.leader_epoch = batch.leader_epoch
                 if batch.is_control_batch:
                     self.next_fetch_offset = batch.next_offset
                     batch = records.next_batch()
                     continue
-            if batch.magic == 2 and not batch.attributes & _PLAIN_ATTRIBUTES_MASK:
-                yield from decode_plain_batch(self, batch, topic, partition)
-            else:
-                for record in batch:  # kafka-python's own decoding
-                    if self.check_crcs and not record.validate_crc():
-                        raise CorruptRecordError(
-                            f"Record for partition {tp} at offset {record.offset} failed crc "
-                            "check")
-                    headers = record.headers
-                    self.records_read += 1
-                    self.bytes_read += record.size_in_bytes
-                    self.next_fetch_offset = record.offset + 1
-                    yield ConsumerRecord(
-                        topic, partition, self.leader_epoch, record.offset, record.timestamp,
-                        record.timestamp_type, record.key, record.value, headers,
-                        record.checksum, -1 if record.key is None else len(record.key),
-                        -1 if record.value is None else len(record.value),
-                        sum(len(k.encode("utf-8")) + len(v or b"") for k, v in headers)
-                        if headers else -1)
+            try:
+                yield from _decode_batch(self, batch, tp)
+            except (KafkaError, ValueError, struct.error, OSError) as cause:
+                raise UndecodableBatch(tp, max(batch.base_offset, self.next_fetch_offset),
+                                       batch.last_offset if batch.magic == 2 else
+                                       self.next_fetch_offset,
+                                       bytes(batch._buffer[:64 * 1024]), cause) from cause
             batch = records.next_batch()
         if last_batch is not None and last_batch.magic == 2:
             self.next_fetch_offset = last_batch.next_offset
         self.drain()
     except StopIteration as stop:  # as kafka-python does: never end the generator silently
         raise RuntimeError("StopIteration raised unpacking messageset") from stop
+
+
+def _decode_batch(self: Any, batch: Any, tp: Any) -> Iterator[Any]:
+    """One batch's records (CorruptRecordError, or the codec's error, if it cannot be read)."""
+    if self.check_crcs and not batch.validate_crc():
+        raise CorruptRecordError(
+            f"Record batch for partition {tp} at offset {batch.base_offset} failed crc check")
+    topic, partition = tp.topic, tp.partition
+    if batch.magic == 2 and not batch.attributes & _PLAIN_ATTRIBUTES_MASK:
+        yield from decode_plain_batch(self, batch, topic, partition)
+        return
+    for record in batch:  # kafka-python's own decoding
+        if self.check_crcs and not record.validate_crc():
+            raise CorruptRecordError(
+                f"Record for partition {tp} at offset {record.offset} failed crc check")
+        headers = record.headers
+        self.records_read += 1
+        self.bytes_read += record.size_in_bytes
+        self.next_fetch_offset = record.offset + 1
+        yield ConsumerRecord(
+            topic, partition, self.leader_epoch, record.offset, record.timestamp,
+            record.timestamp_type, record.key, record.value, headers,
+            record.checksum, -1 if record.key is None else len(record.key),
+            -1 if record.value is None else len(record.value),
+            sum(len(k.encode("utf-8")) + len(v or b"") for k, v in headers)
+            if headers else -1)
 
 
 def install() -> None:

@@ -178,3 +178,30 @@ def test_an_undecodable_stored_event_does_not_stop_the_relay(engine: Engine) -> 
     assert [(r["stage"], r["subscription"], r["version"], r["code"]) for r in rows] == [
         ("quota", "sub-x", 2, "undecodable_event")]
     assert projector.parking.held_back >= 1
+
+
+def test_a_batch_the_worker_cannot_decode_is_dead_lettered_and_gone_past(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An lz4 batch while lz4 cannot be read (the codec missing): kafka-python would spin on
+    it at every poll; the loop fetches it again twice, then dead-letters it as
+    undecodable_batch with its offsets and applies the plain batch after it."""
+    from kafka import codec
+
+    subscribe(engine, "sub-z")
+    compressed = engine.producer(compression_type="lz4")
+    topic = engine.settings.topics.usage
+    partition = kafka.KeyPartitions(lambda: compressed.partitions_for(topic))(b"sub-z")
+    kafka_ends = kafka.publish(compressed, topic, [usage(f"z{n}", "sub-z", quantity=1)
+                                                   for n in range(5)])
+    plain = publish(engine, [usage("after", "sub-z", quantity=7)])
+    assert partition is not None and plain[partition] == kafka_ends[partition] + 1
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    loop, _ = engine.ingestion()
+    ingest_all(engine, plain, loop)
+    assert loop.quarantined == 1 and loop.failures == 3  # two fetches again, then the letter
+    assert quota_used_from_store(engine) == {"sub-z": Decimal(7)}
+    letters = _letters(engine, 1)
+    assert [(x["code"], x["offset"]) for x in letters] == [
+        ("undecodable_batch", kafka_ends[partition] - 1)]
+    assert f"offsets {kafka_ends[partition] - 5}..{kafka_ends[partition] - 1}" in \
+        letters[0]["error"]

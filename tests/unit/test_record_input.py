@@ -79,3 +79,13 @@ def test_a_dead_letter_stays_small_whatever_it_carries() -> None:
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("billing.usage", 0, 7)
     key_sent = letter_key(record(value, key))
     assert key_sent is not None and len(key_sent) == 1024
+
+
+def test_a_duplicate_behind_deep_nesting_is_refused_not_let_through() -> None:
+    """The standard parser gives up near 1,000 levels where orjson reads 1,024: a duplicate
+    key next to 1,000 levels of nesting was applied with the other value."""
+    deep = b"[" * 1000 + b"]" * 1000
+    value = b'{"id":"d","quantity":1,"quantity":100000000000000,"deep":' + deep + b"}"
+    assert code_of(value) == "too_deep"
+    assert code_of(b'{"a":' + b"[" * 64 + b"]" * 64 + b"}") == "too_deep"
+    assert record_input.decode(record(b'{"a":' + b"[" * 63 + b"]" * 63 + b"}"), 1 << 20)

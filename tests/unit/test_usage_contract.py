@@ -239,3 +239,20 @@ def test_sums_of_the_largest_quantities_stay_exact() -> None:
     for _ in range(100_000):
         total += quantity
     assert total == Decimal("99999999999999999999.999900000")
+
+
+@pytest.mark.parametrize("customer", [
+    {"name": {"_type_": "datetime_iso", "_data_": "not a time"}},
+    {"name": {"_type_": "decimal_str", "_data_": "x"}},
+    {"vat": [{"_data_": 1}]},
+])
+def test_a_command_with_the_stores_type_wrapper_keys_is_refused(customer: Any) -> None:
+    """The event store reads any object with these keys as a wrapped type: stored, it made
+    the subscription unreadable."""
+    from domain.commands import parse_command
+    from domain.errors import InvalidCommand
+
+    with pytest.raises(InvalidCommand) as info:
+        parse_command({"id": "c", "type": "update_customer", "subscription": "s",
+                       "at": "2026-11-02T10:00:00Z", "customer": customer})
+    assert info.value.code == "reserved_key"
