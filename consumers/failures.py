@@ -21,14 +21,20 @@ class Failure(enum.Enum):
     POISON = "poison"  # the input: isolate the record(s) and dead-letter them
 
 
-# SQLSTATE classes about the server, not the statement: connection exceptions, insufficient
-# resources, operator intervention (shutdown, a cancelled statement), system errors, and the
-# transaction rollbacks (serialization failure, deadlock) and lock timeouts of a busy database.
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40", "HV")
-_TRANSIENT_SQLSTATES = ("55P03", "55006")  # lock_not_available, object_in_use
+# SQLSTATE classes that are about the statement's data: a data exception (text PostgreSQL
+# cannot hold, a number out of range), an integrity violation other than a unique key (a
+# conflict), a program limit (an index row too large). Any other class is about the database,
+# the schema or the login (unreachable, read-only, a missing table or grant, a timeout, a
+# shutdown): waited out, never blamed on a record.
+_POISON_SQLSTATE_CLASSES = ("22", "23", "54")
 # Kafka errors the input causes: a record the broker will never take.
 _POISON_KAFKA = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError,
                  kafka_errors.InvalidRecordError)
+# Python errors a record can cause in the domain or a codec (a value it did not expect, an
+# event that cannot be decoded). Others (AttributeError, ImportError, OSError, ...) say the
+# worker is broken, not the input: waited out, health red.
+_POISON_PYTHON = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, UnicodeError,
+                  RecursionError)
 
 
 def _database_error(exc: BaseException) -> psycopg.Error | None:
@@ -49,18 +55,17 @@ def classify(exc: BaseException) -> Failure:
         return Failure.CONFLICT
     if isinstance(exc, _POISON_KAFKA):
         return Failure.POISON
-    if isinstance(exc, kafka_errors.KafkaError | ConnectionError | TimeoutError | MemoryError):
-        return Failure.TRANSIENT
     database = _database_error(exc)
     if database is not None:
         state = database.sqlstate
-        if state is None:  # no statement reached the server: the connection itself
-            return (Failure.TRANSIENT
-                    if isinstance(database, psycopg.OperationalError | psycopg.InterfaceError)
-                    else Failure.POISON)
-        if state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES:
-            return Failure.TRANSIENT
+        if state is None:  # refused before the server: psycopg's own checks of the data
+            return (Failure.POISON if isinstance(database, psycopg.DataError)
+                    else Failure.TRANSIENT)
+        return Failure.POISON if state[:2] in _POISON_SQLSTATE_CLASSES else Failure.TRANSIENT
+    if isinstance(exc, persistence.DataError):
         return Failure.POISON
-    if isinstance(exc, persistence.OperationalError | persistence.InterfaceError):
-        return Failure.TRANSIENT  # the library's own pool and connection errors
-    return Failure.POISON
+    if isinstance(exc, persistence.PersistenceError | kafka_errors.KafkaError):
+        return Failure.TRANSIENT  # the library's own pool, connection and client errors
+    if isinstance(exc, _POISON_PYTHON):
+        return Failure.POISON
+    return Failure.TRANSIENT

@@ -52,6 +52,7 @@ PollHandler = Callable[[Mapping[TopicPartition, Sequence[ConsumerRecord]]], None
 Quarantine = Callable[[TopicPartition, ConsumerRecord, str, str], None]
 UNPROCESSABLE = "unprocessable"
 UNDECODABLE_BATCH = "undecodable_batch"
+MAX_QUARANTINED_IN_A_ROW = 5
 
 
 @dataclass
@@ -101,6 +102,7 @@ class TrackedConsumer:
         # handed on when the failure was seen; the chunk size of the next attempt.
         self._isolating: dict[TopicPartition, int] = {}
         self._chunk = 1
+        self._quarantined_in_a_row = 0  # single records dead-lettered with no success between
         self._bad_batches: dict[tuple[Any, Any], int] = {}  # (partition, offset) -> fetches
         self.progress: dict[TopicPartition, PartitionProgress] = {}
         self._unsettled: dict[TopicPartition, int] = {}  # handed to a write-behind
@@ -125,6 +127,7 @@ class TrackedConsumer:
             # No check against the topic's end offset here: Tansu under-reports it (see
             # infra.kafka.publish), so such a check would refuse healthy positions.
             self.consumer.seek(tp, 0 if stored is None else stored + 1)
+            self.progress.setdefault(tp, PartitionProgress()).position = stored
 
     def settle(self) -> bool:
         """Let a batch still committing finish; False (logged) if it failed, in which case
@@ -149,7 +152,7 @@ class TrackedConsumer:
             batches = self.consumer.poll(timeout_ms=timeout_ms)
         except CorruptRecordError as bad:
             return self._undecodable(bad)
-        self._observe_ends()
+        self._observe_ends(batches)
         if not batches and not self._isolating:
             return self._handle_nothing()
         started = time.monotonic()
@@ -169,17 +172,22 @@ class TrackedConsumer:
         tp = getattr(bad, "topic_partition", None)
         first, last = getattr(bad, "first", None), getattr(bad, "last", None)
         seen = self._bad_batches.get((tp, first), 0) + 1 if tp is not None else 0
-        if tp is None or self.quarantine is None or seen < 3 or last is None:
+        if tp is None or self.quarantine is None or seen < 3 or first is None or last is None:
             if tp is not None:
                 self._bad_batches[(tp, first)] = seen
             log.warning("%s: %s; fetching again", self.name, bad, extra={"worker": self.name})
             time.sleep(min(0.1 * self.failures, 2.0))
             self.seek_to_stored(self._all_parts())
             return 0
+        stored = self.positions.position(tp.topic, tp.partition) if self.settle() else last
+        if stored is not None and stored >= first:
+            # What comes before the batch is not all committed (or the batch is behind us):
+            # go back and fetch again rather than move past records never applied.
+            self.seek_to_stored(self._all_parts())
+            return 0
         raw: bytes = getattr(bad, "raw", b"")
         record = ConsumerRecord(tp.topic, tp.partition, None, last, -1, 0, None, raw, [], None,
                                 -1, len(raw), -1)
-        self.settle()
         try:
             self.quarantine(tp, record, UNDECODABLE_BATCH,
                             f"offsets {first}..{last}: {bad}")
@@ -230,31 +238,39 @@ class TrackedConsumer:
         next hand-over or flush (one batch in flight at a time): the positions health
         reports move then, so a commit stuck behind a lock shows as a stall."""
         self._conflicts = 0
-        self.failing_since = None
         offsets = {tp: records[-1].offset for tp, records in batches.items() if records}
         if self.flush is None:
             self._moved(offsets)
         else:
-            self._moved(self._unsettled)
+            self._moved(self._unsettled)  # the hand-over waited for it to commit
             self._unsettled = offsets
 
     def _moved(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Batches committed up to these offsets: progress, and the failures in a row end."""
+        if not offsets:
+            return
+        self.failing_since = None
         now = time.monotonic()
         for tp, offset in offsets.items():
             progress = self.progress.setdefault(tp, PartitionProgress())
             progress.position = offset
             progress.since = now
 
-    def _observe_ends(self) -> None:
-        """The end offsets the last fetch responses carried (no request of its own); a
-        partition with nothing waiting counts as progressing."""
+    def _observe_ends(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+                      ) -> None:
+        """The end offsets the last fetch responses carried (no request of its own). A
+        partition with nothing waiting, or none fetched for it while the loop polls (the end
+        may count a transaction marker, or the position is not known yet), counts as
+        progressing."""
         now = time.monotonic()
         for tp in self.assigned:
             progress = self.progress.setdefault(tp, PartitionProgress())
             end = self.consumer.highwater(tp)
             if end is not None:
                 progress.end = end
-            if not progress.lag and tp not in self._isolating:
+            if tp in self._isolating or tp in self._unsettled:
+                continue
+            if not progress.lag or not batches.get(tp):
                 progress.since = now
 
     def health(self, stall_seconds: float) -> dict[str, Any]:
@@ -286,6 +302,7 @@ class TrackedConsumer:
         of unknown size): retry it, or narrow it down. The caller goes back to the stored
         positions afterwards."""
         kind = self._count_failure(failure)
+        self._unsettled = {}  # the batch that failed, or one prepared on top of it
         narrow = self.quarantine is not None and (
             kind is Failure.POISON
             or (kind is Failure.CONFLICT and self._conflicts >= self.max_conflicts))
@@ -342,9 +359,10 @@ class TrackedConsumer:
         except Exception as failure:
             self._isolation_failed(failure, tp, records)
         else:
-            self._handled({tp: records})
-            self._moved(self._unsettled)
+            self._conflicts = 0
+            self._moved({tp: records[-1].offset})  # flushed above: committed
             self._unsettled = {}
+            self._quarantined_in_a_row = 0
             self.batches += 1
             handled = len(records)
             self.records += handled
@@ -367,6 +385,16 @@ class TrackedConsumer:
         if len(records) > 1:
             self._chunk = max(1, len(records) // 2)
             return
+        if self._quarantined_in_a_row >= MAX_QUARANTINED_IN_A_ROW:
+            # Record after record fails alone, nothing between them passes: more likely the
+            # worker or the database than the input. Stall (health turns red) rather than
+            # dead-letter the whole partition; each retry may find the cause gone.
+            log.error("%s: %d records in a row could not be applied alone (%s); suspecting "
+                      "the worker or its database, not the input: retrying, not dead-lettering",
+                      self.name, self._quarantined_in_a_row, self.last_error,
+                      extra={"worker": self.name})
+            time.sleep(min(0.1 * self.failures, 2.0))
+            return
         record = records[0]
         error = f"{type(failure).__name__}: {failure}"
         assert self.quarantine is not None
@@ -378,6 +406,7 @@ class TrackedConsumer:
             time.sleep(min(0.1 * self.failures, 2.0))
             return
         self.quarantined += 1
+        self._quarantined_in_a_row += 1
         self._chunk = 1
         log.error("%s: %s:%s@%s cannot be applied; dead-lettered as %s: %s", self.name,
                   tp.topic, tp.partition, record.offset, UNPROCESSABLE, error,

@@ -7,7 +7,6 @@ position in one transaction. Undecodable messages go to the DLQ.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,47 +84,37 @@ def record_positions(cur: psycopg.Cursor[Any],
 
 class Parking:
     """The subscriptions a projection holds back (projections.parked): an event of theirs could
-    not be applied, so no later one is either, while every other subscription goes on. Read
-    again every `refresh_seconds`, so an operator's release takes effect without a restart."""
+    not be applied, so no later one is either, while every other subscription goes on. Looked
+    up in each batch's own transaction, so a parking by another projector (after a rebalance)
+    or an operator's release counts at once, and a batch rolled back parks nothing."""
 
-    def __init__(self, db: Database, stage: str, refresh_seconds: float = 10.0) -> None:
-        self.db = db
+    def __init__(self, stage: str) -> None:
         self.stage = stage
-        self.refresh_seconds = refresh_seconds
-        self._held: set[str] = set()
-        self._read_at = float("-inf")
         self.held_back = 0  # events not applied because their subscription is parked
-
-    def held(self) -> set[str]:
-        now = time.monotonic()
-        if now - self._read_at > self.refresh_seconds:
-            with self.db.conn.transaction(), self.db.conn.cursor() as cur:
-                self._held = parked.subscriptions(cur, self.stage)
-            self._read_at = now
-        return self._held
 
     def hold_back(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
         """The messages to apply: those of parked subscriptions are dropped, and an event the
         relay could not decode parks its subscription here."""
-        held = self.held()
+        names = {sid: printable(sid, 256) for sid in {m["subscription"] for m in messages}}
+        held = parked.among(cur, self.stage, list(names.values())) if names else set()
         if not held and not any(m["type"] == UNDECODABLE for m in messages):
             return messages
         kept = []
         for message in messages:
-            sid = printable(message["subscription"], 256)
-            if message["type"] == UNDECODABLE and sid not in held:
-                parked.park(cur, self.stage, sid, int(message["version"]),
+            name = names[message["subscription"]]
+            if message["type"] == UNDECODABLE and name not in held:
+                parked.park(cur, self.stage, name, int(message["version"]),
                             f"store:{message.get('position')}", "undecodable_event",
                             str(message.get("data", {}).get("error", "")))
-                held.add(sid)
-            if sid in held:
+                held.add(name)
+            if name in held:
                 self.held_back += 1
                 continue
             kept.append(message)
         return kept
 
-    def park_record(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+    def park_record(self, db: Database, tp: TopicPartition, record: ConsumerRecord, code: str,
                     error: str, projection: str) -> None:
         """Park the event of a record the loop found cannot be applied, and move the
         projection's position past it, in one transaction."""
@@ -134,14 +123,25 @@ class Parking:
             sid, version = str(message["subscription"]), int(message["version"])
         except Exception:  # undecodable records are dead-lettered, never parked
             sid, version = "", -1
-        conn = self.db.conn
+        conn = db.conn
         with conn.transaction(), conn.cursor() as cur:
             if sid:
                 parked.park(cur, self.stage, sid, version,
                             f"{tp.topic}:{tp.partition}@{record.offset}", code, error)
             record_positions(cur, {tp: [record]}, projection)
-        if sid:
-            self._held.add(printable(sid, 256))
+
+
+def quarantine_event(db: Database, dead_letters: DeadLetters, parking: Parking,
+                     projection: str, tp: TopicPartition, record: ConsumerRecord, code: str,
+                     message: str) -> None:
+    """A projection's record the loop found cannot be applied: dead-lettered and parked,
+    unless the projection's position is already past it (another projector applied it)."""
+    stored = quota_store.position(db.conn, tp.topic, tp.partition, projection)
+    if stored is not None and stored >= record.offset:
+        return
+    dead_letters.send(record, code, message)
+    dead_letters.flush()
+    parking.park_record(db, tp, record, code, message, projection)
 
 
 class InvoiceProjector:
@@ -150,7 +150,7 @@ class InvoiceProjector:
     def __init__(self, db: Database, dead_letters: DeadLetters) -> None:
         self.db = db
         self.dead_letters = dead_letters
-        self.parking = Parking(db, invoices.PROJECTION)
+        self.parking = Parking(invoices.PROJECTION)
         self.applied = 0
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
@@ -171,9 +171,8 @@ class InvoiceProjector:
 
     def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
                    message: str) -> None:
-        self.dead_letters.send(record, code, message)
-        self.dead_letters.flush()
-        self.parking.park_record(tp, record, code, message, invoices.PROJECTION)
+        quarantine_event(self.db, self.dead_letters, self.parking, invoices.PROJECTION, tp,
+                         record, code, message)
 
 
 class QuotaProjector:
@@ -181,7 +180,7 @@ class QuotaProjector:
                  cache: quota_store.StateCache | None = None) -> None:
         self.db = db
         self.dead_letters = dead_letters
-        self.parking = Parking(db, quota_store.PROJECTION)
+        self.parking = Parking(quota_store.PROJECTION)
         self.cache = cache if cache is not None else quota_store.StateCache()
         self.applied = 0
         self.skipped = 0
@@ -224,9 +223,8 @@ class QuotaProjector:
 
     def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
                    message: str) -> None:
-        self.dead_letters.send(record, code, message)
-        self.dead_letters.flush()
-        self.parking.park_record(tp, record, code, message, quota_store.PROJECTION)
+        quarantine_event(self.db, self.dead_letters, self.parking, quota_store.PROJECTION, tp,
+                         record, code, message)
 
 
 def rebuild_from_store(app: BillingApplication, db: Database, batch: int = 10_000) -> int:

@@ -47,6 +47,20 @@ def verify(conn: psycopg.Connection[Any], events_table: str = "billing_events") 
     missing between recorded hashes (deleted), an event with no recorded hash (inserted outside
     the engine), an event whose content is another version's (reordered), and anchors whose
     root or chain no longer matches."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return _verify(conn, events_table)
+    # One snapshot for every query: a write committing between the hashes and the anchors
+    # read would look like tampering.
+    isolation, read_only = conn.isolation_level, conn.read_only
+    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+    try:
+        return _verify(conn, events_table)
+    finally:
+        conn.rollback()
+        conn.isolation_level, conn.read_only = isolation, read_only
+
+
+def _verify(conn: psycopg.Connection[Any], events_table: str) -> Verification:
     result = Verification()
     rows = conn.execute(
         f"SELECT coalesce(e.originator_id::text, h.originator_id), "

@@ -66,7 +66,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     t0 = time.perf_counter()
     with start_stack(settings) as stack:
-        print(f"stack ({stack.mode}): postgres {stack.database_url}  kafka {stack.kafka_bootstrap}"
+        print(f"stack ({stack.mode}): postgres {redact_url(stack.database_url)}  kafka "
+              f"{stack.kafka_bootstrap}"
               f"  [{time.perf_counter() - t0:.1f}s]")
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
         try:

@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import TopicError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
@@ -79,6 +80,10 @@ class Relay:
     def _message(self, notification: Any) -> dict[str, Any]:
         try:
             return wire_message(self.app, notification)
+        except TopicError:
+            # A type this version of the engine does not know (a newer writer during a
+            # rolling deploy): wait for the upgrade rather than publish a placeholder for good.
+            raise
         except Exception as error:  # a stored event is what it is: never stop on one
             self.undecodable += 1
             log.error("relay: event %s (%s v%s) cannot be decoded; published as %s: %s",

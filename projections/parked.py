@@ -38,8 +38,11 @@ def park(cur: psycopg.Cursor[Any], stage: str, subscription: str, version: int, 
                  printable(error, 2000)))
 
 
-def subscriptions(cur: psycopg.Cursor[Any], stage: str) -> set[str]:
-    cur.execute("SELECT DISTINCT subscription_id FROM parked_events WHERE stage = %s", (stage,))
+def among(cur: psycopg.Cursor[Any], stage: str, subscriptions: list[str]) -> set[str]:
+    """Which of these subscriptions are parked in this stage (read in the batch's own
+    transaction: another projector's parking, or an operator's release, counts at once)."""
+    cur.execute("SELECT DISTINCT subscription_id FROM parked_events WHERE stage = %s "
+                "AND subscription_id = ANY(%s)", (stage, subscriptions), prepare=True)
     return {row[0] for row in cur.fetchall()}
 
 

@@ -205,3 +205,71 @@ def test_a_batch_the_worker_cannot_decode_is_dead_lettered_and_gone_past(
         ("undecodable_batch", kafka_ends[partition] - 1)]
     assert f"offsets {kafka_ends[partition] - 5}..{kafka_ends[partition] - 1}" in \
         letters[0]["error"]
+
+
+def _poll_for(loop: TrackedConsumer, seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        loop.poll_once(100)
+
+
+def test_commits_failing_behind_the_loop_turn_its_health_red(engine: Engine) -> None:
+    """Every commit of the write-behind fails (a lock timeout, say): nothing moves, so health
+    is red after the stall time; once commits pass again it is green."""
+    subscribe(engine, "sub-w")
+    loop, ingestor = engine.ingestion()
+    assert ingestor.writer is not None
+    commit = ingestor.app.commit_write
+
+    def refused(write: Any) -> None:
+        raise psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+
+    ingestor.app.commit_write = refused  # type: ignore[method-assign]
+    ends = publish(engine, [usage(f"w{n}", "sub-w", quantity=1) for n in range(30)])
+    _poll_for(loop, 2.5)
+    health = loop.health(stall_seconds=1)
+    assert not health["healthy"], health
+    assert health["failing_seconds"] > 1 and loop.quarantined == 0
+    ingestor.app.commit_write = commit  # type: ignore[method-assign]
+    ingest_all(engine, ends, loop)
+    _poll_for(loop, 0.5)
+    assert loop.health(stall_seconds=1)["healthy"]
+    assert quota_used_from_store(engine) == {"sub-w": Decimal(30)}
+
+
+def test_a_restarted_worker_with_no_new_input_is_healthy(engine: Engine) -> None:
+    subscribe(engine, "sub-q")
+    ingest_all(engine, publish(engine, [usage(f"q{n}", "sub-q", quantity=1)
+                                        for n in range(10)]))
+    loop, _ = engine.ingestion()  # a new process: positions read from the store
+    _poll_for(loop, 2.0)
+    health = loop.health(stall_seconds=1)
+    assert health["healthy"] and not health["stalled"], health
+
+
+def test_record_after_record_failing_alone_stalls_rather_than_dead_letter_everything(
+        engine: Engine) -> None:
+    """A broken worker fails on every record: five are dead-lettered, then the loop suspects
+    itself, stops dead-lettering and retries (health red); fixed, it applies the rest."""
+    subscribe(engine, "sub-b")
+    ends = publish(engine, [usage(f"b{n}", "sub-b", quantity=1) for n in range(20)])
+    loop, _ = engine.ingestion()
+    apply_poll = loop.poll_handler
+    assert apply_poll is not None
+    broken = {"yes": True}
+
+    def handler(batches: Any) -> None:
+        if broken["yes"]:
+            raise TypeError("a bug in this worker, not in the input")
+        apply_poll(batches)
+
+    loop.poll_handler = handler
+    _poll_for(loop, 4.0)
+    assert loop.quarantined == 5
+    assert not loop.health(stall_seconds=1)["healthy"]
+    broken["yes"] = False
+    ingest_all(engine, ends, loop)
+    assert quota_used_from_store(engine) == {"sub-b": Decimal(15)}
+    assert len(_letters(engine, 5)) == 5

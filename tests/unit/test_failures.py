@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import InvalidOperation
+
 import psycopg
 import pytest
 from eventsourcing import persistence
@@ -38,7 +40,19 @@ def wrapped(cause: Exception, wrapper: type[Exception]) -> Exception:
     (psycopg.errors.NotNullViolation(), Failure.POISON),
     (wrapped(psycopg.errors.NumericValueOutOfRange(), persistence.DataError), Failure.POISON),
     (kafka_errors.MessageSizeTooLargeError(), Failure.POISON),
-    (ValueError("a bug"), Failure.POISON),
+    (ValueError("a value the domain did not expect"), Failure.POISON),
+    (InvalidOperation(), Failure.POISON),
+    (persistence.MapperDeserialisationError("an event that cannot be decoded"), Failure.POISON),
+    # About the database, the schema or the login: waited out, never dead-lettered.
+    (psycopg.errors.UndefinedTable(), Failure.TRANSIENT),
+    (psycopg.errors.UndefinedColumn(), Failure.TRANSIENT),
+    (psycopg.errors.InsufficientPrivilege(), Failure.TRANSIENT),
+    (psycopg.errors.ReadOnlySqlTransaction(), Failure.TRANSIENT),
+    (psycopg.errors.InvalidPassword(), Failure.TRANSIENT),
+    (psycopg.errors.InternalError_(), Failure.TRANSIENT),
+    (wrapped(psycopg.errors.UndefinedTable(), persistence.ProgrammingError), Failure.TRANSIENT),
+    (AttributeError("a broken worker"), Failure.TRANSIENT),
+    (MemoryError(), Failure.TRANSIENT),
     (KeyError("type"), Failure.POISON),
     (RecursionError(), Failure.POISON),
 ])
