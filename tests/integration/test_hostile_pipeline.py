@@ -972,39 +972,17 @@ def test_usage_in_compressed_batches(engine: Engine, codec: str, tmp_path: Path)
     assert not problems, "\n  ".join(["", *problems])
 
 
-def test_usage_duplicate_keys(engine: Engine) -> None:
-    sub = "sub-dup"
+@pytest.mark.parametrize(("label", "sub", "cases"), [
+    ("duplicate keys", "sub-dup", duplicate_cases),
+    ("nesting", "sub-deep", nesting_cases),
+    ("timestamps", "sub-time", timestamp_cases),
+    ("quantities", "sub-qty", quantity_cases),
+    ("shapes", "sub-shape", shape_cases),
+])
+def test_usage_class(engine: Engine, label: str, sub: str,
+                     cases: Callable[[str], list[Case]]) -> None:
     subscribe(engine, sub)
-    assert_clean(run_class(engine, "usage", "duplicate keys", sub, duplicate_cases(sub),
-                           usage_follower(sub)))
-
-
-def test_usage_deep_nesting(engine: Engine) -> None:
-    sub = "sub-deep"
-    subscribe(engine, sub)
-    assert_clean(run_class(engine, "usage", "nesting", sub, nesting_cases(sub),
-                           usage_follower(sub)))
-
-
-def test_usage_every_timestamp_form(engine: Engine) -> None:
-    sub = "sub-time"
-    subscribe(engine, sub)
-    assert_clean(run_class(engine, "usage", "timestamps", sub, timestamp_cases(sub),
-                           usage_follower(sub)))
-
-
-def test_usage_extreme_quantities(engine: Engine) -> None:
-    sub = "sub-qty"
-    subscribe(engine, sub)
-    assert_clean(run_class(engine, "usage", "quantities", sub, quantity_cases(sub),
-                           usage_follower(sub)))
-
-
-def test_usage_message_shapes(engine: Engine) -> None:
-    sub = "sub-shape"
-    subscribe(engine, sub)
-    assert_clean(run_class(engine, "usage", "shapes", sub, shape_cases(sub),
-                           usage_follower(sub)))
+    assert_clean(run_class(engine, "usage", label, sub, cases(sub), usage_follower(sub)))
 
 
 def test_usage_totals_past_28_digits_are_exact(engine: Engine) -> None:
