@@ -377,6 +377,8 @@ def _shadow_lag(shadow: Database, name: str) -> int:
         "SELECT count(*) FROM (SELECT originator_id, max(originator_version) AS v FROM "
         "public.billing_events GROUP BY 1) e LEFT JOIN projection_versions p ON "
         "p.projection = %s AND p.subscription_id = e.originator_id "
-        "WHERE p.version IS DISTINCT FROM e.v", (projection,)).fetchone()
+        "WHERE p.version IS DISTINCT FROM e.v AND NOT EXISTS (SELECT 1 FROM "
+        "public.parked_events k WHERE k.stage = %s AND k.subscription_id = e.originator_id)",
+        (projection, projection)).fetchone()
     shadow.conn.commit()
     return int(row[0]) if row else 0

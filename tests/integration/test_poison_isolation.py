@@ -273,3 +273,25 @@ def test_record_after_record_failing_alone_stalls_rather_than_dead_letter_everyt
     ingest_all(engine, ends, loop)
     assert quota_used_from_store(engine) == {"sub-b": Decimal(15)}
     assert len(_letters(engine, 5)) == 5
+
+
+def test_a_rebuild_from_billing_events_does_not_wait_for_a_parked_subscription(
+        engine: Engine) -> None:
+    from infra import rebuild
+
+    subscribe(engine, "sub-p", "sub-o")
+    ingest_all(engine, publish(engine, [usage("p1", "sub-p", quantity=1),
+                                        usage("o1", "sub-o", quantity=2)]))
+    with psycopg.connect(engine.database_url) as conn:
+        conn.execute("ALTER TABLE billing_events DISABLE TRIGGER USER")
+        conn.execute("UPDATE billing_events SET state = %s WHERE originator_id = 'sub-p' "
+                     "AND originator_version = 2", (b"\x00not json",))
+        conn.execute("ALTER TABLE billing_events ENABLE TRIGGER USER")
+    relay_all(engine)
+    project_all_but_parked = engine.projector()[0]
+    until(lambda: quota_used(engine.database_url).get(("sub-o", "tokens")) == Decimal(2),
+          lambda: project_all_but_parked.poll_once(100), timeout=30)
+    report = rebuild.rebuild(engine.app, engine.database_url, ["quota"], do_swap=False,
+                             replay=rebuild.kafka_replay(engine, ["quota"],
+                                                         lambda done, total: None, timeout=30))
+    assert report.events > 0
