@@ -292,10 +292,12 @@ def _decimal(value: object, where: str) -> Decimal:
 
 
 def _money(value: object, where: str) -> Decimal:
+    """An amount with the currency's two places, whatever form the catalog wrote it in
+    (`50`, `"50.0"`, `"5E+1"` are all 50.00): printed, it never shows an exponent."""
     amount = _decimal(value, where)
     if amount != amount.quantize(CENT):
         raise CatalogError(f"{where}: prices have at most two decimals")
-    return amount
+    return amount.quantize(CENT)
 
 
 def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:

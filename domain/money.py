@@ -51,3 +51,9 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.rounded().amount} {self.currency}"
+
+
+def plain(amount: Decimal) -> str:
+    """A decimal as people write it, never in scientific notation (`str` writes 3.8E+2 for
+    an amount normalised to 380)."""
+    return format(amount, "f")

@@ -11,25 +11,25 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from domain.money import plain
 from infra.config import Settings, redact_url
 from infra.stack import Stack, start_stack
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 log = logging.getLogger("billing")
 
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
-        return str(obj)
+        return plain(obj)
     raise TypeError(type(obj).__name__)
 
 
@@ -307,8 +307,8 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
     catalog = load_catalog(settings)
     plans: list[dict[str, Any]] = [
-        {"id": p.id, "name": p.name, "rank": p.rank, "price": str(p.price.amount),
-         "currency": p.currency, "prices": {k: str(v) for k, v in p.prices.items()},
+        {"id": p.id, "name": p.name, "rank": p.rank, "price": plain(p.price.amount),
+         "currency": p.currency, "prices": {k: plain(v) for k, v in p.prices.items()},
          "allowances": {m: a.as_dict() for m, a in p.allowances.items()}}
         for p in sorted(catalog.plans.values(), key=lambda p: p.rank)
     ]
@@ -701,7 +701,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return str(value.normalize()) if value == value.to_integral() else str(value)
+        return plain(value)
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 

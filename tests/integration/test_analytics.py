@@ -58,3 +58,35 @@ def test_mrr_movements_and_revenue_views_and_the_read_only_analyst(engine: Engin
         conn.execute(f"SET ROLE {analytics.ANALYST_ROLE}")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM billing_read.subscription_changes")
+
+
+def test_no_amount_is_ever_printed_in_scientific_notation(engine: Engine) -> None:
+    """Reports in every format and the catalog's JSON printed 3.8E+2 and 5E+1."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    app = engine.app
+    for n, plan in enumerate(("basic", "scale", "basic")):
+        app.handle(parse_command({"id": f"s{n}", "type": "subscribe", "subscription": f"e{n}",
+                                  "at": "2026-11-01T00:00:00+00:00", "plan": plan}))
+    app.advance_clock(datetime(2026, 12, 2, tzinfo=UTC),
+                      app.recorder.subscription_ids())  # type: ignore[attr-defined]
+    invoice_everything(engine)
+    env = {**os.environ, **engine.subprocess_env()}
+    exponent = re.compile(r"\d[eE][+-]?\d")
+    outputs = []
+    for view in analytics.VIEWS:
+        for fmt in ("table", "csv", "json"):
+            result = subprocess.run([sys.executable, "-m", "infra.cli", "report", view,
+                                     "--format", fmt], capture_output=True, text=True,
+                                    timeout=60, env=env)
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout)
+    catalog = subprocess.run([sys.executable, "-m", "infra.cli", "catalog", "--json"],
+                             capture_output=True, text=True, timeout=60, env=env)
+    outputs.append(catalog.stdout)
+    assert '"price": "190.00"' in catalog.stdout
+    found = [m.group(0) for text in outputs for m in exponent.finditer(text)]
+    assert not found, found

@@ -135,7 +135,7 @@ def test_the_catalog_file_describes_the_credit_plans() -> None:
     assert (CATALOG.currency, CATALOG.free_plan) == ("USD", "free")
     assert {p: (str(plan.prices["month"]), str(plan.allowances["credits"].included))
             for p, plan in plans.items()} == {
-        "free": ("0", "30"), "pro_100": ("25.00", "100"), "pro_200": ("50.00", "200"),
+        "free": ("0.00", "30"), "pro_100": ("25.00", "100"), "pro_200": ("50.00", "200"),
         "pro_400": ("100.00", "400"), "enterprise": ("100.00", "1000")}
     assert plans["free"].allowances["credits"].daily_cap == Decimal(5)
     assert plans["free"].limits == {"members": 10}
