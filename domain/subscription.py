@@ -541,6 +541,10 @@ class Subscription(BaseAggregate[str]):
             cycle_start=boundary, cycle_end=end, status=status, terms=terms, changes=changes,
             seats=seats, archived_workspaces=archived, charges=charges, timestamp=boundary,
         )
+        # Each archive is its own event too, as at any other time: a reader of
+        # billing.events need not look inside CycleRolled for it.
+        for workspace in archived:
+            self._workspace_archived(workspace=workspace, timestamp=boundary)
         if self.commitment_end is not None and boundary >= self.commitment_end:
             self._agreement_renewed(agreement_end=self.commitment_end, renews=period,
                                     timestamp=boundary)

@@ -500,10 +500,14 @@ def test_downgrade_with_a_workspace_to_keep_is_scheduled_for_the_next_roll(
 
 def test_the_downgrade_takes_effect_at_the_roll_and_archives_the_other_workspaces(
         journey: Journey) -> None:
-    rolled, closed = journey.steps["roll-6"]
+    rolled, archived_b, archived_hq, closed = journey.steps["roll-6"]
     assert isinstance(rolled, Subscription.CycleRolled)
     assert rolled.changes == {"plan": {"from": "multi", "to": "single"}}
     assert rolled.archived_workspaces == ["client-b", "hq"]
+    # each archive is its own event as well, at the roll's time
+    assert [(type(e).__name__, e.workspace, e.timestamp) for e in (archived_b, archived_hq)] \
+        == [("WorkspaceArchived", "client-b", utc(2026, 7, 15)),
+            ("WorkspaceArchived", "hq", utc(2026, 7, 15))]
     assert (rolled.terms["plan_id"], rolled.terms["limits"]) == ("single", {"workspaces": 1})
     assert lines(rolled) == [plan_line("single"), ("seats", "1", "99.00", "99.00")]
     assert (closed.usage, closed.charges) == ({"tokens": "850000"}, [])
