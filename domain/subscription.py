@@ -675,6 +675,10 @@ class Subscription(BaseAggregate[str]):
             allowances = self.terms["allowances"]
         if item.workspace is not None and self.workspaces.get(item.workspace) == "archived":
             raise CommandRefused(f"workspace {item.workspace} is archived", "workspace_archived")
+        if item.member is not None and item.member not in self.members \
+                and self.counts_members:
+            raise CommandRefused(f"{item.member!r} is not a member of {self.id}: a released "
+                                 "seat loses access at once", "not_a_member")
         if item.metric not in allowances:
             raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
 
@@ -1017,6 +1021,13 @@ class Subscription(BaseAggregate[str]):
                      timestamp: datetime) -> None:
         self._bill(charges)
         self.seats = seats
+
+    @property
+    def counts_members(self) -> bool:
+        """Whether this subscription's plan is sold by seats or limits its members, or it has
+        members: then usage attributed to someone who is not a member is refused."""
+        return (self.terms.get("included_seats") is not None
+                or "members" in self.terms.get("limits", {}) or bool(self.members))
 
     def check_member_can_join(self, member: str) -> None:
         if member in self.members:

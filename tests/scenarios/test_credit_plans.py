@@ -479,3 +479,25 @@ def test_an_upgrade_within_the_late_usage_window_still_closes_the_previous_cycle
     closed = [(e["period_start"], e["period_end"], e["usage"]) for e in events
               if e["type"] == "UsagePeriodClosed"]
     assert closed == [(start, boundary, {"credits": "3"}), (boundary, upgrade, {})]
+
+
+def test_a_member_whose_seat_is_released_loses_access_at_once() -> None:
+    """Seed 000: usage attributed to someone who is not (or no longer) a member is refused;
+    usage not attributed to anyone, and the other members' usage, still count."""
+    at = utc(2026, 1, 10, 9)
+    sub = subscribed("pro_100", at)
+    sub = run(sub, "add_member", at, member="ann")
+    sub = run(sub, "add_member", at, member="bob")
+    sub.collect_events()
+
+    def use(member: str | None, uid: str, hour: int) -> None:
+        sub.record_usage([UsageItem(uid, SUB, "credits", Decimal(2), utc(2026, 1, 10, hour),
+                                    member)])
+
+    use("ann", "u1", 10)
+    sub = run(sub, "release_seat", utc(2026, 1, 10, 11), member="ann")
+    assert refusal_code(use, "ann", "u2", 12) == "not_a_member"
+    assert refusal_code(use, "stranger", "u3", 12) == "not_a_member"
+    use("bob", "u4", 12)
+    use(None, "u5", 12)
+    assert sub.used == {"credits": Decimal(6)}

@@ -652,6 +652,7 @@ def test_credit_plans_daily_cap_upgrades_and_recommendations_over_a_year() -> No
 def test_the_roll_day_shows_only_the_new_cycles_usage_against_the_daily_cap() -> None:
     roll = utc(2026, 12, 20, 10)
     j = Journey(CREDIT_PLANS, "cr-roll-day", "pro_200", utc(2026, 11, 20, 10))
+    j.command(utc(2026, 11, 20, 11), "add_member", member="ann")
     j.command(utc(2026, 12, 1, 9), "cancel")
     j.use(utc(2026, 12, 20, 8), "credits", 40, "ann")  # Professional 200, before the roll
     assert j.advance(roll) == ["CycleRolled"]  # to Free
