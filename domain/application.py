@@ -354,12 +354,13 @@ class BillingApplication(Application[str]):
                 # One numbering event per series and batch, in trigger order.
                 for items in by_year.values():
                     numbers = self._series(issuer["invoice_prefix"], items[0][2], series)
-                    assigned = numbers.assign_many([s.id for s, _, _, _ in items],
-                                                   items[-1][2])
-                    for number, (subscription, version, at, draft) in zip(assigned, items,
-                                                                          strict=True):
-                        issued.append(subscription.issue_invoice(number, issuer, version, at,
-                                                                 draft=draft))
+                    dates = numbers.issue_dates([at for _, _, at, _ in items])
+                    assigned = numbers.assign_many([s.id for s, _, _, _ in items], dates[-1])
+                    for number, issued_at, (subscription, version, at, draft) in zip(
+                            assigned, dates, items, strict=True):
+                        issued.append(subscription.issue_invoice(
+                            number, issuer, version, issued_at,
+                            draft=draft if issued_at == at else None))
                 self.save_batch([*subscriptions.values(), *series.values()], tracking)
             except Exception:  # the aggregates in hand hold unsaved changes
                 self.evict([*subscriptions, *series])

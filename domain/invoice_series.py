@@ -56,7 +56,26 @@ class InvoiceSeries(BaseAggregate[str]):
                                    subscriptions=list(subscriptions), timestamp=at)
         return numbers
 
+    @property
+    def issued_through(self) -> datetime | None:
+        """The issue date of the series' latest invoice: no later number may be dated before
+        it (numbers rise with issue dates)."""
+        return getattr(self, "_issued_through", None)
+
+    def issue_dates(self, wanted: list[datetime]) -> list[datetime]:
+        """The issue date of each next invoice, in number order: the date it is due at, or the
+        latest date already issued if that is later (an invoice due at a backdated time is
+        issued now, never dated before one numbered ahead of it)."""
+        floor = self.issued_through
+        dates = []
+        for at in wanted:
+            floor = at if floor is None or at > floor else floor
+            dates.append(floor)
+        return dates
+
     @event(NumbersAssigned)
     def _numbers_assigned(self, first: int, numbers: list[str], subscriptions: list[str],
                           timestamp: datetime) -> None:
         self.last = first + len(numbers) - 1
+        if self.issued_through is None or timestamp > self.issued_through:
+            self._issued_through = timestamp

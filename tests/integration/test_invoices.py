@@ -190,3 +190,22 @@ def test_rebuilding_the_invoice_model_gives_identical_rows_and_the_pdf_reads(
                      "Subtotal", "Total", doc["total"], "VAT"):
         assert expected in text, expected
     assert doc["number"] in invoice_html(doc)
+
+
+def test_a_backdated_invoice_is_dated_no_earlier_than_the_one_numbered_before_it(
+        engine: Engine) -> None:
+    """Issue 17.3: with December invoiced, a subscription backdated to November got a later
+    number but an earlier date. Numbers rise with issue dates within a series: it is issued
+    at the series' latest date, its lines still those of November."""
+    from datetime import UTC, datetime
+
+    app = engine.app
+    dec, nov = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    app.subscribe("sub-dec", "acct-dec", "basic", dec)
+    (first,) = app.invoice_batch([("sub-dec", 1, dec)], None)
+    app.subscribe("sub-nov", "acct-nov", "basic", nov)
+    (second,) = app.invoice_batch([("sub-nov", 1, nov)], None)
+    assert second["number"] > first["number"]
+    assert datetime.fromisoformat(second["issued_at"]) == dec
+    assert [(line["period_start"], line["period_end"]) for line in second["lines"]] == [
+        ("2026-11-01T00:00:00+00:00", "2026-12-01T00:00:00+00:00")]
