@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.charges import Charge, round_money
+from domain.money import plain
 from domain.tax import treatment
 
 DEFAULT_ISSUER: dict[str, Any] = {
@@ -44,6 +45,7 @@ def build_invoice(*, number: str | None, subscription: str, account: str,
         out_lines.append({
             "kind": line["kind"], "description": line["description"],
             "quantity": line["quantity"], "unit_price": line["unit_price"],
+            **billed_quantity(line, amount),
             "amount": str(amount), "tax_rate": str(tax.rate), "tax": str(line_tax),
             **{k: line[k] for k in ("period_start", "period_end") if k in line},
             # Which event of the subscription produced the line (for `billing invoice explain`).
@@ -90,3 +92,14 @@ def credit_lines(invoice: dict[str, Any]) -> list[Charge]:
 
 def invoice_number(prefix: str, year: int, sequence: int) -> str:
     return f"{prefix}-{year}-{sequence:06d}"
+
+
+def billed_quantity(line: Charge, amount: Decimal) -> dict[str, str]:
+    """For a prorated line (`1 x 190.00` for 21 of 31 days, -128.71 as a credit): the
+    quantity actually billed, so that it times the unit price gives the amount, and the
+    fraction of the period. Other lines bill their quantity as it is."""
+    fraction, unit_price = line.get("fraction"), Decimal(line["unit_price"])
+    if fraction is None or not unit_price:
+        return {}
+    billed = (amount / unit_price).quantize(Decimal("0.000000001"))
+    return {"billed_quantity": plain(billed.normalize()), "fraction": str(fraction)}

@@ -647,6 +647,8 @@ def _subscription_of_invoice(stack: Stack, number: str) -> str:
 
 
 def _print_invoice_text(doc: dict[str, Any]) -> None:
+    from infra.render import billed
+
     cur = doc["currency"]
     title = "Credit note" if doc["kind"] == "credit_note" else "Invoice"
     print(f"{title} {doc['number'] or '(preview)'}   issued {doc['issued_at'][:10]}   "
@@ -656,8 +658,11 @@ def _print_invoice_text(doc: dict[str, Any]) -> None:
     print(f"  buyer:  {doc['buyer']['name']} ({doc['buyer'].get('country') or '-'}"
           f"{', ' + doc['buyer']['vat_id'] if doc['buyer'].get('vat_id') else ''})")
     for line in doc["lines"]:
-        print(f"  {line['description'][:48]:<48} {line['quantity']:>10} x {line['unit_price']:>10}"
+        print(f"  {line['description'][:48]:<48} {billed(line):>10} x {line['unit_price']:>10}"
               f"  {line['amount']:>10}  VAT {line['tax_rate']:>4} %")
+        if "fraction" in line:
+            print(f"    {line['fraction']} of {line.get('period_start', '')[:10]}.."
+                  f"{line.get('period_end', '')[:10]}")
     print(f"  {'subtotal':>74} {doc['subtotal']:>10} {cur}")
     for b in doc["tax_breakdown"]:
         print(f"  {'VAT ' + b['rate'] + ' % on ' + b['base']:>74} {b['tax']:>10} {cur}")

@@ -32,13 +32,19 @@ def _party(p: dict[str, Any]) -> list[str]:
     return [r for r in rows if r]
 
 
+def billed(line: dict[str, Any]) -> str:
+    """The quantity column: what was billed, so that quantity x unit price = amount (a
+    prorated line bills its fraction of the period, signed for a credit)."""
+    return str(line.get("billed_quantity", line["quantity"]))
+
+
 def invoice_html(doc: dict[str, Any]) -> str:
     e = html.escape
     cur = doc["currency"]
     title = TITLES.get(doc["kind"], "Invoice")
     rows = "\n".join(
         f"<tr><td>{e(x['description'])}<div class=period>{e(_period(x))}</div></td>"
-        f"<td class=num>{e(x['quantity'])}</td><td class=num>{e(x['unit_price'])}</td>"
+        f"<td class=num>{e(billed(x))}</td><td class=num>{e(x['unit_price'])}</td>"
         f"<td class=num>{e(x['tax_rate'])} %</td><td class=num>{_money(x['amount'], cur)}</td></tr>"
         for x in doc["lines"])
     breakdown = "\n".join(
@@ -123,7 +129,7 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
         description = line["description"]
         if _period(line):
             description += f" ({_period(line)})"
-        cells = (description[:58], line["quantity"], line["unit_price"],
+        cells = (description[:58], billed(line), line["unit_price"],
                  f"{line['tax_rate']} %", _money(line["amount"], cur))
         for w, text, align in zip(widths, cells, ("L", "R", "R", "R", "R"), strict=True):
             pdf.cell(w, 6, _latin1(text), align=align)
