@@ -333,12 +333,15 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     from infra.eventstore import open_application
 
     at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
-    if at.tzinfo is None:
-        raise SystemExit("--at needs an offset, e.g. 2026-11-01T00:00:00+00:00")
+    customer = {name: getattr(args, name) for name in CUSTOMER_OPTIONS
+                if getattr(args, name) is not None}
+    if args.business:
+        customer["business"] = True
     stack = connect(settings)
     app = open_application(stack.database_url, load_catalog(settings))
     try:
-        app.subscribe(args.subscription, args.account or args.subscription, args.plan, at)
+        app.subscribe(args.subscription, args.account or args.subscription, args.plan, at,
+                      **({"customer": customer} if customer else {}))
     except BillingError as e:
         print(json.dumps({"error": e.code, "message": str(e)}) if args.json
               else f"refused ({e.code}): {e}", file=sys.stderr)
@@ -350,12 +353,38 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+CUSTOMER_OPTIONS = ("name", "address", "country", "vat_id", "email")
+
+
 def _field_value(text: str) -> Any:
     if text in ("true", "false"):
         return text == "true"
     if text.lstrip("-").isdigit():
         return int(text)
     return text
+
+
+def command_fields(pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` (true/false and integers typed, the rest text), `a.b=value` into an object
+    (`customer.country=DE`), `key:=JSON` for any JSON value (`customer:='{"country":"DE"}'`)."""
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        raw_json = ":=" in pair and pair.index(":=") < pair.find("=") + 1
+        key, sep, value = pair.partition(":=" if raw_json else "=")
+        if not sep or not key:
+            raise SystemExit(f"fields are key=value or key:=JSON, not {pair!r}")
+        try:
+            parsed = orjson.loads(value) if raw_json else _field_value(value)
+        except orjson.JSONDecodeError as e:
+            raise SystemExit(f"{key}: not JSON: {e}") from None
+        *path, last = key.split(".")
+        target = fields
+        for part in path:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SystemExit(f"{key}: {part} is not an object")
+        target[last] = parsed
+    return fields
 
 
 def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -374,11 +403,7 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
         "subscription": args.subscription,
         "at": args.at or datetime.now(UTC).isoformat(),
     }
-    for pair in args.fields:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"fields are key=value, not {pair!r}")
-        raw[key] = _field_value(value)
+    raw.update(command_fields(args.fields))
     stack = connect(settings)
     if args.publish:
         producer = kafka.producer(stack.kafka_bootstrap, settings)
@@ -965,13 +990,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True)
     p.add_argument("--account")
     p.add_argument("--at", help="RFC 3339 start time (default: now)")
+    for name in CUSTOMER_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name,
+                       help=f"the customer's {name.replace('_', ' ')}"
+                       + (" (ISO 3166 two letters: decides VAT)" if name == "country" else ""))
+    p.add_argument("--business", action="store_true",
+                   help="the customer is a business (with --vat-id: reverse charge in the EU)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_subscribe)
 
     p = sub.add_parser("command", help="run one lifecycle command (docs/contracts.md)")
     p.add_argument("type", help="subscribe, change_plan, cancel, add_seats, buy_pack, ...")
     p.add_argument("subscription")
-    p.add_argument("fields", nargs="*", help="key=value fields of the command, e.g. plan=scale")
+    p.add_argument("fields", nargs="*",
+                   help="key=value fields of the command, e.g. plan=scale; a.b=value for an "
+                        "object (customer.country=DE); key:=JSON for any JSON value")
     p.add_argument("--at", help="RFC 3339 time of the command (default: now)")
     p.add_argument("--id", help="idempotency id (default: a new one)")
     p.add_argument("--publish", action="store_true", help="send to billing.commands instead")

@@ -80,3 +80,19 @@ def test_usage_publish_then_quota_reads_the_read_model(engine: Engine, tmp_path:
     missing = _cli("quota", "sub-nobody", env=env)
     assert missing.returncode == 1 and "no quota rows" in missing.stderr
 
+
+
+def test_subscribe_and_command_take_the_customers_details(engine: Engine) -> None:
+    """Issue 17.10: the country that decides VAT could be set only through a JSON line."""
+    env = engine.subprocess_env()
+    made = _cli("subscribe", "sub-pl", "--plan", "basic", "--at", "2026-11-01T00:00:00Z",
+                "--name", "Łódź sp. z o.o.", "--country", "pl", "--vat-id", "PL5260250274",
+                "--business", "--email", "billing@example.pl", env=env)
+    assert made.returncode == 0, made.stderr
+    changed = _cli("command", "update_customer", "sub-pl", "customer.address=ul. Piotrkowska 1",
+                   "--at", "2026-11-02T00:00:00Z", env=env)
+    assert changed.returncode == 0, changed.stderr
+    customer = engine.app.load_as_stored("sub-pl").customer
+    assert customer == {"name": "Łódź sp. z o.o.", "country": "PL", "vat_id": "PL5260250274",
+                        "business": True, "email": "billing@example.pl",
+                        "address": "ul. Piotrkowska 1"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 
 def test_kafka_security_settings_pass_through_and_stay_out_of_repr() -> None:
     from infra.config import Settings, redact_url
@@ -34,3 +36,22 @@ def test_json_log_lines_mask_configured_secrets(monkeypatch: Any) -> None:
     line = json.loads(JsonFormatter().format(record))
     assert "secret" not in line["msg"] and line["msg"].count("***") == 2
     assert (line["subscription"], line["position"], line["level"]) == ("sub-1", 42, "error")
+
+
+def test_command_fields_from_the_command_line() -> None:
+    """Issue 17.10: `billing command` passes objects (the customer, whose country decides
+    VAT) as dotted keys or as JSON."""
+    from infra.cli import command_fields
+
+    assert command_fields(["plan=scale", "count=2", "trial=true"]) == {
+        "plan": "scale", "count": 2, "trial": True}
+    assert command_fields(["customer.country=DE", "customer.vat_id=DE123456789",
+                           "customer.business=true"]) == {
+        "customer": {"country": "DE", "vat_id": "DE123456789", "business": True}}
+    assert command_fields(['customer:={"name": "Łódź sp. z o.o.", "country": "PL"}',
+                           "note=a:=b"]) == {
+        "customer": {"name": "Łódź sp. z o.o.", "country": "PL"}, "note": "a:=b"}
+    with pytest.raises(SystemExit):
+        command_fields(["plan"])
+    with pytest.raises(SystemExit):
+        command_fields(["customer:={not json"])
