@@ -7,7 +7,7 @@ total = subtotal + tax, to the cent.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,7 +36,8 @@ def build_invoice(*, number: str | None, subscription: str, account: str,
                   references: str | None = None) -> dict[str, Any]:
     seller = issuer_with_defaults(issuer)
     tax = treatment(seller["country"], customer.get("country"),
-                    bool(customer.get("business")), customer.get("vat_id"))
+                    bool(customer.get("business")), customer.get("vat_id"),
+                    issued_at.astimezone(UTC).date())
     out_lines: list[dict[str, Any]] = []
     breakdown: dict[str, dict[str, Decimal]] = {}
     for line in lines:
@@ -72,6 +73,7 @@ def build_invoice(*, number: str | None, subscription: str, account: str,
         "lines": out_lines,
         "tax_treatment": tax.code,
         "tax_note": tax.note,
+        **({"tax_warning": tax.warning} if tax.warning else {}),
         "tax_breakdown": [{"rate": rate, "base": str(b["base"]), "tax": str(b["tax"])}
                           for rate, b in sorted(breakdown.items())],
         "subtotal": str(subtotal),

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 CUSTOMERS = {
     "sub-no": {"name": "Fjord AS", "country": "NO", "business": True, "vat_id": "NO912345678"},
-    "sub-de": {"name": "Berlin GmbH", "country": "DE", "business": True, "vat_id": "DE123456789"},
+    "sub-de": {"name": "Berlin GmbH", "country": "DE", "business": True, "vat_id": "DE136695976"},
     "sub-fr": {"name": "Marie Dupont", "country": "FR"},
     "sub-us": {"name": "Austin Inc", "country": "US", "business": True},
 }

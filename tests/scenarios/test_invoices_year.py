@@ -42,7 +42,7 @@ PAYMENT_TERMS = timedelta(days=14)  # the default issuer's payment_terms_days
 NORWEGIAN_BUSINESS = {"name": "Fjordlys Analyse AS", "address": "Bryggen 3, 5003 Bergen",
                       "country": "NO", "business": True, "vat_id": "NO912345678MVA"}
 GERMAN_BUSINESS = {"name": "Berliner Assistenz GmbH", "address": "Linienstr. 5, 10119 Berlin",
-                   "country": "DE", "business": True, "vat_id": "DE123456789"}
+                   "country": "DE", "business": True, "vat_id": "DE136695976"}
 FRENCH_CONSUMER = {"name": "Marie Dupont", "address": "12 rue de la Paix, 75002 Paris",
                    "country": "FR"}
 US_BUSINESS = {"name": "Austin Makers Inc", "address": "500 Congress Ave, Austin TX 78701",
@@ -300,7 +300,7 @@ DE_CYCLES = [utc(2026, 1, 31, 12), utc(2026, 2, 28, 12), utc(2026, 3, 31, 12),
              utc(2026, 10, 31, 12), utc(2026, 11, 30, 12), utc(2026, 12, 31, 12),
              utc(2027, 1, 31, 12)]  # billed on the 31st, clamped to the month's last day
 REVERSE_CHARGE = TaxCase("0", "reverse_charge",
-                         "Reverse charge: VAT to be accounted for by the customer (DE123456789)")
+                         "Reverse charge: VAT to be accounted for by the customer (DE136695976)")
 BASIC = ("Basic (month)", "190.00", "0")
 SCALE = ("Scale (month)", "490.00", "0")
 FIRST_TIER = "conversations over allowance, units 0 to 10000"

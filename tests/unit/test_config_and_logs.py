@@ -45,9 +45,9 @@ def test_command_fields_from_the_command_line() -> None:
 
     assert command_fields(["plan=scale", "count=2", "trial=true"]) == {
         "plan": "scale", "count": 2, "trial": True}
-    assert command_fields(["customer.country=DE", "customer.vat_id=DE123456789",
+    assert command_fields(["customer.country=DE", "customer.vat_id=DE136695976",
                            "customer.business=true"]) == {
-        "customer": {"country": "DE", "vat_id": "DE123456789", "business": True}}
+        "customer": {"country": "DE", "vat_id": "DE136695976", "business": True}}
     assert command_fields(['customer:={"name": "Łódź sp. z o.o.", "country": "PL"}',
                            "note=a:=b"]) == {
         "customer": {"name": "Łódź sp. z o.o.", "country": "PL"}, "note": "a:=b"}
