@@ -23,10 +23,10 @@ from projections import invoices, quota_store
 
 PLANS = ("basic", "scale", "enterprise")
 CUSTOMERS = (  # rotate through tax situations: domestic, EU consumers, EU B2B, outside the EU
-    {"country": "NO", "business": True, "vat_id": "NO912345678MVA"},
+    {"country": "NO", "business": True, "vat_id": "NO974760673MVA"},
     {"country": "SE"},
     {"country": "DK", "business": True},
-    {"country": "DE", "business": True, "vat_id": "DE123456789"},
+    {"country": "DE", "business": True, "vat_id": "DE136695976"},
     {"country": "FR"},
     {"country": "US", "business": True},
 )

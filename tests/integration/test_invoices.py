@@ -19,7 +19,7 @@ from tests.integration.helpers import relay_all, until
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 CUSTOMERS = {
-    "sub-no": {"name": "Fjord AS", "country": "NO", "business": True, "vat_id": "NO912345678"},
+    "sub-no": {"name": "Fjord AS", "country": "NO", "business": True, "vat_id": "NO974760673"},
     "sub-de": {"name": "Berlin GmbH", "country": "DE", "business": True, "vat_id": "DE136695976"},
     "sub-fr": {"name": "Marie Dupont", "country": "FR"},
     "sub-us": {"name": "Austin Inc", "country": "US", "business": True},

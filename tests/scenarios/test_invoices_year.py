@@ -40,7 +40,7 @@ GRACE = timedelta(hours=1)  # late_usage_grace_minutes = 60 in every example cat
 PAYMENT_TERMS = timedelta(days=14)  # the default issuer's payment_terms_days
 
 NORWEGIAN_BUSINESS = {"name": "Fjordlys Analyse AS", "address": "Bryggen 3, 5003 Bergen",
-                      "country": "NO", "business": True, "vat_id": "NO912345678MVA"}
+                      "country": "NO", "business": True, "vat_id": "NO974760673MVA"}
 GERMAN_BUSINESS = {"name": "Berliner Assistenz GmbH", "address": "Linienstr. 5, 10119 Berlin",
                    "country": "DE", "business": True, "vat_id": "DE136695976"}
 FRENCH_CONSUMER = {"name": "Marie Dupont", "address": "12 rue de la Paix, 75002 Paris",
