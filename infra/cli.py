@@ -246,7 +246,8 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         days, members = quota_store.usage_history(conn, args.subscription,
                                                   rows[0]["cycle_start"])
-    monitor = _monitor(rows, days, members)
+    now = time_arg(args.at, "--at") if args.at else _billing_now(stack, settings)
+    monitor = _monitor(rows, days, members, now)
     if args.chart:
         from infra.chart import usage_chart_svg
 
@@ -268,6 +269,8 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
     for m in monitor["metrics"]:
         today = (f"{m['today_used']} / {m['daily_cap']}" if m["daily_cap"] is not None
                  else "")
+        if m["daily_cap_reached"]:
+            today += f" (resets {m['next_daily_reset'][:16]})"
         flag = "  EXHAUSTED" if m["exhausted"] else ""
         print(f"  {m['metric']:<16}{m['included']:>12}{m['packs']:>10}{m['used']:>12}"
               f"{m['remaining']:>12}  {today:<20} {m['limit_kind']}{flag}")
@@ -281,26 +284,58 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _billing_now(stack: Stack, settings: Settings) -> datetime:
+    """The billing clock's time (the engine's business time), or now where no clock runs:
+    what "today" means for the credit monitor."""
+    from datetime import UTC
+    from datetime import datetime as wall
+
+    from infra.engine import load_catalog
+    from infra.eventstore import open_application
+
+    app = open_application(stack.database_url, load_catalog(settings))
+    try:
+        clock = app.clock()
+    finally:
+        app.close()
+    now = wall.now(UTC)
+    return clock.now if clock is not None else now
+
+
 def _monitor(rows: list[dict[str, Any]], days: list[tuple[Any, ...]],
-             members: list[tuple[Any, ...]]) -> dict[str, Any]:
-    latest = max((d for _, d, _ in days), default=None)
+             members: list[tuple[Any, ...]], now: datetime) -> dict[str, Any]:
+    """Per metric: used and remaining this cycle; today (the billing clock's UTC day): used,
+    remaining under the daily cap and when it resets; exhausted when either is spent."""
+    from datetime import UTC, time, timedelta
+    from datetime import datetime as moment
+
+    today = now.astimezone(UTC).date()
+    midnight = moment.combine(today + timedelta(days=1), time(), UTC)
     metrics = []
     for r in rows:
         per_day = {d.isoformat(): str(q) for m, d, q in days if m == r["metric"]}
-        today = next((q for m, d, q in days if m == r["metric"] and d == latest), 0)
+        used_today = next((q for m, d, q in days if m == r["metric"] and d == today),
+                          Decimal(0))
+        cap = r["daily_cap"]
+        cap_reached = cap is not None and used_today >= cap
         metrics.append({
             "metric": r["metric"], "included": str(r["included"]), "packs": str(r["packs"]),
             "used": str(r["used"]), "remaining": str(r["remaining"]),
-            "limit_kind": r["limit_kind"], "exhausted": r["exhausted"],
-            "daily_cap": None if r["daily_cap"] is None else str(r["daily_cap"]),
-            "today": latest.isoformat() if latest else None, "today_used": str(today),
+            "remaining_this_cycle": str(r["remaining"]),
+            "limit_kind": r["limit_kind"], "exhausted": bool(r["exhausted"] or cap_reached),
+            "daily_cap": None if cap is None else str(cap),
+            "today": today.isoformat(), "today_used": str(used_today),
+            "remaining_today": None if cap is None else str(max(cap - used_today, 0)),
+            "daily_cap_reached": cap_reached,
+            "next_daily_reset": None if cap is None else midnight.isoformat(),
             "per_day": per_day,
             "per_member": {who: str(q) for m, who, q in members if m == r["metric"]},
         })
     first = rows[0]
     return {"subscription": first["subscription_id"], "account": first["account"],
             "plan": first["plan_id"], "cycle_start": first["cycle_start"].isoformat(),
-            "resets_at": first["cycle_end"].isoformat(), "metrics": metrics}
+            "resets_at": first["cycle_end"].isoformat(), "as_of": now.isoformat(),
+            "metrics": metrics}
 
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     from infra.engine import load_catalog
@@ -979,6 +1014,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--chart", metavar="FILE.svg", help="write this cycle's usage per day")
     p.add_argument("--metric", help="the metric to chart (default: the first one used)")
+    p.add_argument("--at", help="today as of this RFC 3339 time (default: the billing "
+                                "clock's time, or now where no clock runs)")
     p.set_defaults(func=cmd_quota)
 
     p = sub.add_parser("catalog", help="the plans of the loaded catalog")

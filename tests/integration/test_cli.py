@@ -96,3 +96,47 @@ def test_subscribe_and_command_take_the_customers_details(engine: Engine) -> Non
     assert customer == {"name": "Łódź sp. z o.o.", "country": "PL", "vat_id": "PL5260250274",
                         "business": True, "email": "billing@example.pl",
                         "address": "ul. Piotrkowska 1"}
+
+
+def test_the_credit_monitor_counts_today_by_the_billing_clock(
+        settings: object, database_url: str, stack: object) -> None:
+    """Issue 17.4: "today" was the last day with usage; no remaining today, no next reset,
+    and not exhausted at the daily cap."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from domain.catalog import Catalog
+    from tests.integration.helpers import publish, usage
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "credit_plans.toml"
+    engine = Engine.open(settings, database_url, stack.kafka_bootstrap,  # type: ignore[arg-type, attr-defined]
+                         catalog=Catalog.from_file(path))
+    try:
+        engine.app.subscribe("sub-cr", "acct-cr", "free", datetime(2026, 11, 1, tzinfo=UTC))
+        ingest_all(engine, publish(engine, [
+            usage("c1", "sub-cr", "credits", 3, at="2026-11-03T09:00:00+00:00"),
+            usage("c2", "sub-cr", "credits", 2, at="2026-11-03T10:00:00+00:00")]))
+        relay_all(engine)
+        project_all(engine)
+        env = {**engine.subprocess_env(), "BILLING_CATALOG": str(path)}
+
+        def monitor(clock_to: str) -> dict[str, object]:
+            moved = _cli("clock", "advance", "--to", clock_to, env=env)
+            assert moved.returncode == 0, moved.stderr
+            shown = _cli("quota", "sub-cr", "--json", env=env)
+            assert shown.returncode == 0, shown.stderr
+            (credits,) = orjson.loads(shown.stdout)["metrics"]
+            return credits  # type: ignore[no-any-return]
+
+        day = monitor("2026-11-03T18:00:00+00:00")
+        assert (day["today"], day["today_used"], day["remaining_today"]) == (
+            "2026-11-03", "5", "0")
+        assert day["daily_cap_reached"] is True and day["exhausted"] is True
+        assert day["next_daily_reset"] == "2026-11-04T00:00:00+00:00"
+        assert Decimal(str(day["remaining_this_cycle"])) == Decimal(25)
+        next_day = monitor("2026-11-04T08:00:00+00:00")
+        assert (next_day["today"], next_day["today_used"], next_day["remaining_today"]) == (
+            "2026-11-04", "0", "5")
+        assert next_day["exhausted"] is False
+    finally:
+        engine.close()
