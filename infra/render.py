@@ -3,8 +3,10 @@ invoice document stored in the event store (`InvoiceIssued.document`)."""
 
 from __future__ import annotations
 
+import functools
 import html
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 TITLES = {"invoice": "Invoice", "credit_note": "Credit note"}
@@ -95,12 +97,16 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
     cur = doc["currency"]
     title = TITLES.get(doc["kind"], "Invoice")
     pdf = FPDF(format="A4")
+    # DejaVu Sans, embedded: every letter of the VAT area's languages (Łódź, Ελλάδα, Český),
+    # where the PDF core fonts hold Latin-1 only and printed "?" for the rest.
+    pdf.add_font(FONT, "", str(FONTS / "DejaVuSans.ttf"))
+    pdf.add_font(FONT, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.add_page()
-    pdf.set_font("Helvetica", "B", 18)
-    pdf.cell(0, 10, _latin1(f"{title} {doc['number'] or '(preview)'}"),
+    pdf.set_font(FONT, "B", 18)
+    pdf.cell(0, 10, _printable(f"{title} {doc['number'] or '(preview)'}"),
              new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 10)
+    pdf.set_font(FONT, "", 10)
     meta = f"Issued {_date(doc['issued_at'])}   Due {_date(doc['due_at'])}"
     if doc.get("status"):
         meta += f"   Status: {doc['status']}"
@@ -112,19 +118,19 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
     top = pdf.get_y()
     for x, heading, party in ((10, "Seller", doc["seller"]), (110, "Bill to", doc["buyer"])):
         pdf.set_xy(x, top)
-        pdf.set_font("Helvetica", "B", 10)
+        pdf.set_font(FONT, "B", 10)
         pdf.cell(90, 6, heading, new_x="LEFT", new_y="NEXT")
-        pdf.set_font("Helvetica", "", 10)
+        pdf.set_font(FONT, "", 10)
         for row in _party(party):
-            pdf.cell(90, 5, _latin1(row), new_x="LEFT", new_y="NEXT")
+            pdf.cell(90, 5, _printable(row), new_x="LEFT", new_y="NEXT")
     pdf.set_xy(10, top + 34)
     widths = (92, 18, 26, 18, 36)
-    pdf.set_font("Helvetica", "B", 10)
+    pdf.set_font(FONT, "B", 10)
     for w, head, align in zip(widths, ("Description", "Qty", "Unit price", "VAT", "Amount"),
                               ("L", "R", "R", "R", "R"), strict=True):
         pdf.cell(w, 7, head, border="B", align=align)
     pdf.ln()
-    pdf.set_font("Helvetica", "", 9)
+    pdf.set_font(FONT, "", 9)
     for line in doc["lines"]:
         description = line["description"]
         if _period(line):
@@ -132,27 +138,39 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
         cells = (description[:58], billed(line), line["unit_price"],
                  f"{line['tax_rate']} %", _money(line["amount"], cur))
         for w, text, align in zip(widths, cells, ("L", "R", "R", "R", "R"), strict=True):
-            pdf.cell(w, 6, _latin1(text), align=align)
+            pdf.cell(w, 6, _printable(text), align=align)
         pdf.ln()
     pdf.ln(3)
-    pdf.set_font("Helvetica", "", 10)
+    pdf.set_font(FONT, "", 10)
     summary = [("Subtotal", _money(doc["subtotal"], cur))]
     summary += [(f"VAT {b['rate']} % on {_money(b['base'], cur)}", _money(b["tax"], cur))
                 for b in doc["tax_breakdown"]]
     for label, value in summary:
-        pdf.cell(154, 6, _latin1(label), align="R")
+        pdf.cell(154, 6, _printable(label), align="R")
         pdf.cell(36, 6, value, align="R", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "B", 11)
+    pdf.set_font(FONT, "B", 11)
     pdf.cell(154, 8, "Total", align="R", border="T")
     pdf.cell(36, 8, _money(doc["total"], cur), align="R", border="T", new_x="LMARGIN",
              new_y="NEXT")
     pdf.ln(4)
-    pdf.set_font("Helvetica", "", 8)
-    pdf.multi_cell(0, 4, _latin1(f"{doc['tax_note']}. Amounts in {cur}; each line rounded half "
+    pdf.set_font(FONT, "", 8)
+    pdf.multi_cell(0, 4, _printable(f"{doc['tax_note']}. Amounts in {cur}; each line rounded half "
                                  f"up to the cent. Subscription {doc['subscription']}."))
     return bytes(pdf.output())
 
 
-def _latin1(text: str) -> str:
-    """The core PDF fonts cover Latin-1: keep what they can show."""
-    return text.encode("latin-1", "replace").decode("latin-1")
+FONTS = Path(__file__).resolve().parent / "fonts"
+FONT = "DejaVu"
+
+
+@functools.cache
+def _glyphs() -> frozenset[int]:
+    from fontTools.ttLib import TTFont
+
+    return frozenset(TTFont(str(FONTS / "DejaVuSans.ttf"))["cmap"].getBestCmap())
+
+
+def _printable(text: str) -> str:
+    """What the embedded font can show: a character it has no glyph for (CJK, emoji) is
+    printed as U+FFFD rather than dropped silently."""
+    return "".join(c if ord(c) in _glyphs() or c in "\n\t" else "\ufffd" for c in text)
