@@ -23,8 +23,7 @@ from common import peak_rss_mib, record
 from domain.application import BillingApplication
 from domain.invoice_series import series_id
 from infra.config import Settings
-from infra.engine import Engine, load_catalog
-from infra.eventstore import open_application
+from infra.engine import Engine, open_billing
 from infra.parallel import process_runner
 from infra.stack import start_stack
 
@@ -46,7 +45,7 @@ def invoice_slice(job: tuple[str, Settings, list[str], datetime],
     invoicer process does on its partitions (several take turns at the invoice series)."""
     url, settings, ids, closed_at = job
     own = app is None
-    app = app or open_application(url, load_catalog(settings))
+    app = app or open_billing(url, settings)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             return invoice_chunks(app, conn, ids, closed_at), peak_rss_mib()
@@ -85,7 +84,7 @@ def worker_ready(_: int) -> int:
 
 
 def series_last(url: str, settings: Settings, year: int) -> int:
-    app = open_application(url, load_catalog(settings))
+    app = open_billing(url, settings)
     try:
         last: int = app.repository.get(series_id("INV", year)).last
         return last
@@ -124,7 +123,7 @@ def main() -> int:
             app._cache.clear()  # the clock runs in its own process: nothing cached
             runner = (process_runner(stack.database_url, settings, args.processes)
                       if args.processes > 1 else None)
-            clock_app = open_application(stack.database_url, app.catalog)
+            clock_app = open_billing(stack.database_url, settings)
             closed_at = datetime(2026, 12, 1, 1, tzinfo=UTC)
             rolled: dict[str, Any] = {}
 

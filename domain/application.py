@@ -13,13 +13,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from domain.catalog import Catalog
-from domain.catalog_versions import CatalogVersions, catalog_stream_id
+from domain.catalog_versions import (
+    DEPLOYMENT_STREAM,
+    CatalogVersions,
+    DeploymentCatalog,
+    catalog_stream_id,
+)
 from domain.clock import CLOCK_ID, BillingClock
 from domain.commands import Command, Outcome, execute
 from domain.errors import SubscriptionExists, UnknownSubscription
@@ -54,6 +59,9 @@ class ExclusiveSections(Protocol):
     """A named section one process at a time runs (released if the process dies)."""
 
     def exclusive(self, name: str) -> AbstractContextManager[object]: ...
+
+
+T = TypeVar("T")
 
 
 class BillingApplication(Application[str]):
@@ -261,19 +269,48 @@ class BillingApplication(Application[str]):
                 conflict_backoff(attempt)
         raise AssertionError("unreachable")
 
-    def publish_catalog(self, at: datetime) -> bool:
-        """Record the catalog this application bills with as a version in the event store
-        (once per version; a changed text under a reused version label is refused)."""
-        stream = catalog_stream_id(self.catalog.id)
+    def publish_catalog(self, at: datetime, catalog: Catalog | None = None) -> bool:
+        """Record a catalog version in the event store and bill with it from now on (new
+        subscriptions at once, existing ones from their next cycle). The first one recorded
+        chooses the deployment's catalog; later ones must be versions of it. Once per
+        version; a changed text under a reused version label is refused."""
+        catalog = catalog or self.catalog
+        pointer = self._stored(DEPLOYMENT_STREAM, DeploymentCatalog)
+        chosen_now = pointer is None
+        if pointer is None:
+            pointer = DeploymentCatalog.choose(catalog, at)
+        pointer.check_same(catalog)
+        versions = self._stored(catalog_stream_id(catalog.id), CatalogVersions)
+        if versions is None:
+            versions = CatalogVersions.register(catalog, at)
+        changed = versions.publish(catalog, at)
+        if changed or chosen_now:
+            self.save(pointer, versions)
+        if changed:
+            self.catalog = catalog
+        return changed
+
+    def deployment_catalog(self, configured: Catalog) -> Catalog:
+        """The catalog this deployment bills with: its version in force as recorded in the
+        store, whatever the writer's environment configured. `configured` counts only on a
+        store with nothing recorded yet (the first start); it must name the deployment's
+        catalog, and may not reuse a recorded version label with other content."""
+        pointer = self._stored(DEPLOYMENT_STREAM, DeploymentCatalog)
+        if pointer is not None:
+            pointer.check_same(configured)
+        versions = self._stored(catalog_stream_id(configured.id), CatalogVersions)
+        if versions is None:
+            return configured
+        versions.check_version_label(configured)
+        return versions.in_force() or configured
+
+    def _stored(self, stream: str, kind: type[T]) -> T | None:
         try:
             found: object = self.repository.get(stream)
         except AggregateNotFoundError:
-            found = CatalogVersions.register(self.catalog, at)
-        assert isinstance(found, CatalogVersions)
-        changed = found.publish(self.catalog, at)
-        if changed:
-            self.save(found)
-        return changed
+            return None
+        assert isinstance(found, kind)
+        return found
 
     # --- invoices ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class CatalogVersions(BaseAggregate[str]):
         self.catalog_id = catalog_id
         self.versions: dict[str, str] = {}  # version -> sha256
         self.current: str | None = None
+        self.current_source: str | None = None  # the TOML text of the version in force
 
     @classmethod
     def register(cls, catalog: Catalog, at: datetime) -> CatalogVersions:
@@ -65,3 +66,38 @@ class CatalogVersions(BaseAggregate[str]):
                            timestamp: datetime) -> None:
         self.versions[version] = sha256
         self.current = version
+        self.current_source = source
+
+    def in_force(self) -> Catalog | None:
+        """The catalog of the version in force, as recorded."""
+        return None if self.current_source is None else Catalog.from_toml(self.current_source)
+
+
+DEPLOYMENT_STREAM = "catalog-deployment"
+
+
+class DeploymentCatalog(BaseAggregate[str]):
+    """Which catalog this deployment bills with, chosen once (at its first start): every
+    writer bills with that catalog's version in force, whatever its own environment says."""
+
+    Snapshot = SubscriptionSnapshot
+    Event = SubscriptionEvent
+
+    class Chosen(SubscriptionCreated):
+        class_version = 1
+        catalog_id: str
+
+    @event(Chosen)
+    def __init__(self, id: str, catalog_id: str, timestamp: datetime) -> None:
+        self.catalog_id = catalog_id
+
+    @classmethod
+    def choose(cls, catalog: Catalog, at: datetime) -> DeploymentCatalog:
+        require_aware(at)
+        return cls(id=DEPLOYMENT_STREAM, catalog_id=catalog.id, timestamp=at)
+
+    def check_same(self, catalog: Catalog) -> None:
+        if catalog.id != self.catalog_id:
+            raise CatalogError(
+                f"this deployment bills with catalog {self.catalog_id!r}, not {catalog.id!r} "
+                "(check BILLING_CATALOG)", "catalog_mismatch")

@@ -290,10 +290,9 @@ def _billing_now(stack: Stack, settings: Settings) -> datetime:
     from datetime import UTC
     from datetime import datetime as wall
 
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
-    app = open_application(stack.database_url, load_catalog(settings))
+    app = open_billing(stack.database_url, settings)
     try:
         clock = app.clock()
     finally:
@@ -338,9 +337,34 @@ def _monitor(rows: list[dict[str, Any]], days: list[tuple[Any, ...]],
             "metrics": metrics}
 
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.engine import load_catalog
+    """The deployment's catalog as recorded in the store (`publish FILE`: record a new
+    version of it, the one way to change prices)."""
+    from domain.catalog import Catalog
+    from domain.errors import BillingError
+    from infra.engine import load_catalog, open_billing, publish_catalog
 
-    catalog = load_catalog(settings)
+    if args.verb == "publish":
+        if not args.file:
+            raise SystemExit("billing catalog publish FILE")
+        new = Catalog.from_file(Path(args.file))
+        app = open_billing(connect(settings).database_url, settings)
+        try:
+            changed = publish_catalog(app, new)
+        except BillingError as e:
+            print(f"refused ({e.code}): {e}", file=sys.stderr)
+            return 2
+        finally:
+            app.close()
+        outcome = ("published: new subscriptions bill with it at once, existing ones from "
+                   "their next cycle" if changed else "is already the version in force")
+        print(f"catalog {new.id} version {new.version} {outcome}")
+        return 0
+    try:
+        app = open_billing(connect(settings).database_url, settings)
+        catalog, recorded = app.catalog, "as recorded in the store"
+        app.close()
+    except SystemExit:
+        catalog, recorded = load_catalog(settings), "from BILLING_CATALOG (no stack running)"
     plans: list[dict[str, Any]] = [
         {"id": p.id, "name": p.name, "rank": p.rank, "price": plain(p.price.amount),
          "currency": p.currency, "prices": {k: plain(v) for k, v in p.prices.items()},
@@ -350,8 +374,8 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json({"id": catalog.id, "version": catalog.version, "plans": plans})
         return 0
-    print(f"catalog {catalog.id} (version {catalog.version}), prices in {catalog.currency}, "
-          "excluding tax")
+    print(f"catalog {catalog.id} (version {catalog.version}, {recorded}), prices in "
+          f"{catalog.currency}, excluding tax")
     for plan in plans:
         allowances = ", ".join(f"{m} {a['included']} ({a['limit']})"
                                for m, a in plan["allowances"].items())
@@ -364,8 +388,7 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from domain.errors import BillingError
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
     at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
     customer = {name: getattr(args, name) for name in CUSTOMER_OPTIONS
@@ -373,7 +396,7 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     if args.business:
         customer["business"] = True
     stack = connect(settings)
-    app = open_application(stack.database_url, load_catalog(settings))
+    app = open_billing(stack.database_url, settings)
     try:
         app.subscribe(args.subscription, args.account or args.subscription, args.plan, at,
                       **({"customer": customer} if customer else {}))
@@ -430,8 +453,7 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
     from domain.commands import parse_command
     from domain.errors import BillingError
     from infra import kafka
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
     raw: dict[str, Any] = {
         "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
@@ -447,7 +469,7 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
         producer.close()
         print(json.dumps({"published": raw}) if args.json else f"published {raw['id']}")
         return 0
-    app = open_application(stack.database_url, load_catalog(settings))
+    app = open_billing(stack.database_url, settings)
     try:
         outcome = app.handle(parse_command(raw))
     except BillingError as e:
@@ -563,11 +585,10 @@ def _letter_from_line(line: str) -> dict[str, Any]:
 def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
 
     from domain.errors import BillingError
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
     stack = connect(settings)
-    app = open_application(stack.database_url, load_catalog(settings))
+    app = open_billing(stack.database_url, settings)
     try:
         if args.verb == "show":
             clock = app.clock()
@@ -637,10 +658,9 @@ def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -
     from datetime import UTC, datetime
 
     from domain.errors import BillingError
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
-    app = open_application(stack.database_url, load_catalog(settings))
+    app = open_billing(stack.database_url, settings)
     at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
     try:
         if args.verb == "preview":
@@ -664,8 +684,7 @@ def _invoice_explain(args: argparse.Namespace, settings: Settings, stack: Stack)
     import psycopg
 
     from infra.audit import explain_invoice
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
     from projections import invoices
 
     with psycopg.connect(stack.database_url) as conn:
@@ -673,7 +692,7 @@ def _invoice_explain(args: argparse.Namespace, settings: Settings, stack: Stack)
     if document is None:
         print(f"no invoice {args.target}", file=sys.stderr)
         return 1
-    app = open_application(stack.database_url, load_catalog(settings))
+    app = open_billing(stack.database_url, settings)
     try:
         explained = explain_invoice(app, document)
     finally:
@@ -799,11 +818,10 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
 def _audit_app(settings: Settings) -> tuple[Any, Any]:
     import psycopg
 
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
     stack = connect(settings)
-    return open_application(stack.database_url, load_catalog(settings)), \
+    return open_billing(stack.database_url, settings), \
         psycopg.connect(stack.database_url)
 
 
@@ -888,7 +906,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             records = anchors.read_topic(connect(settings).kafka_bootstrap, settings)
             source = settings.topics.audit
         elif args.anchors != "none":
-            path = Path(args.anchors) if args.anchors else settings.anchors_file
+            path = (Path(args.anchors) if args.anchors
+                    else settings.anchors_file(connect(settings).database_url))
             records, source = anchors.read_file(path), str(path)
         else:
             records, source = [], "none"
@@ -1018,7 +1037,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "clock's time, or now where no clock runs)")
     p.set_defaults(func=cmd_quota)
 
-    p = sub.add_parser("catalog", help="the plans of the loaded catalog")
+    p = sub.add_parser("catalog", help="the deployment's catalog; publish FILE records a new "
+                                       "version of it")
+    p.add_argument("verb", nargs="?", choices=["show", "publish"], default="show")
+    p.add_argument("file", nargs="?", help="publish: the catalog TOML file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_catalog)
 
@@ -1201,7 +1223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    json_lines=fmt == "json")
     if not args.verbose:
         logging.getLogger("kafka").setLevel(logging.ERROR)
-    return int(args.func(args, Settings.from_env()))
+    from domain.errors import BillingError
+
+    try:
+        return int(args.func(args, Settings.from_env()))
+    except BillingError as e:  # e.g. the catalog: BILLING_CATALOG names another one
+        print(f"refused ({e.code}): {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

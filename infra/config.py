@@ -97,9 +97,15 @@ class Settings:
     audit_file: Path | None = None
     audit_key: bytes | None = field(default=None, repr=False)
 
-    @property
-    def anchors_file(self) -> Path:
-        return self.audit_file or self.data_dir / "audit" / f"{self.topics.audit}.jsonl"
+    def anchors_file(self, database_url: str) -> Path:
+        """Where the anchors of this database are kept: BILLING_AUDIT_FILE, else a file per
+        database and audit topic under the data folder (several stores never share one)."""
+        if self.audit_file is not None:
+            return self.audit_file
+        from urllib.parse import urlparse
+
+        database = urlparse(database_url).path.strip("/") or "postgres"
+        return self.data_dir / "audit" / f"{database}.{self.topics.audit}.jsonl"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -39,17 +39,39 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog.from_toml(text)
 
 
-def publish_catalog(app: BillingApplication) -> None:
-    """Record the catalog version in the store (the wall clock is the composition root's to
+def publish_catalog(app: BillingApplication, catalog: Catalog | None = None) -> bool:
+    """Record a catalog version in the store (the wall clock is the composition root's to
     read); a concurrent first publication by another process is simply found next time."""
     from datetime import UTC, datetime
 
     from eventsourcing.persistence import IntegrityError
 
     try:
-        app.publish_catalog(datetime.now(UTC))
+        return app.publish_catalog(datetime.now(UTC), catalog)
     except IntegrityError:
-        app.publish_catalog(datetime.now(UTC))
+        return app.publish_catalog(datetime.now(UTC), catalog)
+
+
+def open_billing(database_url: str, settings: Settings,
+                 catalog: Catalog | None = None) -> BillingApplication:
+    """The application every writer and reader uses: billing with the deployment's catalog
+    as recorded in the store (its version in force), not with whatever this process's
+    BILLING_CATALOG says. On a store with nothing recorded, the configured catalog is
+    recorded and chosen (the first start)."""
+    configured = catalog or load_catalog(settings)
+    app = open_application(database_url, configured)
+    try:
+        recorded = app.deployment_catalog(configured)
+        if recorded.source_sha256 != configured.source_sha256:
+            log.warning("billing with catalog %s version %s as recorded in the store, not "
+                        "version %s from BILLING_CATALOG (publish it with `billing catalog "
+                        "publish FILE`)", recorded.id, recorded.version, configured.version)
+            app.catalog = recorded
+        publish_catalog(app)  # the first start only: otherwise the version in force already
+    except Exception:
+        app.close()
+        raise
+    return app
 
 
 @dataclass
@@ -65,8 +87,7 @@ class Engine:
     def open(cls, settings: Settings, database_url: str, kafka_bootstrap: str,
              catalog: Catalog | None = None) -> Engine:
         kafka.ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
-        app = open_application(database_url, catalog or load_catalog(settings))
-        publish_catalog(app)
+        app = open_billing(database_url, settings, catalog)
         db = Database(database_url)
         if settings.migrate:
             quota_store.create_schema(db.conn)
@@ -140,7 +161,8 @@ class Engine:
 
     def anchor_exporter(self) -> AnchorExporter:
         producer = self.producer()
-        exporter = AnchorExporter(self.database_url, self.settings.anchors_file, producer,
+        exporter = AnchorExporter(self.database_url,
+                                  self.settings.anchors_file(self.database_url), producer,
                                   self.settings.topics.audit, self.settings.audit_key)
         self._closers.append(exporter.close)
         return exporter

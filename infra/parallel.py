@@ -32,11 +32,10 @@ def map_in_processes(func: Callable[[Any], R], jobs: Sequence[Any]
 
 
 def _advance_slice(args: tuple[str, Settings, datetime, list[str], int]) -> tuple[int, int]:
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
     url, settings, to, ids, batch = args
-    app = open_application(url, load_catalog(settings))
+    app = open_billing(url, settings)
     try:
         return app.advance_subscriptions(to, ids, batch)
     finally:

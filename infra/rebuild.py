@@ -123,11 +123,10 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
 
 
 def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> int:
-    from infra.engine import load_catalog
-    from infra.eventstore import open_application
+    from infra.engine import open_billing
 
     url, settings, projections, k, n = job
-    app = open_application(url, load_catalog(settings))
+    app = open_billing(url, settings)
     shadow = Database(url, schema=SHADOW)
     try:
         return replay_store(app, shadow, projections, lambda done, total: None, part=(k, n))

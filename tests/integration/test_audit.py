@@ -39,7 +39,7 @@ def test_a_clean_store_verifies_with_a_count_and_the_final_anchor(engine: Engine
     with psycopg.connect(engine.database_url) as conn:
         report = verify(conn)
     assert report.clean, report.findings
-    assert report.events == 2 * 7 + 2  # two subscriptions x 7 events, the catalog stream 2
+    assert report.events == 2 * 7 + 3  # two subscriptions x 7 events, the catalog streams 3
     assert report.anchors >= 13 and len(report.final_anchor) == 64
 
 
@@ -101,7 +101,7 @@ def test_writers_taking_turns_on_a_stream_chain_on_each_others_events(engine: En
     with psycopg.connect(engine.database_url) as conn:
         report = verify(conn)
     assert report.clean, report.findings
-    assert report.events == 7 + 2
+    assert report.events == 7 + 3
 
 
 def _superuser_rewrite(conn: psycopg.Connection, sid: str, version: int,
@@ -139,7 +139,8 @@ def _superuser_rewrite(conn: psycopg.Connection, sid: str, version: int,
 def _exported(engine: Engine, key: bytes | None = b"kept-elsewhere") -> Any:
     from infra.anchors import AnchorExporter
 
-    exporter = AnchorExporter(engine.database_url, engine.settings.anchors_file,
+    exporter = AnchorExporter(engine.database_url,
+                              engine.settings.anchors_file(engine.database_url),
                               engine.producer(), engine.settings.topics.audit, key)
     while exporter.run_once():
         pass
@@ -152,7 +153,8 @@ def _verify_with_kept(engine: Engine, key: bytes | None = b"kept-elsewhere",
     from infra import anchors
     from infra.audit import verify_external
 
-    records = (anchors.read_file(engine.settings.anchors_file) if source == "file" else
+    records = (anchors.read_file(engine.settings.anchors_file(engine.database_url))
+               if source == "file" else
                anchors.read_topic(engine.kafka_bootstrap, engine.settings))
     with psycopg.connect(engine.database_url) as conn:
         report = verify(conn)
@@ -184,7 +186,7 @@ def test_an_edited_kept_record_fails_its_hmac(engine: Engine) -> None:
 
     history(engine)
     _exported(engine)
-    path = engine.settings.anchors_file
+    path = engine.settings.anchors_file(engine.database_url)
     lines = path.read_bytes().splitlines()
     record = orjson.loads(lines[2])
     record["hash"] = "00" * 32

@@ -140,3 +140,40 @@ def test_the_credit_monitor_counts_today_by_the_billing_clock(
         assert next_day["exhausted"] is False
     finally:
         engine.close()
+
+
+def test_every_writer_bills_with_the_catalog_recorded_in_the_store(
+        engine: Engine, tmp_path: Path) -> None:
+    """Issue 17.2: writers loaded BILLING_CATALOG themselves. A changed price under a
+    recorded version label was invoiced, an unpublished version went into terms, and a
+    terminal without BILLING_CATALOG subscribed a EUR plan on a USD deployment."""
+    root = Path(__file__).resolve().parents[2]
+    starter = (root / "infra" / "catalogs" / "starter.toml").read_text("utf-8")
+    reused = tmp_path / "reused.toml"
+    reused.write_text(starter.replace('price = "190.00"', 'price = "1.00"', 1), "utf-8")
+    unpublished = tmp_path / "next.toml"
+    unpublished.write_text(starter.replace('version = "2026-11-1"', 'version = "2026-12-1"')
+                           .replace('price = "190.00"', 'price = "200.00"', 1), "utf-8")
+    env = engine.subprocess_env()
+
+    def subscribe(sub: str, catalog: Path | None) -> subprocess.CompletedProcess[str]:
+        extra = {"BILLING_CATALOG": str(catalog)} if catalog else {}
+        return _cli("subscribe", sub, "--plan", "basic", "--at", "2026-11-01T00:00:00Z",
+                    env={**env, **extra})
+
+    refused = subscribe("sub-reused", reused)
+    assert refused.returncode == 2 and "version_reused" in refused.stderr
+    assert engine.app.find("sub-reused") is None
+    warned = subscribe("sub-next", unpublished)
+    assert warned.returncode == 0, warned.stderr
+    terms = engine.app.load_as_stored("sub-next").terms
+    assert (terms["catalog_version"], terms["price"]) == ("2026-11-1", "190.00")
+    published = _cli("catalog", "publish", str(unpublished), env=env)
+    assert published.returncode == 0 and "published" in published.stdout, published.stderr
+    assert subscribe("sub-after", None).returncode == 0  # no BILLING_CATALOG: the store's
+    terms = engine.app.load_as_stored("sub-after").terms
+    assert (terms["catalog_version"], terms["price"]) == ("2026-12-1", "200.00")
+    again = _cli("catalog", "publish", str(reused), env=env)
+    assert again.returncode == 2 and "version_reused" in again.stderr
+    other = subscribe("sub-usd", root / "examples" / "credit_plans.toml")
+    assert other.returncode == 2 and "catalog_mismatch" in other.stderr
