@@ -154,18 +154,24 @@ def test_an_event_a_projection_cannot_write_parks_its_subscription_only(
     assert [x["code"] for x in letters] == ["unprocessable"]
 
 
+def _an_event_no_one_can_decode(engine: Engine, broken: str, fine: str) -> None:
+    """Usage of 1 on `broken` and 2 on `fine`, then `broken`'s usage event edited in the
+    store (by its owner) into bytes no version of its type can decode."""
+    subscribe(engine, broken, fine)
+    ingest_all(engine, publish(engine, [usage(f"{broken}-1", broken, quantity=1),
+                                        usage(f"{fine}-1", fine, quantity=2)]))
+    with psycopg.connect(engine.database_url) as conn:
+        conn.execute("ALTER TABLE billing_events DISABLE TRIGGER USER")
+        conn.execute("UPDATE billing_events SET state = %s WHERE originator_id = %s "
+                     "AND originator_version = 2", (b"\x00not json", broken))
+        conn.execute("ALTER TABLE billing_events ENABLE TRIGGER USER")
+
+
 def test_an_undecodable_stored_event_does_not_stop_the_relay(engine: Engine) -> None:
     """A row of the event store edited into something no version of its type can decode: the
     relay publishes a placeholder in its place and goes on; the projection parks that
     subscription and applies the others."""
-    subscribe(engine, "sub-x", "sub-y")
-    ingest_all(engine, publish(engine, [usage("x1", "sub-x", quantity=1),
-                                        usage("y1", "sub-y", quantity=2)]))
-    with psycopg.connect(engine.database_url) as conn:
-        conn.execute("ALTER TABLE billing_events DISABLE TRIGGER USER")
-        conn.execute("UPDATE billing_events SET state = %s WHERE originator_id = 'sub-x' "
-                     "AND originator_version = 2", (b"\x00not json",))
-        conn.execute("ALTER TABLE billing_events ENABLE TRIGGER USER")
+    _an_event_no_one_can_decode(engine, "sub-x", "sub-y")
     ingest_all(engine, publish(engine, [usage("y2", "sub-y", quantity=5)]))
     relay = relay_all(engine)
     assert relay.undecodable == 1
@@ -279,14 +285,7 @@ def test_a_rebuild_from_billing_events_does_not_wait_for_a_parked_subscription(
         engine: Engine) -> None:
     from infra import rebuild
 
-    subscribe(engine, "sub-p", "sub-o")
-    ingest_all(engine, publish(engine, [usage("p1", "sub-p", quantity=1),
-                                        usage("o1", "sub-o", quantity=2)]))
-    with psycopg.connect(engine.database_url) as conn:
-        conn.execute("ALTER TABLE billing_events DISABLE TRIGGER USER")
-        conn.execute("UPDATE billing_events SET state = %s WHERE originator_id = 'sub-p' "
-                     "AND originator_version = 2", (b"\x00not json",))
-        conn.execute("ALTER TABLE billing_events ENABLE TRIGGER USER")
+    _an_event_no_one_can_decode(engine, "sub-p", "sub-o")
     relay_all(engine)
     project_all_but_parked = engine.projector()[0]
     until(lambda: quota_used(engine.database_url).get(("sub-o", "tokens")) == Decimal(2),
