@@ -176,7 +176,7 @@ class TrackedConsumer:
             if tp is not None:
                 self._bad_batches[(tp, first)] = seen
             log.warning("%s: %s; fetching again", self.name, bad, extra={"worker": self.name})
-            time.sleep(min(0.1 * self.failures, 2.0))
+            self._back_off()
             self.seek_to_stored(self._all_parts())
             return 0
         stored = self.positions.position(tp.topic, tp.partition) if self.settle() else last
@@ -188,19 +188,8 @@ class TrackedConsumer:
         raw: bytes = getattr(bad, "raw", b"")
         record = ConsumerRecord(tp.topic, tp.partition, None, last, -1, 0, None, raw, [], None,
                                 -1, len(raw), -1)
-        try:
-            self.quarantine(tp, record, UNDECODABLE_BATCH,
-                            f"offsets {first}..{last}: {bad}")
-        except Exception:
-            log.exception("%s: could not dead-letter %s", self.name, bad,
-                          extra={"worker": self.name})
-            time.sleep(min(0.1 * self.failures, 2.0))
-        else:
-            self.quarantined += 1
+        if self._dead_letter(tp, record, UNDECODABLE_BATCH, f"offsets {first}..{last}: {bad}"):
             self._bad_batches.pop((tp, first), None)
-            log.error("%s: %s; dead-lettered as %s", self.name, bad, UNDECODABLE_BATCH,
-                      extra={"worker": self.name, "topic": tp.topic, "partition": tp.partition,
-                             "position": first, "code": UNDECODABLE_BATCH})
         self.seek_to_stored(self._all_parts())
         return 0
 
@@ -318,7 +307,7 @@ class TrackedConsumer:
             self._chunk = max(1, (size or 4096) // 2)
             self._conflicts = 0
         else:
-            time.sleep(min(0.1 * self.failures, 2.0))
+            self._back_off()
 
     def _count_failure(self, failure: Exception) -> Failure:
         kind = classify(failure)
@@ -379,7 +368,7 @@ class TrackedConsumer:
                                          and self._conflicts < self.max_conflicts):
             log.warning("%s: %s; retrying", self.name, self.last_error,
                         extra={"worker": self.name})
-            time.sleep(min(0.1 * self.failures, 2.0))
+            self._back_off()
             return
         self._conflicts = 0
         if len(records) > 1:
@@ -393,25 +382,35 @@ class TrackedConsumer:
                       "the worker or its database, not the input: retrying, not dead-lettering",
                       self.name, self._quarantined_in_a_row, self.last_error,
                       extra={"worker": self.name})
-            time.sleep(min(0.1 * self.failures, 2.0))
+            self._back_off()
             return
-        record = records[0]
-        error = f"{type(failure).__name__}: {failure}"
+        if self._dead_letter(tp, records[0], UNPROCESSABLE,
+                             f"{type(failure).__name__}: {failure}"):
+            self._quarantined_in_a_row += 1
+            self._chunk = 1
+
+    def _dead_letter(self, tp: TopicPartition, record: ConsumerRecord, code: str,
+                     error: str) -> bool:
+        """Hand a record no batch can apply to the handler's quarantine (dead-lettered, its
+        position committed); False, after a back-off, if that failed too (tried again)."""
         assert self.quarantine is not None
         try:
-            self.quarantine(tp, record, UNPROCESSABLE, error)
+            self.quarantine(tp, record, code, error)
         except Exception:
-            log.exception("%s: could not quarantine %s:%s@%s; retrying", self.name, tp.topic,
+            log.exception("%s: could not dead-letter %s:%s@%s; retrying", self.name, tp.topic,
                           tp.partition, record.offset, extra={"worker": self.name})
-            time.sleep(min(0.1 * self.failures, 2.0))
-            return
+            self._back_off()
+            return False
         self.quarantined += 1
-        self._quarantined_in_a_row += 1
-        self._chunk = 1
         log.error("%s: %s:%s@%s cannot be applied; dead-lettered as %s: %s", self.name,
-                  tp.topic, tp.partition, record.offset, UNPROCESSABLE, error,
+                  tp.topic, tp.partition, record.offset, code, error,
                   extra={"worker": self.name, "topic": tp.topic, "partition": tp.partition,
-                         "position": record.offset, "code": UNPROCESSABLE})
+                         "position": record.offset, "code": code})
+        return True
+
+    def _back_off(self) -> None:
+        """Wait longer the more batches have failed (at most 2 s)."""
+        time.sleep(min(0.1 * self.failures, 2.0))
 
     def _handle_whole_poll(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
                            ) -> int:

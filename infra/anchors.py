@@ -14,7 +14,6 @@ import hmac
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -54,25 +53,15 @@ def read_file(path: Path) -> list[dict[str, Any]]:
 
 def read_topic(bootstrap: str, settings: Any, quiet_seconds: float = 1.5
                ) -> list[dict[str, Any]]:
-    """Every record of the audit topic, from offset 0."""
+    """Every record of the audit topic, from offset 0, once per anchor, in anchor order."""
     from infra import kafka
 
-    client = kafka.consumer(bootstrap, settings, client_id="billing-anchor-reader")
-    try:
-        parts = kafka.partitions_of(client, settings.topics.audit)
-        client.assign(parts)
-        client.seek_to_beginning(*parts)
-        records: dict[int, dict[str, Any]] = {}
-        deadline = time.monotonic() + quiet_seconds
-        while time.monotonic() < deadline:
-            for batch in client.poll(timeout_ms=200).values():
-                for r in batch:
-                    record = orjson.loads(r.value)
-                    records[int(record["anchor"])] = record
-                deadline = time.monotonic() + quiet_seconds
-        return [records[k] for k in sorted(records)]
-    finally:
-        client.close()
+    records = {}
+    for r in kafka.read_from_start(bootstrap, settings, settings.topics.audit,
+                                   "billing-anchor-reader", quiet_seconds):
+        record = orjson.loads(r.value)
+        records[int(record["anchor"])] = record
+    return [records[k] for k in sorted(records)]
 
 
 class AnchorExporter:

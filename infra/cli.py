@@ -596,8 +596,8 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"now": now}) if args.json else f"billing clock: {now or 'not set'}")
             return 0
         to = time_arg(args.to, "--to") if args.to else None
-        if to is None or to.tzinfo is None:
-            raise SystemExit("--to needs an offset, e.g. 2026-12-01T00:00:00+00:00")
+        if to is None:
+            raise SystemExit("--to is required, e.g. 2026-12-01T00:00:00+00:00")
         recorder: Any = app.recorder
         runner = None
         if args.processes > 1:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -125,27 +124,16 @@ CREATE TABLE IF NOT EXISTS dlq_replays (
 
 def read_letters(bootstrap: str, settings: Any, quiet_seconds: float = 1.5
                  ) -> list[dict[str, Any]]:
-    """Every dead letter from offset 0, each with its own DLQ partition and offset. The broker's
-    end offsets are not trusted (see infra.kafka.publish): read until nothing came for a while."""
+    """Every dead letter from offset 0, each with its own DLQ partition and offset."""
     from infra import kafka
 
-    client = kafka.consumer(bootstrap, settings, client_id="billing-dlq-reader")
-    try:
-        parts = kafka.partitions_of(client, settings.topics.dlq)
-        client.assign(parts)
-        client.seek_to_beginning(*parts)
-        letters: list[dict[str, Any]] = []
-        deadline = time.monotonic() + quiet_seconds
-        while time.monotonic() < deadline:
-            for records in client.poll(timeout_ms=200).values():
-                for r in records:
-                    letter = orjson.loads(r.value)
-                    letter["dlq_partition"], letter["dlq_offset"] = r.partition, r.offset
-                    letters.append(letter)
-                deadline = time.monotonic() + quiet_seconds
-        return sorted(letters, key=lambda x: (x["dlq_partition"], x["dlq_offset"]))
-    finally:
-        client.close()
+    letters = []
+    for r in kafka.read_from_start(bootstrap, settings, settings.topics.dlq,
+                                   "billing-dlq-reader", quiet_seconds):
+        letter = orjson.loads(r.value)
+        letter["dlq_partition"], letter["dlq_offset"] = r.partition, r.offset
+        letters.append(letter)
+    return sorted(letters, key=lambda x: (x["dlq_partition"], x["dlq_offset"]))
 
 
 def replayed(conn: Any) -> set[tuple[int, int]]:

@@ -67,7 +67,8 @@ def open_billing(database_url: str, settings: Settings,
                         "version %s from BILLING_CATALOG (publish it with `billing catalog "
                         "publish FILE`)", recorded.id, recorded.version, configured.version)
             app.catalog = recorded
-        publish_catalog(app)  # the first start only: otherwise the version in force already
+        else:  # records it on the first start (and a store's missing deployment pointer)
+            publish_catalog(app)
     except Exception:
         app.close()
         raise

@@ -303,3 +303,23 @@ def _within(call: Callable[[], Any], seconds: float) -> Any:
     if not result:
         raise TimeoutError(f"the broker did not answer within {seconds + 1:.0f}s")
     return result[0]
+
+
+def read_from_start(bootstrap: str, settings: Settings, topic: str, client_id: str,
+                    quiet_seconds: float = 1.5) -> list[Any]:
+    """Every record of `topic` from offset 0. The broker's end offsets are not trusted (see
+    `publish`): read until nothing came for `quiet_seconds`."""
+    client = consumer(bootstrap, settings, client_id=client_id)
+    try:
+        parts = partitions_of(client, topic)
+        client.assign(parts)
+        client.seek_to_beginning(*parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + quiet_seconds
+        while time.monotonic() < deadline:
+            for batch in client.poll(timeout_ms=200).values():
+                records.extend(batch)
+                deadline = time.monotonic() + quiet_seconds
+        return records
+    finally:
+        client.close()
