@@ -69,7 +69,7 @@ def invoice_chunks(app: BillingApplication, conn: psycopg.Connection[Any], ids: 
         for sid in chunk:
             sub = app.find(sid)
             assert sub is not None
-            triggers.append((sid, sub.version, closed_at))
+            triggers.append((sid, sub.version, closed_at, "UsagePeriodClosed"))
         issued += len(app.invoice_batch(triggers, None))
     return issued
 

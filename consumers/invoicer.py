@@ -1,11 +1,13 @@
-"""The invoicer: finalizes drafts into numbered invoices when a period's usage closes.
+"""The invoicer: finalizes drafts into numbered invoices when their charges are due.
 
-Reads `billing.events`; a `UsagePeriodClosed` (or a `Subscribed` that charged the first period)
-is the trigger. The invoice, the numbers drawn from the gapless series and the input position
-commit in one transaction (`BillingApplication.invoice_batch`). Several invoicer processes can
-run on the partitions of `billing.events`: each loads and drafts its batch in parallel, and they
-take turns (an advisory lock) to draw numbers and commit. A writer outside that turn meets the
-series' version check and redoes its batch, so the numbers stay gapless and unique.
+Reads `billing.events`; which events issue an invoice is the domain's rule
+(`Subscription.invoices_on`: a period's usage closing, the first period, a one-off purchase, a
+change within a period as the plan says). The invoice, the numbers drawn from the gapless
+series and the input position commit in one transaction (`BillingApplication.invoice_batch`).
+Several invoicer processes can run on the partitions of `billing.events`: each loads and
+drafts its batch in parallel, and they take turns (an advisory lock) to draw numbers and
+commit. A writer outside that turn meets the series' version check and redoes its batch, so
+the numbers stay gapless and unique.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.usage import skip_record
 from domain.application import BillingApplication
+from domain.subscription import Subscription
 from infra.codec import decode
 from infra.dlq import DeadLetters
 
 log = logging.getLogger(__name__)
-
-TRIGGERS = ("UsagePeriodClosed", "Subscribed")
-
 
 def invoicer_tracking(topic: str, partition: int) -> str:
     return f"invoicer:{topic}:{partition}"
@@ -62,19 +62,17 @@ class Invoicer:
             records = [r for r in records if r.offset > stored]
         if not records:
             return
-        triggers: list[tuple[str, int, datetime]] = []
+        triggers: list[tuple[str, int, datetime, str]] = []
         for record in records:
             try:
                 message = decode(record.value)
             except Exception:  # the quota projector dead-letters undecodable events
                 continue
             kind = message.get("type")
-            if kind not in TRIGGERS:
+            if kind not in Subscription.INVOICE_TRIGGERS:
                 continue
-            if kind == "Subscribed" and not message.get("data", {}).get("charges"):
-                continue  # a trial: the first invoice comes when its period closes
             triggers.append((message["subscription"], int(message["version"]),
-                             datetime.fromisoformat(message["time"])))
+                             datetime.fromisoformat(message["time"]), kind))
         tracking = Tracking(invoicer_tracking(tp.topic, tp.partition), records[-1].offset)
         issued = self.app.invoice_batch(triggers, tracking)
         self.issued += len(issued)

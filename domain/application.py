@@ -348,10 +348,11 @@ class BillingApplication(Application[str]):
             return nullcontext()
         return recorder.exclusive(f"invoice-series:{prefix}")
 
-    def invoice_batch(self, triggers: Sequence[tuple[str, int, datetime]],
+    def invoice_batch(self, triggers: Sequence[tuple[str, int, datetime, str]],
                       tracking: Tracking | None) -> list[dict[str, Any]]:
-        """Issue the invoices due: for each (subscription, triggering version, time), every
-        uninvoiced line under the next number of the issuer's series. All in one transaction
+        """Issue the invoices due: for each (subscription, triggering version, time, event
+        kind) that invoices (`Subscription.invoices_on`), every uninvoiced line under the next
+        number of the issuer's series. All in one transaction
         with the input position. The loading and the drafts are done first; only numbering and
         saving are done in the series' exclusive section, so several invoicer processes work
         in parallel. A writer outside it makes the save fail on the series version, and the
@@ -362,9 +363,9 @@ class BillingApplication(Application[str]):
         subscriptions: dict[str, Subscription] = {}
         due: list[tuple[Subscription, int, datetime, dict[str, Any] | None]] = []
         through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
-        for subscription_id, version, at in triggers:
+        for subscription_id, version, at, kind in triggers:
             subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
-            if subscription is None:
+            if subscription is None or not subscription.invoices_on(kind):
                 continue
             done = through.get(subscription_id, subscription.invoiced_through)
             if version <= done or not any(line["event_version"] > done

@@ -19,6 +19,7 @@ from domain.money import Money
 from domain.text import InvalidText, check_all_text
 
 LIMIT_KINDS = ("hard", "overage")
+CHANGE_INVOICING = ("now", "next_invoice")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
 
@@ -94,6 +95,7 @@ class Plan:
     auto_renew: bool = True
     available: bool = True
     upgrade_proration: str = "prorate"  # or "full": full price, new cycle from the upgrade
+    change_invoicing: str = "now"  # or "next_invoice": mid-period charges wait for the cycle
     user_plans: bool = False  # members hold user plans (solution x level), billed per user
     downgrade_usage_check: bool = True  # refuse a downgrade while this cycle's usage is above
     recommended_for: tuple[str, ...] = ()  # agent templates / integrations this plan suits
@@ -128,6 +130,7 @@ class Plan:
             "limits": dict(self.limits),
             "features": list(self.features),
             "upgrade_proration": self.upgrade_proration,
+            "change_invoicing": self.change_invoicing,
             "user_plans": self.user_plans,
             "allowances": {m: a.for_months(months).as_dict()
                            for m, a in sorted(self.allowances.items())},
@@ -371,7 +374,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
 PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_percent",
              "allowances", "included_seats", "extra_seat_price", "limits", "features",
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
-             "user_plans", "downgrade_usage_check", "recommended_for"}
+             "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
@@ -398,6 +401,9 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     proration = body.get("upgrade_proration", "prorate")
     if proration not in ("prorate", "full"):
         raise CatalogError(f"{where}: upgrade_proration is 'prorate' or 'full'")
+    invoicing = body.get("change_invoicing", "now")
+    if invoicing not in CHANGE_INVOICING:
+        raise CatalogError(f"{where}: change_invoicing is 'now' or 'next_invoice'")
     return Plan(
         id=pid,
         name=_text(body, "name", where),
@@ -415,6 +421,7 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         auto_renew=bool(body.get("auto_renew", True)),
         available=bool(body.get("available", True)),
         upgrade_proration=proration,
+        change_invoicing=invoicing,
         user_plans=bool(body.get("user_plans", False)),
         downgrade_usage_check=bool(body.get("downgrade_usage_check", True)),
         recommended_for=_names(body, "recommended_for", where),

@@ -1296,6 +1296,23 @@ class Subscription(BaseAggregate[str]):
             self.uninvoiced = [*getattr(self, "uninvoiced", []),
                                *({**c, "event_version": version} for c in charges)]
 
+    # When a charge is invoiced, by the kind of event that made it. The cycle's invoice comes
+    # when its usage closes (in-advance charges of the new period and the closed period's
+    # overage together); a subscription's first period and one-off purchases are invoiced when
+    # made; a change within a period (upgrade, seats, user plans, add-ons) per the plan's
+    # `change_invoicing`. Lines not invoiced by their own event go on the next invoice.
+    INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased"})
+    INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
+                                   "AddOnAdded"})
+    INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
+
+    def invoices_on(self, kind: str) -> bool:
+        """Whether an event of this kind issues an invoice of the lines due (if any)."""
+        if kind in self.INVOICED_WHEN_MADE:
+            return True
+        return kind in self.INVOICED_PER_PLAN \
+            and self.terms.get("change_invoicing", "now") == "now"
+
     def lines_due(self, trigger_version: int) -> list[Charge]:
         return [c for c in self.uninvoiced if c["event_version"] <= trigger_version]
 

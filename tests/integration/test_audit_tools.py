@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -66,19 +67,22 @@ def test_history_state_as_of_and_invoice_explanation(engine: Engine) -> None:
     assert upgraded["plan"] == "scale"
     assert upgraded["allowances"]["conversations"]["used"] == "30000"  # before the 17th
 
-    # The December invoice: November's overage, the upgrade's proration, December's fee.
+    # The upgrade's invoice (its proration, issued at once), then December's (November's
+    # overage and December's fee): each line explained by the event that charged it.
     with psycopg.connect(engine.database_url) as conn:
         numbers = [r["number"] for r in invoices.list_invoices(conn, "sub-x")]
-        document = invoices.read_invoice(conn, numbers[-1])
-    assert document is not None
-    explained = explain_invoice(engine.app, document)
-    assert explained["reproduced"] is True
-    kinds = {line["kind"]: line for line in explained["lines"]}
+        documents = [invoices.read_invoice(conn, number) for number in numbers[-2:]]
+    kinds: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        assert document is not None
+        explained = explain_invoice(engine.app, document)
+        assert explained["reproduced"] is True
+        assert explained["recomputed"]["total"] == document["total"]
+        assert all(line["catalog_version"] == "2026-11-1" for line in explained["lines"])
+        kinds.update({line["kind"]: line for line in explained["lines"]})
     assert {"proration_credit", "proration_charge", "plan"} <= set(kinds)
     assert kinds["proration_charge"]["event"]["type"] == "PlanUpgraded"
     assert kinds["plan"]["event"]["type"] == "CycleRolled"
-    assert all(line["catalog_version"] == "2026-11-1" for line in explained["lines"])
-    assert explained["recomputed"]["total"] == document["total"]
 
     env = {**os.environ, "BILLING_STACK": "external",
            "BILLING_DATABASE_URL": engine.database_url,

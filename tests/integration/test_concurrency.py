@@ -94,7 +94,7 @@ def test_invoicers_in_parallel_take_turns_at_the_series(engine: Engine) -> None:
             for first in range(0, len(mine), 20):
                 chunk = mine[first:first + 20]
                 app.preload(chunk)
-                triggers = [(s, app.get(s).version, closed) for s in chunk]
+                triggers = [(s, app.get(s).version, closed, "UsagePeriodClosed") for s in chunk]
                 issued[k] += [d["number"] for d in app.invoice_batch(triggers, None)]
         except BaseException as error:  # an IntegrityError here: a batch had to be redone
             errors.append(error)

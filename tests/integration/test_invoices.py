@@ -3,17 +3,22 @@ model; tax by country and status; gapless numbers with two invoicers at once; PD
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from domain.commands import parse_command
+from infra.config import Settings
 from infra.engine import Engine
-from projections import invoices
+from projections import analytics, invoices
+from tests.conftest import TestStack
 from tests.integration.helpers import relay_all, until
 
 pytestmark = pytest.mark.integration
@@ -202,10 +207,49 @@ def test_a_backdated_invoice_is_dated_no_earlier_than_the_one_numbered_before_it
     app = engine.app
     dec, nov = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
     app.subscribe("sub-dec", "acct-dec", "basic", dec)
-    (first,) = app.invoice_batch([("sub-dec", 1, dec)], None)
+    (first,) = app.invoice_batch([("sub-dec", 1, dec, "Subscribed")], None)
     app.subscribe("sub-nov", "acct-nov", "basic", nov)
-    (second,) = app.invoice_batch([("sub-nov", 1, nov)], None)
+    (second,) = app.invoice_batch([("sub-nov", 1, nov, "Subscribed")], None)
     assert second["number"] > first["number"]
     assert datetime.fromisoformat(second["issued_at"]) == dec
     assert [(line["period_start"], line["period_end"]) for line in second["lines"]] == [
         ("2026-11-01T00:00:00+00:00", "2026-12-01T00:00:00+00:00")]
+
+
+@pytest.fixture
+def workspace_engine(settings: Settings, database_url: str,
+                     stack: TestStack) -> Iterator[Engine]:
+    catalog = Path(__file__).resolve().parents[2] / "examples" / "workspace_tokens.toml"
+    opened = Engine.open(dataclasses.replace(settings, catalog_path=catalog), database_url,
+                         stack.kafka_bootstrap)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_a_pack_is_invoiced_when_bought_and_counts_in_that_months_revenue(
+        workspace_engine: Engine) -> None:
+    """Issue 17.11: a pack bought on Jan 10 came on the Feb 1 invoice and in February's pack
+    revenue. Through the real invoicer: an invoice of its own, dated Jan 10."""
+    engine = workspace_engine
+    for cid, kind, at, fields in (
+            ("c1", "subscribe", "2026-01-01T09:00:00+00:00",
+             {"plan": "single", "customer": CUSTOMERS["sub-no"]}),
+            ("c2", "buy_pack", "2026-01-10T09:00:00+00:00", {"pack": "tokens_500k"})):
+        engine.app.handle(parse_command({"id": cid, "type": kind, "subscription": "sub-ws",
+                                         "at": at, **fields}))
+    engine.app.advance_clock(datetime(2026, 2, 1, 11, tzinfo=UTC), ["sub-ws"])
+    invoice_everything(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        issued = [(r["number"], invoices.read_invoice(conn, r["number"]))
+                  for r in invoices.list_invoices(conn, "sub-ws")]
+        _, pack_revenue = analytics.report(conn, "credit_pack_revenue")
+    assert [(number, doc["issued_at"][:10], [x["description"] for x in doc["lines"]])
+            for number, doc in issued if doc is not None] == [
+        ("INV-2026-000001", "2026-01-01", ["Single project (month)"]),
+        ("INV-2026-000002", "2026-01-10", ["Token pack 500,000"]),
+        ("INV-2026-000003", "2026-02-01", ["Single project (month)"])]
+    assert [(str(month), currency, packs, str(revenue))
+            for month, currency, packs, revenue in pack_revenue] == \
+        [("2026-01-01", "NOK", 1, "199.00")]

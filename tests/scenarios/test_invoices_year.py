@@ -3,9 +3,10 @@ Kafka, no wall clock).
 
 `Invoicer` below mimics the real invoicer (consumers/invoicer.py and
 `BillingApplication.invoice_batch`): after every step it walks the newly collected events in
-order and, for each trigger (`UsagePeriodClosed`, or `Subscribed` with charges), issues an
-invoice holding every uninvoiced line of the events up to that trigger's version, numbered from
-the issuer's gapless series of the trigger's year, issued at the trigger's timestamp.
+order and, for each event that invoices (`Subscription.invoices_on`: a period's usage closing,
+the first period, a pack, a change within a period as the plan's `change_invoicing` says),
+issues an invoice holding every uninvoiced line of the events up to that event's version,
+numbered from the issuer's gapless series of its year, issued at its timestamp.
 
 Expected amounts are written out by hand. A prorated line is `price x (end - t) / (end - start)`
 rounded HALF_UP to the cent; every time below is on a whole hour, so the fraction is a ratio of
@@ -14,7 +15,7 @@ hours and is given in a comment next to the line. Each line's tax is rounded HAL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,15 @@ WORKSPACE_TOKENS = Catalog.from_file(EXAMPLES / "workspace_tokens.toml")
 ASSISTANT_PLANS = Catalog.from_file(EXAMPLES / "assistant_plans.toml")
 CRM_USER_PLANS = Catalog.from_file(EXAMPLES / "crm_user_plans.toml")
 CREDIT_PLANS = Catalog.from_file(EXAMPLES / "credit_plans.toml")
+
+
+def with_change_invoicing(catalog: Catalog, invoicing: str) -> Catalog:
+    return replace(catalog, plans={pid: replace(plan, change_invoicing=invoicing)
+                                   for pid, plan in catalog.plans.items()})
+
+
+# Changes within a period left for the cycle's invoice (Stripe's default proration behaviour).
+WORKSPACE_TOKENS_NEXT_INVOICE = with_change_invoicing(WORKSPACE_TOKENS, "next_invoice")
 GRACE = timedelta(hours=1)  # late_usage_grace_minutes = 60 in every example catalog
 PAYMENT_TERMS = timedelta(days=14)  # the default issuer's payment_terms_days
 
@@ -54,12 +64,6 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
 
 
 # ----------------------------------------------------------------------------- invoicer --
-
-def is_invoice_trigger(event: Any) -> bool:
-    if isinstance(event, Subscription.UsagePeriodClosed):
-        return True
-    return isinstance(event, Subscription.Subscribed) and bool(event.charges)
-
 
 class Invoicer:
     """The real invoicer's decisions, in memory: one `InvoiceSeries` per year."""
@@ -84,7 +88,7 @@ class Invoicer:
         issued = []
         for event in events:
             version = event.originator_version
-            if not is_invoice_trigger(event) or version <= sub.invoiced_through \
+            if not sub.invoices_on(type(event).__name__) or version <= sub.invoiced_through \
                     or not sub.lines_due(version):
                 continue
             number = self.numbers(event.timestamp).assign(sub.id, event.timestamp)
@@ -244,11 +248,15 @@ def test_workspace_tokens_year_for_a_norwegian_business() -> None:
     # Cycle 0: past the pool (a hard limit: recorded, never billed), then a pack.
     j.use(utc(2026, 1, 20, 10), "tokens", 800_000)
     j.use(utc(2026, 1, 26, 14), "tokens", 250_000)
-    assert j.command(utc(2026, 1, 27, 8), "buy_pack", pack="tokens_500k") == []
+    # A one-off purchase is invoiced when made (issue 17.11), not with the next cycle.
+    assert [d["number"] for d in j.command(utc(2026, 1, 27, 8), "buy_pack",
+                                           pack="tokens_500k")] == [inv(2026, 2)]
     assert j.advance(WS_CYCLES[1]) == []  # the roll alone is no trigger
-    assert [d["number"] for d in j.advance(WS_CYCLES[1] + GRACE)] == [inv(2026, 2)]
-    # Cycle 1 [Feb 15, Mar 15) = 672 h: 2 seats from Feb 20 12:00 (549 h left), 2 members.
-    assert j.command(utc(2026, 2, 20, 12), "add_seats", count=2) == []
+    assert [d["number"] for d in j.advance(WS_CYCLES[1] + GRACE)] == [inv(2026, 3)]
+    # Cycle 1 [Feb 15, Mar 15) = 672 h: 2 seats from Feb 20 12:00 (549 h left), 2 members;
+    # the seats' rest of the cycle is invoiced at once (change_invoicing = "now").
+    assert [d["number"] for d in j.command(utc(2026, 2, 20, 12), "add_seats", count=2)] == \
+        [inv(2026, 4)]
     for member in ("frank", "grace"):
         j.command(utc(2026, 2, 20, 12, 5), "add_member", member=member)
     j.advance(WS_CYCLES[2] + GRACE)
@@ -267,26 +275,26 @@ def test_workspace_tokens_year_for_a_norwegian_business() -> None:
         j.advance(WS_CYCLES[n] + GRACE)
         j.use(WS_CYCLES[n].replace(day=20), "tokens", 850_000)
 
-    def steady(n: int, seats: Line, at: datetime) -> Expected:
+    def steady(n: int, seats: Line, month: int, year: int = 2026) -> Expected:
         total = {"198.00": ("688.00", "172.00", "860.00"),
                  "297.00": ("787.00", "196.75", "983.75")}[seats[1]]
-        return Expected(inv(at.year, n), at, [SINGLE, seats], *total)
+        return Expected(inv(year, n), utc(year, month, 15, 10), [SINGLE, seats], *total)
 
     expected = [
         Expected(inv(2026, 1), utc(2026, 1, 15, 9), [SINGLE], "490.00", "122.50", "612.50"),
-        Expected(inv(2026, 2), utc(2026, 2, 15, 10),
-                 [("Token pack 500,000", "199.00", "49.75"), SINGLE],
-                 "689.00", "172.25", "861.25"),
-        Expected(inv(2026, 3), utc(2026, 3, 15, 10),
-                 [("Extra seats", "161.76", "40.44"),  # 198.00 x 549/672 = 161.7589
-                  SINGLE, TWO_EXTRA_SEATS], "849.76", "212.44", "1062.20"),
-        *(steady(n, TWO_EXTRA_SEATS, utc(2026, n, 15, 10)) for n in (4, 5, 6)),
-        Expected(inv(2026, 7), utc(2026, 7, 15, 10),
-                 [("Extra seats", "58.30", "14.58"),  # 99.00 x 424/720; tax 14.575 HALF_UP
-                  SINGLE, THREE_EXTRA_SEATS], "845.30", "211.33", "1056.63"),
-        *(steady(n, THREE_EXTRA_SEATS, utc(2026, n, 15, 10)) for n in (8, 9)),
-        *(steady(n, TWO_EXTRA_SEATS, utc(2026, n, 15, 10)) for n in (10, 11, 12)),
-        steady(1, TWO_EXTRA_SEATS, utc(2027, 1, 15, 10)),
+        Expected(inv(2026, 2), utc(2026, 1, 27, 8),
+                 [("Token pack 500,000", "199.00", "49.75")], "199.00", "49.75", "248.75"),
+        Expected(inv(2026, 3), utc(2026, 2, 15, 10), [SINGLE], "490.00", "122.50", "612.50"),
+        Expected(inv(2026, 4), utc(2026, 2, 20, 12),
+                 [("Extra seats", "161.76", "40.44")],  # 198.00 x 549/672 = 161.7589
+                 "161.76", "40.44", "202.20"),
+        *(steady(n, TWO_EXTRA_SEATS, month) for n, month in ((5, 3), (6, 4), (7, 5), (8, 6))),
+        Expected(inv(2026, 9), utc(2026, 6, 27, 17),
+                 [("Extra seats", "58.30", "14.58")],  # 99.00 x 424/720; tax 14.575 HALF_UP
+                 "58.30", "14.58", "72.88"),
+        *(steady(n, THREE_EXTRA_SEATS, month) for n, month in ((10, 7), (11, 8), (12, 9))),
+        *(steady(n, TWO_EXTRA_SEATS, month) for n, month in ((13, 10), (14, 11), (15, 12))),
+        steady(1, TWO_EXTRA_SEATS, 1, 2027),
     ]
     assert_year(j, expected, NO_VAT, NORWEGIAN_BUSINESS)
     assert j.sub.uninvoiced == []  # nothing left between the last close and now
@@ -321,7 +329,9 @@ def test_assistant_plans_year_for_a_german_business_with_reverse_charge() -> Non
             # Cycle 2 [Mar 31 12:00, Apr 30 12:00) = 720 h; upgrade at Apr 12 20:00, 424 h
             # left: the cycle allows 50,000 x 296/720 + 100,000 x 424/720 = 79,444 (HALF_UP).
             j.use(utc(2026, 4, 5, 10), "conversations", 40_000)
-            assert j.command(utc(2026, 4, 12, 20), "change_plan", plan="scale") == []
+            # The upgrade's proration is invoiced at once (change_invoicing = "now").
+            assert [d["number"] for d in j.command(utc(2026, 4, 12, 20), "change_plan",
+                                                   plan="scale")] == [inv(2026, 4)]
             j.use(utc(2026, 4, 25, 10), "conversations", 45_000)  # 85,000: 5,556 over
         else:
             j.use(start + timedelta(days=20), "conversations",
@@ -338,21 +348,22 @@ def test_assistant_plans_year_for_a_german_business_with_reverse_charge() -> Non
                                        (NEXT_TIER, "15.00", "0")],  # 5,000 x 0.003
                  "245.00", "0.00", "245.00"),
         Expected(inv(2026, 3), at(2), [BASIC], "190.00", "0.00", "190.00"),
-        Expected(inv(2026, 4), at(3),
+        Expected(inv(2026, 4), utc(2026, 4, 12, 20),
                  [("Unused time on Basic", "-111.89", "0"),  # -190.00 x 424/720
-                  ("Remaining time on Scale", "288.56", "0"),  # 490.00 x 424/720
-                  SCALE,
-                  (FIRST_TIER, "16.67", "0")],  # 5,556 x 0.003 (Scale's tiers)
-                 "683.34", "0.00", "683.34"),
-        Expected(inv(2026, 5), at(4), [SCALE, (FIRST_TIER, "30.00", "0"),  # 10,000 x 0.003
+                  ("Remaining time on Scale", "288.56", "0")],  # 490.00 x 424/720
+                 "176.67", "0.00", "176.67"),
+        Expected(inv(2026, 5), at(3),
+                 [SCALE, (FIRST_TIER, "16.67", "0")],  # 5,556 x 0.003 (Scale's tiers)
+                 "506.67", "0.00", "506.67"),
+        Expected(inv(2026, 6), at(4), [SCALE, (FIRST_TIER, "30.00", "0"),  # 10,000 x 0.003
                                        (NEXT_TIER, "30.00", "0")],  # 15,000 x 0.002
                  "550.00", "0.00", "550.00"),
-        *(Expected(inv(2026, n), at(n - 1), [SCALE], "490.00", "0.00", "490.00")
-          for n in range(6, 10)),
-        Expected(inv(2026, 10), at(9), [SCALE, (FIRST_TIER, "7.50", "0")],  # 2,500 x 0.003
+        *(Expected(inv(2026, n + 2), at(n), [SCALE], "490.00", "0.00", "490.00")
+          for n in range(5, 9)),
+        Expected(inv(2026, 11), at(9), [SCALE, (FIRST_TIER, "7.50", "0")],  # 2,500 x 0.003
                  "497.50", "0.00", "497.50"),
-        *(Expected(inv(2026, n), at(n - 1), [SCALE], "490.00", "0.00", "490.00")
-          for n in (11, 12)),
+        *(Expected(inv(2026, n + 2), at(n), [SCALE], "490.00", "0.00", "490.00")
+          for n in (10, 11)),
         Expected(inv(2027, 1), at(12), [SCALE], "490.00", "0.00", "490.00"),
     ]
     assert_year(j, expected, REVERSE_CHARGE, GERMAN_BUSINESS)
@@ -405,26 +416,32 @@ def test_crm_user_plans_quarterly_for_a_french_consumer() -> None:
 
     three = ([ALICE_SALES, BOB_MARKETING, CAROL_SALES], "540.00", "108.00", "648.00")
     two = ([ALICE_SALES, CAROL_SALES], "360.00", "72.00", "432.00")
+    # Issue 17.1: the first quarter is invoiced when it starts, each user plan when assigned.
     expected = [
-        Expected(inv(2026, 1), at(1),
-                 [ALICE_SALES, ALICE_SERVICE,
-                  ("marketing-essential for bob", "58.33", "11.67"),  # 105.00 x 50/90
-                  ALICE_SALES, ALICE_SERVICE, BOB_MARKETING_ESSENTIAL],
-                 "853.33", "170.67", "1024.00"),
-        Expected(inv(2026, 2), at(2),
+        Expected(inv(2026, 1), q[0], [ALICE_SALES], "225.00", "45.00", "270.00"),
+        Expected(inv(2026, 2), q[0], [ALICE_SERVICE], "120.00", "24.00", "144.00"),
+        Expected(inv(2026, 3), utc(2026, 2, 14, 8),
+                 [("marketing-essential for bob", "58.33", "11.67")],  # 105.00 x 50/90
+                 "58.33", "11.67", "70.00"),
+        Expected(inv(2026, 4), at(1), [ALICE_SALES, ALICE_SERVICE, BOB_MARKETING_ESSENTIAL],
+                 "450.00", "90.00", "540.00"),
+        Expected(inv(2026, 5), utc(2026, 5, 20, 8),
                  [("Unused marketing-essential", "-53.08", "-10.62"),  # -105.00 x 46/91
-                  ("marketing-premium for bob", "90.99", "18.20"),  # 180.00 x 46/91
-                  ALICE_SALES, ALICE_SERVICE, BOB_MARKETING],
-                 "562.91", "112.58", "675.49"),
-        Expected(inv(2026, 3), at(3),
-                 [("sales-essential for carol", "95.38", "19.08"),  # 135.00 x 65/92
-                  ALICE_SALES, ALICE_SERVICE, BOB_MARKETING, CAROL_SALES],
-                 "755.38", "151.08", "906.46"),
+                  ("marketing-premium for bob", "90.99", "18.20")],  # 180.00 x 46/91
+                 "37.91", "7.58", "45.49"),
+        Expected(inv(2026, 6), at(2), [ALICE_SALES, ALICE_SERVICE, BOB_MARKETING],
+                 "525.00", "105.00", "630.00"),
+        Expected(inv(2026, 7), utc(2026, 8, 1, 8),
+                 [("sales-essential for carol", "95.38", "19.08")],  # 135.00 x 65/92
+                 "95.38", "19.08", "114.46"),
+        Expected(inv(2026, 8), at(3),
+                 [ALICE_SALES, ALICE_SERVICE, BOB_MARKETING, CAROL_SALES],
+                 "660.00", "132.00", "792.00"),
         *(Expected(inv(at(n).year, s), at(n), *three)
           for n, s in ((4, 1), (5, 2), (6, 3), (7, 4), (8, 1), (9, 2))),
         *(Expected(inv(at(n).year, s), at(n), *two) for n, s in ((10, 3), (11, 4), (12, 1))),
     ]
-    assert [e.number[4:8] for e in expected] == ["2026"] * 3 + ["2027"] * 4 + ["2028"] * 4 \
+    assert [e.number[4:8] for e in expected] == ["2026"] * 8 + ["2027"] * 4 + ["2028"] * 4 \
         + ["2029"]
     assert_year(j, expected, FR_VAT, FRENCH_CONSUMER)
     assert any(isinstance(e, Subscription.AgreementRenewed) for e in j.invoicer.history)
@@ -442,11 +459,12 @@ def test_credit_plans_year_for_a_us_customer_invoices_only_the_pro_months() -> N
     assert j.issued == []  # Free: nothing charged, no invoice
     j.use(utc(2026, 1, 3, 10), "credits", 3)
     assert j.advance(utc(2026, 2, 1, 1)) == []  # the Free month closes without lines
-    # Pro 100 from Feb 10 15:00: the full price, a new cycle at once; its invoice comes when
-    # the Free part of February closes (upgrade + grace).
-    assert j.command(utc(2026, 2, 10, 15), "change_plan", plan="pro_100") == []
-    assert [d["issued_at"] for d in j.advance(utc(2026, 2, 10, 16))] == \
-        [utc(2026, 2, 10, 16).isoformat()]
+    # Pro 100 from Feb 10 15:00: the full price, a new cycle at once, invoiced at once
+    # (change_invoicing = "now"); the Free part of February closes without lines.
+    assert [d["issued_at"] for d in j.command(utc(2026, 2, 10, 15), "change_plan",
+                                              plan="pro_100")] == \
+        [utc(2026, 2, 10, 15).isoformat()]
+    assert j.advance(utc(2026, 2, 10, 16)) == []
     for month in range(3, 8):
         j.use(utc(2026, month - 1, 25), "credits", 80)
         j.advance(utc(2026, month, 10, 16))
@@ -460,10 +478,10 @@ def test_credit_plans_year_for_a_us_customer_invoices_only_the_pro_months() -> N
     assert j.sub.plan_id == "free"
 
     expected = [
-        Expected(inv(2026, 1), utc(2026, 2, 10, 16), [PRO_100], "25.00", "0.00", "25.00"),
+        Expected(inv(2026, 1), utc(2026, 2, 10, 15), [PRO_100], "25.00", "0.00", "25.00"),
         *(Expected(inv(2026, n), utc(2026, n + 1, 10, 16), [PRO_100], "25.00", "0.00", "25.00")
           for n in range(2, 7)),
-        Expected(inv(2026, 7), utc(2026, 7, 20, 11), [PRO_200], "50.00", "0.00", "50.00"),
+        Expected(inv(2026, 7), utc(2026, 7, 20, 10), [PRO_200], "50.00", "0.00", "50.00"),
         *(Expected(inv(2026, n), utc(2026, n, 20, 11), [PRO_200], "50.00", "0.00", "50.00")
           for n in range(8, 13)),
     ]
@@ -472,12 +490,54 @@ def test_credit_plans_year_for_a_us_customer_invoices_only_the_pro_months() -> N
     invoiced_at = {datetime.fromisoformat(d["issued_at"]) for d in j.issued}
     assert [e.timestamp for e in closings if e.timestamp not in invoiced_at] == [
         utc(2026, 2, 1, 1),  # the Free January
+        utc(2026, 2, 10, 16),  # the Free part of February (Pro 100 was invoiced at 15:00)
+        utc(2026, 7, 20, 11),  # Pro 100's part of July (Pro 200 was invoiced at 10:00)
         utc(2027, 1, 20, 11),  # the last Pro 200 month: paid in advance, nothing more
         utc(2027, 2, 20, 11), utc(2027, 3, 20, 11), utc(2027, 4, 20, 11)]  # Free again
     assert all(e.charges == [] for e in closings)  # hard limits: never an overage line
     rolls = [e for e in j.invoicer.history if isinstance(e, Subscription.CycleRolled)]
     assert [e.charges for e in rolls if e.terms["plan_id"] == "free"] == [[]] * 5
     assert j.sub.uninvoiced == []
+
+
+# ------------------------------------------------- when a change is invoiced (17.1, 17.11) --
+
+def described(document: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(x["description"], x["amount"]) for x in document["lines"]]
+
+
+BASIC_YEAR = ("Basic (year)", "1938.00")  # 190.00 x 12 x 0.85
+SCALE_YEAR = ("Scale (year)", "4998.00")  # 490.00 x 12 x 0.85
+YEARLY_UPGRADE = [("Unused time on Basic", "-1460.14"),  # -1938.00 x 275/365
+                  ("Remaining time on Scale", "3765.62")]  # 4998.00 x 275/365
+
+
+@pytest.mark.parametrize("invoicing", ["now", "next_invoice"])
+def test_an_upgrade_on_a_yearly_plan_is_invoiced_when_the_plan_says(invoicing: str) -> None:
+    """Before issue 17.11 the upgrade waited for the year's end whatever the catalog said."""
+    catalog = with_change_invoicing(ASSISTANT_PLANS, invoicing)
+    j = Journey(catalog, "as-yearly", "basic", utc(2026, 1, 1), GERMAN_BUSINESS, period="year")
+    # The first period in advance, at subscription (not a year later).
+    assert [(d["issued_at"], described(d)) for d in j.issued] == \
+        [(utc(2026, 1, 1).isoformat(), [BASIC_YEAR])]
+    upgraded = j.command(utc(2026, 4, 1), "change_plan", plan="scale")  # 275 of 365 days left
+    year_end = j.advance(utc(2027, 1, 1, 1))
+    if invoicing == "now":
+        assert [(d["number"], d["issued_at"], described(d)) for d in upgraded] == \
+            [(inv(2026, 2), utc(2026, 4, 1).isoformat(), YEARLY_UPGRADE)]
+        assert [described(d) for d in year_end] == [[SCALE_YEAR]]
+    else:
+        assert upgraded == []
+        assert [described(d) for d in year_end] == [[*YEARLY_UPGRADE, SCALE_YEAR]]
+    assert j.sub.uninvoiced == []
+
+
+def test_a_pack_is_invoiced_when_bought_even_when_changes_wait_for_the_next_invoice() -> None:
+    j = Journey(WORKSPACE_TOKENS_NEXT_INVOICE, "ws-pack", "single", utc(2026, 1, 1, 9),
+                NORWEGIAN_BUSINESS)
+    (pack,) = j.command(utc(2026, 1, 10, 9), "buy_pack", pack="tokens_500k")
+    assert (pack["issued_at"], described(pack)) == \
+        (utc(2026, 1, 10, 9).isoformat(), [("Token pack 500,000", "199.00")])
 
 
 # ------------------------------------------------------------------------------ rounding --
@@ -502,43 +562,42 @@ def test_tax_is_rounded_half_up_on_each_line_not_on_the_total() -> None:
 # ------------------------------------------------------------------------------- preview --
 
 def test_preview_equals_the_invoice_issued_later_at_the_same_time_but_for_the_number() -> None:
-    j = Journey(WORKSPACE_TOKENS, "ws-preview", "single", utc(2026, 3, 1, 9),
-                NORWEGIAN_BUSINESS)
-    j.command(utc(2026, 3, 10, 9), "buy_pack", pack="tokens_500k")
-    j.command(utc(2026, 3, 12, 9), "add_seats", count=1)
+    catalog = WORKSPACE_TOKENS_NEXT_INVOICE
+    j = Journey(catalog, "ws-preview", "single", utc(2026, 3, 1, 9), NORWEGIAN_BUSINESS)
+    assert [d["number"] for d in j.command(utc(2026, 3, 10, 9), "buy_pack",
+                                           pack="tokens_500k")] == [inv(2026, 2)]
+    assert j.command(utc(2026, 3, 12, 9), "add_seats", count=1) == []  # for the cycle's invoice
     close = utc(2026, 4, 1, 10)
-    j.sub.advance_to(close, WORKSPACE_TOKENS)  # not invoiced yet
-    issuer = issuer_with_defaults(WORKSPACE_TOKENS.issuer)
+    j.sub.advance_to(close, catalog)  # not invoiced yet
+    issuer = issuer_with_defaults(catalog.issuer)
     preview = j.sub.preview_invoice(issuer, close)
     trigger = j.sub.version
-    # Before the invoicer runs, another pack: a later event, not on this invoice.
-    execute(j.sub, j._parse("buy_pack", utc(2026, 4, 2, 9), pack="tokens_500k"),
-            WORKSPACE_TOKENS)
+    # Before the invoicer runs, another pack: a later event, on an invoice of its own.
+    execute(j.sub, j._parse("buy_pack", utc(2026, 4, 2, 9), pack="tokens_500k"), catalog)
     assert j.sub.preview_invoice(issuer, close, through_version=trigger) == preview
-    issued = j.invoicer.run()
-    assert len(issued) == 1
-    assert preview["number"] is None and issued[0]["number"] == inv(2026, 2)
-    assert {**preview, "number": issued[0]["number"]} == issued[0]
+    cycle, pack = j.invoicer.run()
+    assert preview["number"] is None and cycle["number"] == inv(2026, 3)
+    assert {**preview, "number": cycle["number"]} == cycle
     assert [x["description"] for x in preview["lines"]] == \
-        ["Token pack 500,000", "Extra seats", "Single project (month)"]
-    assert [x["description"] for x in j.sub.uninvoiced] == ["Token pack 500,000"]
+        ["Extra seats", "Single project (month)"]
+    assert (pack["number"], pack["issued_at"]) == (inv(2026, 4), utc(2026, 4, 2, 9).isoformat())
+    assert [x["description"] for x in pack["lines"]] == ["Token pack 500,000"]
+    assert j.sub.uninvoiced == []
 
 
 # --------------------------------------------------------------------------- credit note --
 
 def test_credit_note_for_a_paid_then_disputed_invoice_negates_each_line_and_the_tax() -> None:
-    j = Journey(WORKSPACE_TOKENS, "ws-dispute", "single", utc(2026, 6, 15, 9),
+    j = Journey(WORKSPACE_TOKENS_NEXT_INVOICE, "ws-dispute", "single", utc(2026, 6, 15, 9),
                 NORWEGIAN_BUSINESS)
-    j.command(utc(2026, 6, 20, 9), "buy_pack", pack="tokens_500k")
     # [Jun 15, Jul 15) = 720 h; a seat from Jun 27 17:00, 424 h left: 99.00 x 424/720 = 58.30.
     j.command(utc(2026, 6, 27, 17), "add_seats", count=1)
     (invoice,) = j.advance(utc(2026, 7, 15, 10))
     assert invoice["number"] == inv(2026, 2)
     assert [(x["description"], x["amount"], x["tax"]) for x in invoice["lines"]] == [
-        ("Token pack 500,000", "199.00", "49.75"), ("Extra seats", "58.30", "14.58"),
-        ("Single project (month)", "490.00", "122.50")]
+        ("Extra seats", "58.30", "14.58"), ("Single project (month)", "490.00", "122.50")]
     assert (invoice["subtotal"], invoice["tax"], invoice["total"]) == \
-        ("747.30", "186.83", "934.13")
+        ("548.30", "137.08", "685.38")
     j.command(utc(2026, 7, 16, 9), "record_payment", reference=invoice["number"],
               outcome="succeeded", amount=invoice["total"])
     assert j.sub.invoices[invoice["number"]]["status"] == "paid"
@@ -556,15 +615,14 @@ def test_credit_note_for_a_paid_then_disputed_invoice_negates_each_line_and_the_
     assert (note["kind"], note["references"]) == ("credit_note", invoice["number"])
     assert note["issued_at"] == disputed_at.isoformat()
     assert [(x["description"], x["amount"], x["tax"]) for x in note["lines"]] == [
-        ("Credit: Token pack 500,000", "-199.00", "-49.75"),
         ("Credit: Extra seats", "-58.30", "-14.58"),
         ("Credit: Single project (month)", "-490.00", "-122.50")]
     for credited, original in zip(note["lines"], invoice["lines"], strict=True):
         assert Decimal(credited["amount"]) == -Decimal(original["amount"])
         assert Decimal(credited["tax"]) == -Decimal(original["tax"])
         assert credited["tax_rate"] == original["tax_rate"] == "25"
-    assert note["tax_breakdown"] == [{"rate": "25", "base": "-747.30", "tax": "-186.83"}]
-    assert (note["subtotal"], note["tax"], note["total"]) == ("-747.30", "-186.83", "-934.13")
+    assert note["tax_breakdown"] == [{"rate": "25", "base": "-548.30", "tax": "-137.08"}]
+    assert (note["subtotal"], note["tax"], note["total"]) == ("-548.30", "-137.08", "-685.38")
     assert (note["tax_treatment"], note["buyer"], note["seller"]) == \
         (invoice["tax_treatment"], invoice["buyer"], invoice["seller"])
     assert j.sub.invoices[invoice["number"]]["status"] == "credited"
@@ -599,8 +657,7 @@ def test_a_customer_change_applies_to_the_next_invoice_and_never_to_an_issued_on
 
 def test_a_zero_rated_credit_line_shows_tax_0_00_not_minus_0_00() -> None:
     j = Journey(ASSISTANT_PLANS, "as-zero", "basic", utc(2026, 3, 1, 12), GERMAN_BUSINESS)
-    j.command(utc(2026, 3, 10, 12), "change_plan", plan="scale")
-    (invoice,) = j.advance(utc(2026, 4, 1, 13))
+    (invoice,) = j.command(utc(2026, 3, 10, 12), "change_plan", plan="scale")
     credit = invoice["lines"][0]
     assert (credit["description"], credit["amount"]) == ("Unused time on Basic", "-134.84")
     assert credit["tax"] == "0.00"
