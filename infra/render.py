@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,14 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
     title = TITLES.get(doc["kind"], "Invoice")
     pdf = FPDF(format="A4")
     # DejaVu Sans, embedded: every letter of the VAT area's languages (Łódź, Ελλάδα, Český),
-    # where the PDF core fonts hold Latin-1 only and printed "?" for the rest.
+    # where the PDF core fonts hold Latin-1 only and printed "?" for the rest. WenQuanYi
+    # Micro Hei fills in what DejaVu lacks (Chinese, Japanese, Korean); loading it takes
+    # 0.3 s, so only for a document that needs it.
     pdf.add_font(FONT, "", str(FONTS / "DejaVuSans.ttf"))
     pdf.add_font(FONT, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
+    if not set(map(ord, json.dumps(doc, ensure_ascii=False))) <= _glyphs("DejaVuSans.ttf"):
+        pdf.add_font(CJK_FONT, "", str(FONTS / CJK_FILE))
+        pdf.set_fallback_fonts([CJK_FONT], exact_match=False)
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.add_page()
     pdf.set_font(FONT, "B", 18)
@@ -161,16 +167,18 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
 
 FONTS = Path(__file__).resolve().parent / "fonts"
 FONT = "DejaVu"
+CJK_FONT, CJK_FILE = "WenQuanYi", "WenQuanYiMicroHei.ttf"
 
 
 @functools.cache
-def _glyphs() -> frozenset[int]:
+def _glyphs(font_file: str) -> frozenset[int]:
     from fontTools.ttLib import TTFont
 
-    return frozenset(TTFont(str(FONTS / "DejaVuSans.ttf"))["cmap"].getBestCmap())
+    return frozenset(TTFont(str(FONTS / font_file))["cmap"].getBestCmap())
 
 
 def _printable(text: str) -> str:
-    """What the embedded font can show: a character it has no glyph for (CJK, emoji) is
-    printed as U+FFFD rather than dropped silently."""
-    return "".join(c if ord(c) in _glyphs() or c in "\n\t" else "\ufffd" for c in text)
+    """What the embedded fonts can show: a character neither has a glyph for (an emoji, a
+    historic script) is printed as U+FFFD rather than dropped silently."""
+    return "".join(c if ord(c) in _glyphs("DejaVuSans.ttf") or ord(c) in _glyphs(CJK_FILE)
+                   or c in "\n\t" else "\ufffd" for c in text)

@@ -43,8 +43,14 @@ def test_every_letter_of_a_customers_name_is_printed(country: str, name: str) ->
     assert name in _text({"name": name, "country": country, "address": name})
 
 
-def test_letters_the_font_lacks_are_marked_not_dropped() -> None:
-    """CJK needs a font of its own (not embedded yet): each such letter is printed as the
+@pytest.mark.parametrize("name", ["東京株式会社", "北京有限公司", "서울주식회사",
+                                  "カタカナ ひらがな"])
+def test_chinese_japanese_and_korean_names_are_printed(name: str) -> None:
+    assert name in _text({"name": name, "country": "JP", "address": name})
+
+
+def test_letters_no_embedded_font_has_are_marked_not_dropped() -> None:
+    """Some emoji and historic scripts have no glyph: each such letter is printed as the
     replacement character, so a reader sees something is missing."""
-    text = _text({"name": "東京 Tokyo KK", "country": "JP"})
-    assert "\ufffd\ufffd Tokyo KK" in text
+    text = _text({"name": "Tokyo \U0001F980 \U00013000 KK", "country": "JP"})
+    assert "Tokyo \ufffd \ufffd KK" in text
