@@ -12,6 +12,7 @@ from domain.catalog import Catalog
 from domain.errors import CatalogError
 from domain.periods import require_aware
 from domain.subscription import SubscriptionCreated, SubscriptionEvent, SubscriptionSnapshot
+from domain.topics import keep_topics
 
 
 def catalog_stream_id(catalog_id: str) -> str:
@@ -101,3 +102,7 @@ class DeploymentCatalog(BaseAggregate[str]):
             raise CatalogError(
                 f"this deployment bills with catalog {self.catalog_id!r}, not {catalog.id!r} "
                 "(check BILLING_CATALOG)", "catalog_mismatch")
+
+
+keep_topics("domain.catalog_versions", CatalogVersions)
+keep_topics("domain.catalog_versions", DeploymentCatalog)

@@ -15,6 +15,7 @@ from domain.subscription import (
     SubscriptionEvent,
     SubscriptionSnapshot,
 )
+from domain.topics import keep_topics
 
 CLOCK_ID = "billing-clock"
 
@@ -56,3 +57,6 @@ class BillingClock(BaseAggregate[str]):
     def _advanced(self, now: datetime, subscriptions: int, events: int,
                   timestamp: datetime) -> None:
         self.now = now
+
+
+keep_topics("domain.clock", BillingClock)

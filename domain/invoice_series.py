@@ -11,6 +11,7 @@ from eventsourcing.domain import BaseAggregate, event
 
 from domain.invoicing import invoice_number
 from domain.subscription import SubscriptionCreated, SubscriptionEvent, SubscriptionSnapshot
+from domain.topics import keep_topics
 
 
 def series_id(prefix: str, year: int) -> str:
@@ -79,3 +80,6 @@ class InvoiceSeries(BaseAggregate[str]):
         self.last = first + len(numbers) - 1
         if self.issued_through is None or timestamp > self.issued_through:
             self._issued_through = timestamp
+
+
+keep_topics("domain.invoice_series", InvoiceSeries)

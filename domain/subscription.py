@@ -39,6 +39,7 @@ from domain.errors import (
 )
 from domain.invoicing import build_invoice, credit_lines
 from domain.periods import add_months, require_aware
+from domain.topics import keep_topic, keep_topics
 from domain.usage import UsageItem
 
 PAYMENT_FAILURE_REASONS = ("declined", "insufficient_funds", "expired_card")
@@ -1570,3 +1571,7 @@ def _period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, 
                                     amount, start, end, member=member, solution=solution,
                                     level=level))
     return lines
+
+
+keep_topics("domain.subscription", Subscription)
+keep_topic(SubscriptionSnapshot, "domain.subscription:SubscriptionSnapshot")

@@ -75,3 +75,16 @@ def test_every_stored_class_keeps_the_topic_it_has_always_written() -> None:
 def test_every_topic_in_the_store_resolves_to_the_class_that_writes_it() -> None:
     for topic in sorted(STORED_TOPICS):
         assert get_topic(resolve_topic(topic)) == topic, topic
+
+
+def test_a_process_that_opens_the_application_resolves_every_stored_topic() -> None:
+    """A reader resolves topics without importing the aggregates' modules itself: the
+    application module brings them in, so a moved module's old topic still resolves."""
+    import subprocess
+    import sys
+
+    script = ("import domain.application\nfrom eventsourcing.utils import resolve_topic\n"
+              f"for t in {sorted(STORED_TOPICS)!r}: resolve_topic(t)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
