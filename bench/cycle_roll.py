@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from common import peak_rss_mib, record
 
-from domain.application import BillingApplication
-from domain.invoice_series import series_id
+from domain.app.billing_app import BillingApplication
+from domain.billing.invoice_series import series_id
 from infra.config import Settings
 from infra.engine import Engine, open_billing
 from infra.parallel import process_runner

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from common import peak_rss_mib, record
 
-from domain.usage import UsageItem
+from domain.contracts.usage import UsageItem
 from infra.config import Settings
 from infra.engine import Engine
 from infra.stack import start_stack

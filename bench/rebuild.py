@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from common import peak_rss_mib, record
 
-from domain.usage import UsageItem
+from domain.contracts.usage import UsageItem
 from infra import rebuild
 from infra.config import Settings
 from infra.engine import Engine

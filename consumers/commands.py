@@ -18,10 +18,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import input as record_input
 from consumers.usage import not_yet_applied, skip_record, tracking_name
-from domain.application import BillingApplication, UsageKey, command_key
-from domain.commands import Command, execute, parse_command
-from domain.errors import BillingError
-from domain.subscription import Subscription
+from domain.app.billing_app import BillingApplication, UsageKey, command_key
+from domain.contracts.commands import Command, execute, parse_command
+from domain.shared.errors import BillingError
+from domain.subscription.aggregate import Subscription
 from infra.dlq import DeadLetters
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
-from domain.errors import BillingError
+from domain.shared.errors import BillingError
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 

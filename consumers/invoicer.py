@@ -21,8 +21,8 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.usage import skip_record
-from domain.application import BillingApplication
-from domain.subscription import Subscription
+from domain.app.billing_app import BillingApplication
+from domain.subscription.aggregate import Subscription
 from infra.codec import decode
 from infra.dlq import DeadLetters
 

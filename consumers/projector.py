@@ -14,8 +14,8 @@ import psycopg
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from domain.application import BillingApplication
-from domain.text import printable
+from domain.app.billing_app import BillingApplication
+from domain.shared.text import printable
 from infra.codec import UNDECODABLE, decode, wire_message
 from infra.dlq import DeadLetters
 from projections import invoices, parked, quota_store

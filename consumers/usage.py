@@ -20,10 +20,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 from consumers import input as record_input
 from consumers.loop import RedoBatch
 from consumers.write_behind import WriteBehind
-from domain.application import BillingApplication, UsageKey
-from domain.errors import BillingError
-from domain.usage import UsageItem, parse_usage
-from domain.usage_batch import PreparedBatch, prepare_usage_batch, usage_keys
+from domain.app.billing_app import BillingApplication, UsageKey
+from domain.app.record_usage import PreparedBatch, prepare_usage_batch, usage_keys
+from domain.contracts.usage import UsageItem, parse_usage
+from domain.shared.errors import BillingError
 from infra.dlq import DeadLetters
 
 log = logging.getLogger(__name__)

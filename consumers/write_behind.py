@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from domain.application import BillingApplication, PreparedWrite, UsageKey
+from domain.app.billing_app import BillingApplication, PreparedWrite, UsageKey
 
 
 @dataclass

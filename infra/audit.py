@@ -349,7 +349,7 @@ RULES = {
 def explain_invoice(app: Any, document: dict[str, Any]) -> dict[str, Any]:
     """Each line with the event that produced it, the catalog version in force and the rule;
     and the invoice recomputed from those events, which must equal it to the cent."""
-    from domain.invoicing import build_invoice
+    from domain.billing.invoice_document import build_invoice
 
     sid = document["subscription"]
     events = {e.originator_version: e for e in app.events.get(sid)}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from domain.money import plain
+from domain.shared.money import plain
 from infra.config import Settings, redact_url
 from infra.stack import Stack, start_stack
 
@@ -339,8 +339,8 @@ def _monitor(rows: list[dict[str, Any]], days: list[tuple[Any, ...]],
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """The deployment's catalog as recorded in the store (`publish FILE`: record a new
     version of it, the one way to change prices)."""
-    from domain.catalog import Catalog
-    from domain.errors import BillingError
+    from domain.catalog.model import Catalog
+    from domain.shared.errors import BillingError
     from infra.engine import load_catalog, open_billing, publish_catalog
 
     if args.verb == "publish":
@@ -387,7 +387,7 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
-    from domain.errors import BillingError
+    from domain.shared.errors import BillingError
     from infra.engine import open_billing
 
     at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
@@ -450,8 +450,8 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
     from datetime import UTC, datetime
 
-    from domain.commands import parse_command
-    from domain.errors import BillingError
+    from domain.contracts.commands import parse_command
+    from domain.shared.errors import BillingError
     from infra import kafka
     from infra.engine import open_billing
 
@@ -584,7 +584,7 @@ def _letter_from_line(line: str) -> dict[str, Any]:
 
 def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
 
-    from domain.errors import BillingError
+    from domain.shared.errors import BillingError
     from infra.engine import open_billing
 
     stack = connect(settings)
@@ -657,7 +657,7 @@ def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
 def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -> int:
     from datetime import UTC, datetime
 
-    from domain.errors import BillingError
+    from domain.shared.errors import BillingError
     from infra.engine import open_billing
 
     app = open_billing(stack.database_url, settings)
@@ -848,7 +848,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
 
-    from domain.errors import BillingError, UnknownSubscription
+    from domain.shared.errors import BillingError, UnknownSubscription
     from infra.audit import replay_from_events, state_summary, version_as_of
 
     app, conn = _audit_app(settings)
@@ -1194,7 +1194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def time_arg(text: str, flag: str) -> datetime:
     """A time given on the command line: RFC 3339 with its offset, as on the topics."""
-    from domain.usage import parse_rfc3339
+    from domain.contracts.usage import parse_rfc3339
 
     try:
         return parse_rfc3339(text)
@@ -1204,7 +1204,7 @@ def time_arg(text: str, flag: str) -> datetime:
 
 def check_arguments(argv: Sequence[str]) -> None:
     """Every argument is stored or looked up as PostgreSQL text: refuse what it cannot hold."""
-    from domain.text import printable, storable
+    from domain.shared.text import printable, storable
 
     for arg in argv:
         if not storable(arg):
@@ -1223,7 +1223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    json_lines=fmt == "json")
     if not args.verbose:
         logging.getLogger("kafka").setLevel(logging.ERROR)
-    from domain.errors import BillingError
+    from domain.shared.errors import BillingError
 
     try:
         return int(args.func(args, Settings.from_env()))

@@ -19,8 +19,8 @@ from consumers.loop import TrackedConsumer
 from consumers.projector import Database, InvoiceProjector, QuotaPositions, QuotaProjector
 from consumers.usage import UsageIngestor, UsagePositions
 from consumers.write_behind import WriteBehind
-from domain.application import BillingApplication
-from domain.catalog import Catalog
+from domain.app.billing_app import BillingApplication
+from domain.catalog.model import Catalog
 from infra import dlq, health, kafka
 from infra.anchors import AnchorExporter
 from infra.config import Settings

@@ -27,8 +27,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from domain.application import BillingApplication, UsageKey
-from domain.catalog import Catalog
+from domain.app.billing_app import BillingApplication, UsageKey
+from domain.catalog.model import Catalog
 from infra.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 from infra.config import Settings
 

@@ -19,7 +19,7 @@ from eventsourcing.utils import TopicError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from domain.application import BillingApplication
+from domain.app.billing_app import BillingApplication
 from infra.codec import encode, undecodable_message, wire_message
 from infra.kafka import KeyPartitions, RecordBatches
 from infra.polling import Progress, run_polling

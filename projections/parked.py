@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from domain.text import printable
+from domain.shared.text import printable
 
 DDL = """
 CREATE TABLE IF NOT EXISTS parked_events (

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from domain.catalog import Catalog, Plan
-from domain.charges import overage_lines, total
+from domain.billing.charges import overage_lines, total
+from domain.catalog.model import Catalog, Plan
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recommendation_inputs (

@@ -8,7 +8,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra.engine import Engine
 from projections import analytics
 from tests.integration.test_invoices import invoice_everything

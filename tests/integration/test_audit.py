@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from domain.usage import UsageItem
+from domain.contracts.usage import UsageItem
 from infra.audit import verify
 from infra.engine import Engine
 from infra.eventstore import open_application

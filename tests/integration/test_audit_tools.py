@@ -13,7 +13,7 @@ import orjson
 import psycopg
 import pytest
 
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra.audit import explain_invoice, history, state_summary, version_as_of
 from infra.engine import Engine
 from projections import invoices

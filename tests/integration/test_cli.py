@@ -105,7 +105,7 @@ def test_the_credit_monitor_counts_today_by_the_billing_clock(
     from datetime import UTC, datetime
     from decimal import Decimal
 
-    from domain.catalog import Catalog
+    from domain.catalog.model import Catalog
     from tests.integration.helpers import publish, usage
 
     path = Path(__file__).resolve().parents[2] / "examples" / "credit_plans.toml"

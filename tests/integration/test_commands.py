@@ -62,7 +62,7 @@ def test_commands_apply_once_and_refusals_are_dead_lettered(engine: Engine) -> N
 
 
 def test_clock_advance_rolls_every_subscription_and_never_goes_back(engine: Engine) -> None:
-    from domain.errors import CommandRefused
+    from domain.shared.errors import CommandRefused
 
     start = datetime(2026, 11, 1, tzinfo=UTC)
     engine.app.subscribe_many([(f"s{i}", "acct", "basic") for i in range(5)], start)

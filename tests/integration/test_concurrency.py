@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra.engine import Engine, Monitor
 from infra.eventstore import open_application
 from tests.integration.helpers import publish, store_totals, subscribe, until, usage

@@ -8,8 +8,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from domain.application import snapshot_due
-from domain.usage import UsageItem
+from domain.app.billing_app import snapshot_due
+from domain.contracts.usage import UsageItem
 from infra.engine import Engine
 from tests.integration.helpers import T0, subscribe
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra.config import Settings
 from infra.engine import Engine
 from projections import analytics, invoices

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from domain.catalog import Catalog
-from domain.usage import parse_usage
-from domain.usage_batch import StaleRefusal, prepare_usage_batch
+from domain.app.record_usage import StaleRefusal, prepare_usage_batch
+from domain.catalog.model import Catalog
+from domain.contracts.usage import parse_usage
 from infra.engine import Engine, Monitor
 from infra.eventstore import open_application
 from tests.integration.helpers import T0, publish, store_totals, subscribe, until, usage

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra.engine import Engine, Monitor
 from projections import analytics, invoices, quota_store, recommendations
 from tests.integration.helpers import ingest_all, publish, relay_all, until, usage

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra import rebuild
 from infra.codec import wire_message
 from infra.engine import Engine

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from consumers.projector import Database
-from domain.commands import parse_command
+from domain.contracts.commands import parse_command
 from infra import cli, rebuild
 from infra.codec import wire_message
 from infra.engine import Engine, Monitor

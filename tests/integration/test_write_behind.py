@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from domain.application import PreparedWrite
+from domain.app.billing_app import PreparedWrite
 from infra.engine import Engine, Monitor
 from tests.integration.helpers import publish, store_totals, subscribe, until, usage
 

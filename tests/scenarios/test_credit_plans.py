@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from domain.catalog import Catalog
-from domain.commands import execute, parse_command
-from domain.errors import CommandRefused
-from domain.subscription import Subscription
-from domain.usage import UsageItem
+from domain.catalog.model import Catalog
+from domain.contracts.commands import execute, parse_command
+from domain.contracts.usage import UsageItem
+from domain.shared.errors import CommandRefused
+from domain.subscription.aggregate import Subscription
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "examples" / "credit_plans.toml"
 CATALOG = Catalog.from_file(CATALOG_FILE)

@@ -3,10 +3,10 @@
 Pure domain: no database, no Kafka, no wall clock. Time is simulated with the billing clock
 (`Subscription.advance_to`) and every step's events are collected and checked.
 
-Expected proration follows the documented rule (domain/charges.py): a period price charged from
-`at` is price x (end - at) / (end - start), durations counted in microseconds, each line rounded
-HALF_UP to the cent. The tests compute that with Decimal and also state the cent value worked out
-by hand, so a change in the rule and a slip in the helper are both caught.
+Expected proration follows the documented rule (domain/billing/charges.py): a period price
+charged from `at` is price x (end - at) / (end - start), durations counted in microseconds, each
+line rounded HALF_UP to the cent. The tests compute that with Decimal and also state the cent
+value worked out by hand, so a change in the rule and a slip in the helper are both caught.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.catalog import Catalog
-from domain.commands import execute, parse_command
-from domain.errors import CatalogError, CommandRefused
-from domain.subscription import Subscription
+from domain.catalog.model import Catalog
+from domain.contracts.commands import execute, parse_command
+from domain.shared.errors import CatalogError, CommandRefused
+from domain.subscription.aggregate import Subscription
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "examples" / "crm_user_plans.toml"
 CATALOG = Catalog.from_file(CATALOG_FILE)

@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from domain.catalog import Catalog
-from domain.charges import charge
-from domain.commands import execute, parse_command
-from domain.errors import CommandRefused
-from domain.invoice_series import InvoiceSeries
-from domain.invoicing import build_invoice, issuer_with_defaults
-from domain.subscription import Subscription
-from domain.usage import UsageItem
+from domain.billing.charges import charge
+from domain.billing.invoice_document import build_invoice, issuer_with_defaults
+from domain.billing.invoice_series import InvoiceSeries
+from domain.catalog.model import Catalog
+from domain.contracts.commands import execute, parse_command
+from domain.contracts.usage import UsageItem
+from domain.shared.errors import CommandRefused
+from domain.subscription.aggregate import Subscription
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WORKSPACE_TOKENS = Catalog.from_file(EXAMPLES / "workspace_tokens.toml")

@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from domain.catalog import Catalog
-from domain.commands import execute, parse_command
-from domain.subscription import Subscription
-from domain.usage import UsageItem
+from domain.catalog.model import Catalog
+from domain.contracts.commands import execute, parse_command
+from domain.contracts.usage import UsageItem
+from domain.subscription.aggregate import Subscription
 from projections.quota import QuotaRow, SubscriptionQuota, apply_all
 from projections.recommendations import recommend, update_inputs
 
@@ -219,7 +219,7 @@ def d(value: int | str) -> Decimal:
 def test_to_message_is_what_the_relay_publishes() -> None:
     """The relay's own encoding (infra/codec.py) of the same events, stored by an in-memory
     application, decodes to exactly what `to_message` gives."""
-    from domain.application import BillingApplication
+    from domain.app.billing_app import BillingApplication
     from infra.codec import decode, encode, event_message
 
     app = BillingApplication(WORKSPACE_TOKENS, env={"PERSISTENCE_MODULE": "eventsourcing.popo"})

@@ -33,12 +33,12 @@ from typing import Any
 
 import pytest
 
-from domain.catalog import Catalog
-from domain.commands import execute, parse_command
-from domain.errors import BillingError, CommandRefused
-from domain.periods import add_months
-from domain.subscription import Subscription
-from domain.usage import parse_usage
+from domain.catalog.model import Catalog
+from domain.contracts.commands import execute, parse_command
+from domain.contracts.usage import parse_usage
+from domain.shared.errors import BillingError, CommandRefused
+from domain.shared.periods import add_months
+from domain.subscription.aggregate import Subscription
 
 CATALOG_PATH = Path(__file__).resolve().parents[2] / "examples" / "workspace_tokens.toml"
 CATALOG = Catalog.from_file(CATALOG_PATH)
@@ -61,8 +61,8 @@ def boundary(n: int) -> datetime:
 
 
 def prorate(price: Decimal, at: datetime, start: datetime, end: datetime) -> Decimal:
-    """The documented rule (domain/charges.py): price x (end - at) / (end - start), durations in
-    whole microseconds, the line rounded HALF_UP to the cent."""
+    """The documented rule (domain/billing/charges.py): price x (end - at) / (end - start),
+    durations in whole microseconds, the line rounded HALF_UP to the cent."""
     micro = timedelta(microseconds=1)
     fraction = Decimal((end - at) // micro) / Decimal((end - start) // micro)
     return (price * fraction).quantize(CENT, rounding=ROUND_HALF_UP)

@@ -1,4 +1,4 @@
-"""The plan catalog (domain/catalog.py) and exact money (domain/money.py)."""
+"""The plan catalog (domain/catalog/model.py) and exact money (domain/shared/money.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from domain.catalog import Catalog
-from domain.errors import BillingError, CatalogError, UnknownPlan
-from domain.money import Money
+from domain.catalog.model import Catalog
+from domain.shared.errors import BillingError, CatalogError, UnknownPlan
+from domain.shared.money import Money
 
 STARTER = Path(__file__).resolve().parents[2] / "infra" / "catalogs" / "starter.toml"
 

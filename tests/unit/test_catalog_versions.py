@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.catalog import Catalog
-from domain.catalog_versions import CatalogVersions
-from domain.errors import CatalogError
+from domain.catalog.model import Catalog
+from domain.catalog.versions import CatalogVersions
+from domain.shared.errors import CatalogError
 
 TEXT = """
 [catalog]

@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.catalog import Catalog
-from domain.commands import execute, parse_command
-from domain.errors import BillingError
-from domain.usage import parse_usage
+from domain.catalog.model import Catalog
+from domain.contracts.commands import execute, parse_command
+from domain.contracts.usage import parse_usage
+from domain.shared.errors import BillingError
 
 PURE = settings(database=None, deadline=None, max_examples=200)
 

@@ -8,8 +8,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from domain.charges import prorated
-from domain.invoicing import build_invoice
+from domain.billing.charges import prorated
+from domain.billing.invoice_document import build_invoice
 from infra.render import billed, invoice_html
 
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)

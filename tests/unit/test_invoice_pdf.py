@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 from pypdf import PdfReader
 
-from domain.charges import charge
-from domain.invoicing import build_invoice
+from domain.billing.charges import charge
+from domain.billing.invoice_document import build_invoice
 from infra.render import invoice_pdf
 
-# A customer name from each country with a VAT rate (domain/tax.py), in its own letters.
+# A customer name from each country with a VAT rate (domain/billing/tax.py), in its own letters.
 NAMES = {
     "AT": "Wörthersee Bäckerei", "BE": "Brasserie Liège", "BG": "София ЕООД",
     "HR": "Čakovec d.o.o.", "CY": "Λεμεσός Λτδ", "CZ": "Český Krumlov s.r.o.",

@@ -1,4 +1,4 @@
-"""Calendar arithmetic of billing periods (domain/periods.py)."""
+"""Calendar arithmetic of billing periods (domain/shared/periods.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from domain.periods import add_months, cycle_bounds
+from domain.shared.periods import add_months, cycle_bounds
 
 
 def utc(year: int, month: int, day: int, hour: int = 0) -> datetime:

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.catalog import Catalog
-from domain.errors import CommandRefused
-from domain.subscription import Subscription
-from domain.usage import UsageItem
+from domain.catalog.model import Catalog
+from domain.contracts.usage import UsageItem
+from domain.shared.errors import CommandRefused
+from domain.subscription.aggregate import Subscription
 
 CATALOG = Catalog.from_toml("""
 [catalog]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from itertools import pairwise
 
-from domain.application import snapshot_due
+from domain.app.billing_app import snapshot_due
 
 
 def test_each_stream_snapshots_once_every_interval() -> None:

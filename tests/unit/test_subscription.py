@@ -1,4 +1,4 @@
-"""The Subscription aggregate (domain/subscription.py), in memory only: no event store."""
+"""The Subscription aggregate (domain/subscription/aggregate.py), in memory only: no event store."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.catalog import Catalog
-from domain.errors import CycleNotOver, TimeTooFarAhead, UnknownMetric, UsageTooLate
-from domain.subscription import Subscription
-from domain.usage import UsageItem
+from domain.catalog.model import Catalog
+from domain.contracts.usage import UsageItem
+from domain.shared.errors import CycleNotOver, TimeTooFarAhead, UnknownMetric, UsageTooLate
+from domain.subscription.aggregate import Subscription
 
 PURE = settings(database=None, deadline=None, max_examples=60)
 

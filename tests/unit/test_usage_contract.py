@@ -1,4 +1,4 @@
-"""The usage event contract (domain/usage.py: parse_usage)."""
+"""The usage event contract (domain/contracts/usage.py: parse_usage)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from domain.errors import InvalidUsage
-from domain.usage import REQUIRED, parse_usage
+from domain.contracts.usage import REQUIRED, parse_usage
+from domain.shared.errors import InvalidUsage
 
 PURE = settings(database=None, deadline=None)
 
@@ -249,8 +249,8 @@ def test_sums_of_the_largest_quantities_stay_exact() -> None:
 def test_a_command_with_the_stores_type_wrapper_keys_is_refused(customer: Any) -> None:
     """The event store reads any object with these keys as a wrapped type: stored, it made
     the subscription unreadable."""
-    from domain.commands import parse_command
-    from domain.errors import InvalidCommand
+    from domain.contracts.commands import parse_command
+    from domain.shared.errors import InvalidCommand
 
     with pytest.raises(InvalidCommand) as info:
         parse_command({"id": "c", "type": "update_customer", "subscription": "s",

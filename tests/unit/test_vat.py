@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from domain.charges import charge
-from domain.invoicing import build_invoice
-from domain.tax import EU, treatment
+from domain.billing.charges import charge
+from domain.billing.invoice_document import build_invoice
+from domain.billing.tax import EU, treatment
 
 EU_MEMBERS = {"AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU",
               "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES",

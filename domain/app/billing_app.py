@@ -18,19 +18,19 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
-from domain.catalog import Catalog
-from domain.catalog_versions import (
+from domain.billing.clock import CLOCK_ID, BillingClock
+from domain.billing.invoice_document import issuer_with_defaults
+from domain.billing.invoice_series import InvoiceSeries, series_id
+from domain.catalog.model import Catalog
+from domain.catalog.versions import (
     DEPLOYMENT_STREAM,
     CatalogVersions,
     DeploymentCatalog,
     catalog_stream_id,
 )
-from domain.clock import CLOCK_ID, BillingClock
-from domain.commands import Command, Outcome, execute
-from domain.errors import SubscriptionExists, UnknownSubscription
-from domain.invoice_series import InvoiceSeries, series_id
-from domain.invoicing import issuer_with_defaults
-from domain.subscription import Subscription
+from domain.contracts.commands import Command, Outcome, execute
+from domain.shared.errors import SubscriptionExists, UnknownSubscription
+from domain.subscription.aggregate import Subscription
 
 UsageKey = tuple[str, str]  # (subscription id, usage id)
 

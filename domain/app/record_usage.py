@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.application import BillingApplication, UsageKey
-from domain.errors import BillingError, UnknownSubscription
-from domain.subscription import Subscription
-from domain.usage import UsageItem
+from domain.app.billing_app import BillingApplication, UsageKey
+from domain.contracts.usage import UsageItem
+from domain.shared.errors import BillingError, UnknownSubscription
+from domain.subscription.aggregate import Subscription
 
 
 @dataclass

@@ -8,14 +8,14 @@ from datetime import datetime
 
 from eventsourcing.domain import BaseAggregate, event
 
-from domain.errors import CommandRefused
-from domain.periods import require_aware
-from domain.subscription import (
+from domain.shared.errors import CommandRefused
+from domain.shared.periods import require_aware
+from domain.shared.topics import keep_topics
+from domain.subscription.aggregate import (
     SubscriptionCreated,
     SubscriptionEvent,
     SubscriptionSnapshot,
 )
-from domain.topics import keep_topics
 
 CLOCK_ID = "billing-clock"
 

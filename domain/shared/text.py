@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from domain.errors import BillingError
+from domain.shared.errors import BillingError
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_DEPTH = 32

@@ -8,11 +8,15 @@ from datetime import datetime
 
 from eventsourcing.domain import BaseAggregate, event
 
-from domain.catalog import Catalog
-from domain.errors import CatalogError
-from domain.periods import require_aware
-from domain.subscription import SubscriptionCreated, SubscriptionEvent, SubscriptionSnapshot
-from domain.topics import keep_topics
+from domain.catalog.model import Catalog
+from domain.shared.errors import CatalogError
+from domain.shared.periods import require_aware
+from domain.shared.topics import keep_topics
+from domain.subscription.aggregate import (
+    SubscriptionCreated,
+    SubscriptionEvent,
+    SubscriptionSnapshot,
+)
 
 
 def catalog_stream_id(catalog_id: str) -> str:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from domain.charges import Charge, round_money
-from domain.money import plain
-from domain.tax import treatment
+from domain.billing.charges import Charge, round_money
+from domain.billing.tax import treatment
+from domain.shared.money import plain
 
 DEFAULT_ISSUER: dict[str, Any] = {
     "name": "Billing Engine AS",

@@ -26,9 +26,11 @@ from eventsourcing.domain import (
     event,
 )
 
-from domain.catalog import PERIODS, Catalog, Plan
-from domain.charges import Charge, charge, overage_lines, prorated, remaining_fraction
-from domain.errors import (
+from domain.billing.charges import Charge, charge, overage_lines, prorated, remaining_fraction
+from domain.billing.invoice_document import build_invoice, credit_lines
+from domain.catalog.model import PERIODS, Catalog, Plan
+from domain.contracts.usage import UsageItem
+from domain.shared.errors import (
     BillingError,
     CommandRefused,
     CycleNotOver,
@@ -37,10 +39,8 @@ from domain.errors import (
     UnknownMetric,
     UsageTooLate,
 )
-from domain.invoicing import build_invoice, credit_lines
-from domain.periods import add_months, require_aware
-from domain.topics import keep_topic, keep_topics
-from domain.usage import UsageItem
+from domain.shared.periods import add_months, require_aware
+from domain.shared.topics import keep_topic, keep_topics
 
 PAYMENT_FAILURE_REASONS = ("declined", "insufficient_funds", "expired_card")
 PAYMENT_RETRY_DAYS = (1, 3, 7)  # after the 1st, 2nd and 3rd failure; none after the 4th

@@ -14,9 +14,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from domain.errors import CatalogError, UnknownPlan
-from domain.money import Money
-from domain.text import InvalidText, check_all_text
+from domain.shared.errors import CatalogError, UnknownPlan
+from domain.shared.money import Money
+from domain.shared.text import InvalidText, check_all_text
 
 LIMIT_KINDS = ("hard", "overage")
 CHANGE_INVOICING = ("now", "next_invoice")

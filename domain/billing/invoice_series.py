@@ -9,9 +9,13 @@ from datetime import datetime
 
 from eventsourcing.domain import BaseAggregate, event
 
-from domain.invoicing import invoice_number
-from domain.subscription import SubscriptionCreated, SubscriptionEvent, SubscriptionSnapshot
-from domain.topics import keep_topics
+from domain.billing.invoice_document import invoice_number
+from domain.shared.topics import keep_topics
+from domain.subscription.aggregate import (
+    SubscriptionCreated,
+    SubscriptionEvent,
+    SubscriptionSnapshot,
+)
 
 
 def series_id(prefix: str, year: int) -> str:

@@ -8,8 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from domain.errors import InvalidUsage
-from domain.text import storable
+from domain.shared.errors import InvalidUsage
+from domain.shared.text import storable
 
 DECIMAL_STRING = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 MAX_QUANTITY = Decimal(10) ** 15

@@ -14,11 +14,11 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from domain.catalog import Catalog
-from domain.errors import CommandRefused, InvalidCommand
-from domain.subscription import Subscription
-from domain.text import InvalidText, check_all_text
-from domain.usage import MAX_TEXT, parse_rfc3339
+from domain.catalog.model import Catalog
+from domain.contracts.usage import MAX_TEXT, parse_rfc3339
+from domain.shared.errors import CommandRefused, InvalidCommand
+from domain.shared.text import InvalidText, check_all_text
+from domain.subscription.aggregate import Subscription
 
 
 @dataclass(frozen=True)
