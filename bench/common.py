@@ -16,7 +16,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.memory import peak_rss_mib  # noqa: E402  (after the path is set)
+from infra.ops.memory import peak_rss_mib  # noqa: E402  (after the path is set)
 
 __all__ = ["ROOT", "machine", "peak_rss_mib", "record", "timed_from_first_commit"]
 

@@ -23,9 +23,9 @@ from common import peak_rss_mib, record
 from domain.app.billing_app import BillingApplication
 from domain.billing.invoice_series import series_id
 from infra.config import Settings
-from infra.engine import Engine, open_billing
-from infra.parallel import process_runner
-from infra.stack import start_stack
+from infra.ops.parallel import process_runner
+from infra.stack.embedded import start_stack
+from infra.wiring.engine import Engine, open_billing
 
 
 def periods_closed(conn: psycopg.Connection[Any], chunk: list[str]) -> bool:

@@ -15,8 +15,8 @@ from common import peak_rss_mib, record
 
 from domain.contracts.usage import UsageItem
 from infra.config import Settings
-from infra.engine import Engine
-from infra.stack import start_stack
+from infra.stack.embedded import start_stack
+from infra.wiring.engine import Engine
 
 
 def grow(app: object, sid: str, events: int, start: datetime) -> None:

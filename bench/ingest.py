@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import peak_rss_mib, timed_from_first_commit
 
-from infra import kafka, record_decoding
 from infra.config import Settings
-from infra.engine import Engine, Monitor
-from infra.stack import start_stack
+from infra.kafka import clients as kafka
+from infra.kafka import record_codec as record_decoding
+from infra.stack.embedded import start_stack
+from infra.wiring.engine import Engine, Monitor
 
 METRICS = ("conversations", "documents", "tokens")
 PLANS = ("basic", "scale", "enterprise")
@@ -58,7 +59,7 @@ def publish(engine: Engine, events: int, subscriptions: int,
 def raw_consume(engine: Engine, total: int, engine_decoder: bool = False) -> float:
     """The baseline: kafka-python polling the same topic, same settings, doing nothing else,
     with kafka-python's own record decoding (or, `engine_decoder`, the engine's:
-    infra.record_decoding)."""
+    infra.kafka.record_codec)."""
     client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="bench-raw")
     if not engine_decoder:
         record_decoding.uninstall()
@@ -174,7 +175,7 @@ def main() -> int:
         f"- end-to-end ingest, exactly-once to PostgreSQL: **{ing_rate:,.0f} events/s** "
         f"({t_ing:.2f}s {where}; {stats['events_written']:,} usage domain events)",
         f"- ratio ingest / raw consume: **{ratio:.2f}**",
-        f"- raw consume with the engine's record decoder (infra.record_decoding, which the "
+        f"- raw consume with the engine's record decoder (infra.kafka.record_codec, which the "
         f"ingester uses): {args.events / t_raw_engine_decoder:,.0f} events/s; ratio ingest / "
         f"that: {ing_rate * t_raw_engine_decoder / args.events:.2f}",
         f"- peak RSS: benchmark process (publisher, raw consumer"

@@ -25,8 +25,8 @@ import psycopg
 from common import ROOT, peak_rss_mib, record
 
 from infra.config import Settings
-from infra.engine import Engine
-from infra.stack import start_stack
+from infra.stack.embedded import start_stack
+from infra.wiring.engine import Engine
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -22,8 +22,9 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, for_code
 from kafka.protocol.producer import ProduceRequest, ProduceResponse
 
-from infra import kafka, record_decoding
 from infra.config import Settings
+from infra.kafka import clients as kafka
+from infra.kafka import record_codec as record_decoding
 
 Records = Sequence[tuple[int, bytes | None, bytes]]
 _VERSION = 7  # record batches v2, not yet the flexible encoding; Kafka 2.1 and later
@@ -100,8 +101,8 @@ def _read(sock: socket.socket, size: int) -> bytes:
 
 class Publisher:
     """The load generator's publisher: the plain client, or kafka-python's connections
-    (`infra.kafka.RecordBatches`) where security settings are configured; `partition_of` gives
-    a key's partition as kafka-python's default partitioner would."""
+    (`infra.kafka.clients.RecordBatches`) where security settings are configured;
+    `partition_of` gives a key's partition as kafka-python's default partitioner would."""
 
     def __init__(self, bootstrap: str, settings: Settings, topic: str) -> None:
         self.topic = topic

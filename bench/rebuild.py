@@ -14,10 +14,10 @@ from decimal import Decimal
 from common import peak_rss_mib, record
 
 from domain.contracts.usage import UsageItem
-from infra import rebuild
 from infra.config import Settings
-from infra.engine import Engine
-from infra.stack import start_stack
+from infra.ops import rebuild
+from infra.stack.embedded import start_stack
+from infra.wiring.engine import Engine
 
 
 def main() -> int:

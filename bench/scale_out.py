@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 import orjson
 from common import ROOT, record, timed_from_first_commit
 
-from infra import kafka, record_decoding
 from infra.config import Settings, Topics
-from infra.engine import Engine, Monitor
-from infra.stack import create_database, start_stack
+from infra.kafka import clients as kafka
+from infra.kafka import record_codec as record_decoding
+from infra.stack.embedded import create_database, start_stack
+from infra.wiring.engine import Engine, Monitor
 
 
 def raw_part(job: tuple[str, Settings, str, list[int], dict[int, int]]) -> tuple[float, float]:

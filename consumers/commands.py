@@ -22,7 +22,7 @@ from domain.app.billing_app import BillingApplication, UsageKey, command_key
 from domain.contracts.commands import Command, execute, parse_command
 from domain.shared.errors import BillingError
 from domain.subscription.aggregate import Subscription
-from infra.dlq import DeadLetters
+from infra.kafka.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import psycopg
 from eventsourcing import persistence
 from kafka import errors as kafka_errors
 
-from projections.versions import VersionConflict
+from projections.tracking import VersionConflict
 
 
 class Failure(enum.Enum):

@@ -21,10 +21,10 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.usage import skip_record
+from consumers.wire import decode
 from domain.app.billing_app import BillingApplication
 from domain.subscription.aggregate import Subscription
-from infra.codec import decode
-from infra.dlq import DeadLetters
+from infra.kafka.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError
 
 from consumers.failures import Failure, classify
-from infra.kafka import partitions_of
+from infra.kafka.clients import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class TrackedConsumer:
         for tp in parts:
             stored = self.positions.position(tp.topic, tp.partition)
             # No check against the topic's end offset here: Tansu under-reports it (see
-            # infra.kafka.publish), so such a check would refuse healthy positions.
+            # infra.kafka.clients.publish), so such a check would refuse healthy positions.
             self.consumer.seek(tp, 0 if stored is None else stored + 1)
             self.progress.setdefault(tp, PartitionProgress()).position = stored
 

@@ -14,13 +14,15 @@ import psycopg
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.wire import UNDECODABLE, decode, wire_message
 from domain.app.billing_app import BillingApplication
 from domain.shared.text import printable
-from infra.codec import UNDECODABLE, decode, wire_message
-from infra.dlq import DeadLetters
-from projections import invoices, parked, quota_store
-from projections import versions as projection_versions
-from projections.quota import SubscriptionQuota, apply_all
+from infra.kafka.dead_letters import DeadLetters
+from projections import parked
+from projections import tracking as projection_versions
+from projections.invoices import store as invoices
+from projections.quota import store as quota_store
+from projections.quota.model import SubscriptionQuota, apply_all
 
 log = logging.getLogger(__name__)
 

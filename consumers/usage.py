@@ -24,7 +24,7 @@ from domain.app.billing_app import BillingApplication, UsageKey
 from domain.app.record_usage import PreparedBatch, prepare_usage_batch, usage_keys
 from domain.contracts.usage import UsageItem, parse_usage
 from domain.shared.errors import BillingError
-from infra.dlq import DeadLetters
+from infra.kafka.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
 

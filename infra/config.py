@@ -91,7 +91,7 @@ class Settings:
     # A partition with input waiting that makes no progress for this long, or a worker whose
     # batches fail for this long, makes health unhealthy. BILLING_STALL_SECONDS.
     stall_seconds: float = 30.0
-    # Tamper evidence that leaves PostgreSQL (infra/anchors.py): every anchor is appended to
+    # Tamper evidence that leaves PostgreSQL (infra/ops/anchors.py): every anchor is appended to
     # this file (BILLING_AUDIT_FILE; default under the data folder) and to the audit topic,
     # with an HMAC under BILLING_AUDIT_KEY when set: a key the database never holds.
     audit_file: Path | None = None

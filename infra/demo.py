@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from infra import kafka
-from infra.engine import Engine, Monitor, Workers
-from projections import invoices, quota_store
+from infra.kafka import clients as kafka
+from infra.wiring.engine import Engine, Monitor, Workers
+from projections.invoices import store as invoices
+from projections.quota import store as quota_store
 
 PLANS = ("basic", "scale", "enterprise")
 CUSTOMERS = (  # rotate through tax situations: domestic, EU consumers, EU B2B, outside the EU
@@ -99,8 +100,8 @@ def publish(engine: Engine, messages: list[tuple[bytes | None, bytes]]) -> dict[
 
 def write_artifacts(conn: Any, directory: Path, subscription: str) -> dict[str, str]:
     """The first invoice as PDF and HTML, and this cycle's usage chart of one subscription."""
-    from infra.chart import usage_chart_svg
-    from infra.render import invoice_html, invoice_pdf
+    from infra.render.invoice import invoice_html, invoice_pdf
+    from infra.render.usage_chart import usage_chart_svg
 
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}

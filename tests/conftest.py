@@ -30,7 +30,7 @@ class TestStack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[TestStack]:
-    from infra.stack import start_stack
+    from infra.stack.embedded import start_stack
 
     mode = os.environ.get("BILLING_TEST_STACK", "embedded")
     settings = dataclasses.replace(Settings.from_env(), stack=mode, pg_fsync=False)
@@ -50,7 +50,7 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 @pytest.fixture
 def database_url(stack: TestStack) -> Iterator[str]:
-    from infra.stack import create_database, drop_database
+    from infra.stack.embedded import create_database, drop_database
 
     name = f"test_{uuid.uuid4().hex[:12]}"
     create_database(stack.admin_url, name)
@@ -60,7 +60,7 @@ def database_url(stack: TestStack) -> Iterator[str]:
 
 @pytest.fixture
 def engine(settings: Settings, database_url: str, stack: TestStack) -> Iterator[object]:
-    from infra.engine import Engine
+    from infra.wiring.engine import Engine
 
     e = Engine.open(settings, database_url, stack.kafka_bootstrap)
     try:

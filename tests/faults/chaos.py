@@ -30,10 +30,11 @@ from typing import Any
 import orjson
 import psycopg
 
-from infra import dlq, kafka
 from infra.config import Settings, Topics
-from infra.engine import Engine, Monitor
-from infra.stack import Stack, start_stack
+from infra.kafka import clients as kafka
+from infra.kafka import dead_letters as dlq
+from infra.stack.embedded import Stack, start_stack
+from infra.wiring.engine import Engine, Monitor
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices")

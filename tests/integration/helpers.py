@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import psycopg
 
-from infra import kafka
-from infra.engine import Engine, Monitor
-from projections import quota_store
+from infra.kafka import clients as kafka
+from infra.wiring.engine import Engine, Monitor
+from projections.quota import store as quota_store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from domain.contracts.commands import parse_command
-from infra.engine import Engine
-from projections import analytics
+from infra.wiring.engine import Engine
+from projections.analytics import store as analytics
 from tests.integration.test_invoices import invoice_everything
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from domain.contracts.usage import UsageItem
-from infra.audit import verify
-from infra.engine import Engine
-from infra.eventstore import open_application
+from infra.eventstore.recorder import open_application
+from infra.ops.audit import verify
+from infra.wiring.engine import Engine
 from tests.integration.helpers import T0, subscribe
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def _superuser_rewrite(conn: psycopg.Connection, sid: str, version: int,
     database agrees with itself."""
     import hashlib
 
-    from infra.eventstore import ZERO_HASH, content_hash, event_hash
+    from infra.eventstore.recorder import ZERO_HASH, content_hash, event_hash
 
     conn.execute("UPDATE billing_events SET state = convert_to(replace(convert_from(state, "
                  "'UTF8'), %s, %s), 'UTF8') WHERE originator_id = %s AND "
@@ -137,7 +137,7 @@ def _superuser_rewrite(conn: psycopg.Connection, sid: str, version: int,
 
 
 def _exported(engine: Engine, key: bytes | None = b"kept-elsewhere") -> Any:
-    from infra.anchors import AnchorExporter
+    from infra.ops.anchors import AnchorExporter
 
     exporter = AnchorExporter(engine.database_url,
                               engine.settings.anchors_file(engine.database_url),
@@ -150,8 +150,8 @@ def _exported(engine: Engine, key: bytes | None = b"kept-elsewhere") -> Any:
 
 def _verify_with_kept(engine: Engine, key: bytes | None = b"kept-elsewhere",
                       source: str = "file") -> Any:
-    from infra import anchors
-    from infra.audit import verify_external
+    from infra.ops import anchors
+    from infra.ops.audit import verify_external
 
     records = (anchors.read_file(engine.settings.anchors_file(engine.database_url))
                if source == "file" else
@@ -196,7 +196,7 @@ def test_an_edited_kept_record_fails_its_hmac(engine: Engine) -> None:
 
 
 def test_an_event_rewritten_with_its_own_hashes_is_named_itself(engine: Engine) -> None:
-    from infra.eventstore import content_hash, event_hash
+    from infra.eventstore.recorder import content_hash, event_hash
 
     history(engine)
     with psycopg.connect(engine.database_url) as conn:
@@ -222,7 +222,7 @@ def test_an_event_rewritten_with_its_own_hashes_is_named_itself(engine: Engine) 
 
 
 def test_an_edited_snapshot_is_found_and_state_does_not_use_it(engine: Engine) -> None:
-    from infra.audit import Verification, replay_from_events, verify_snapshots
+    from infra.ops.audit import Verification, replay_from_events, verify_snapshots
 
     subscribe(engine, "sub-s")
     for n in range(60):  # past the snapshot interval (50)

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from domain.contracts.commands import parse_command
-from infra.audit import explain_invoice, history, state_summary, version_as_of
-from infra.engine import Engine
-from projections import invoices
+from infra.ops.audit import explain_invoice, history, state_summary, version_as_of
+from infra.wiring.engine import Engine
+from projections.invoices import store as invoices
 from tests.integration.helpers import ingest_all, publish, usage
 from tests.integration.test_invoices import invoice_everything
 

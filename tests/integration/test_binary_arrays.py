@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
+from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 from tests.conftest import TestStack
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from infra.engine import Engine
+from infra.wiring.engine import Engine
 from tests.integration.helpers import publish, read_topic, until
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def test_clock_advance_rolls_every_subscription_and_never_goes_back(engine: Engi
 
 
 def test_the_clock_spread_over_processes_rolls_the_same(engine: Engine) -> None:
-    from infra.parallel import process_runner
+    from infra.ops.parallel import process_runner
 
     start = datetime(2026, 11, 1, tzinfo=UTC)
     engine.app.subscribe_many([(f"p{i}", "acct", "basic") for i in range(40)], start)

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from domain.contracts.commands import parse_command
-from infra.engine import Engine, Monitor
-from infra.eventstore import open_application
+from infra.eventstore.recorder import open_application
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import publish, store_totals, subscribe, until, usage
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from infra.engine import Engine, Monitor
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import publish, store_totals, subscribe, until, usage
 
 pytestmark = pytest.mark.integration

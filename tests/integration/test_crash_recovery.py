@@ -12,7 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from infra.engine import Engine, Monitor
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import publish, store_totals, subscribe, usage
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.engine import Engine
+from infra.wiring.engine import Engine
 from tests.integration.helpers import (
     ingest_all,
     publish,

@@ -10,7 +10,7 @@ import pytest
 
 from domain.app.billing_app import snapshot_due
 from domain.contracts.usage import UsageItem
-from infra.engine import Engine
+from infra.wiring.engine import Engine
 from tests.integration.helpers import T0, subscribe
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from infra.engine import Engine, Monitor
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import publish, read_topic, store_totals, subscribe, until, usage
 
 pytestmark = pytest.mark.integration

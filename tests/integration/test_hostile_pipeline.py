@@ -47,7 +47,7 @@ import orjson
 import pytest
 from kafka.partitioner import murmur2
 
-from infra.engine import Engine, Monitor
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import project_all, quota_used, relay_all, store_totals, subscribe
 
 confluent_kafka = pytest.importorskip("confluent_kafka")

@@ -9,7 +9,7 @@ import orjson
 import psycopg
 import pytest
 
-from infra.engine import Engine
+from infra.wiring.engine import Engine
 from tests.integration.helpers import ingest_all as run_ingest
 from tests.integration.helpers import (
     publish,

@@ -16,8 +16,9 @@ import pytest
 
 from domain.contracts.commands import parse_command
 from infra.config import Settings
-from infra.engine import Engine
-from projections import analytics, invoices
+from infra.wiring.engine import Engine
+from projections.analytics import store as analytics
+from projections.invoices import store as invoices
 from tests.conftest import TestStack
 from tests.integration.helpers import relay_all, until
 
@@ -164,7 +165,7 @@ def test_rebuilding_the_invoice_model_gives_identical_rows_and_the_pdf_reads(
         engine: Engine) -> None:
     from pypdf import PdfReader
 
-    from infra.render import invoice_html, invoice_pdf
+    from infra.render.invoice import invoice_html, invoice_pdf
 
     subscribe_customers(engine)
     recorder = engine.app.recorder

@@ -10,10 +10,10 @@ from urllib.parse import urlparse, urlunparse
 import psycopg
 import pytest
 
-from infra import security
-from infra.engine import Engine
-from infra.eventstore import open_application
-from projections import analytics
+from infra.eventstore.recorder import open_application
+from infra.ops import security
+from infra.wiring.engine import Engine
+from projections.analytics import store as analytics
 from tests.integration.helpers import ingest_all, project_all, publish, relay_all, usage
 from tests.integration.test_invoices import invoice_everything
 

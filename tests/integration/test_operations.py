@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import orjson
 import pytest
 
-from infra.engine import Engine
+from infra.wiring.engine import Engine
 from tests.integration.helpers import publish, read_topic, subscribe, until
 
 pytestmark = pytest.mark.integration

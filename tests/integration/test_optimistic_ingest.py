@@ -16,8 +16,8 @@ import pytest
 from domain.app.record_usage import StaleRefusal, prepare_usage_batch
 from domain.catalog.model import Catalog
 from domain.contracts.usage import parse_usage
-from infra.engine import Engine, Monitor
-from infra.eventstore import open_application
+from infra.eventstore.recorder import open_application
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import T0, publish, store_totals, subscribe, until, usage
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from consumers.loop import TrackedConsumer
-from infra import kafka
-from infra.codec import encode
-from infra.engine import Engine, Monitor
+from consumers.wire import encode
+from infra.kafka import clients as kafka
+from infra.wiring.engine import Engine, Monitor
 from projections import parked
 from tests.integration.helpers import (
     ingest_all,
@@ -283,8 +283,7 @@ def test_record_after_record_failing_alone_stalls_rather_than_dead_letter_everyt
 
 def test_a_rebuild_from_billing_events_does_not_wait_for_a_parked_subscription(
         engine: Engine) -> None:
-    from infra import rebuild
-
+    from infra.ops import rebuild
     _an_event_no_one_can_decode(engine, "sub-p", "sub-o")
     relay_all(engine)
     project_all_but_parked = engine.projector()[0]

@@ -9,8 +9,11 @@ import psycopg
 import pytest
 
 from domain.contracts.commands import parse_command
-from infra.engine import Engine, Monitor
-from projections import analytics, invoices, quota_store, recommendations
+from infra.wiring.engine import Engine, Monitor
+from projections.analytics import store as analytics
+from projections.invoices import store as invoices
+from projections.quota import store as quota_store
+from projections.recommendations import store as recommendations
 from tests.integration.helpers import ingest_all, publish, relay_all, until, usage
 from tests.integration.test_invoices import invoice_everything
 

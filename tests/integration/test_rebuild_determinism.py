@@ -12,12 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from consumers.wire import wire_message
 from domain.contracts.commands import parse_command
-from infra import rebuild
-from infra.codec import wire_message
-from infra.engine import Engine
-from projections import invoices, quota_store
-from projections.quota import apply_all
+from infra.ops import rebuild
+from infra.wiring.engine import Engine
+from projections.invoices import store as invoices
+from projections.quota import store as quota_store
+from projections.quota.model import apply_all
 from tests.integration.helpers import ingest_all, project_all, publish, relay_all, until, usage
 from tests.integration.test_invoices import _projected as projected_invoices
 from tests.integration.test_invoices import invoice_everything

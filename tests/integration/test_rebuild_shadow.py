@@ -14,12 +14,13 @@ import psycopg
 import pytest
 
 from consumers.projector import Database
+from consumers.wire import wire_message
 from domain.contracts.commands import parse_command
-from infra import cli, rebuild
-from infra.codec import wire_message
-from infra.engine import Engine, Monitor
-from projections import invoices
-from projections import versions as projection_versions
+from infra.cli import main as cli
+from infra.ops import rebuild
+from infra.wiring.engine import Engine, Monitor
+from projections import tracking as projection_versions
+from projections.invoices import store as invoices
 from tests.integration.helpers import T0, ingest_all, publish, relay_all, until, usage
 from tests.integration.test_audit_tools import journey
 

@@ -1,4 +1,4 @@
-"""Publishing a batch as record batches built directly (infra.kafka.RecordBatches): every
+"""Publishing a batch as record batches built directly (infra.kafka.clients.RecordBatches): every
 record arrives once, in order per partition, with the end offsets the broker acknowledged."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from kafka.errors import KafkaError
 
-from infra import kafka
-from infra.engine import Engine
+from infra.kafka import clients as kafka
+from infra.wiring.engine import Engine
 from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration

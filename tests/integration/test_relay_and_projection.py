@@ -13,9 +13,9 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.projector import Database, QuotaProjector, rebuild_from_store
-from infra.engine import Engine
-from projections import quota_store
-from projections import versions as projection_versions
+from infra.wiring.engine import Engine
+from projections import tracking as projection_versions
+from projections.quota import store as quota_store
 from tests.integration.helpers import (
     ingest_all,
     project_all,

@@ -6,7 +6,7 @@ import orjson
 import psycopg
 import pytest
 
-from infra.engine import Engine
+from infra.wiring.engine import Engine
 from tests.integration.helpers import T0, subscribe
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from domain.app.billing_app import PreparedWrite
-from infra.engine import Engine, Monitor
+from infra.wiring.engine import Engine, Monitor
 from tests.integration.helpers import publish, store_totals, subscribe, until, usage
 
 pytestmark = pytest.mark.integration

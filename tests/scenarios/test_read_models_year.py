@@ -1,11 +1,11 @@
 """The read models over a year, one pricing model each, as pure domain scenarios (no database,
-no Kafka, no wall clock): the credit and quota monitor (projections/quota.py) and the plan
-recommendations (projections/recommendations.py).
+no Kafka, no wall clock): the credit and quota monitor (projections/quota/model.py) and the plan
+recommendations (projections/recommendations/store.py).
 
 Each subscription is driven by commands (the JSON command contract), usage and the clock. After
 every step its new events are turned into `billing.events` messages exactly as the relay writes
 them (`to_message`: JSON, Decimals as strings, times as ISO strings) and folded, in one batch,
-through `projections.quota.apply_all` and `projections.recommendations.update_inputs`
+through `projections.quota.model.apply_all` and `projections.recommendations.store.update_inputs`
 (`ReadModels`). The per-day and per-member increments of each batch are added up as the `project`
 worker adds them to `usage_daily` and `usage_by_member`, and the monitor reads them as
 `billing quota` does: the days from the cycle start's date on, the members of the open cycle,
@@ -28,8 +28,8 @@ from domain.catalog.model import Catalog
 from domain.contracts.commands import execute, parse_command
 from domain.contracts.usage import UsageItem
 from domain.subscription.aggregate import Subscription
-from projections.quota import QuotaRow, SubscriptionQuota, apply_all
-from projections.recommendations import recommend, update_inputs
+from projections.quota.model import QuotaRow, SubscriptionQuota, apply_all
+from projections.recommendations.store import recommend, update_inputs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WORKSPACE_TOKENS = Catalog.from_file(EXAMPLES / "workspace_tokens.toml")
@@ -53,7 +53,7 @@ def decimal_as_string(value: Any) -> Any:
 
 
 def to_message(event: Any, position: int = 0) -> dict[str, Any]:
-    """A domain event as the relay publishes it on `billing.events` (infra/codec.py), decoded
+    """A domain event as the relay publishes it on `billing.events` (consumers/wire.py), decoded
     again, so every type is what a projection sees from Kafka."""
     message = {
         "subscription": event.originator_id,
@@ -217,10 +217,10 @@ def d(value: int | str) -> Decimal:
 # ------------------------------------------------------------------- the wire, checked --
 
 def test_to_message_is_what_the_relay_publishes() -> None:
-    """The relay's own encoding (infra/codec.py) of the same events, stored by an in-memory
+    """The relay's own encoding (consumers/wire.py) of the same events, stored by an in-memory
     application, decodes to exactly what `to_message` gives."""
+    from consumers.wire import decode, encode, event_message
     from domain.app.billing_app import BillingApplication
-    from infra.codec import decode, encode, event_message
 
     app = BillingApplication(WORKSPACE_TOKENS, env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     j = Journey(WORKSPACE_TOKENS, "ws-wire", "single", WS_CYCLES[0])

@@ -41,7 +41,7 @@ def test_json_log_lines_mask_configured_secrets(monkeypatch: Any) -> None:
 def test_command_fields_from_the_command_line() -> None:
     """Issue 17.10: `billing command` passes objects (the customer, whose country decides
     VAT) as dotted keys or as JSON."""
-    from infra.cli import command_fields
+    from infra.cli.main import command_fields
 
     assert command_fields(["plan=scale", "count=2", "trial=true"]) == {
         "plan": "scale", "count": 2, "trial": True}

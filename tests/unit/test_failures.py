@@ -10,7 +10,7 @@ from eventsourcing import persistence
 from kafka import errors as kafka_errors
 
 from consumers.failures import Failure, classify
-from projections.versions import VersionConflict
+from projections.tracking import VersionConflict
 
 
 def wrapped(cause: Exception, wrapper: type[Exception]) -> Exception:

@@ -10,7 +10,7 @@ import pytest
 
 from domain.billing.charges import prorated
 from domain.billing.invoice_document import build_invoice
-from infra.render import billed, invoice_html
+from infra.render.invoice import billed, invoice_html
 
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from pypdf import PdfReader
 
 from domain.billing.charges import charge
 from domain.billing.invoice_document import build_invoice
-from infra.render import invoice_pdf
+from infra.render.invoice import invoice_pdf
 
 # A customer name from each country with a VAT rate (domain/billing/tax.py), in its own letters.
 NAMES = {

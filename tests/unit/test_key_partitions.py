@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.partitioner import DefaultPartitioner
 
-from infra.kafka import KeyPartitions
+from infra.kafka.clients import KeyPartitions
 
 
 class _Cluster:

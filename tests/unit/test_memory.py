@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from infra.memory import peak_rss_mib
+from infra.ops.memory import peak_rss_mib
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 

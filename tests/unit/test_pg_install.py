@@ -1,4 +1,4 @@
-"""Where the embedded PostgreSQL's binaries run from (infra/stack.py): as root, PostgreSQL
+"""Where the embedded PostgreSQL's binaries run from (infra/stack/embedded.py): as root, PostgreSQL
 runs as another OS user, who must be able to reach them even when the installation lies below
 a folder only root may enter (a checkout in a 0700 folder)."""
 
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from infra import stack
+from infra.stack import embedded as stack
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")

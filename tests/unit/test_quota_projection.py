@@ -1,4 +1,4 @@
-"""The quota read model (projections/quota.py) fed with hand-built event messages."""
+"""The quota read model (projections/quota/model.py) fed with hand-built event messages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from projections.quota import SubscriptionQuota, apply, apply_all
+from projections.quota.model import SubscriptionQuota, apply, apply_all
 
 JAN = "2025-01-31T00:00:00+00:00"
 FEB = "2025-02-28T00:00:00+00:00"

@@ -16,7 +16,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
-from infra import record_decoding
+from infra.kafka import record_codec as record_decoding
 
 TP = TopicPartition("billing.usage", 3)
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]

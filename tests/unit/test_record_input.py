@@ -67,7 +67,7 @@ def test_a_dead_letter_stays_small_whatever_it_carries() -> None:
 
     import orjson
 
-    from infra.dlq import MAX_LETTER_VALUE, dead_letter, letter_key
+    from infra.kafka.dead_letters import MAX_LETTER_VALUE, dead_letter, letter_key
 
     value, key = b"v" * 5_000_000, b"k" * 3_000_000
     letter = dead_letter(record(value, key), "too_large", "e" * 10_000, "usage-ingest")

@@ -11,7 +11,7 @@ from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredEr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.transcoder import OrjsonTranscoder
+from infra.eventstore.transcoder import OrjsonTranscoder
 
 
 def _registered(transcoder: JSONTranscoder) -> JSONTranscoder:

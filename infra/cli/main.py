@@ -19,7 +19,7 @@ import orjson
 
 from domain.shared.money import plain
 from infra.config import Settings, redact_url
-from infra.stack import Stack, start_stack
+from infra.stack.embedded import Stack, start_stack
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -62,7 +62,7 @@ def connect(settings: Settings) -> Stack:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from infra.demo import run_demo
-    from infra.engine import Engine
+    from infra.wiring.engine import Engine
 
     t0 = time.perf_counter()
     with start_stack(settings) as stack:
@@ -81,9 +81,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.endpoints import BeatClock, Endpoints
-    from infra.engine import ROLES, Engine, Workers
-    from infra.health import Heartbeat
+    from infra.ops.endpoints import BeatClock, Endpoints
+    from infra.ops.health import Heartbeat
+    from infra.wiring.engine import ROLES, Engine, Workers
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,11 +140,10 @@ HEARTBEAT_SECONDS = 2.0
 
 
 def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
-    """Least-privilege roles and tenant isolation (infra/security.py); run as the owner."""
+    """Least-privilege roles and tenant isolation (infra/ops/security.py); run as the owner."""
     import psycopg
 
-    from infra import security
-
+    from infra.ops import security
     stack = connect(settings)
     password = os.environ.get(args.password_env) if args.password_env else None
     if args.password_env and not password:
@@ -168,8 +167,7 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
-    from infra import health
-
+    from infra.ops import health
     stack = connect(settings)
     if args.verb == "ready":
         report = health.ready(stack.database_url, stack.kafka_bootstrap, settings.topics.all(),
@@ -216,8 +214,7 @@ def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
 def _publish_file(args: argparse.Namespace, settings: Settings, topic: str, what: str) -> int:
     """Publish a JSON-lines file, keyed by each line's "subscription"; lines that are not valid
     JSON are published as they are (the consumer dead-letters them with a code)."""
-    from infra import kafka
-
+    from infra.kafka import clients as kafka
     stack = connect(settings)
     with open(args.file, "rb") as f:
         messages = [(_key_of(line), line) for line in (raw.strip() for raw in f) if line]
@@ -236,8 +233,7 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
     """The credit and quota monitor of one subscription."""
     import psycopg
 
-    from projections import quota_store
-
+    from projections.quota import store as quota_store
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         rows = quota_store.read(conn, args.subscription)
@@ -249,7 +245,7 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
     now = time_arg(args.at, "--at") if args.at else _billing_now(stack, settings)
     monitor = _monitor(rows, days, members, now)
     if args.chart:
-        from infra.chart import usage_chart_svg
+        from infra.render.usage_chart import usage_chart_svg
 
         metric = args.metric or next((r["metric"] for r in rows if r["used"]), rows[0]["metric"])
         row = next(r for r in rows if r["metric"] == metric)
@@ -290,7 +286,7 @@ def _billing_now(stack: Stack, settings: Settings) -> datetime:
     from datetime import UTC
     from datetime import datetime as wall
 
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     app = open_billing(stack.database_url, settings)
     try:
@@ -341,7 +337,7 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     version of it, the one way to change prices)."""
     from domain.catalog.model import Catalog
     from domain.shared.errors import BillingError
-    from infra.engine import load_catalog, open_billing, publish_catalog
+    from infra.wiring.engine import load_catalog, open_billing, publish_catalog
 
     if args.verb == "publish":
         if not args.file:
@@ -388,7 +384,7 @@ def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from domain.shared.errors import BillingError
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
     customer = {name: getattr(args, name) for name in CUSTOMER_OPTIONS
@@ -452,8 +448,8 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from domain.contracts.commands import parse_command
     from domain.shared.errors import BillingError
-    from infra import kafka
-    from infra.engine import open_billing
+    from infra.kafka import clients as kafka
+    from infra.wiring.engine import open_billing
 
     raw: dict[str, Any] = {
         "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
@@ -529,8 +525,8 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     """List dead letters, or replay them (as they were, or as edited in a JSON-lines file)."""
     import psycopg
 
-    from infra import dlq, kafka
-
+    from infra.kafka import clients as kafka
+    from infra.kafka import dead_letters as dlq
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         done = dlq.replayed(conn)
@@ -585,7 +581,7 @@ def _letter_from_line(line: str) -> dict[str, Any]:
 def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
 
     from domain.shared.errors import BillingError
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     stack = connect(settings)
     app = open_billing(stack.database_url, settings)
@@ -601,7 +597,7 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
         recorder: Any = app.recorder
         runner = None
         if args.processes > 1:
-            from infra.parallel import process_runner
+            from infra.ops.parallel import process_runner
 
             runner = process_runner(stack.database_url, settings, args.processes)
         try:
@@ -620,9 +616,8 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
-    from infra.render import invoice_html, invoice_pdf
-    from projections import invoices
-
+    from infra.render.invoice import invoice_html, invoice_pdf
+    from projections.invoices import store as invoices
     stack = connect(settings)
     if args.verb == "list":
         with psycopg.connect(stack.database_url) as conn:
@@ -658,7 +653,7 @@ def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -
     from datetime import UTC, datetime
 
     from domain.shared.errors import BillingError
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     app = open_billing(stack.database_url, settings)
     at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
@@ -683,10 +678,9 @@ def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -
 def _invoice_explain(args: argparse.Namespace, settings: Settings, stack: Stack) -> int:
     import psycopg
 
-    from infra.audit import explain_invoice
-    from infra.engine import open_billing
-    from projections import invoices
-
+    from infra.ops.audit import explain_invoice
+    from infra.wiring.engine import open_billing
+    from projections.invoices import store as invoices
     with psycopg.connect(stack.database_url) as conn:
         document = invoices.read_invoice(conn, args.target)
     if document is None:
@@ -726,7 +720,7 @@ def _subscription_of_invoice(stack: Stack, number: str) -> str:
 
 
 def _print_invoice_text(doc: dict[str, Any]) -> None:
-    from infra.render import billed
+    from infra.render.invoice import billed
 
     cur = doc["currency"]
     title = "Credit note" if doc["kind"] == "credit_note" else "Invoice"
@@ -755,8 +749,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
     import psycopg
 
-    from projections import analytics
-
+    from projections.analytics import store as analytics
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         try:
@@ -792,9 +785,8 @@ def _cell(value: Any) -> str:
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
-    from infra.engine import load_catalog
-    from projections import recommendations
-
+    from infra.wiring.engine import load_catalog
+    from projections.recommendations import store as recommendations
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         inputs = recommendations.read_inputs(conn, args.subscription)
@@ -818,7 +810,7 @@ def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
 def _audit_app(settings: Settings) -> tuple[Any, Any]:
     import psycopg
 
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     stack = connect(settings)
     return open_billing(stack.database_url, settings), \
@@ -826,7 +818,7 @@ def _audit_app(settings: Settings) -> tuple[Any, Any]:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.audit import history
+    from infra.ops.audit import history
 
     if not (args.subscription or args.account or args.all):
         raise SystemExit("name a subscription, or --account ACCOUNT, or --all")
@@ -849,7 +841,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
 
     from domain.shared.errors import BillingError, UnknownSubscription
-    from infra.audit import replay_from_events, state_summary, version_as_of
+    from infra.ops.audit import replay_from_events, state_summary, version_as_of
 
     app, conn = _audit_app(settings)
     conn.close()
@@ -891,11 +883,11 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """The store's own hash chains and anchors, its snapshots against its events, and its
-    anchors against the copy kept outside PostgreSQL (infra/anchors.py)."""
+    anchors against the copy kept outside PostgreSQL (infra/ops/anchors.py)."""
     from pathlib import Path
 
-    from infra import anchors
-    from infra.audit import verify, verify_external, verify_snapshots
+    from infra.ops import anchors
+    from infra.ops.audit import verify, verify_external, verify_snapshots
 
     app, conn = _audit_app(settings)
     try:
@@ -944,8 +936,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from infra import rebuild
-    from infra.engine import Engine
+    from infra.ops import rebuild
+    from infra.wiring.engine import Engine
 
     unknown = set(args.projection) - set(rebuild.TABLES)
     if unknown:
@@ -1230,7 +1222,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BillingError as e:  # e.g. the catalog: BILLING_CATALOG names another one
         print(f"refused ({e.code}): {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

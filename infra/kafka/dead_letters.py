@@ -125,8 +125,7 @@ CREATE TABLE IF NOT EXISTS dlq_replays (
 def read_letters(bootstrap: str, settings: Any, quiet_seconds: float = 1.5
                  ) -> list[dict[str, Any]]:
     """Every dead letter from offset 0, each with its own DLQ partition and offset."""
-    from infra import kafka
-
+    from infra.kafka import clients as kafka
     letters = []
     for r in kafka.read_from_start(bootstrap, settings, settings.topics.dlq,
                                    "billing-dlq-reader", quiet_seconds):

@@ -19,10 +19,10 @@ from eventsourcing.utils import TopicError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from consumers.wire import encode, undecodable_message, wire_message
 from domain.app.billing_app import BillingApplication
-from infra.codec import encode, undecodable_message, wire_message
-from infra.kafka import KeyPartitions, RecordBatches
-from infra.polling import Progress, run_polling
+from infra.kafka.clients import KeyPartitions, RecordBatches
+from infra.wiring.polling import Progress, run_polling
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from infra.eventstore import ZERO_HASH, content_hash, event_hash
+from infra.eventstore.recorder import ZERO_HASH, content_hash, event_hash
 
 
 @dataclass
@@ -166,10 +166,10 @@ def covered(conn: psycopg.Connection[Any], anchor_id: int, shown: int = 10) -> s
 
 def verify_external(conn: psycopg.Connection[Any], records: list[dict[str, Any]],
                     key: bytes | None, result: Verification) -> None:
-    """Check the anchors in the database against the copy kept outside it (infra/anchors.py):
+    """Check the anchors in the database against the copy kept outside it (infra/ops/anchors.py):
     the first anchor that differs is named with the events it covers; a rewrite of events,
     hashes and anchors that is consistent inside the database shows here."""
-    from infra.anchors import signed_properly
+    from infra.ops.anchors import signed_properly
 
     stored = {int(a): (bytes(r).hex(), bytes(h).hex()) for a, r, h in conn.execute(
         "SELECT id, root, hash FROM event_anchors").fetchall()}

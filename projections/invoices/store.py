@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 import psycopg
 
-from projections import analytics, recommendations
-from projections import versions as projection_versions
+from projections import tracking as projection_versions
+from projections.analytics import store as analytics
+from projections.recommendations import store as recommendations
 
 PROJECTION = "invoices"  # also feeds the analytics lifecycle table, in the same transaction
 
@@ -223,7 +224,7 @@ def apply_messages(cur: psycopg.Cursor[Any], messages: Sequence[dict[str, Any]],
     """Apply messages in order, skipping (subscription, version) already applied.
 
     A replay into fresh tables passes `replay_versions`: the versions applied so far are kept
-    there, in memory, and written once at its end (`projections.versions.write`). Upserting
+    there, in memory, and written once at its end (`projections.tracking.write`). Upserting
     them every batch in the replay's one long transaction left each row a chain of dead
     versions to walk, and the rebuild slowed down as it went (11,000 events/s over 500,000
     events)."""

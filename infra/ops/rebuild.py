@@ -20,12 +20,14 @@ from typing import Any
 import psycopg
 
 from consumers.projector import Database
-from infra.codec import wire_message
+from consumers.wire import wire_message
 from infra.config import Settings
-from infra.parallel import map_in_processes
-from projections import invoices, quota_store, recommendations
-from projections import versions as projection_versions
-from projections.quota import SubscriptionQuota, apply_all
+from infra.ops.parallel import map_in_processes
+from projections import tracking as projection_versions
+from projections.invoices import store as invoices
+from projections.quota import store as quota_store
+from projections.quota.model import SubscriptionQuota, apply_all
+from projections.recommendations import store as recommendations
 
 TABLES = {
     "quota": ("quota", "usage_daily", "usage_by_member"),
@@ -123,7 +125,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
 
 
 def _replay_part(job: tuple[str, Settings, list[str], int, int]) -> int:
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     url, settings, projections, k, n = job
     app = open_billing(url, settings)
@@ -337,8 +339,7 @@ def kafka_replay(engine: Any, projections: list[str],
     (their positions live in the shadow schema, empty, so they start at 0)."""
     from consumers.loop import TrackedConsumer
     from consumers.projector import InvoiceProjector, QuotaPositions, QuotaProjector
-    from infra import kafka
-
+    from infra.kafka import clients as kafka
     def run(shadow: Database) -> int:
         loops = []
         for name in projections:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from infra.config import Settings
-from infra.memory import peak_rss_mib
+from infra.ops.memory import peak_rss_mib
 
 R = TypeVar("R")
 
@@ -32,7 +32,7 @@ def map_in_processes(func: Callable[[Any], R], jobs: Sequence[Any]
 
 
 def _advance_slice(args: tuple[str, Settings, datetime, list[str], int]) -> tuple[int, int]:
-    from infra.engine import open_billing
+    from infra.wiring.engine import open_billing
 
     url, settings, to, ids, batch = args
     app = open_billing(url, settings)

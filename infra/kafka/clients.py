@@ -21,8 +21,8 @@ from kafka.errors import (
 from kafka.partitioner import murmur2
 from kafka.protocol.producer import ProduceRequest
 
-from infra import record_decoding
 from infra.config import Settings
+from infra.kafka import record_codec as record_decoding
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def producer(bootstrap: str, settings: Settings | None = None,
 
 def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsumer:
     """A consumer whose positions live in PostgreSQL: auto-commit is off, offsets never
-    committed to the broker. Fetched batches are decoded by `infra.record_decoding`."""
+    committed to the broker. Fetched batches are decoded by `infra.kafka.record_codec`."""
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "enable_auto_commit": False,
@@ -153,7 +153,7 @@ class RecordBatches:
     (its sender thread does the I/O) and awaited. kafka-python's per-record `send()` (futures,
     the accumulator, a wake-up per new batch) cost about 40-70 µs a record in Python: the
     relay's and the load generator's largest cost. The batches are encoded directly
-    (`infra.record_decoding.encode_plain_batches`, about 1 µs a record).
+    (`infra.kafka.record_codec.encode_plain_batches`, about 1 µs a record).
 
     All or nothing from the caller's view: any error raises, and the caller publishes the batch
     again (the relay does, from its recorded position; duplicates are skipped downstream by

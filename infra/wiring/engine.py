@@ -21,13 +21,19 @@ from consumers.usage import UsageIngestor, UsagePositions
 from consumers.write_behind import WriteBehind
 from domain.app.billing_app import BillingApplication
 from domain.catalog.model import Catalog
-from infra import dlq, health, kafka
-from infra.anchors import AnchorExporter
 from infra.config import Settings
-from infra.dlq import DeadLetters
-from infra.eventstore import open_application
-from infra.relay import Relay
-from projections import analytics, invoices, parked, quota_store, recommendations
+from infra.eventstore.recorder import open_application
+from infra.kafka import clients as kafka
+from infra.kafka import dead_letters as dlq
+from infra.kafka.dead_letters import DeadLetters
+from infra.kafka.relay import Relay
+from infra.ops import health
+from infra.ops.anchors import AnchorExporter
+from projections import parked
+from projections.analytics import store as analytics
+from projections.invoices import store as invoices
+from projections.quota import store as quota_store
+from projections.recommendations import store as recommendations
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +175,8 @@ class Engine:
         return exporter
 
     def relay(self) -> Relay:
-        # The relay publishes one batch at a time and waits for it (infra.kafka.RecordBatches),
-        # which keeps per-partition order.
+        # The relay publishes one batch at a time and waits for it
+        # (infra.kafka.clients.RecordBatches), which keeps per-partition order.
         return Relay(self.app, self.producer(), self.settings.topics.events)
 
     def projector(self, group: bool = False) -> tuple[TrackedConsumer, QuotaProjector]:

@@ -76,7 +76,7 @@ def check(url: str, bootstrap: str, topics: list[str], max_age: float,
     """Everything `billing health` reports; `healthy` is the verdict, and `problems` says
     what makes it false: a stale worker, a stalled partition (input waiting, no progress), a
     worker whose batches keep failing, parked events."""
-    from infra.kafka import broker_reachable
+    from infra.kafka.clients import broker_reachable
 
     report: dict[str, Any] = {"database": False, "broker": False, "workers": [], "lag": {},
                               "parked": {}, "problems": []}
@@ -146,7 +146,7 @@ def _lags(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 def ready(url: str, bootstrap: str, topics: list[str],
           kafka_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    from infra.kafka import broker_reachable
+    from infra.kafka.clients import broker_reachable
 
     report: dict[str, Any] = {"database": False, "tables": False, "broker": False}
     try:

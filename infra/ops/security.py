@@ -10,7 +10,7 @@
   rebuilding them needs.
 - `billing_tenant`: the tenant-scoped read role. Row-level security shows each member role the
   rows of its own account(s) only, as listed in `tenant_roles`; nothing of the event store.
-- `billing_analyst` (projections/analytics.py): the `billing_read` views only.
+- `billing_analyst` (projections/analytics/store.py): the `billing_read` views only.
 
 Run by the owner of the tables (`billing roles setup`); idempotent.
 """
@@ -120,7 +120,8 @@ def _setup_roles(conn: psycopg.Connection[Any]) -> None:
     for table in EVENT_TABLES:
         _table_privileges(conn, table, WORKER_ROLE, {"SELECT", "INSERT"})
         _table_privileges(conn, table, TENANT_ROLE, set())
-    # Positions move only through billing_move_position (forward only, infra/eventstore.py).
+    # Positions move only through billing_move_position (forward only; see
+    # infra/eventstore/recorder.py).
     _table_privileges(conn, "billing_tracking", WORKER_ROLE, {"SELECT"})
     _table_privileges(conn, "billing_events", WORKER_ROLE, {"SELECT", "INSERT", "MAINTAIN"})
     conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION billing_move_position(text, bigint) "

@@ -29,8 +29,8 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.app.billing_app import BillingApplication, UsageKey
 from domain.catalog.model import Catalog
-from infra.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 from infra.config import Settings
+from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
 # The hash partition of a stream (masked: the hash is a signed bigint).
@@ -38,7 +38,8 @@ PART = "(hashtextextended(originator_id, 0) & 65535) %% %s = %s"
 
 
 def event_arrays(stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
-    """Ids, versions, topics and states as binary array parameters (infra.binary_arrays)."""
+    """Ids, versions, topics and states as binary array parameters
+    (infra.eventstore.binary_arrays)."""
     return (TextArray.of([str(e.originator_id) for e in stored_events]),
             Int8Array.of([e.originator_version for e in stored_events]),
             TextArray.of([e.topic for e in stored_events]),
@@ -100,7 +101,7 @@ class BillingRecorder(PostgresProcessRecorder):
                 "seq int NOT NULL, PRIMARY KEY (originator_id, originator_version))"
                 ).format(schema),
             # Input positions move forward only, and only through this function: the worker
-            # role gets EXECUTE on it, no INSERT or UPDATE on the table (infra/security.py).
+            # role gets EXECUTE on it, no INSERT or UPDATE on the table (infra/ops/security.py).
             SQL("CREATE OR REPLACE FUNCTION {0}.billing_move_position(stream text, upto bigint)"
                 " RETURNS SETOF bigint LANGUAGE sql SECURITY DEFINER SET search_path = {0}, "
                 "pg_temp AS $$ INSERT INTO {0}.{1} AS t VALUES (stream, upto) ON CONFLICT "
@@ -409,10 +410,10 @@ def _pairs_json(keys: Sequence[UsageKey]) -> str:
 def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
     url = urlparse(database_url)
     return {
-        "PERSISTENCE_MODULE": "infra.eventstore:BillingFactory",
-        "APPLICATION_RECORDER_TOPIC": "infra.eventstore:BillingRecorder",
+        "PERSISTENCE_MODULE": "infra.eventstore.recorder:BillingFactory",
+        "APPLICATION_RECORDER_TOPIC": "infra.eventstore.recorder:BillingRecorder",
         "ORIGINATOR_ID_TYPE": "text",
-        "TRANSCODER_TOPIC": "infra.transcoder:OrjsonTranscoder",
+        "TRANSCODER_TOPIC": "infra.eventstore.transcoder:OrjsonTranscoder",
         "IS_SNAPSHOTTING_ENABLED": "y",
         "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": url.hostname or "127.0.0.1",

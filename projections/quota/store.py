@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from projections import versions as projection_versions
-from projections.quota import QuotaRow, SubscriptionQuota
+from projections import tracking as projection_versions
+from projections.quota.model import QuotaRow, SubscriptionQuota
 
 PROJECTION = "quota"
 

@@ -1,6 +1,6 @@
 """Anchors that leave PostgreSQL. Every write adds an anchor chaining the hashes of its events
-to the previous anchor (infra/eventstore.py), so an anchor's hash commits to the whole history
-before it. A database superuser can still rewrite events, hashes and anchors consistently;
+to the previous anchor (infra/eventstore/recorder.py), so an anchor's hash commits to the whole
+history before it. A database superuser can still rewrite events, hashes and anchors consistently;
 what they cannot rewrite is a copy kept elsewhere. The exporter (role `audit` of
 `billing run`) copies each anchor as it is written to an append-only JSON-lines file and to
 the `billing.audit` topic, each record with an HMAC under BILLING_AUDIT_KEY (a key the
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from infra.polling import Progress, run_polling
+from infra.wiring.polling import Progress, run_polling
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def read_file(path: Path) -> list[dict[str, Any]]:
 def read_topic(bootstrap: str, settings: Any, quiet_seconds: float = 1.5
                ) -> list[dict[str, Any]]:
     """Every record of the audit topic, from offset 0, once per anchor, in anchor order."""
-    from infra import kafka
-
+    from infra.kafka import clients as kafka
     records = {}
     for r in kafka.read_from_start(bootstrap, settings, settings.topics.audit,
                                    "billing-anchor-reader", quiet_seconds):
