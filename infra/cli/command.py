@@ -1,0 +1,85 @@
+"""`billing command`: one lifecycle command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from infra.cli.common import connect
+from infra.config import Settings
+
+
+def _field_value(text: str) -> Any:
+    if text in ("true", "false"):
+        return text == "true"
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return text
+
+
+def command_fields(pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` (true/false and integers typed, the rest text), `a.b=value` into an object
+    (`customer.country=DE`), `key:=JSON` for any JSON value (`customer:='{"country":"DE"}'`)."""
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        raw_json = ":=" in pair and pair.index(":=") < pair.find("=") + 1
+        key, sep, value = pair.partition(":=" if raw_json else "=")
+        if not sep or not key:
+            raise SystemExit(f"fields are key=value or key:=JSON, not {pair!r}")
+        try:
+            parsed = orjson.loads(value) if raw_json else _field_value(value)
+        except orjson.JSONDecodeError as e:
+            raise SystemExit(f"{key}: not JSON: {e}") from None
+        *path, last = key.split(".")
+        target = fields
+        for part in path:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SystemExit(f"{key}: {part} is not an object")
+        target[last] = parsed
+    return fields
+
+
+def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one lifecycle command against the event store (or publish it with --publish)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from domain.contracts.commands import parse_command
+    from domain.shared.errors import BillingError
+    from infra.kafka import clients as kafka
+    from infra.wiring.engine import open_billing
+
+    raw: dict[str, Any] = {
+        "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
+        "subscription": args.subscription,
+        "at": args.at or datetime.now(UTC).isoformat(),
+    }
+    raw.update(command_fields(args.fields))
+    stack = connect(settings)
+    if args.publish:
+        producer = kafka.producer(stack.kafka_bootstrap, settings)
+        kafka.publish(producer, settings.topics.commands,
+                      [(args.subscription.encode(), orjson.dumps(raw))])
+        producer.close()
+        print(json.dumps({"published": raw}) if args.json else f"published {raw['id']}")
+        return 0
+    app = open_billing(stack.database_url, settings)
+    try:
+        outcome = app.handle(parse_command(raw))
+    except BillingError as e:
+        print(json.dumps({"error": e.code, "message": str(e)}) if args.json
+              else f"refused ({e.code}): {e}", file=sys.stderr)
+        return 2
+    finally:
+        app.close()
+    result = {"id": raw["id"], "type": args.type, "subscription": args.subscription,
+              "result": outcome.result, "events": outcome.events}
+    print(json.dumps(result) if args.json
+          else f"{args.type} {args.subscription}: {outcome.result} ({outcome.events} events)")
+    return 0
