@@ -55,3 +55,93 @@ def test_command_fields_from_the_command_line() -> None:
         command_fields(["plan"])
     with pytest.raises(SystemExit):
         command_fields(["customer:={not json"])
+
+
+def _refused(env: dict[str, str]) -> str:
+    from infra.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    message = str(refused.value)
+    assert "\n" not in message and next(iter(env)) in message
+    return message
+
+
+@pytest.mark.parametrize("word,value", [
+    ("1", True), ("true", True), ("YES", True), ("On", True), ("y", True),
+    ("0", False), ("false", False), ("no", False), ("OFF", False), ("N", False)])
+def test_booleans_take_exactly_the_usual_words(word: str, value: bool) -> None:
+    from infra.config import Settings
+
+    settings = Settings.from_env({"BILLING_OPTIMISTIC_INGEST": word, "BILLING_MIGRATE": word,
+                                  "BILLING_WRITE_BEHIND": word, "BILLING_PG_FSYNC": word})
+    assert (settings.optimistic_ingest, settings.migrate, settings.write_behind,
+            settings.pg_fsync) == (value,) * 4
+
+
+@pytest.mark.parametrize("name", ["BILLING_OPTIMISTIC_INGEST", "BILLING_MIGRATE",
+                                  "BILLING_WRITE_BEHIND", "BILLING_PG_FSYNC"])
+@pytest.mark.parametrize("word", ["onn", "2", "enabled", " on", "tru"])
+def test_a_boolean_that_is_no_known_word_is_refused(name: str, word: str) -> None:
+    """`BILLING_OPTIMISTIC_INGEST=onn` was silently off."""
+    message = _refused({name: word})
+    assert "1/true/yes/on/y or 0/false/no/off/n" in message
+
+
+@pytest.mark.parametrize("name,value,allowed", [
+    ("BILLING_PARTITIONS", "abc", "1 to 10,000"),
+    ("BILLING_PARTITIONS", "0", "1 to 10,000"),
+    ("BILLING_PARTITIONS", "4.5", "1 to 10,000"),
+    ("BILLING_MAX_POLL_RECORDS", "-1", "1 to 1,000,000"),
+    ("BILLING_SESSION_TIMEOUT_MS", "10", "1,000 to 3,600,000"),
+    ("BILLING_MAX_MESSAGE_BYTES", "1e6", "1,024 to"),
+    ("BILLING_KAFKA_REQUEST_TIMEOUT_MS", "soon", "1 to 3,600,000"),
+    ("BILLING_STALL_SECONDS", "abc", "above 0"),
+    ("BILLING_STALL_SECONDS", "0", "above 0"),
+    ("BILLING_STALL_SECONDS", "inf", "above 0"),
+])
+def test_numbers_are_numbers_within_their_range(name: str, value: str, allowed: str) -> None:
+    """`BILLING_PARTITIONS=abc` ended in a traceback that did not name the variable."""
+    assert allowed in _refused({name: value})
+
+
+@pytest.mark.parametrize("name,value,allowed", [
+    ("BILLING_STACK", "docker", "embedded, external, containers"),
+    ("BILLING_LOG_FORMAT", "xml", "json, text"),
+    ("BILLING_KAFKA_SECURITY_PROTOCOL", "TLS", "SASL_SSL"),
+    ("BILLING_KAFKA_SASL_MECHANISM", "MD5", "SCRAM-SHA-512"),
+])
+def test_enumerations_name_their_values(name: str, value: str, allowed: str) -> None:
+    assert allowed in _refused({name: value})
+
+
+@pytest.mark.parametrize("name,value", [
+    ("BILLING_DATABASE_URL", "mysql://u@h/db"),
+    ("BILLING_DATABASE_URL", "postgresql://u@h:port/db"),
+    ("BILLING_KAFKA_BOOTSTRAP", "localhost"),
+    ("BILLING_KAFKA_BOOTSTRAP", "a:1,,b:2"),
+    ("BILLING_TOPIC_PREFIX", "team a/"),
+    ("BILLING_ENDPOINTS", "anywhere"),
+    ("BILLING_CATALOG", "/no/such/catalog.toml"),
+    ("BILLING_KAFKA_SSL_CAFILE", "/no/such/ca.pem"),
+])
+def test_addresses_and_paths_are_checked(name: str, value: str) -> None:
+    _refused({name: value})
+
+
+def test_defaults_and_accepted_forms() -> None:
+    from infra.config import Settings
+
+    assert Settings.from_env({}) == Settings.from_env({"BILLING_PARTITIONS": "",
+                                                       "BILLING_OPTIMISTIC_INGEST": ""})
+    settings = Settings.from_env({
+        "BILLING_STACK": "external", "BILLING_PARTITIONS": "12",
+        "BILLING_DATABASE_URL": "host=db dbname=billing", "BILLING_STALL_SECONDS": "2.5",
+        "BILLING_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "BILLING_TOPIC_PREFIX": "t1a2.",
+        "BILLING_ENDPOINTS": "0.0.0.0:9100", "BILLING_LOG_FORMAT": "json",
+        "BILLING_KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "BILLING_KAFKA_REQUEST_TIMEOUT_MS": "4000"})
+    assert (settings.stack, settings.partitions, settings.stall_seconds,
+            settings.topics.usage, settings.endpoints, settings.log_format) == (
+        "external", 12, 2.5, "t1a2.billing.usage", "0.0.0.0:9100", "json")
+    assert settings.kafka_options == {"security_protocol": "SASL_SSL",
+                                      "request_timeout_ms": 4000}
