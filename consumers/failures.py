@@ -12,6 +12,7 @@ import psycopg
 from eventsourcing import persistence
 from kafka import errors as kafka_errors
 
+from domain.shared.errors import BillingError
 from projections.tracking import VersionConflict
 
 
@@ -35,6 +36,8 @@ _POISON_KAFKA = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListT
 # worker is broken, not the input: waited out, health red.
 _POISON_PYTHON = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, UnicodeError,
                   RecursionError)
+# A rule of the domain refusing what a record asks (it would refuse it again on every retry).
+_POISON_DOMAIN = (BillingError,)
 
 
 def _database_error(exc: BaseException) -> psycopg.Error | None:
@@ -66,6 +69,6 @@ def classify(exc: BaseException) -> Failure:
         return Failure.POISON
     if isinstance(exc, persistence.PersistenceError | kafka_errors.KafkaError):
         return Failure.TRANSIENT  # the library's own pool, connection and client errors
-    if isinstance(exc, _POISON_PYTHON):
+    if isinstance(exc, (*_POISON_PYTHON, *_POISON_DOMAIN)):
         return Failure.POISON
     return Failure.TRANSIENT

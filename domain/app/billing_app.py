@@ -290,12 +290,18 @@ class BillingApplication(Application[str]):
             self.catalog = catalog
         return changed
 
-    def deployment_catalog(self, configured: Catalog) -> Catalog:
+    def deployment_catalog(self, configured: Catalog, explicit: bool = True) -> Catalog:
         """The catalog this deployment bills with: its version in force as recorded in the
         store, whatever the writer's environment configured. `configured` counts only on a
-        store with nothing recorded yet (the first start); it must name the deployment's
-        catalog, and may not reuse a recorded version label with other content."""
+        store with nothing recorded yet (the first start). Given explicitly (BILLING_CATALOG),
+        it must name the deployment's catalog and may not reuse a recorded version label with
+        other content; the default (no BILLING_CATALOG) defers to what the store recorded."""
         pointer = self._stored(DEPLOYMENT_STREAM, DeploymentCatalog)
+        if pointer is not None and not explicit and pointer.catalog_id != configured.id:
+            chosen = self._stored(catalog_stream_id(pointer.catalog_id), CatalogVersions)
+            recorded = None if chosen is None else chosen.in_force()
+            if recorded is not None:
+                return recorded
         if pointer is not None:
             pointer.check_same(configured)
         versions = self._stored(catalog_stream_id(configured.id), CatalogVersions)
@@ -365,7 +371,7 @@ class BillingApplication(Application[str]):
         through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
         for subscription_id, version, at, kind in triggers:
             subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
-            if subscription is None or not subscription.invoices_on(kind):
+            if subscription is None or not subscription.invoices_on(kind, version):
                 continue
             done = through.get(subscription_id, subscription.invoiced_through)
             if version <= done or not any(line["event_version"] > done
@@ -385,12 +391,14 @@ class BillingApplication(Application[str]):
         issued: list[dict[str, Any]] = []
         series: dict[str, InvoiceSeries] = {}
         by_year: dict[int, list[tuple[Subscription, int, datetime, dict[str, Any] | None]]] = {}
-        for item in due:
+        # In time order (a subscription's triggers stay in version order): each invoice is
+        # dated when its charges fell due unless one dated later has its number already.
+        for item in sorted(due, key=lambda item: item[2]):
             by_year.setdefault(item[2].year, []).append(item)
         with self._numbering(issuer["invoice_prefix"]):
             try:
-                # One numbering event per series and batch, in trigger order.
-                for items in by_year.values():
+                # One numbering event per series and batch, the years in order.
+                for _, items in sorted(by_year.items()):
                     numbers = self._series(issuer["invoice_prefix"], items[0][2], series)
                     dates = numbers.issue_dates([at for _, _, at, _ in items])
                     assigned = numbers.assign_many([s.id for s, _, _, _ in items], dates[-1])

@@ -678,8 +678,8 @@ class Subscription(BaseAggregate[str]):
             raise CommandRefused(f"workspace {item.workspace} is archived", "workspace_archived")
         if item.member is not None and item.member not in self.members \
                 and self.counts_members:
-            raise CommandRefused(f"{item.member!r} is not a member of {self.id}: a released "
-                                 "seat loses access at once", "not_a_member")
+            raise CommandRefused(f"{item.member!r} is not a member of {self.id} (never added, "
+                                 "or its seat was released)", "not_a_member")
         if item.metric not in allowances:
             raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
 
@@ -1301,18 +1301,25 @@ class Subscription(BaseAggregate[str]):
     # when its usage closes (in-advance charges of the new period and the closed period's
     # overage together); a subscription's first period and one-off purchases are invoiced when
     # made; a change within a period (upgrade, seats, user plans, add-ons) per the plan's
-    # `change_invoicing`. Lines not invoiced by their own event go on the next invoice.
+    # `change_invoicing`, except that one charging whole periods (made as a period starts,
+    # such as user plans assigned on subscribing) opens that period and is invoiced at once.
+    # Lines not invoiced by their own event go on the next invoice.
     INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased"})
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
 
-    def invoices_on(self, kind: str) -> bool:
-        """Whether an event of this kind issues an invoice of the lines due (if any)."""
+    def invoices_on(self, kind: str, version: int) -> bool:
+        """Whether the event of this kind at this version issues an invoice of the lines due
+        (if any)."""
         if kind in self.INVOICED_WHEN_MADE:
             return True
-        return kind in self.INVOICED_PER_PLAN \
-            and self.terms.get("change_invoicing", "now") == "now"
+        if kind not in self.INVOICED_PER_PLAN:
+            return False
+        if self.terms.get("change_invoicing", "now") == "now":
+            return True
+        made = [c for c in self.uninvoiced if c["event_version"] == version]
+        return bool(made) and all(Decimal(c.get("fraction", 1)) == 1 for c in made)
 
     def lines_due(self, trigger_version: int) -> list[Charge]:
         return [c for c in self.uninvoiced if c["event_version"] <= trigger_version]

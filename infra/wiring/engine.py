@@ -65,13 +65,16 @@ def open_billing(database_url: str, settings: Settings,
     BILLING_CATALOG says. On a store with nothing recorded, the configured catalog is
     recorded and chosen (the first start)."""
     configured = catalog or load_catalog(settings)
+    explicit = catalog is not None or settings.catalog_path is not None
     app = open_application(database_url, configured)
     try:
-        recorded = app.deployment_catalog(configured)
+        recorded = app.deployment_catalog(configured, explicit)
         if recorded.source_sha256 != configured.source_sha256:
-            log.warning("billing with catalog %s version %s as recorded in the store, not "
-                        "version %s from BILLING_CATALOG (publish it with `billing catalog "
-                        "publish FILE`)", recorded.id, recorded.version, configured.version)
+            if explicit:
+                log.warning("billing with catalog %s version %s, the version in force as "
+                            "recorded in the store; BILLING_CATALOG has version %s (a version "
+                            "takes effect through `billing catalog publish FILE`)",
+                            recorded.id, recorded.version, configured.version)
             app.catalog = recorded
         else:  # records it on the first start (and a store's missing deployment pointer)
             publish_catalog(app)

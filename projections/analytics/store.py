@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS subscription_changes (
 CREATE SCHEMA IF NOT EXISTS billing_read;
 
 CREATE OR REPLACE VIEW billing_read.subscription_changes AS
-    SELECT subscription_id, at, kind, plan_id, monthly_price, currency
+    SELECT subscription_id, at, kind, plan_id, round(monthly_price, 2) AS monthly_price, currency
     FROM subscription_changes;
 
 CREATE OR REPLACE VIEW billing_read.months AS
@@ -38,7 +38,8 @@ CREATE OR REPLACE VIEW billing_read.months AS
     FROM subscription_changes;
 
 CREATE OR REPLACE VIEW billing_read.subscription_months AS
-    SELECT m.month, s.subscription_id, s.plan_id, s.monthly_price, s.currency
+    SELECT m.month, s.subscription_id, s.plan_id, round(s.monthly_price, 2) AS monthly_price,
+           s.currency
     FROM billing_read.months m
     CROSS JOIN LATERAL (
         SELECT DISTINCT ON (c.subscription_id) c.subscription_id, c.plan_id, c.monthly_price,
@@ -49,6 +50,7 @@ CREATE OR REPLACE VIEW billing_read.subscription_months AS
     ) s;
 
 CREATE OR REPLACE VIEW billing_read.mrr_by_plan_month AS
+    -- Each subscription's monthly price in cents (as in subscription_months), summed.
     SELECT month, plan_id, currency, sum(monthly_price) AS mrr, sum(monthly_price) * 12 AS arr,
            count(*) FILTER (WHERE monthly_price > 0) AS paying_subscriptions
     FROM billing_read.subscription_months

@@ -254,3 +254,28 @@ def test_a_pack_is_invoiced_when_bought_and_counts_in_that_months_revenue(
     assert [(str(month), currency, packs, str(revenue))
             for month, currency, packs, revenue in pack_revenue] == \
         [("2026-01-01", "NOK", 1, "199.00")]
+
+
+def test_a_backdated_subscriptions_older_year_is_issued_before_its_newer_one(
+        engine: Engine) -> None:
+    """Found from outside: with a subscription from 2025 and one from 2026, a clock advance
+    put 2026's trigger first in a batch; the batch issued the old subscription's 2026 invoice
+    before its 2025 one, then refused the 2025 one ("already invoiced"), forever. A batch is
+    numbered in time order, so each invoice keeps its own date."""
+    app = engine.app
+    nov25, jan26 = datetime(2025, 11, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    app.subscribe("r-old", "acct-old", "basic", nov25)
+    app.subscribe("r-new", "acct-new", "basic", jan26)
+    app.invoice_batch([("r-old", 1, nov25, "Subscribed"), ("r-new", 1, jan26, "Subscribed")],
+                      None)
+    app.advance_clock(datetime(2026, 2, 1, 2, tzinfo=UTC), ["r-old", "r-new"])
+    closed = {sid: [(e.originator_version, e.timestamp) for e in app.events.get(sid)
+                    if type(e).__name__ == "UsagePeriodClosed"] for sid in ("r-new", "r-old")}
+    triggers = [(sid, version, at, "UsagePeriodClosed")
+                for sid in ("r-new", "r-old") for version, at in closed[sid]]
+    issued = app.invoice_batch(triggers, None)
+    assert sorted((d["subscription"], d["number"], d["issued_at"][:10]) for d in issued) == [
+        ("r-new", "INV-2026-000003", "2026-02-01"),
+        ("r-old", "INV-2025-000002", "2025-12-01"),
+        ("r-old", "INV-2026-000002", "2026-01-01"),
+        ("r-old", "INV-2026-000004", "2026-02-01")]

@@ -88,8 +88,8 @@ class Invoicer:
         issued = []
         for event in events:
             version = event.originator_version
-            if not sub.invoices_on(type(event).__name__) or version <= sub.invoiced_through \
-                    or not sub.lines_due(version):
+            if version <= sub.invoiced_through or not sub.lines_due(version) \
+                    or not sub.invoices_on(type(event).__name__, version):
                 continue
             number = self.numbers(event.timestamp).assign(sub.id, event.timestamp)
             issued.append(sub.issue_invoice(number, self.issuer, version, event.timestamp))
@@ -530,6 +530,25 @@ def test_an_upgrade_on_a_yearly_plan_is_invoiced_when_the_plan_says(invoicing: s
         assert upgraded == []
         assert [described(d) for d in year_end] == [[*YEARLY_UPGRADE, SCALE_YEAR]]
     assert j.sub.uninvoiced == []
+
+
+@pytest.mark.parametrize("period", ["quarter", "year"])
+def test_user_plans_taken_on_subscribing_open_the_first_period_even_with_next_invoice(
+        period: str) -> None:
+    """Found from outside: with `change_invoicing = "next_invoice"`, user plans assigned as
+    the subscription starts waited for the second period's invoice. Charging whole periods,
+    they are that first period's charges in advance: invoiced at once. A user plan assigned
+    later in the period waits for the next invoice, as the plan says."""
+    catalog = with_change_invoicing(CRM_USER_PLANS, "next_invoice")
+    start = utc(2026, 1, 5, 8)
+    months = {"quarter": 3, "year": 12}[period]
+    j = Journey(catalog, f"crm-{period}", "crm", start, FRENCH_CONSUMER, period=period)
+    (first,) = j.command(start, "assign_user_plan", member="alice", solution="sales",
+                         level="premium")
+    assert (first["issued_at"], described(first)) == \
+        (start.isoformat(), [("sales-premium for alice", f"{75 * months}.00")])
+    assert j.command(utc(2026, 2, 14, 8), "assign_user_plan", member="bob",
+                     solution="marketing", level="essential") == []
 
 
 def test_a_pack_is_invoiced_when_bought_even_when_changes_wait_for_the_next_invoice() -> None:

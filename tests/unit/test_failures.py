@@ -10,6 +10,7 @@ from eventsourcing import persistence
 from kafka import errors as kafka_errors
 
 from consumers.failures import Failure, classify
+from domain.shared.errors import CommandRefused
 from projections.tracking import VersionConflict
 
 
@@ -55,6 +56,8 @@ def wrapped(cause: Exception, wrapper: type[Exception]) -> Exception:
     (MemoryError(), Failure.TRANSIENT),
     (KeyError("type"), Failure.POISON),
     (RecursionError(), Failure.POISON),
+    # A domain rule refusing a record refuses it on every retry: it was retried forever.
+    (CommandRefused("already invoiced through this event", "already_invoiced"), Failure.POISON),
 ])
 def test_classify(error: Exception, kind: Failure) -> None:
     assert classify(error) is kind
