@@ -9,26 +9,22 @@ from datetime import datetime
 from eventsourcing.domain import BaseAggregate, event
 
 from domain.shared.errors import CommandRefused
+from domain.shared.events import CreatedEvent, DomainEvent, Snapshot
 from domain.shared.periods import require_aware
 from domain.shared.topics import keep_topics
-from domain.subscription.aggregate import (
-    SubscriptionCreated,
-    SubscriptionEvent,
-    SubscriptionSnapshot,
-)
 
 CLOCK_ID = "billing-clock"
 
 
 class BillingClock(BaseAggregate[str]):
-    Snapshot = SubscriptionSnapshot
-    Event = SubscriptionEvent
+    Snapshot = Snapshot
+    Event = DomainEvent
 
-    class Started(SubscriptionCreated):
+    class Started(CreatedEvent):
         class_version = 1
         now: datetime
 
-    class Advanced(SubscriptionEvent):
+    class Advanced(DomainEvent):
         class_version = 1
         now: datetime
         subscriptions: int

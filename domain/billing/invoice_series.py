@@ -10,12 +10,8 @@ from datetime import datetime
 from eventsourcing.domain import BaseAggregate, event
 
 from domain.billing.invoice_document import invoice_number
+from domain.shared.events import CreatedEvent, DomainEvent, Snapshot
 from domain.shared.topics import keep_topics
-from domain.subscription.aggregate import (
-    SubscriptionCreated,
-    SubscriptionEvent,
-    SubscriptionSnapshot,
-)
 
 
 def series_id(prefix: str, year: int) -> str:
@@ -23,15 +19,15 @@ def series_id(prefix: str, year: int) -> str:
 
 
 class InvoiceSeries(BaseAggregate[str]):
-    Snapshot = SubscriptionSnapshot
-    Event = SubscriptionEvent
+    Snapshot = Snapshot
+    Event = DomainEvent
 
-    class Opened(SubscriptionCreated):
+    class Opened(CreatedEvent):
         class_version = 1
         prefix: str
         year: int
 
-    class NumbersAssigned(SubscriptionEvent):
+    class NumbersAssigned(DomainEvent):
         """One event per batch of invoices: the consecutive numbers and who got each."""
 
         class_version = 1

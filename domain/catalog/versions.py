@@ -10,13 +10,9 @@ from eventsourcing.domain import BaseAggregate, event
 
 from domain.catalog.model import Catalog
 from domain.shared.errors import CatalogError
+from domain.shared.events import CreatedEvent, DomainEvent, Snapshot
 from domain.shared.periods import require_aware
 from domain.shared.topics import keep_topics
-from domain.subscription.aggregate import (
-    SubscriptionCreated,
-    SubscriptionEvent,
-    SubscriptionSnapshot,
-)
 
 
 def catalog_stream_id(catalog_id: str) -> str:
@@ -24,14 +20,14 @@ def catalog_stream_id(catalog_id: str) -> str:
 
 
 class CatalogVersions(BaseAggregate[str]):
-    Snapshot = SubscriptionSnapshot
-    Event = SubscriptionEvent
+    Snapshot = Snapshot
+    Event = DomainEvent
 
-    class Registered(SubscriptionCreated):
+    class Registered(CreatedEvent):
         class_version = 1
         catalog_id: str
 
-    class VersionPublished(SubscriptionEvent):
+    class VersionPublished(DomainEvent):
         class_version = 1
         version: str
         sha256: str
@@ -85,10 +81,10 @@ class DeploymentCatalog(BaseAggregate[str]):
     """Which catalog this deployment bills with, chosen once (at its first start): every
     writer bills with that catalog's version in force, whatever its own environment says."""
 
-    Snapshot = SubscriptionSnapshot
-    Event = SubscriptionEvent
+    Snapshot = Snapshot
+    Event = DomainEvent
 
-    class Chosen(SubscriptionCreated):
+    class Chosen(CreatedEvent):
         class_version = 1
         catalog_id: str
 

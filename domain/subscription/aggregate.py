@@ -19,10 +19,6 @@ from typing import Any
 
 from eventsourcing.domain import (
     BaseAggregate,
-    CanInitAggregate,
-    CanMutateAggregate,
-    CanSnapshotAggregate,
-    MetaDomainEvent,
     event,
 )
 
@@ -39,30 +35,14 @@ from domain.shared.errors import (
     UnknownMetric,
     UsageTooLate,
 )
+from domain.shared.events import DomainEvent, Snapshot
 from domain.shared.periods import add_months, require_aware
-from domain.shared.topics import keep_topic, keep_topics
+from domain.shared.topics import keep_topics
+from domain.subscription import events
 
 PAYMENT_FAILURE_REASONS = ("declined", "insufficient_funds", "expired_card")
 PAYMENT_RETRY_DAYS = (1, 3, 7)  # after the 1st, 2nd and 3rd failure; none after the 4th
 ZERO = Decimal(0)
-
-
-class SubscriptionEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
-    originator_id: str
-    originator_version: int
-    timestamp: datetime
-
-
-class SubscriptionCreated(SubscriptionEvent, CanInitAggregate[str]):
-    originator_topic: str
-
-
-class SubscriptionSnapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
-    originator_id: str
-    originator_version: int
-    timestamp: datetime
-    topic: str
-    state: dict[str, Any]
 
 
 def _utc_day(at: datetime) -> str:
@@ -88,226 +68,50 @@ def plan_terms(plan: Plan, period: str, catalog: Catalog) -> dict[str, Any]:
 
 
 class Subscription(BaseAggregate[str]):
-    Snapshot = SubscriptionSnapshot
-    Event = SubscriptionEvent
+    Snapshot = Snapshot
+    Event = DomainEvent
+
+    # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
+    Subscribed = events.Subscribed
+    UsageRecorded = events.UsageRecorded
+    LateUsageRecorded = events.LateUsageRecorded
+    QuotaThresholdCrossed = events.QuotaThresholdCrossed
+    DailyCapReached = events.DailyCapReached
+    DailyAllowanceReset = events.DailyAllowanceReset
+    CycleRolled = events.CycleRolled
+    UsagePeriodClosed = events.UsagePeriodClosed
+    AgreementRenewed = events.AgreementRenewed
+    PlanUpgraded = events.PlanUpgraded
+    PlanChangedInTrial = events.PlanChangedInTrial
+    DowngradeScheduled = events.DowngradeScheduled
+    CancellationScheduled = events.CancellationScheduled
+    CancellationWithdrawn = events.CancellationWithdrawn
+    BillingPeriodChangeScheduled = events.BillingPeriodChangeScheduled
+    SeatsAdded = events.SeatsAdded
+    MemberAdded = events.MemberAdded
+    SeatReleased = events.SeatReleased
+    UserPlanAssigned = events.UserPlanAssigned
+    UserPlanUnassigned = events.UserPlanUnassigned
+    PackPurchased = events.PackPurchased
+    AddOnAdded = events.AddOnAdded
+    AddOnRemovalScheduled = events.AddOnRemovalScheduled
+    WorkspaceCreated = events.WorkspaceCreated
+    WorkspaceArchived = events.WorkspaceArchived
+    FeatureActivated = events.FeatureActivated
+    FeatureDeactivated = events.FeatureDeactivated
+    CountReported = events.CountReported
+    PaymentSucceeded = events.PaymentSucceeded
+    PaymentFailed = events.PaymentFailed
+    ScheduledChangeCancelled = events.ScheduledChangeCancelled
+    ProfileUpdated = events.ProfileUpdated
+    CustomerUpdated = events.CustomerUpdated
+    InvoiceIssued = events.InvoiceIssued
+    InvoiceVoided = events.InvoiceVoided
+    CreditNoteIssued = events.CreditNoteIssued
 
     # ---------------------------------------------------------------------------- events --
     # All v1. Amounts and quantities are decimal strings; `charges` are invoice-ready lines
     # (kind, description, quantity, unit_price, amount[, period_start, period_end]).
-
-    class Subscribed(SubscriptionCreated):
-        """v2 added `customer` (billing details for invoices). Stored v1 events are upcast on
-        load: they get no customer details (invoices then tax them as domestic)."""
-
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state.setdefault("customer", {})
-
-        account: str
-        terms: dict[str, Any]
-        status: str
-        cycle_start: datetime
-        cycle_end: datetime
-        trial_end: datetime | None
-        commitment_end: datetime | None
-        seats: int | None
-        charges: list[Charge]
-        customer: dict[str, Any]
-
-    class UsageRecorded(SubscriptionEvent):
-        """One per subscription per ingested batch: the accepted items and totals per metric.
-        Applied by its own `apply` and triggered with `trigger_event`, not through an @event
-        method: it is the hot path of ingestion, and the decorator's argument handling on
-        every call (binding, filtering, a dict per event) was a third of recording usage."""
-
-        class_version = 1
-        items: list[dict[str, str]]
-        totals: dict[str, str]
-
-        def apply(self, aggregate: Any) -> None:
-            aggregate._add_usage(self.items, self.totals)
-
-    class LateUsageRecorded(SubscriptionEvent):
-        """Usage timed in the last closed cycle, arrived within its grace window."""
-
-        class_version = 1
-        period_start: datetime
-        period_end: datetime
-        items: list[dict[str, str]]
-        totals: dict[str, str]
-
-    class QuotaThresholdCrossed(SubscriptionEvent):
-        class_version = 1
-        metric: str
-        threshold: int
-        used: str
-        limit: str
-        hard: bool
-
-    class DailyCapReached(SubscriptionEvent):
-        class_version = 1
-        metric: str
-        day: str
-        cap: str
-        used: str
-
-    class DailyAllowanceReset(SubscriptionEvent):
-        class_version = 1
-        day: str
-        metrics: list[str]
-
-    class CycleRolled(SubscriptionEvent):
-        """Opens the next cycle: scheduled changes applied, allowances reset (no rollover),
-        charges for the new period in advance. The closed cycle's usage stays open for late
-        usage until UsagePeriodClosed."""
-
-        class_version = 1
-        closed_start: datetime
-        closed_end: datetime
-        closed_usage: dict[str, str]
-        cycle_start: datetime
-        cycle_end: datetime
-        status: str
-        terms: dict[str, Any]
-        changes: dict[str, Any]
-        seats: int | None
-        archived_workspaces: list[str]
-        charges: list[Charge]
-
-    class UsagePeriodClosed(SubscriptionEvent):
-        """The grace window of a closed cycle has passed: its usage is final, with overage."""
-
-        class_version = 1
-        period_start: datetime
-        period_end: datetime
-        usage: dict[str, str]
-        charges: list[Charge]
-
-    class AgreementRenewed(SubscriptionEvent):
-        class_version = 1
-        agreement_end: datetime
-        renews: str
-
-    class PlanUpgraded(SubscriptionEvent):
-        class_version = 1
-        from_plan: str
-        terms: dict[str, Any]
-        charges: list[Charge]
-        restarted_cycle: bool
-        cycle_start: datetime
-        cycle_end: datetime
-        closed_usage: dict[str, str]
-        cancelled: list[str]
-
-    class PlanChangedInTrial(SubscriptionEvent):
-        class_version = 1
-        from_plan: str
-        terms: dict[str, Any]
-
-    class DowngradeScheduled(SubscriptionEvent):
-        class_version = 1
-        to_plan: str
-        effective_at: datetime
-        keep_workspace: str | None
-
-    class CancellationScheduled(SubscriptionEvent):
-        class_version = 1
-        effective_at: datetime
-
-    class CancellationWithdrawn(SubscriptionEvent):
-        class_version = 1
-
-    class BillingPeriodChangeScheduled(SubscriptionEvent):
-        class_version = 1
-        period: str
-        effective_at: datetime
-
-    class SeatsAdded(SubscriptionEvent):
-        class_version = 1
-        count: int
-        seats: int
-        charges: list[Charge]
-
-    class MemberAdded(SubscriptionEvent):
-        class_version = 1
-        member: str
-
-    class SeatReleased(SubscriptionEvent):
-        """The member leaves at once and loses access; their content stays. The seat stays paid
-        to the end of the period; the next period bills the seats in use."""
-
-        class_version = 1
-        member: str
-
-    class UserPlanAssigned(SubscriptionEvent):
-        class_version = 1
-        member: str
-        solution: str
-        level: str
-        replaced_level: str | None
-        charges: list[Charge]
-
-    class UserPlanUnassigned(SubscriptionEvent):
-        class_version = 1
-        member: str
-        solution: str
-        level: str
-
-    class PackPurchased(SubscriptionEvent):
-        class_version = 1
-        pack_id: str
-        metric: str
-        quantity: str
-        charges: list[Charge]
-
-    class AddOnAdded(SubscriptionEvent):
-        class_version = 1
-        addon_id: str
-        name: str
-        monthly_price: str
-        features: list[str]
-        charges: list[Charge]
-
-    class AddOnRemovalScheduled(SubscriptionEvent):
-        class_version = 1
-        addon_id: str
-        effective_at: datetime
-
-    class WorkspaceCreated(SubscriptionEvent):
-        class_version = 1
-        workspace: str
-
-    class WorkspaceArchived(SubscriptionEvent):
-        class_version = 1
-        workspace: str
-
-    class FeatureActivated(SubscriptionEvent):
-        class_version = 1
-        feature: str
-
-    class FeatureDeactivated(SubscriptionEvent):
-        class_version = 1
-        feature: str
-
-    class CountReported(SubscriptionEvent):
-        class_version = 1
-        name: str
-        value: int
-
-    class PaymentSucceeded(SubscriptionEvent):
-        class_version = 1
-        reference: str
-        amount: str
-
-    class PaymentFailed(SubscriptionEvent):
-        class_version = 1
-        reference: str
-        amount: str
-        reason: str
-        attempt: int
-        next_retry_at: datetime | None
 
     # ---------------------------------------------------------------------- creation --
 
@@ -940,9 +744,6 @@ class Subscription(BaseAggregate[str]):
                              keep_workspace: str | None, timestamp: datetime) -> None:
         self.scheduled_plan = {"plan_id": to_plan, "keep_workspace": keep_workspace}
 
-    class ScheduledChangeCancelled(SubscriptionEvent):
-        class_version = 1
-
     @event(ScheduledChangeCancelled)
     def _scheduled_change_cancelled(self, timestamp: datetime) -> None:
         self.scheduled_plan = None
@@ -1266,14 +1067,6 @@ class Subscription(BaseAggregate[str]):
 
     # ----------------------------------------------------------------------- profile --
 
-    class ProfileUpdated(SubscriptionEvent):
-        """What the customer set up (agent template, connected integrations): an input to
-        plan recommendations."""
-
-        class_version = 1
-        template: str | None
-        integrations: list[str]
-
     def update_profile(self, template: str | None, integrations: list[str],
                        at: datetime) -> bool:
         require_aware(at)
@@ -1333,10 +1126,6 @@ class Subscription(BaseAggregate[str]):
         self._customer_updated(customer=customer, timestamp=at)
         return True
 
-    class CustomerUpdated(SubscriptionEvent):
-        class_version = 1
-        customer: dict[str, Any]
-
     @event(CustomerUpdated)
     def _customer_updated(self, customer: dict[str, Any], timestamp: datetime) -> None:
         self.customer = customer
@@ -1369,11 +1158,6 @@ class Subscription(BaseAggregate[str]):
         self._invoice_issued(document=document, invoiced_through=trigger_version, timestamp=at)
         return document
 
-    class InvoiceIssued(SubscriptionEvent):
-        class_version = 1
-        document: dict[str, Any]
-        invoiced_through: int
-
     @event(InvoiceIssued)
     def _invoice_issued(self, document: dict[str, Any], invoiced_through: int,
                         timestamp: datetime) -> None:
@@ -1393,10 +1177,6 @@ class Subscription(BaseAggregate[str]):
                                  if invoice["status"] == "paid" else
                                  f"invoice {number} is {invoice['status']}", "invoice_closed")
         self._invoice_voided(number=number, timestamp=at)
-
-    class InvoiceVoided(SubscriptionEvent):
-        class_version = 1
-        number: str
 
     @event(InvoiceVoided)
     def _invoice_voided(self, number: str, timestamp: datetime) -> None:
@@ -1422,10 +1202,6 @@ class Subscription(BaseAggregate[str]):
             issued_at=at, kind="credit_note", references=invoice_number)
         self._credit_note_issued(document=document, timestamp=at)
         return document
-
-    class CreditNoteIssued(SubscriptionEvent):
-        class_version = 1
-        document: dict[str, Any]
 
     @event(CreditNoteIssued)
     def _credit_note_issued(self, document: dict[str, Any], timestamp: datetime) -> None:
@@ -1581,4 +1357,3 @@ def _period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, 
 
 
 keep_topics("domain.subscription", Subscription)
-keep_topic(SubscriptionSnapshot, "domain.subscription:SubscriptionSnapshot")
