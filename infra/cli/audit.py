@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from infra.cli.common import connect, time_arg
+from infra.cli.common import FAILURE, OK, UsageError, connect, not_found
 from infra.config import Settings
-from infra.render.terminal import _json_default, _print_json
+from infra.render.terminal import json_default, print_json
 
 
 def _audit_app(settings: Settings) -> tuple[Any, Any]:
@@ -19,34 +19,37 @@ def _audit_app(settings: Settings) -> tuple[Any, Any]:
     from infra.wiring.engine import open_billing
 
     stack = connect(settings)
-    return open_billing(stack.database_url, settings), \
-        psycopg.connect(stack.database_url)
+    app = open_billing(stack.database_url, settings)
+    try:
+        return app, psycopg.connect(stack.database_url)
+    except BaseException:
+        app.close()
+        raise
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     from infra.ops.audit import history
 
     if not (args.subscription or args.account or args.all):
-        raise SystemExit("name a subscription, or --account ACCOUNT, or --all")
+        raise UsageError("billing history: name a subscription, or --account ACCOUNT, or --all",
+                         "usage")
     app, conn = _audit_app(settings)
     with conn:
         events = history(app, conn, subscription=args.subscription, account=args.account)
     app.close()
     if args.jsonl:
         for event in events:
-            sys.stdout.write(orjson.dumps(event, default=_json_default).decode() + "\n")
+            sys.stdout.write(orjson.dumps(event, default=json_default).decode() + "\n")
     elif args.json:
-        _print_json(events)
+        print_json(events)
     else:
         for e in events:
             print(f"{e['subscription']:<16} v{e['version']:<5} {e['type']:<26} "
                   f"{e['time'][:19]}  recorded {e['recorded_at'][:19]}")
-    return 0
+    return OK
 
 
 def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
-
-    from domain.shared.errors import BillingError, UnknownSubscription
     from infra.ops.audit import replay_from_events, state_summary, version_as_of
 
     app, conn = _audit_app(settings)
@@ -54,23 +57,18 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     try:
         version = args.version
         if args.as_of:
-            at = time_arg(args.as_of, "--as-of")
-            version = version_as_of(app, args.subscription, at)
+            version = version_as_of(app, args.subscription, args.as_of)
             if version == 0:
-                print(f"{args.subscription} did not exist at {args.as_of}", file=sys.stderr)
-                return 1
+                not_found(f"{args.subscription} did not exist at {args.as_of.isoformat()}")
         subscription = replay_from_events(app, args.subscription, version)
         if subscription is None:
-            raise UnknownSubscription(f"no subscription {args.subscription!r}")
+            not_found(f"no subscription {args.subscription!r}")
         state = state_summary(subscription)
-    except BillingError as e:
-        print(f"refused ({e.code}): {e}", file=sys.stderr)
-        return 1
     finally:
         app.close()
     if args.json:
-        _print_json(state)
-        return 0
+        print_json(state)
+        return OK
     print(f"{state['subscription']} at version {state['version']}: {state['status']}, plan "
           f"{state['plan']} ({state['price']} {state['currency']} per {state['period']}, "
           f"catalog {state['catalog_version']})")
@@ -84,7 +82,7 @@ def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  scheduled: {scheduled}")
     if state["invoices"]:
         print(f"  invoices: {state['invoices']}")
-    return 0
+    return OK
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,7 +118,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
               "anchors_not_yet_kept": report.unexported_anchors,
               "findings": [vars(f) for f in report.findings]}
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for f in report.findings:
             where = (f"{f.subscription} v{f.version}" if f.anchor is None else
@@ -138,4 +136,4 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                   + (f"; {report.unexported_anchors:,} newer not yet kept"
                      if report.unexported_anchors else "")
                   + ("" if settings.audit_key else " (no BILLING_AUDIT_KEY: records unsigned)"))
-    return 0 if report.clean else 3
+    return OK if report.clean else FAILURE

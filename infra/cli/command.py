@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from infra.cli.common import connect
+from infra.cli.common import OK, UsageError, connect, open_app
 from infra.config import Settings
 
 
@@ -30,17 +29,17 @@ def command_fields(pairs: Sequence[str]) -> dict[str, Any]:
         raw_json = ":=" in pair and pair.index(":=") < pair.find("=") + 1
         key, sep, value = pair.partition(":=" if raw_json else "=")
         if not sep or not key:
-            raise SystemExit(f"fields are key=value or key:=JSON, not {pair!r}")
+            raise UsageError(f"fields are key=value or key:=JSON, not {pair!r}", "usage")
         try:
             parsed = orjson.loads(value) if raw_json else _field_value(value)
         except orjson.JSONDecodeError as e:
-            raise SystemExit(f"{key}: not JSON: {e}") from None
+            raise UsageError(f"{key}: not JSON: {e}", "usage") from None
         *path, last = key.split(".")
         target = fields
         for part in path:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise SystemExit(f"{key}: {part} is not an object")
+                raise UsageError(f"{key}: {part} is not an object", "usage")
         target[last] = parsed
     return fields
 
@@ -51,35 +50,32 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from domain.contracts.commands import parse_command
-    from domain.shared.errors import BillingError
     from infra.kafka import clients as kafka
-    from infra.wiring.engine import open_billing
 
     raw: dict[str, Any] = {
         "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
         "subscription": args.subscription,
-        "at": args.at or datetime.now(UTC).isoformat(),
+        "at": (args.at or datetime.now(UTC)).isoformat(),
     }
     raw.update(command_fields(args.fields))
-    stack = connect(settings)
+    command = parse_command(raw)  # refused here, before anything is sent or written
     if args.publish:
+        stack = connect(settings)
         producer = kafka.producer(stack.kafka_bootstrap, settings)
-        kafka.publish(producer, settings.topics.commands,
-                      [(args.subscription.encode(), orjson.dumps(raw))])
-        producer.close()
+        try:
+            kafka.publish(producer, settings.topics.commands,
+                          [(args.subscription.encode(), orjson.dumps(raw))])
+        finally:
+            producer.close()
         print(json.dumps({"published": raw}) if args.json else f"published {raw['id']}")
-        return 0
-    app = open_billing(stack.database_url, settings)
+        return OK
+    app = open_app(settings)
     try:
-        outcome = app.handle(parse_command(raw))
-    except BillingError as e:
-        print(json.dumps({"error": e.code, "message": str(e)}) if args.json
-              else f"refused ({e.code}): {e}", file=sys.stderr)
-        return 2
+        outcome = app.handle(command)
     finally:
         app.close()
     result = {"id": raw["id"], "type": args.type, "subscription": args.subscription,
               "result": outcome.result, "events": outcome.events}
     print(json.dumps(result) if args.json
           else f"{args.type} {args.subscription}: {outcome.result} ({outcome.events} events)")
-    return 0
+    return OK

@@ -6,8 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from infra.cli.common import FAILURE, OK
 from infra.config import Settings, redact_url
-from infra.render.terminal import _print_json
+from infra.render.terminal import print_json
 from infra.stack.embedded import start_stack
 
 
@@ -27,5 +28,5 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             engine.close()
     print(f"\ndone in {time.perf_counter() - t0:.1f}s (stack started and stopped)")
     if args.json:
-        _print_json(summary)
-    return 0 if summary["quota_matches_input"] else 1
+        print_json(summary)
+    return OK if summary["quota_matches_input"] else FAILURE

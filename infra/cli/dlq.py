@@ -7,8 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from infra.cli.common import connect
+from infra.cli.common import OK, UsageError, connect
 from infra.config import Settings
+
+
+def letter_id(text: str) -> tuple[int, int]:
+    """PARTITION:OFFSET, a letter's place in billing.dlq."""
+    partition, sep, offset = text.partition(":")
+    if not (sep and partition.isdigit() and offset.isdigit()):
+        raise argparse.ArgumentTypeError(f"PARTITION:OFFSET, e.g. 0:17: {text!r}")
+    return int(partition), int(offset)
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -17,15 +25,16 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     from infra.kafka import clients as kafka
     from infra.kafka import dead_letters as dlq
+    if args.file and args.verb != "replay":
+        raise UsageError("billing dlq list: --file goes with replay", "usage")
+    edited = ([_letter_from_line(n, line) for n, line in enumerate(Path(args.file).read_text(
+        encoding="utf-8").splitlines(), 1) if line.strip()] if args.file else None)
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         done = dlq.replayed(conn)
-        if args.verb == "replay" and args.file:
-            chosen = [_letter_from_line(line) for line in Path(args.file).read_text(
-                encoding="utf-8").splitlines() if line.strip()]
-        else:
-            chosen = dlq.read_letters(stack.kafka_bootstrap, settings)
-        wanted_ids = {tuple(int(x) for x in i.split(":")) for i in args.id or []}
+        chosen = (edited if edited is not None
+                  else dlq.read_letters(stack.kafka_bootstrap, settings))
+        wanted_ids = set(args.id or [])
         selected = [
             letter for letter in chosen
             if (args.code is None or letter.get("code") == args.code)
@@ -50,19 +59,22 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                           f"@{letter['offset']}  {'(replayed) ' if letter['replayed'] else ''}"
                           f"{letter['error'][:60]}  {shown}")
                 print(f"{len(selected)} dead letter(s)")
-            return 0
+            return OK
         producer = kafka.producer(stack.kafka_bootstrap, settings)
         try:
             count = dlq.replay(producer, conn, selected)
         finally:
             producer.close()
     print(json.dumps({"replayed": count}) if args.json else f"replayed {count} message(s)")
-    return 0
+    return OK
 
 
-def _letter_from_line(line: str) -> dict[str, Any]:
-    letter = json.loads(line)
+def _letter_from_line(number: int, line: str) -> dict[str, Any]:
+    try:
+        letter = json.loads(line)
+    except json.JSONDecodeError:
+        letter = None
     if not isinstance(letter, dict) or "dlq_partition" not in letter or "topic" not in letter:
-        raise SystemExit("each line must be a dead letter as printed by `billing dlq list "
-                         "--jsonl`")
+        raise UsageError(f"--file line {number}: each line must be a dead letter as printed by "
+                         "`billing dlq list --jsonl`", "usage")
     return letter

@@ -3,96 +3,103 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import Any
 
-from infra.cli.common import connect, time_arg
+from infra.cli.common import FAILURE, OK, UsageError, connect, not_found, open_app
 from infra.config import Settings
-from infra.render.terminal import _print_invoice_text, _print_json
+from infra.render.terminal import print_invoice, print_invoice_list, print_json
 from infra.stack.embedded import Stack
+
+NEEDS_TARGET = {"show": "an invoice number", "credit": "an invoice number",
+                "explain": "an invoice number", "preview": "a subscription"}
 
 
 def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
-    from infra.render.invoice import invoice_html, invoice_pdf
     from projections.invoices import store as invoices
+    if args.verb in NEEDS_TARGET and not args.target:
+        raise UsageError(f"billing invoice {args.verb}: name {NEEDS_TARGET[args.verb]}", "usage")
+    if (args.html or args.pdf) and args.verb != "show":
+        raise UsageError("--html and --pdf go with `invoice show`", "usage")
+    if args.at is not None and args.verb not in ("preview", "credit"):
+        raise UsageError("--at goes with `invoice preview` and `invoice credit`", "usage")
     stack = connect(settings)
     if args.verb == "list":
         with psycopg.connect(stack.database_url) as conn:
             rows = invoices.list_invoices(conn, args.target)
         if args.json:
-            _print_json([{**r, "issued_at": r["issued_at"].isoformat()} for r in rows])
-            return 0
-        for r in rows:
-            print(f"{r['number']:<18} {r['kind']:<12} {r['subscription_id']:<14} "
-                  f"{r['issued_at']:%Y-%m-%d} {r['status']:<15} {r['total']:>12} {r['currency']}")
-        return 0
-    if args.verb in ("preview", "credit"):
-        return _invoice_write(args, settings, stack)
+            print_json([{**r, "issued_at": r["issued_at"].isoformat()} for r in rows])
+        else:
+            print_invoice_list(rows)
+        return OK
+    if args.verb == "preview":
+        return _invoice_write(args, settings)
+    document = _read_invoice(stack, args.target)
+    if args.verb == "credit":
+        return _invoice_write(args, settings, document["subscription"])
     if args.verb == "explain":
-        return _invoice_explain(args, settings, stack)
-    with psycopg.connect(stack.database_url) as conn:
-        document = invoices.read_invoice(conn, args.target)
-    if document is None:
-        print(f"no invoice {args.target}", file=sys.stderr)
-        return 1
+        return _invoice_explain(args, settings, document)
     if args.html:
+        from infra.render.invoice import invoice_html
+
         Path(args.html).write_text(invoice_html(document), encoding="utf-8")
     if args.pdf:
+        from infra.render.invoice import invoice_pdf
+
         Path(args.pdf).write_bytes(invoice_pdf(document))
     if args.json:
-        _print_json(document)
+        print_json(document)
     elif not (args.html or args.pdf):
-        _print_invoice_text(document)
-    return 0
+        print_invoice(document)
+    return OK
 
 
-def _invoice_write(args: argparse.Namespace, settings: Settings, stack: Stack) -> int:
+def _read_invoice(stack: Stack, number: str) -> dict[str, Any]:
+    import psycopg
+
+    from projections.invoices import store as invoices
+    with psycopg.connect(stack.database_url) as conn:
+        document = invoices.read_invoice(conn, number)
+    if document is None:
+        not_found(f"no invoice {number}")
+    return document
+
+
+def _invoice_write(args: argparse.Namespace, settings: Settings,
+                   subscription: str | None = None) -> int:
     from datetime import UTC, datetime
 
-    from domain.shared.errors import BillingError
-    from infra.wiring.engine import open_billing
-
-    app = open_billing(stack.database_url, settings)
-    at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
+    at = args.at or datetime.now(UTC)
+    app = open_app(settings)
     try:
-        if args.verb == "preview":
+        if subscription is None:
             document = app.get(args.target).preview_invoice(app.issuer, at)
         else:
-            subscription = _subscription_of_invoice(stack, args.target)
             document = app.issue_credit_note(subscription, args.target, at)
-    except BillingError as e:
-        print(f"refused ({e.code}): {e}", file=sys.stderr)
-        return 2
     finally:
         app.close()
     if args.json:
-        _print_json(document)
+        print_json(document)
     else:
-        _print_invoice_text(document)
-    return 0
+        print_invoice(document)
+    return OK
 
 
-def _invoice_explain(args: argparse.Namespace, settings: Settings, stack: Stack) -> int:
-    import psycopg
-
+def _invoice_explain(args: argparse.Namespace, settings: Settings,
+                     document: dict[str, Any]) -> int:
     from infra.ops.audit import explain_invoice
-    from infra.wiring.engine import open_billing
-    from projections.invoices import store as invoices
-    with psycopg.connect(stack.database_url) as conn:
-        document = invoices.read_invoice(conn, args.target)
-    if document is None:
-        print(f"no invoice {args.target}", file=sys.stderr)
-        return 1
-    app = open_billing(stack.database_url, settings)
+
+    app = open_app(settings)
     try:
         explained = explain_invoice(app, document)
     finally:
         app.close()
+    status = OK if explained["reproduced"] else FAILURE
     if args.json:
-        _print_json(explained)
-        return 0 if explained["reproduced"] else 3
+        print_json(explained)
+        return status
     print(f"invoice {explained['number']}")
     for line in explained["lines"]:
         event = line["event"]
@@ -104,15 +111,4 @@ def _invoice_explain(args: argparse.Namespace, settings: Settings, stack: Stack)
     r = explained["recomputed"]
     print(f"  recomputed from those events: subtotal {r['subtotal']}, tax {r['tax']}, total "
           f"{r['total']}: {'reproduced to the cent' if explained['reproduced'] else 'DIFFERS'}")
-    return 0 if explained["reproduced"] else 3
-
-
-def _subscription_of_invoice(stack: Stack, number: str) -> str:
-    import psycopg
-
-    with psycopg.connect(stack.database_url) as conn:
-        row = conn.execute("SELECT subscription_id FROM invoices WHERE number = %s",
-                           (number,)).fetchone()
-    if row is None:
-        raise SystemExit(f"no invoice {number} in the read model")
-    return str(row[0])
+    return status

@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 
-from infra.cli.common import connect
+from infra.cli.common import FAILURE, OK, UsageError, connect
 from infra.config import Settings
+from infra.render.terminal import print_json
 
 
 def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
@@ -15,26 +16,32 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from infra.ops import security
-    stack = connect(settings)
+    if args.verb == "tenant" and not (args.name and args.account):
+        raise UsageError("billing roles tenant ROLE ACCOUNT: name the login role and the "
+                         "account it may see", "usage")
+    if args.verb == "worker" and not args.name:
+        raise UsageError("billing roles worker ROLE: name the login role", "usage")
     password = os.environ.get(args.password_env) if args.password_env else None
     if args.password_env and not password:
-        raise SystemExit(f"{args.password_env} is not set")
+        raise UsageError(f"--password-env: {args.password_env} is not set", "usage")
+    stack = connect(settings)
+    notes: list[str] = []
     with psycopg.connect(stack.database_url) as conn:
         if args.verb == "setup":
-            for note in security.setup_roles(conn):
-                print(f"still open: {note}")
+            notes = list(security.setup_roles(conn))
         elif args.verb == "tenant":
-            if not args.name or not args.account:
-                raise SystemExit("billing roles tenant ROLE ACCOUNT")
             security.setup_roles(conn)
             security.add_tenant(conn, args.name, args.account, password)
         else:
-            if not args.name:
-                raise SystemExit("billing roles worker ROLE")
             security.setup_roles(conn)
             security.add_worker_login(conn, args.name, password)
+    if args.json:
+        print_json({"roles": args.verb, "done": True, "still_open": notes})
+        return OK
+    for note in notes:
+        print(f"still open: {note}")
     print(f"roles {args.verb}: done")
-    return 0
+    return OK
 
 
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
@@ -57,6 +64,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         verdict = bool(report["healthy"])
     if args.json:
         print(json.dumps(report, default=str))
+        return OK if verdict else FAILURE
     else:
         for key in ("database", "tables", "broker"):
             if key in report:
@@ -75,4 +83,4 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
             print("healthy" if verdict else "NOT healthy")
         else:
             print("ready" if verdict else "NOT ready")
-    return 0 if verdict else 1
+    return OK if verdict else FAILURE

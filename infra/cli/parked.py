@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from infra.cli.common import connect
+from infra.cli.common import OK, UsageError, connect
 from infra.config import Settings
-from infra.render.terminal import _print_json
+from infra.render.terminal import print_json
 
 
 def cmd_parked(args: argparse.Namespace, settings: Settings) -> int:
@@ -15,21 +15,27 @@ def cmd_parked(args: argparse.Namespace, settings: Settings) -> int:
 
     from projections import parked
 
+    if args.verb == "release" and not args.subscription and not args.all:
+        raise UsageError("billing parked release: name --subscription S (or --all)", "usage")
+    if args.verb == "list" and (args.subscription or args.all or args.stage):
+        raise UsageError("billing parked list takes no --stage, --subscription or --all",
+                         "usage")
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
         if args.verb == "release":
-            if not args.subscription and not args.all:
-                raise SystemExit("billing parked release: name --subscription S (or --all)")
             released = parked.release(conn, args.stage, args.subscription)
-            print(f"released {released} parked event(s); rebuild the read model to apply "
-                  "what was held back: billing rebuild --swap")
-            return 0
+            if args.json:
+                print_json({"released": released})
+            else:
+                print(f"released {released} parked event(s); rebuild the read model to apply "
+                      "what was held back: billing rebuild --swap")
+            return OK
         rows = parked.listing(conn)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         for row in rows:
             print(f"{row['stage']:<9} {row['subscription']}  v{row['version']}  {row['code']}"
                   f"  {row['source']}  {row['error'][:120]}")
         print(f"{len(rows)} parked event(s)")
-    return 0
+    return OK

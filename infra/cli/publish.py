@@ -8,7 +8,7 @@ import orjson
 
 from infra.cli.common import connect
 from infra.config import Settings
-from infra.render.terminal import _print_json
+from infra.render.terminal import print_json
 
 
 def cmd_usage_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,7 +26,7 @@ def _publish_file(args: argparse.Namespace, settings: Settings, topic: str, what
     ends = kafka.publish(producer, topic, messages)
     producer.close()
     if args.json:
-        _print_json({"published": len(messages), "topic": topic,
+        print_json({"published": len(messages), "topic": topic,
                      "end_offsets": {str(p): o for p, o in sorted(ends.items())}})
     else:
         print(f"published {len(messages)} {what} to {topic}")

@@ -15,12 +15,15 @@ from infra.config import Settings, redact_url
 from infra.stack.embedded import start_stack
 
 log = logging.getLogger("billing")
+# The worker roles of infra/wiring/engine.py (a unit test keeps the two equal; listed here so
+# that `billing --help` does not import the engine).
+ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices", "audit")
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from infra.ops.endpoints import BeatClock, Endpoints
     from infra.ops.health import Heartbeat
-    from infra.wiring.engine import ROLES, Engine, Workers
+    from infra.wiring.engine import Engine, Workers
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -43,7 +46,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat = Heartbeat(stack.database_url, roles)
         beats = BeatClock(max_age=5 * HEARTBEAT_SECONDS)
         endpoints = Endpoints(workers, settings.stall_seconds, beats.recent)
-        host, _, port = args.endpoints.rpartition(":")
+        host, _, port = (args.endpoints or settings.endpoints).rpartition(":")
         port = endpoints.serve(host or "127.0.0.1", int(port or 0))
         print(f"billing workers running (postgres {redact_url(stack.database_url)}, kafka "
               f"{stack.kafka_bootstrap}); /healthz /readyz /metrics on "

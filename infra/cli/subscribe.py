@@ -1,40 +1,39 @@
-"""`billing subscribe`."""
+"""`billing subscribe`: a subscription on a plan, for a customer."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from infra.cli.common import connect, time_arg
+from infra.cli.common import OK, Refused, open_app
 from infra.config import Settings
+
+CUSTOMER_OPTIONS = ("name", "address", "country", "vat_id", "email")
+# The billing periods a catalog may sell (domain/catalog/model.py PERIODS; a unit test keeps
+# them equal). Which ones a plan sells is checked against the catalog in force.
+PERIODS = ("month", "quarter", "half-year", "year")
 
 
 def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
-    from domain.shared.errors import BillingError
-    from infra.wiring.engine import open_billing
-
-    at = time_arg(args.at, "--at") if args.at else datetime.now(UTC)
+    at = args.at or datetime.now(UTC)
     customer = {name: getattr(args, name) for name in CUSTOMER_OPTIONS
                 if getattr(args, name) is not None}
     if args.business:
         customer["business"] = True
-    stack = connect(settings)
-    app = open_billing(stack.database_url, settings)
+    app = open_app(settings)
     try:
+        sold = app.catalog.plan(args.plan).prices
+        if args.period not in sold:
+            raise Refused(f"plan {args.plan} is not sold per {args.period}; it is sold per "
+                          f"{', '.join(sold)}", "period_not_offered")
         app.subscribe(args.subscription, args.account or args.subscription, args.plan, at,
-                      **({"customer": customer} if customer else {}))
-    except BillingError as e:
-        print(json.dumps({"error": e.code, "message": str(e)}) if args.json
-              else f"refused ({e.code}): {e}", file=sys.stderr)
-        return 2
+                      period=args.period, **({"customer": customer} if customer else {}))
     finally:
         app.close()
-    result = {"subscription": args.subscription, "plan": args.plan, "at": at.isoformat()}
-    print(json.dumps(result) if args.json else f"subscribed {args.subscription} to {args.plan}")
-    return 0
-
-
-CUSTOMER_OPTIONS = ("name", "address", "country", "vat_id", "email")
+    result = {"subscription": args.subscription, "plan": args.plan, "period": args.period,
+              "at": at.isoformat()}
+    print(json.dumps(result) if args.json
+          else f"subscribed {args.subscription} to {args.plan} (per {args.period})")
+    return OK

@@ -78,7 +78,7 @@ def test_usage_publish_then_quota_reads_the_read_model(engine: Engine, tmp_path:
     svg = chart.read_text()
     assert svg.startswith("<svg") and "documents per day" in svg and "2026-11-05: 60" in svg
     missing = _cli("quota", "sub-nobody", env=env)
-    assert missing.returncode == 1 and "no quota rows" in missing.stderr
+    assert missing.returncode == 4 and "no quota rows" in missing.stderr
 
 
 
@@ -162,7 +162,7 @@ def test_every_writer_bills_with_the_catalog_recorded_in_the_store(
                     env={**env, **extra})
 
     refused = subscribe("sub-reused", reused)
-    assert refused.returncode == 2 and "version_reused" in refused.stderr
+    assert refused.returncode == 3 and "version_reused" in refused.stderr
     assert engine.app.find("sub-reused") is None
     warned = subscribe("sub-next", unpublished)
     assert warned.returncode == 0, warned.stderr
@@ -174,6 +174,52 @@ def test_every_writer_bills_with_the_catalog_recorded_in_the_store(
     terms = engine.app.load_as_stored("sub-after").terms
     assert (terms["catalog_version"], terms["price"]) == ("2026-12-1", "200.00")
     again = _cli("catalog", "publish", str(reused), env=env)
-    assert again.returncode == 2 and "version_reused" in again.stderr
+    assert again.returncode == 3 and "version_reused" in again.stderr
     other = subscribe("sub-usd", root / "examples" / "credit_plans.toml")
-    assert other.returncode == 2 and "catalog_mismatch" in other.stderr
+    assert other.returncode == 3 and "catalog_mismatch" in other.stderr
+
+
+def test_the_tester_findings_on_a_running_store(settings: object, database_url: str,
+                                                stack: object) -> None:
+    """Issue 18: fields after an option, `subscribe --period`, the invoice's tax warning in the
+    text view, and the policy's exit codes and JSON errors against a store."""
+    from domain.catalog.model import Catalog
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "crm_user_plans.toml"
+    engine = Engine.open(settings, database_url, stack.kafka_bootstrap,  # type: ignore[arg-type, attr-defined]
+                         catalog=Catalog.from_file(path))
+    try:
+        env = {**engine.subprocess_env(), "BILLING_CATALOG": str(path)}
+        at = "2026-11-01T00:00:00Z"
+        made = _cli("subscribe", "sub-y", "--plan", "crm", "--period", "year", "--at", at,
+                    "--country", "DE", "--vat-id", "DE000", "--business", "--json", env=env)
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["period"] == "year"
+        assert engine.app.load_as_stored("sub-y").terms["period"] == "year"
+        bad = _cli("subscribe", "sub-z", "--plan", "crm", "--period", "fortnight", env=env)
+        assert bad.returncode == 2 and "invalid choice" in bad.stderr
+        assert _cli("command", "add_member", "sub-y", "--at", "2026-11-02T00:00:00Z",
+                    "member=u1", env=env).returncode == 0
+        assigned = _cli("command", "assign_user_plan", "sub-y", "--at", "2026-11-02T00:00:00Z",
+                        "member=u1", "solution=sales", "level=premium", "--json", env=env)
+        assert assigned.returncode == 0, assigned.stderr
+        assert json.loads(assigned.stdout)["result"] == "applied"
+        preview = _cli("invoice", "preview", "sub-y", "--at", "2026-11-03T00:00:00Z", env=env)
+        assert preview.returncode == 0, preview.stderr
+        assert "WARNING: VAT id 'DE000' is not a valid DE VAT number" in preview.stdout
+
+        refused = _cli("command", "assign_user_plan", "sub-y", "member=u1", "solution=sales",
+                       "level=nope", "--at", "2026-11-02T00:00:00Z", "--json", env=env)
+        assert refused.returncode == 3 and refused.stdout == ""
+        error = json.loads(refused.stderr)
+        assert set(error) == {"error", "code"} and error["code"]
+        unknown = _cli("command", "add_member", "sub-nobody", "member=u2", "--json", env=env)
+        assert unknown.returncode == 4
+        assert json.loads(unknown.stderr)["code"] == "unknown_subscription"
+        missing = _cli("invoice", "show", "INV-0000-000000", env=env)
+        assert missing.returncode == 4 and missing.stderr.count("\n") == 1
+        bad_date = _cli("command", "add_member", "sub-y", "member=u3", "--at", "2026-13-01",
+                        env=env)
+        assert bad_date.returncode == 2 and "Traceback" not in bad_date.stderr
+    finally:
+        engine.close()
