@@ -13,8 +13,8 @@ events, so replay never needs the catalog and a new catalog version applies from
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from eventsourcing.domain import (
@@ -22,9 +22,17 @@ from eventsourcing.domain import (
     event,
 )
 
-from domain.billing.charges import Charge, charge, overage_lines, prorated, remaining_fraction
+from domain.billing.charges import Charge, charge, overage_lines, prorated
 from domain.billing.invoice_document import build_invoice, credit_lines
-from domain.catalog.model import PERIODS, Catalog, Plan
+from domain.billing.pricing import (
+    ZERO,
+    blended_allowances,
+    dec,
+    is_upgrade,
+    period_charges,
+    plan_terms,
+)
+from domain.catalog.model import PERIODS, Catalog
 from domain.contracts.usage import UsageItem
 from domain.shared.errors import (
     BillingError,
@@ -39,32 +47,12 @@ from domain.shared.events import DomainEvent, Snapshot
 from domain.shared.periods import add_months, require_aware
 from domain.shared.topics import keep_topics
 from domain.subscription import events
+from domain.subscription.customer import customer_details
+from domain.subscription.cycles import commitment_end, next_boundary
+from domain.subscription.metering import by_utc_day, metric_totals, next_utc_midnight, utc_day
 
 PAYMENT_FAILURE_REASONS = ("declined", "insufficient_funds", "expired_card")
 PAYMENT_RETRY_DAYS = (1, 3, 7)  # after the 1st, 2nd and 3rd failure; none after the 4th
-ZERO = Decimal(0)
-
-
-def _utc_day(at: datetime) -> str:
-    return at.astimezone(UTC).date().isoformat()
-
-
-def _next_utc_midnight(day: str) -> datetime:
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    return start + timedelta(days=1)
-
-
-def _dec(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def plan_terms(plan: Plan, period: str, catalog: Catalog) -> dict[str, Any]:
-    terms = plan.terms(period)
-    terms["catalog_id"] = catalog.id
-    terms["catalog_version"] = catalog.version
-    terms["thresholds"] = list(catalog.thresholds)
-    terms["late_usage_grace_minutes"] = catalog.late_usage_grace_minutes
-    return terms
 
 
 class Subscription(BaseAggregate[str]):
@@ -177,16 +165,16 @@ class Subscription(BaseAggregate[str]):
             end = at + timedelta(days=plan.trial_days)
             subscription = cls(id=subscription_id, account=account, terms=terms,
                                status="trialing", cycle_start=at, cycle_end=end, trial_end=end,
-                               commitment_end=_commitment_end(plan, end), seats=seat_count,
-                               charges=[], customer=_customer(customer), timestamp=at)
+                               commitment_end=commitment_end(plan, end), seats=seat_count,
+                               charges=[], customer=customer_details(customer), timestamp=at)
             subscription._end_agreement_unless_renewed(at)
             return subscription
         end = add_months(at, PERIODS[period])
-        charges = _period_charges(terms, seat_count, {}, {}, at, end, catalog)
+        charges = period_charges(terms, seat_count, {}, {}, at, end, catalog)
         subscription = cls(id=subscription_id, account=account, terms=terms, status="active",
                            cycle_start=at, cycle_end=end, trial_end=None,
-                           commitment_end=_commitment_end(plan, at), seats=seat_count,
-                           charges=charges, customer=_customer(customer), timestamp=at)
+                           commitment_end=commitment_end(plan, at), seats=seat_count,
+                           charges=charges, customer=customer_details(customer), timestamp=at)
         subscription._end_agreement_unless_renewed(at)
         return subscription
 
@@ -211,7 +199,7 @@ class Subscription(BaseAggregate[str]):
 
     def limit_of(self, metric: str) -> Decimal:
         """Usable units this cycle: included plus packs."""
-        return _dec(self.terms["allowances"][metric]["included"]) + self.extra.get(metric, ZERO)
+        return dec(self.terms["allowances"][metric]["included"]) + self.extra.get(metric, ZERO)
 
     def remaining(self, metric: str) -> Decimal:
         if metric not in self.allowances:
@@ -241,7 +229,7 @@ class Subscription(BaseAggregate[str]):
         if self.closing is not None:
             due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
         if self.daily_capped and self.daily_day is not None:
-            due.append(_next_utc_midnight(self.daily_day))
+            due.append(next_utc_midnight(self.daily_day))
         return min(due)
 
     def advance_to(self, at: datetime, catalog: Catalog) -> int:
@@ -252,8 +240,8 @@ class Subscription(BaseAggregate[str]):
         before = len(self.pending_events)
         while (due := self.next_due()) is not None and due <= at:
             if self.daily_capped and self.daily_day is not None \
-                    and due == _next_utc_midnight(self.daily_day):
-                self._daily_allowance_reset(day=_utc_day(due), metrics=list(self.daily_capped),
+                    and due == next_utc_midnight(self.daily_day):
+                self._daily_allowance_reset(day=utc_day(due), metrics=list(self.daily_capped),
                                             timestamp=due)
             elif self.closing is not None and \
                     due == datetime.fromisoformat(self.closing["end"]) + self.grace:
@@ -335,11 +323,11 @@ class Subscription(BaseAggregate[str]):
         elif "period" in changes:
             anchor = boundary
         months = int(terms["period_months"])
-        end = _next_boundary(anchor, months, boundary, day)
+        end = next_boundary(anchor, months, boundary, day)
         addons = {a: v for a, v in self.addons.items() if a not in removed}
         charges: list[Charge] = []
         if status != "cancelled":
-            charges = _period_charges(terms, seats, addons, self.members, boundary, end, catalog)
+            charges = period_charges(terms, seats, addons, self.members, boundary, end, catalog)
         self._cycle_rolled(
             closed_start=self.cycle_start, closed_end=boundary,
             closed_usage={m: str(q) for m, q in sorted(self.used.items())},
@@ -439,8 +427,8 @@ class Subscription(BaseAggregate[str]):
         for metric, allowance in sorted(closing["allowances"].items()):
             if closing.get("trial"):
                 break  # usage during a trial is free
-            used = _dec(closing["usage"].get(metric, "0"))
-            extra = _dec(closing["extra"].get(metric, "0"))
+            used = dec(closing["usage"].get(metric, "0"))
+            extra = dec(closing["extra"].get(metric, "0"))
             charges.extend(overage_lines(metric, allowance, used, extra, start, end))
         self._usage_period_closed(period_start=start, period_end=end,
                                   usage=dict(closing["usage"]), charges=charges, timestamp=at)
@@ -503,22 +491,22 @@ class Subscription(BaseAggregate[str]):
             self._late_usage_recorded(
                 period_start=datetime.fromisoformat(self.closing["start"]),
                 period_end=datetime.fromisoformat(self.closing["end"]),
-                items=[i.as_record() for i in late], totals=_totals(late),
+                items=[i.as_record() for i in late], totals=metric_totals(late),
                 timestamp=max(i.at for i in late))
         if not current:
             return
         if not self._has_daily_caps():
             self._record_current(current, capped=False)
             return
-        for day, group in _by_utc_day(current):  # each day's cap is judged on its own
+        for day, group in by_utc_day(current):  # each day's cap is judged on its own
             if self.daily_capped and self.daily_day is not None and day > self.daily_day:
-                midnight = _next_utc_midnight(self.daily_day)
-                self._daily_allowance_reset(day=_utc_day(midnight),
+                midnight = next_utc_midnight(self.daily_day)
+                self._daily_allowance_reset(day=utc_day(midnight),
                                             metrics=list(self.daily_capped), timestamp=midnight)
             self._record_current(group, capped=True)
 
     def _record_current(self, items: list[UsageItem], capped: bool) -> None:
-        totals = _totals(items)
+        totals = metric_totals(items)
         before = {metric: self.used.get(metric, ZERO) for metric in totals}
         daily_before = dict(self.daily_used) if capped else {}
         day_before = self.daily_day
@@ -534,7 +522,7 @@ class Subscription(BaseAggregate[str]):
             self.used[metric] = self.used.get(metric, ZERO) + Decimal(quantity)
         if self._has_daily_caps():
             for item in items:
-                day = _utc_day(datetime.fromisoformat(item["at"]))
+                day = utc_day(datetime.fromisoformat(item["at"]))
                 if self.daily_day is None or day > self.daily_day:
                     self.daily_day, self.daily_used = day, {}
                 if day == self.daily_day:
@@ -549,7 +537,7 @@ class Subscription(BaseAggregate[str]):
         assert self.closing is not None
         usage = self.closing["usage"]
         for metric, quantity in totals.items():
-            usage[metric] = str(_dec(usage.get(metric, "0")) + Decimal(quantity))
+            usage[metric] = str(dec(usage.get(metric, "0")) + Decimal(quantity))
 
     def _has_daily_caps(self) -> bool:
         return any("daily_cap" in a for a in self.terms["allowances"].values())
@@ -582,7 +570,7 @@ class Subscription(BaseAggregate[str]):
             cap = self.allowances.get(metric, {}).get("daily_cap")
             if cap is None or metric in self.daily_capped:
                 continue
-            if before.get(metric, ZERO) < _dec(cap) <= used:
+            if before.get(metric, ZERO) < dec(cap) <= used:
                 self._daily_cap_reached(metric=metric, day=self.daily_day, cap=str(cap),
                                         used=str(used), timestamp=at)
 
@@ -621,7 +609,7 @@ class Subscription(BaseAggregate[str]):
             self.check_can_move_to(terms, keep_workspace)
             self._plan_changed_in_trial(from_plan=self.plan_id, terms=terms, timestamp=at)
             return "changed_in_trial"
-        if _is_upgrade(self.terms, terms):
+        if is_upgrade(self.terms, terms):
             self._upgrade(terms, at, catalog)
             return "upgraded"
         self.check_can_move_to(terms, keep_workspace)
@@ -643,7 +631,7 @@ class Subscription(BaseAggregate[str]):
                 allowance = terms["allowances"].get(metric)
                 if allowance is None:
                     continue
-                usable = _dec(allowance["included"]) + self.extra.get(metric, ZERO)
+                usable = dec(allowance["included"]) + self.extra.get(metric, ZERO)
                 if used > usable:
                     raise CommandRefused(
                         f"{metric}: {used} used this cycle, plan {terms['plan_id']} allows "
@@ -679,7 +667,7 @@ class Subscription(BaseAggregate[str]):
             if self.closing is not None:  # the new cycle ends the last one's late window
                 self._close_period(at)
             end = add_months(at, int(terms["period_months"]))
-            charges = _period_charges(terms, self.seats, self.addons, self.members, at, end,
+            charges = period_charges(terms, self.seats, self.addons, self.members, at, end,
                                       catalog)
             self._plan_upgraded(from_plan=str(old["plan_id"]), terms=terms, charges=charges,
                                 restarted_cycle=True, cycle_start=at, cycle_end=end,
@@ -687,22 +675,22 @@ class Subscription(BaseAggregate[str]):
                                 cancelled=cancelled, timestamp=at)
             return
         start, end = self.cycle_start, self.cycle_end
-        terms = {**terms, "allowances": _blended_allowances(old, terms, at, start, end)}
+        terms = {**terms, "allowances": blended_allowances(old, terms, at, start, end)}
         charges = [
             prorated("proration_credit", f"Unused time on {old['plan_name']}", 1,
-                     _dec(old["price"]), at, start, end, credit=True),
+                     dec(old["price"]), at, start, end, credit=True),
             prorated("proration_charge", f"Remaining time on {terms['plan_name']}", 1,
-                     _dec(terms["price"]), at, start, end),
+                     dec(terms["price"]), at, start, end),
         ]
         extra_seats = self._extra_seats(old)
         if extra_seats and old.get("extra_seat_price") != terms.get("extra_seat_price"):
             if old.get("extra_seat_price") is not None:
                 charges.append(prorated("proration_credit", "Unused time on extra seats",
-                                        extra_seats, _dec(old["extra_seat_price"]), at, start,
+                                        extra_seats, dec(old["extra_seat_price"]), at, start,
                                         end, credit=True))
             if terms.get("extra_seat_price") is not None:
                 charges.append(prorated("proration_charge", "Remaining time on extra seats",
-                                        extra_seats, _dec(terms["extra_seat_price"]), at, start,
+                                        extra_seats, dec(terms["extra_seat_price"]), at, start,
                                         end))
         self._plan_upgraded(from_plan=str(old["plan_id"]), terms=terms, charges=charges,
                             restarted_cycle=False, cycle_start=start, cycle_end=end,
@@ -814,7 +802,7 @@ class Subscription(BaseAggregate[str]):
             raise CommandRefused(f"plan {self.plan_id} sells no extra seats",
                                  "seats_not_for_sale")
         charges = [] if self.status == "trialing" else [
-            prorated("seats", "Extra seats", count, _dec(price), at, self.cycle_start,
+            prorated("seats", "Extra seats", count, dec(price), at, self.cycle_start,
                      self.cycle_end)]
         self._seats_added(count=count, seats=self.seats + count, charges=charges, timestamp=at)
 
@@ -889,7 +877,7 @@ class Subscription(BaseAggregate[str]):
             old_key = f"{member}/{solution}/{current}"
             if current is not None and old_key in paid:  # credit what was paid, at its price
                 charges.append(prorated("proration_credit", f"Unused {solution}-{current}", 1,
-                                        _dec(paid[old_key]) * months, at, self.cycle_start,
+                                        dec(paid[old_key]) * months, at, self.cycle_start,
                                         self.cycle_end, credit=True, member=member,
                                         solution=solution, level=current))
             if f"{member}/{solution}/{level}" not in paid:  # not already paid this period
@@ -920,7 +908,7 @@ class Subscription(BaseAggregate[str]):
                 continue
             key = f"{line['member']}/{line['solution']}/{line['level']}"
             if line["kind"] == "user_plan":
-                paid[key] = str(_dec(line["unit_price"]) / months)
+                paid[key] = str(dec(line["unit_price"]) / months)
             elif line["kind"] == "proration_credit":
                 paid.pop(key, None)
         self.user_plan_paid = paid
@@ -1120,7 +1108,7 @@ class Subscription(BaseAggregate[str]):
     def update_customer(self, fields: dict[str, Any], at: datetime) -> bool:
         """Billing details for the next invoices (issued ones never change)."""
         require_aware(at)
-        customer = {**self.customer, **_customer(fields)}
+        customer = {**self.customer, **customer_details(fields)}
         if customer == self.customer:
             return False
         self._customer_updated(customer=customer, timestamp=at)
@@ -1247,113 +1235,6 @@ class Subscription(BaseAggregate[str]):
         self.payment_state = "retrying" if next_retry_at is not None else "past_due"
 
 
-# ------------------------------------------------------------------------------ helpers --
-
-CUSTOMER_FIELDS = ("name", "address", "country", "vat_id", "business", "email")
-
-
-def _customer(fields: dict[str, Any] | None) -> dict[str, Any]:
-    """Billing details: name, address, country (ISO 3166 alpha-2), VAT id, business (bool)."""
-    fields = fields or {}
-    unknown = sorted(set(fields) - set(CUSTOMER_FIELDS))
-    if unknown:
-        raise CommandRefused(f"unknown customer field(s): {', '.join(unknown)}",
-                             "invalid_customer")
-    customer = {k: fields[k] for k in CUSTOMER_FIELDS if fields.get(k) is not None}
-    if "country" in customer:
-        country = str(customer["country"]).upper()
-        if len(country) != 2 or not country.isalpha():
-            raise CommandRefused("country is an ISO 3166 two-letter code", "invalid_customer")
-        customer["country"] = country
-    if "business" in customer:
-        customer["business"] = bool(customer["business"])
-    return customer
-
-
-def _by_utc_day(items: Sequence[UsageItem]) -> list[tuple[str, list[UsageItem]]]:
-    days: dict[str, list[UsageItem]] = {}
-    for item in items:
-        days.setdefault(_utc_day(item.at), []).append(item)
-    return sorted(days.items())
-
-
-def _totals(items: Sequence[UsageItem]) -> dict[str, str]:
-    totals: dict[str, Decimal] = {}
-    for item in items:
-        totals[item.metric] = totals.get(item.metric, ZERO) + item.quantity
-    return {m: str(q) for m, q in sorted(totals.items())}
-
-
-def _blended_allowances(old: dict[str, Any], new: dict[str, Any], at: datetime,
-                        start: datetime, end: datetime) -> dict[str, Any]:
-    """After a prorated upgrade the cycle's allowance is the old plan's for the time elapsed
-    plus the new plan's for the time left, in whole units (HALF_UP): usage before the upgrade
-    cannot escape the old plan's overage, and the extra allowance is there at once."""
-    left = remaining_fraction(at, start, end)
-    blended = {
-        # A metric the new plan does not meter keeps the old allowance for the time elapsed,
-        # so usage before the upgrade is still billed past it.
-        metric: {**allowance, "included": str((_dec(allowance["included"]) * (1 - left))
-                                               .quantize(Decimal(1), ROUND_HALF_UP))}
-        for metric, allowance in old["allowances"].items() if metric not in new["allowances"]
-    }
-    for metric, allowance in new["allowances"].items():
-        before = old["allowances"].get(metric)
-        old_included = _dec(before["included"]) if before else ZERO
-        included = old_included * (1 - left) + _dec(allowance["included"]) * left
-        blended[metric] = {**allowance,
-                           "included": str(included.quantize(Decimal(1), ROUND_HALF_UP))}
-    return blended
-
-
-def _commitment_end(plan: Plan, start: datetime) -> datetime | None:
-    return add_months(start, plan.commitment_months) if plan.commitment_months else None
-
-
-def _next_boundary(anchor: datetime, months: int, after: datetime,
-                   day: int | None = None) -> datetime:
-    """The first anchor-based boundary after `after` (a 31st anchor returns to the 31st)."""
-    n = 1
-    while (boundary := add_months(anchor, n * months, day)) <= after:
-        n += 1
-    return boundary
-
-
-def _is_upgrade(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    if int(new["rank"]) != int(old["rank"]):
-        return int(new["rank"]) > int(old["rank"])
-    return _dec(new["price"]) > _dec(old["price"])
-
-
-def _period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, Any],
-                    members: dict[str, dict[str, str]], start: datetime, end: datetime,
-                    catalog: Catalog | None) -> list[Charge]:
-    """What a period costs in advance: plan fee, extra seats, add-ons, user plans."""
-    lines: list[Charge] = []
-    price = _dec(terms["price"])
-    if price > 0:
-        lines.append(charge("plan", f"{terms['plan_name']} ({terms['period']})", 1, price, price,
-                            start, end))
-    included = terms.get("included_seats")
-    seat_price = terms.get("extra_seat_price")
-    if seats is not None and included is not None and seat_price is not None:
-        extra = seats - int(included)
-        if extra > 0:
-            lines.append(charge("seats", "Extra seats", extra, _dec(seat_price),
-                                extra * _dec(seat_price), start, end))
-    months = int(terms["period_months"])
-    for addon_id, addon in sorted(addons.items()):
-        amount = _dec(addon["monthly_price"]) * months
-        lines.append(charge("addon", str(addon["name"]), 1, amount, amount, start, end,
-                            addon=addon_id))
-    if catalog is not None and terms.get("user_plans"):
-        for member, plans in sorted(members.items()):
-            for solution, level in sorted(plans.items()):
-                amount = catalog.user_plan_monthly_price(solution, level) * months
-                lines.append(charge("user_plan", f"{solution}-{level} for {member}", 1, amount,
-                                    amount, start, end, member=member, solution=solution,
-                                    level=level))
-    return lines
 
 
 keep_topics("domain.subscription", Subscription)
