@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import peak_rss_mib, timed_from_first_commit
 
+from consumers.loop import partitions_of
 from infra.config import Settings
 from infra.kafka import clients as kafka
 from infra.kafka import record_codec as record_decoding
@@ -63,7 +64,7 @@ def raw_consume(engine: Engine, total: int, engine_decoder: bool = False) -> flo
     client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="bench-raw")
     if not engine_decoder:
         record_decoding.uninstall()
-    parts = kafka.partitions_of(client, engine.settings.topics.usage)
+    parts = partitions_of(client, engine.settings.topics.usage)
     client.assign(parts)
     client.seek_to_beginning(*parts)
     seen = 0

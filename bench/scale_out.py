@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import orjson
 from common import ROOT, record, timed_from_first_commit
 
+from consumers.loop import partitions_of
 from infra.config import Settings, Topics
 from infra.kafka import clients as kafka
 from infra.kafka import record_codec as record_decoding
@@ -31,7 +32,7 @@ def raw_part(job: tuple[str, Settings, str, list[int], dict[int, int]]) -> tuple
     bootstrap, settings, topic, partitions, ends = job
     client = kafka.consumer(bootstrap, settings, client_id="bench-raw")
     record_decoding.uninstall()  # kafka-python's own decoding, as the baseline is defined
-    parts = [tp for tp in kafka.partitions_of(client, topic) if tp.partition in partitions]
+    parts = [tp for tp in partitions_of(client, topic) if tp.partition in partitions]
     client.assign(parts)
     client.seek_to_beginning(*parts)
     left = {tp: ends[tp.partition] for tp in parts}

@@ -17,12 +17,12 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import input as record_input
+from consumers.ports import DeadLetterSink
 from consumers.usage import not_yet_applied, skip_record, tracking_name
 from domain.app.billing_app import BillingApplication, UsageKey, command_key
 from domain.contracts.commands import Command, execute, parse_command
 from domain.shared.errors import BillingError
 from domain.subscription.aggregate import Subscription
-from infra.kafka.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class CommandStats:
 
 
 class CommandIngestor:
-    def __init__(self, app: BillingApplication, dead_letters: DeadLetters,
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetterSink,
                  max_message_bytes: int = record_input.DEFAULT_MAX_BYTES) -> None:
         self.app = app
         self.dead_letters = dead_letters

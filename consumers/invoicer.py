@@ -20,11 +20,11 @@ from eventsourcing.persistence import Tracking
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.ports import DeadLetterSink
 from consumers.usage import skip_record
 from consumers.wire import decode
 from domain.app.billing_app import BillingApplication
 from domain.subscription.aggregate import Subscription
-from infra.kafka.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class InvoicerPositions:
 
 
 class Invoicer:
-    def __init__(self, app: BillingApplication, dead_letters: DeadLetters | None = None) -> None:
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetterSink | None = None) -> None:
         self.app = app
         self.dead_letters = dead_letters
         self.issued = 0

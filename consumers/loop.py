@@ -28,10 +28,9 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError
+from kafka.errors import CorruptRecordError, KafkaError
 
 from consumers.failures import Failure, classify
-from infra.kafka.clients import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -465,3 +464,13 @@ class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self.owner.seek_to_stored(list(assigned))
         self.owner.assigned |= set(assigned)
+
+
+def partitions_of(client: KafkaConsumer, topic: str, timeout: float = 30) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = client.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        time.sleep(0.1)
+    raise KafkaError(f"topic {topic} has no partitions")

@@ -14,10 +14,10 @@ import psycopg
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.ports import DeadLetterSink
 from consumers.wire import UNDECODABLE, decode, wire_message
 from domain.app.billing_app import BillingApplication
 from domain.shared.text import printable
-from infra.kafka.dead_letters import DeadLetters
 from projections import parked
 from projections import tracking as projection_versions
 from projections.invoices import store as invoices
@@ -61,7 +61,7 @@ class QuotaPositions:
 
 
 def decode_events(records: Sequence[ConsumerRecord],
-                  dead_letters: DeadLetters) -> list[dict[str, Any]]:
+                  dead_letters: DeadLetterSink) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for record in records:
         try:
@@ -133,7 +133,7 @@ class Parking:
             record_positions(cur, {tp: [record]}, projection)
 
 
-def quarantine_event(db: Database, dead_letters: DeadLetters, parking: Parking,
+def quarantine_event(db: Database, dead_letters: DeadLetterSink, parking: Parking,
                      projection: str, tp: TopicPartition, record: ConsumerRecord, code: str,
                      message: str) -> None:
     """A projection's record the loop found cannot be applied: dead-lettered and parked,
@@ -149,7 +149,7 @@ def quarantine_event(db: Database, dead_letters: DeadLetters, parking: Parking,
 class InvoiceProjector:
     """billing.events -> the invoice read model (issued documents, status, drafts)."""
 
-    def __init__(self, db: Database, dead_letters: DeadLetters) -> None:
+    def __init__(self, db: Database, dead_letters: DeadLetterSink) -> None:
         self.db = db
         self.dead_letters = dead_letters
         self.parking = Parking(invoices.PROJECTION)
@@ -178,7 +178,7 @@ class InvoiceProjector:
 
 
 class QuotaProjector:
-    def __init__(self, db: Database, dead_letters: DeadLetters,
+    def __init__(self, db: Database, dead_letters: DeadLetterSink,
                  cache: quota_store.StateCache | None = None) -> None:
         self.db = db
         self.dead_letters = dead_letters

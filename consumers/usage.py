@@ -19,12 +19,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import input as record_input
 from consumers.loop import RedoBatch
+from consumers.ports import DeadLetterSink
 from consumers.write_behind import WriteBehind
 from domain.app.billing_app import BillingApplication, UsageKey
 from domain.app.record_usage import PreparedBatch, prepare_usage_batch, usage_keys
 from domain.contracts.usage import UsageItem, parse_usage
 from domain.shared.errors import BillingError
-from infra.kafka.dead_letters import DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def not_yet_applied(app: BillingApplication, tp: TopicPartition,
     return [r for r in records if floor is None or r.offset > floor]
 
 
-def skip_record(app: BillingApplication, dead_letters: DeadLetters, position: str,
+def skip_record(app: BillingApplication, dead_letters: DeadLetterSink, position: str,
                 record: ConsumerRecord, code: str, message: str) -> bool:
     """Dead-letter a record that cannot be applied and commit the input position `position`
     at its offset with no other effect; False if the position is already there."""
@@ -113,7 +113,7 @@ class UsageIngestor:
     for PostgreSQL there either. Smaller polls are applied at once: at moderate rates latency
     matters more than CPU."""
 
-    def __init__(self, app: BillingApplication, dead_letters: DeadLetters,
+    def __init__(self, app: BillingApplication, dead_letters: DeadLetterSink,
                  write_behind: WriteBehind | None = None,
                  lookahead_at: int | None = None, *, optimistic: bool = True,
                  cautious_seconds: float = 30.0,

@@ -11,7 +11,6 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
-    KafkaError,
     KafkaTimeoutError,
     LeaderNotAvailableError,
     NodeNotReadyError,
@@ -21,6 +20,7 @@ from kafka.errors import (
 from kafka.partitioner import murmur2
 from kafka.protocol.producer import ProduceRequest
 
+from consumers.loop import partitions_of
 from infra.config import Settings
 from infra.kafka import record_codec as record_decoding
 
@@ -102,16 +102,6 @@ def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsu
     config.update(overrides)
     record_decoding.install()
     return KafkaConsumer(**config)
-
-
-def partitions_of(client: KafkaConsumer, topic: str, timeout: float = 30) -> list[TopicPartition]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        parts = client.partitions_for_topic(topic)
-        if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
-        time.sleep(0.1)
-    raise KafkaError(f"topic {topic} has no partitions")
 
 
 class KeyPartitions:

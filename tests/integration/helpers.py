@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from consumers.loop import partitions_of
 from infra.kafka import clients as kafka
 from infra.wiring.engine import Engine, Monitor
 from projections.quota import store as quota_store
@@ -73,7 +74,7 @@ def read_topic(engine: Engine, topic: str, expected: int, timeout: float = 30) -
     """Every record of a topic, from offset 0, once at least `expected` have arrived."""
     client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="test-reader")
     try:
-        parts = kafka.partitions_of(client, topic)
+        parts = partitions_of(client, topic)
         client.assign(parts)
         client.seek_to_beginning(*parts)
         records: list[Any] = []
