@@ -19,7 +19,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 from consumers import input as record_input
 from consumers.ports import DeadLetterSink
 from consumers.usage import not_yet_applied, skip_record, tracking_name
-from domain.app.billing_app import BillingApplication, UsageKey, command_key
+from domain.app.billing_app import BillingApplication
+from domain.app.ports import UsageKey
+from domain.app.run_command import command_key
 from domain.contracts.commands import Command, execute, parse_command
 from domain.shared.errors import BillingError
 from domain.subscription.aggregate import Subscription

@@ -21,7 +21,8 @@ from consumers import input as record_input
 from consumers.loop import RedoBatch
 from consumers.ports import DeadLetterSink
 from consumers.write_behind import WriteBehind
-from domain.app.billing_app import BillingApplication, UsageKey
+from domain.app.billing_app import BillingApplication
+from domain.app.ports import UsageKey
 from domain.app.record_usage import PreparedBatch, prepare_usage_batch, usage_keys
 from domain.contracts.usage import UsageItem, parse_usage
 from domain.shared.errors import BillingError

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from domain.app.billing_app import BillingApplication, PreparedWrite, UsageKey
+from domain.app.billing_app import BillingApplication, PreparedWrite
+from domain.app.ports import UsageKey
 
 
 @dataclass

@@ -1,45 +1,39 @@
-"""The billing application: loads and saves Subscription aggregates in the event store.
+"""The billing application: loads, caches and saves aggregates in the event store. The use
+cases are modules of their own beside it (subscribe, run_command, catalog_publishing,
+issue_invoices, credit_note, advance_clock, record_usage); the methods below that name them
+are the one way callers reach them.
 
 Persistence is chosen by the composition root (`infra/`) through the eventsourcing environment;
-this module imports only the event-sourcing base and the standard library.
+what the application needs beyond the library's recorder are the typed ports of
+domain/app/ports.py.
 """
 
 from __future__ import annotations
 
-import random
-import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.persistence import StoredEvent, Tracking
 
+from domain.app import (
+    advance_clock,
+    catalog_publishing,
+    credit_note,
+    issue_invoices,
+    run_command,
+    subscribe,
+)
+from domain.app.ports import StreamReader, UsageKey, UsageLedger
 from domain.billing.clock import CLOCK_ID, BillingClock
 from domain.billing.invoice_document import issuer_with_defaults
-from domain.billing.invoice_series import InvoiceSeries, series_id
 from domain.catalog.model import Catalog
-from domain.catalog.versions import (
-    DEPLOYMENT_STREAM,
-    CatalogVersions,
-    DeploymentCatalog,
-    catalog_stream_id,
-)
-from domain.contracts.commands import Command, Outcome, execute
-from domain.shared.errors import SubscriptionExists, UnknownSubscription
+from domain.contracts.commands import Command, Outcome
+from domain.shared.errors import UnknownSubscription
 from domain.subscription.aggregate import Subscription
-
-UsageKey = tuple[str, str]  # (subscription id, usage id)
-
-
-@runtime_checkable
-class UsageLedger(Protocol):
-    """Durable record of usage ids already applied, written in the same transaction as events."""
-
-    def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]: ...
 
 
 @dataclass(frozen=True)
@@ -52,13 +46,6 @@ class PreparedWrite:
     more_tracking: tuple[Tracking, ...]
     usage_keys: tuple[UsageKey, ...]
     aggregate_ids: tuple[str, ...]
-
-
-@runtime_checkable
-class ExclusiveSections(Protocol):
-    """A named section one process at a time runs (released if the process dies)."""
-
-    def exclusive(self, name: str) -> AbstractContextManager[object]: ...
 
 
 T = TypeVar("T")
@@ -108,8 +95,8 @@ class BillingApplication(Application[str]):
     def preload(self, ids: Iterable[str]) -> None:
         """Load the uncached subscriptions among `ids` in bulk (two queries, not one each)."""
         missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
-        recorder: Any = self.recorder
-        if len(missing) < 2 or not hasattr(recorder, "select_streams"):
+        recorder: object = self.recorder
+        if len(missing) < 2 or not isinstance(recorder, StreamReader):
             return
         snapshots: Any = self.snapshots
         if snapshots is None:
@@ -132,7 +119,9 @@ class BillingApplication(Application[str]):
         cached = [i for i in set(ids) if i in self._cache]
         if not cached:
             return set()
-        recorder: Any = self.recorder
+        recorder: object = self.recorder
+        if not isinstance(recorder, StreamReader):
+            return set()
         latest = recorder.max_versions(cached)
         dropped = set()
         for i in cached:
@@ -221,96 +210,13 @@ class BillingApplication(Application[str]):
         return stored
 
     def usage_ledger(self) -> UsageLedger:
-        recorder: Any = self.recorder
+        recorder: object = self.recorder
         if not isinstance(recorder, UsageLedger):
             raise TypeError("the configured recorder does not keep a usage ledger")
         return recorder
 
-    # --- use cases --------------------------------------------------------------------------
-
-    def subscribe(self, subscription_id: str, account: str, plan_id: str, at: datetime,
-                  **options: Any) -> None:
-        if self.find(subscription_id) is not None:
-            raise SubscriptionExists(f"subscription {subscription_id!r} exists")
-        subscription = Subscription.subscribe(subscription_id, account, plan_id, self.catalog,
-                                              at, **options)
-        self.save_batch([subscription], tracking=None)
-
-    def subscribe_many(self, specs: Sequence[tuple[Any, ...]], at: datetime) -> None:
-        """(subscription id, account, plan id[, customer]) each; all or none, in one
-        transaction."""
-        created = []
-        for subscription_id, account, plan_id, *customer in specs:
-            if self.find(subscription_id) is not None:
-                raise SubscriptionExists(f"subscription {subscription_id!r} exists")
-            created.append(Subscription.subscribe(
-                subscription_id, account, plan_id, self.catalog, at,
-                customer=customer[0] if customer else None))
-        self.save_batch(created, tracking=None)
-
-    def handle(self, command: Command) -> Outcome:
-        """Run one command, exactly once per (subscription, command id): a replayed id has no
-        second effect and answers "duplicate". Refusals raise BillingError with a code."""
-        key = command_key(command)
-        for attempt in range(CONFLICT_RETRIES):
-            if self.usage_ledger().seen_usage([key]):
-                return Outcome(command, "duplicate", 0)
-            self.revalidate([command.subscription])
-            subscription, outcome = execute(self.find(command.subscription), command,
-                                            self.catalog)
-            try:
-                self.save_batch([subscription], tracking=None, usage_keys=[key])
-                return outcome
-            except IntegrityError:
-                # Another writer changed the subscription (or ran this command) first: the
-                # cached aggregate is evicted by save_batch; reload and decide again.
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
-                conflict_backoff(attempt)
-        raise AssertionError("unreachable")
-
-    def publish_catalog(self, at: datetime, catalog: Catalog | None = None) -> bool:
-        """Record a catalog version in the event store and bill with it from now on (new
-        subscriptions at once, existing ones from their next cycle). The first one recorded
-        chooses the deployment's catalog; later ones must be versions of it. Once per
-        version; a changed text under a reused version label is refused."""
-        catalog = catalog or self.catalog
-        pointer = self._stored(DEPLOYMENT_STREAM, DeploymentCatalog)
-        chosen_now = pointer is None
-        if pointer is None:
-            pointer = DeploymentCatalog.choose(catalog, at)
-        pointer.check_same(catalog)
-        versions = self._stored(catalog_stream_id(catalog.id), CatalogVersions)
-        if versions is None:
-            versions = CatalogVersions.register(catalog, at)
-        changed = versions.publish(catalog, at)
-        if changed or chosen_now:
-            self.save(pointer, versions)
-        if changed:
-            self.catalog = catalog
-        return changed
-
-    def deployment_catalog(self, configured: Catalog, explicit: bool = True) -> Catalog:
-        """The catalog this deployment bills with: its version in force as recorded in the
-        store, whatever the writer's environment configured. `configured` counts only on a
-        store with nothing recorded yet (the first start). Given explicitly (BILLING_CATALOG),
-        it must name the deployment's catalog and may not reuse a recorded version label with
-        other content; the default (no BILLING_CATALOG) defers to what the store recorded."""
-        pointer = self._stored(DEPLOYMENT_STREAM, DeploymentCatalog)
-        if pointer is not None and not explicit and pointer.catalog_id != configured.id:
-            chosen = self._stored(catalog_stream_id(pointer.catalog_id), CatalogVersions)
-            recorded = None if chosen is None else chosen.in_force()
-            if recorded is not None:
-                return recorded
-        if pointer is not None:
-            pointer.check_same(configured)
-        versions = self._stored(catalog_stream_id(configured.id), CatalogVersions)
-        if versions is None:
-            return configured
-        versions.check_version_label(configured)
-        return versions.in_force() or configured
-
-    def _stored(self, stream: str, kind: type[T]) -> T | None:
+    def stored(self, stream: str, kind: type[T]) -> T | None:
+        """An aggregate as stored (not cached): the catalog's, the clock's."""
         try:
             found: object = self.repository.get(stream)
         except AggregateNotFoundError:
@@ -318,187 +224,50 @@ class BillingApplication(Application[str]):
         assert isinstance(found, kind)
         return found
 
-    # --- invoices ---------------------------------------------------------------------------
+    def cached(self, stream: str) -> Any | None:
+        return self._cache.get(stream)
 
     @property
     def issuer(self) -> dict[str, Any]:
         return issuer_with_defaults(self.catalog.issuer)
 
-    def _series(self, prefix: str, at: datetime,
-                touched: dict[str, InvoiceSeries]) -> InvoiceSeries:
-        """The series as stored now: a cached one is brought forward with the events recorded
-        since (by another issuer), one query, instead of being loaded whole again."""
-        sid = series_id(prefix, at.year)
-        if sid in touched:
-            return touched[sid]
-        found: Any = self._cache.get(sid)
-        if found is not None:
-            newer: Iterable[Any] = self.events.get(sid, gt=found.version)
-            for later in newer:
-                found = later.mutate(found)
-        else:
-            try:
-                found = self.repository.get(sid)
-            except AggregateNotFoundError:
-                found = InvoiceSeries.open(prefix, at.year, at)
-        assert isinstance(found, InvoiceSeries)
-        touched[sid] = found
-        return found
+    # --- use cases (each in its module) -----------------------------------------------------
 
-    def _numbering(self, prefix: str) -> AbstractContextManager[object]:
-        """Issuers take turns from reading a series to committing its numbers. Correctness
-        does not depend on it (the series' version check refuses a second writer), but
-        without it parallel invoicers would mostly redo their batches."""
-        recorder: Any = self.recorder
-        if not isinstance(recorder, ExclusiveSections):
-            return nullcontext()
-        return recorder.exclusive(f"invoice-series:{prefix}")
+    def subscribe(self, subscription_id: str, account: str, plan_id: str, at: datetime,
+                  **options: Any) -> None:
+        subscribe.subscribe(self, subscription_id, account, plan_id, at, **options)
+
+    def subscribe_many(self, specs: Sequence[tuple[Any, ...]], at: datetime) -> None:
+        subscribe.subscribe_many(self, specs, at)
+
+    def handle(self, command: Command) -> Outcome:
+        return run_command.run_command(self, command)
+
+    def publish_catalog(self, at: datetime, catalog: Catalog | None = None) -> bool:
+        return catalog_publishing.publish_catalog(self, at, catalog)
+
+    def deployment_catalog(self, configured: Catalog, explicit: bool = True) -> Catalog:
+        return catalog_publishing.deployment_catalog(self, configured, explicit)
 
     def invoice_batch(self, triggers: Sequence[tuple[str, int, datetime, str]],
                       tracking: Tracking | None) -> list[dict[str, Any]]:
-        """Issue the invoices due: for each (subscription, triggering version, time, event
-        kind) that invoices (`Subscription.invoices_on`), every uninvoiced line under the next
-        number of the issuer's series. All in one transaction
-        with the input position. The loading and the drafts are done first; only numbering and
-        saving are done in the series' exclusive section, so several invoicer processes work
-        in parallel. A writer outside it makes the save fail on the series version, and the
-        caller redoes the batch: numbers stay gapless and unique."""
-        self.revalidate(t[0] for t in triggers)
-        self.preload(t[0] for t in triggers)
-        issuer = self.issuer
-        subscriptions: dict[str, Subscription] = {}
-        due: list[tuple[Subscription, int, datetime, dict[str, Any] | None]] = []
-        through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
-        for subscription_id, version, at, kind in triggers:
-            subscription = subscriptions.get(subscription_id) or self.find(subscription_id)
-            if subscription is None or not subscription.invoices_on(kind, version):
-                continue
-            done = through.get(subscription_id, subscription.invoiced_through)
-            if version <= done or not any(line["event_version"] > done
-                                          for line in subscription.lines_due(version)):
-                continue  # nothing new since the last invoice, or already invoiced
-            # A draft now is the invoice later (unless an earlier one of this batch for the
-            # same subscription takes some of its lines: then it is drafted at issue).
-            draft = (subscription.preview_invoice(issuer, at, version)
-                     if subscription_id not in through else None)
-            due.append((subscription, version, at, draft))
-            through[subscription_id] = version
-            subscriptions[subscription_id] = subscription
-        if not due:
-            if tracking is not None:
-                self.save_batch([], tracking)
-            return []
-        issued: list[dict[str, Any]] = []
-        series: dict[str, InvoiceSeries] = {}
-        by_year: dict[int, list[tuple[Subscription, int, datetime, dict[str, Any] | None]]] = {}
-        # In time order (a subscription's triggers stay in version order): each invoice is
-        # dated when its charges fell due unless one dated later has its number already.
-        for item in sorted(due, key=lambda item: item[2]):
-            by_year.setdefault(item[2].year, []).append(item)
-        with self._numbering(issuer["invoice_prefix"]):
-            try:
-                # One numbering event per series and batch, the years in order.
-                for _, items in sorted(by_year.items()):
-                    numbers = self._series(issuer["invoice_prefix"], items[0][2], series)
-                    dates = numbers.issue_dates([at for _, _, at, _ in items])
-                    assigned = numbers.assign_many([s.id for s, _, _, _ in items], dates[-1])
-                    for number, issued_at, (subscription, version, at, draft) in zip(
-                            assigned, dates, items, strict=True):
-                        issued.append(subscription.issue_invoice(
-                            number, issuer, version, issued_at,
-                            draft=draft if issued_at == at else None))
-                self.save_batch([*subscriptions.values(), *series.values()], tracking)
-            except Exception:  # the aggregates in hand hold unsaved changes
-                self.evict([*subscriptions, *series])
-                raise
-        return issued
+        return issue_invoices.invoice_batch(self, triggers, tracking)
 
     def issue_credit_note(self, subscription_id: str, invoice_number: str,
                           at: datetime) -> dict[str, Any]:
-        for attempt in range(CONFLICT_RETRIES):
-            self.revalidate([subscription_id])
-            subscription = self.get(subscription_id)
-            series: dict[str, InvoiceSeries] = {}
-            prefix = self.issuer["credit_note_prefix"]
-            try:
-                with self._numbering(prefix):
-                    number = self._series(prefix, at, series).assign(subscription_id, at)
-                    document = subscription.issue_credit_note(invoice_number, number,
-                                                              self.issuer, at)
-                    self.save_batch([subscription, *series.values()], tracking=None)
-                return document
-            except Exception as error:
-                self.evict([subscription_id, *series])
-                if not isinstance(error, IntegrityError) or attempt == CONFLICT_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return credit_note.issue_credit_note(self, subscription_id, invoice_number, at)
 
     def clock(self) -> BillingClock | None:
-        try:
-            clock: object = self.repository.get(CLOCK_ID)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(clock, BillingClock)
-        return clock
+        return self.stored(CLOCK_ID, BillingClock)
 
-    def advance_clock(self, to: datetime, subscription_ids: Iterable[str],
-                      batch: int = 500,
+    def advance_clock(self, to: datetime, subscription_ids: Iterable[str], batch: int = 500,
                       runner: Callable[[datetime, list[str]], tuple[int, int]] | None = None
                       ) -> tuple[int, int]:
-        """Apply everything due by `to` to every subscription (in batches of one transaction
-        each), then move the persisted clock. Re-running after a crash redoes only what is
-        still due. `runner` may spread the subscriptions over processes (each batch is
-        independent). Returns (subscriptions changed, events written)."""
-        clock = self.clock()
-        if clock is None:
-            clock = BillingClock.start(to)
-        else:
-            clock.check_forward(to)
-        ids = list(subscription_ids)
-        if runner is None:
-            changed, events = self.advance_subscriptions(to, ids, batch)
-        else:
-            changed, events = runner(to, ids)
-        if clock.now != to or clock.version > 1:
-            clock.advance(to, changed, events)
-        self.save(clock)
-        return changed, events
+        return advance_clock.advance_clock(self, to, subscription_ids, batch, runner)
 
     def advance_subscriptions(self, to: datetime, ids: Sequence[str],
                               batch: int = 500) -> tuple[int, int]:
-        changed = events = 0
-        for start in range(0, len(ids), batch):
-            c, e = self._advance_batch(ids[start:start + batch], to)
-            changed, events = changed + c, events + e
-        return changed, events
-
-
-    def _advance_batch(self, ids: Sequence[str], to: datetime) -> tuple[int, int]:
-        for attempt in range(CONFLICT_RETRIES):
-            changed: list[Subscription] = []
-            events = 0
-            self.revalidate(ids)
-            self.preload(ids)
-            for subscription_id in ids:
-                subscription = self.find(subscription_id)
-                if subscription is None:
-                    continue
-                emitted = subscription.advance_to(to, self.catalog)
-                if emitted:
-                    changed.append(subscription)
-                    events += emitted
-            try:
-                self.save_batch(changed, tracking=None)
-                return len(changed), events
-            except IntegrityError:  # a concurrent writer: reload and redo what is still due
-                self.evict(ids)
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
-                conflict_backoff(attempt)
-        raise AssertionError("unreachable")
-
-
-CONFLICT_RETRIES = 30
+        return advance_clock.advance_subscriptions(self, to, ids, batch)
 
 
 def snapshot_due(stream_id: str, version: int, interval: int) -> bool:
@@ -507,14 +276,3 @@ def snapshot_due(stream_id: str, version: int, interval: int) -> bool:
     the interval in the same batch: at 5,000 events/s over 1,000 subscriptions, one batch in
     every ten seconds took 1,000 snapshots at once and stalled ingestion for about 250 ms."""
     return (version + zlib.crc32(stream_id.encode())) % interval == 0
-
-
-def conflict_backoff(attempt: int) -> None:
-    """A short randomised pause before retrying after a version conflict, so writers that keep
-    meeting on one subscription (two ingesters and an operator) stop colliding in step."""
-    time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
-
-
-def command_key(command: Command) -> UsageKey:
-    """Commands share the idempotency ledger with usage, in their own id space."""
-    return (command.subscription, f"cmd:{command.id}")

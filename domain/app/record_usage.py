@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.app.billing_app import BillingApplication, UsageKey
+from domain.app.billing_app import BillingApplication
+from domain.app.ports import UsageKey
 from domain.contracts.usage import UsageItem
 from domain.shared.errors import BillingError, UnknownSubscription
 from domain.subscription.aggregate import Subscription

@@ -27,7 +27,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from domain.app.billing_app import BillingApplication, UsageKey
+from domain.app.billing_app import BillingApplication
+from domain.app.ports import UsageKey
 from domain.catalog.model import Catalog
 from infra.config import Settings
 from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray

@@ -1,0 +1,38 @@
+"""What the application needs from storage beyond the event library's recorder: typed ports
+that the composition root's recorder implements (infra/eventstore/recorder.py). Where a port is
+missing (the library's in-memory recorder in tests), the application does without it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+from eventsourcing.persistence import StoredEvent
+
+UsageKey = tuple[str, str]  # (subscription id, usage id)
+
+
+@runtime_checkable
+class UsageLedger(Protocol):
+    """Durable record of usage ids already applied, written in the same transaction as events."""
+
+    def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]: ...
+
+
+@runtime_checkable
+class ExclusiveSections(Protocol):
+    """A named section one process at a time runs (released if the process dies)."""
+
+    def exclusive(self, name: str) -> AbstractContextManager[object]: ...
+
+
+@runtime_checkable
+class StreamReader(Protocol):
+    """Many streams at once: the newest snapshot and the events after it, and the latest
+    version of each (one query each, not one per stream)."""
+
+    def select_streams(self, ids: Sequence[str], snapshots_table: str
+                       ) -> dict[str, tuple[StoredEvent | None, list[StoredEvent]]]: ...
+
+    def max_versions(self, ids: Sequence[str]) -> dict[str, int]: ...

@@ -1,0 +1,34 @@
+"""One command, exactly once per (subscription, command id): load, one command, save."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from domain.app.ports import UsageKey
+from domain.app.retry import retry_on_conflict
+from domain.contracts.commands import Command, Outcome, execute
+
+if TYPE_CHECKING:
+    from domain.app.billing_app import BillingApplication
+
+
+def command_key(command: Command) -> UsageKey:
+    """Commands share the idempotency ledger with usage, in their own id space."""
+    return (command.subscription, f"cmd:{command.id}")
+
+
+def run_command(app: BillingApplication, command: Command) -> Outcome:
+    """A replayed id has no second effect and answers "duplicate". Refusals raise
+    BillingError with a code. Another writer changing the subscription (or running this
+    command) first makes the save fail; the subscription is reloaded and decided again."""
+    key = command_key(command)
+
+    def attempt() -> Outcome:
+        if app.usage_ledger().seen_usage([key]):
+            return Outcome(command, "duplicate", 0)
+        app.revalidate([command.subscription])
+        subscription, outcome = execute(app.find(command.subscription), command, app.catalog)
+        app.save_batch([subscription], tracking=None, usage_keys=[key])
+        return outcome
+
+    return retry_on_conflict(attempt)
