@@ -33,7 +33,7 @@ from common import peak_rss_mib, timed_from_first_commit
 from consumers.loop import partitions_of
 from infra.config import Settings
 from infra.kafka import clients as kafka
-from infra.kafka import record_codec as record_decoding
+from infra.kafka import kafka_python_internals
 from infra.stack.embedded import start_stack
 from infra.wiring.engine import Engine, Monitor
 
@@ -60,10 +60,10 @@ def publish(engine: Engine, events: int, subscriptions: int,
 def raw_consume(engine: Engine, total: int, engine_decoder: bool = False) -> float:
     """The baseline: kafka-python polling the same topic, same settings, doing nothing else,
     with kafka-python's own record decoding (or, `engine_decoder`, the engine's:
-    infra.kafka.record_codec)."""
+    infra.kafka.kafka_python_internals)."""
     client = kafka.consumer(engine.kafka_bootstrap, engine.settings, client_id="bench-raw")
     if not engine_decoder:
-        record_decoding.uninstall()
+        kafka_python_internals.uninstall()
     parts = partitions_of(client, engine.settings.topics.usage)
     client.assign(parts)
     client.seek_to_beginning(*parts)
@@ -74,7 +74,7 @@ def raw_consume(engine: Engine, total: int, engine_decoder: bool = False) -> flo
             seen += len(records)
     elapsed = time.perf_counter() - t0
     client.close()
-    record_decoding.install()
+    kafka_python_internals.install()
     return elapsed
 
 
@@ -176,9 +176,10 @@ def main() -> int:
         f"- end-to-end ingest, exactly-once to PostgreSQL: **{ing_rate:,.0f} events/s** "
         f"({t_ing:.2f}s {where}; {stats['events_written']:,} usage domain events)",
         f"- ratio ingest / raw consume: **{ratio:.2f}**",
-        f"- raw consume with the engine's record decoder (infra.kafka.record_codec, which the "
-        f"ingester uses): {args.events / t_raw_engine_decoder:,.0f} events/s; ratio ingest / "
-        f"that: {ing_rate * t_raw_engine_decoder / args.events:.2f}",
+        f"- raw consume with the engine's record decoder "
+        f"(infra.kafka.kafka_python_internals, which the ingester uses): "
+        f"{args.events / t_raw_engine_decoder:,.0f} events/s; ratio ingest / that: "
+        f"{ing_rate * t_raw_engine_decoder / args.events:.2f}",
         f"- peak RSS: benchmark process (publisher, raw consumer"
         f"{', ingestion' if args.in_process else ''}) "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"

@@ -24,7 +24,7 @@ from kafka.protocol.producer import ProduceRequest, ProduceResponse
 
 from infra.config import Settings
 from infra.kafka import clients as kafka
-from infra.kafka import record_codec as record_decoding
+from infra.kafka import record_batches
 
 Records = Sequence[tuple[int, bytes | None, bytes]]
 _VERSION = 7  # record batches v2, not yet the flexible encoding; Kafka 2.1 and later
@@ -53,7 +53,7 @@ class PlainProduceClient:
 
     def publish(self, records: Records) -> None:
         by_leader: dict[int, list[tuple[int, bytes]]] = {}
-        chunks = record_decoding.encode_by_partition(records, int(time.time() * 1000), 1 << 30)
+        chunks = record_batches.encode_by_partition(records, int(time.time() * 1000), 1 << 30)
         for partition, ((batch, _count),) in chunks.items():  # one batch each: no size limit
             by_leader.setdefault(self.leader[partition], []).append((partition, batch))
         sent = []

@@ -21,7 +21,7 @@ from common import ROOT, record, timed_from_first_commit
 from consumers.loop import partitions_of
 from infra.config import Settings, Topics
 from infra.kafka import clients as kafka
-from infra.kafka import record_codec as record_decoding
+from infra.kafka import kafka_python_internals
 from infra.stack.embedded import create_database, start_stack
 from infra.wiring.engine import Engine, Monitor
 
@@ -31,7 +31,7 @@ def raw_part(job: tuple[str, Settings, str, list[int], dict[int, int]]) -> tuple
     ends, doing nothing else. Returns (start, end) wall-clock times."""
     bootstrap, settings, topic, partitions, ends = job
     client = kafka.consumer(bootstrap, settings, client_id="bench-raw")
-    record_decoding.uninstall()  # kafka-python's own decoding, as the baseline is defined
+    kafka_python_internals.uninstall()  # kafka-python's own decoding, as the baseline is defined
     parts = [tp for tp in partitions_of(client, topic) if tp.partition in partitions]
     client.assign(parts)
     client.seek_to_beginning(*parts)

@@ -3,6 +3,11 @@
 The ledger (`usage_dedup`) and the Kafka position (eventsourcing `Tracking`, single row per
 `topic:partition`) are written inside the same transaction as the new events, so an input either
 has its whole effect once or none at all.
+
+It overrides private hooks of eventsourcing's PostgreSQL recorders (`_insert_stored_events`,
+`_insert_events`, and calls `_lock_table`, `_insert_tracking`, edits `sql_create_statements`),
+on the exact version pinned in pyproject.toml: tests/unit/test_pinned_internals.py fails when
+the version or any of these names changes.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from kafka.protocol.producer import ProduceRequest
 
 from consumers.loop import partitions_of
 from infra.config import Settings
-from infra.kafka import record_codec as record_decoding
+from infra.kafka import kafka_python_internals, record_batches
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def producer(bootstrap: str, settings: Settings | None = None,
 
 def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsumer:
     """A consumer whose positions live in PostgreSQL: auto-commit is off, offsets never
-    committed to the broker. Fetched batches are decoded by `infra.kafka.record_codec`."""
+    committed to the broker. Fetched batches are decoded by `infra.kafka.kafka_python_internals`."""
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "enable_auto_commit": False,
@@ -100,7 +100,7 @@ def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsu
     }
     config.update(settings.kafka_options)  # SASL/TLS, timeouts
     config.update(overrides)
-    record_decoding.install()
+    kafka_python_internals.install()
     return KafkaConsumer(**config)
 
 
@@ -143,7 +143,7 @@ class RecordBatches:
     (its sender thread does the I/O) and awaited. kafka-python's per-record `send()` (futures,
     the accumulator, a wake-up per new batch) cost about 40-70 µs a record in Python: the
     relay's and the load generator's largest cost. The batches are encoded directly
-    (`infra.kafka.record_codec.encode_plain_batches`, about 1 µs a record).
+    (`infra.kafka.record_batches.encode_plain_batches`, about 1 µs a record).
 
     All or nothing from the caller's view: any error raises, and the caller publishes the batch
     again (the relay does, from its recorded position; duplicates are skipped downstream by
@@ -164,7 +164,7 @@ class RecordBatches:
         if not records:
             return {}
         self.producer.partitions_for(topic)  # metadata known (waits for it the first time)
-        chunks = record_decoding.encode_by_partition(records, int(time.time() * 1000),
+        chunks = record_batches.encode_by_partition(records, int(time.time() * 1000),
                                                      self.batch_bytes)
         ends: dict[int, int] = {}
         for round_ in range(max(len(b) for b in chunks.values())):
@@ -185,12 +185,12 @@ class RecordBatches:
     def _send_round(self, topic: str, batches: dict[int, tuple[bytes, int]]
                     ) -> dict[int, int]:
         """`batches`: partition -> (record batch, its record count)."""
-        metadata = self.producer._metadata
         by_leader: dict[int, list[tuple[int, bytes]]] = {}
         for partition, (batch, _count) in batches.items():
-            leader = metadata.leader_for_partition(TopicPartition(topic, partition))
+            leader = kafka_python_internals.partition_leader(self.producer,
+                                                             TopicPartition(topic, partition))
             if leader is None or leader < 0:
-                metadata.request_update()
+                kafka_python_internals.request_metadata_update(self.producer)
                 raise LeaderNotAvailableError(f"{topic}:{partition} has no leader yet")
             by_leader.setdefault(leader, []).append((partition, batch))
         topic_data = ProduceRequest.TopicProduceData
@@ -202,7 +202,7 @@ class RecordBatches:
                 topic_data=[topic_data(name=topic, partition_data=[
                     partition_data(index=p, records=b) for p, b in parts])],
                 min_version=0, max_version=9)
-            waits.append(self._send(leader, request))
+            waits.append(kafka_python_internals.send_on_io_loop(self.producer, leader, request))
         counts = {p: count for p, (_batch, count) in batches.items()}
         ends: dict[int, int] = {}
         for done, sent in waits:
@@ -217,21 +217,6 @@ class RecordBatches:
                         raise for_code(part.error_code)(f"{topic}:{part.index}")
                     ends[part.index] = part.base_offset + counts[part.index]
         return ends
-
-    def _send(self, leader: int, request: Any) -> tuple[threading.Event, list[Any]]:
-        """Hand the request to the producer's I/O loop (thread-safe scheduling) and wake it."""
-        manager = self.producer._sender._client._manager
-        done = threading.Event()
-        sent: list[Any] = []
-
-        def send() -> None:
-            future = manager.send(request, node_id=leader)
-            sent.append(future)
-            future.add_both(lambda *_: done.set())
-
-        manager.call_soon(send)
-        self.producer._sender.wakeup()
-        return done, sent
 
 
 def publish(producer: KafkaProducer, topic: str,

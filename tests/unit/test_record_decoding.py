@@ -16,7 +16,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
-from infra.kafka import record_codec as record_decoding
+from infra.kafka import kafka_python_internals, record_batches
 
 TP = TopicPartition("billing.usage", 3)
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
@@ -40,7 +40,7 @@ def batch_bytes(base_offset: int, records: list[Record], compression: int = 0,
 
 def decode(data: bytes, fast: bool, fetch_offset: int = 0, take: int | None = None
            ) -> tuple[list[Any], int, int, int]:
-    (record_decoding.install if fast else record_decoding.uninstall)()
+    (kafka_python_internals.install if fast else kafka_python_internals.uninstall)()
     try:
         records = Fetcher.PartitionRecords(fetch_offset, TP, MemoryRecords(data))
         out: list[Any] = []
@@ -51,7 +51,7 @@ def decode(data: bytes, fast: bool, fetch_offset: int = 0, take: int | None = No
             out.extend(got)
         return out, records.next_fetch_offset, records.records_read, records.bytes_read
     finally:
-        record_decoding.install()
+        kafka_python_internals.install()
 
 
 def both(data: bytes, **kw: Any) -> Iterator[tuple[list[Any], int, int, int]]:
@@ -83,13 +83,13 @@ def test_same_records_offsets_and_counters_as_kafka_python(
 def test_a_typical_usage_batch_decodes_to_its_keys_values_and_timestamps(
         monkeypatch: pytest.MonkeyPatch) -> None:
     plain_batches: list[int] = []
-    decode_plain_batch = record_decoding.decode_plain_batch
+    decode_plain_batch = kafka_python_internals.decode_plain_batch
 
     def counted(self: Any, batch: Any, topic: str, partition: int) -> Iterator[Any]:
         plain_batches.append(batch.base_offset)
         return decode_plain_batch(self, batch, topic, partition)
 
-    monkeypatch.setattr(record_decoding, "decode_plain_batch", counted)
+    monkeypatch.setattr(kafka_python_internals, "decode_plain_batch", counted)
     records: list[Record] = [(1_763_800_000_000 + i, f"sub-{i}".encode(),
                               b'{"id": "u-%d"}' % i, []) for i in range(200)]
     (out, next_offset, read, _), = [decode(batch_bytes(50, records), fast=True)]
@@ -155,7 +155,7 @@ def builder_batches(records: list[tuple[bytes | None, bytes]], timestamp: int,
 def test_encoded_batches_are_byte_for_byte_kafka_pythons(
         records: list[tuple[bytes | None, bytes]], batch_bytes: int) -> None:
     timestamp = 1_763_800_000_123
-    encoded = record_decoding.encode_plain_batches(records, timestamp, batch_bytes)
+    encoded = record_batches.encode_plain_batches(records, timestamp, batch_bytes)
     assert encoded == builder_batches(records, timestamp, batch_bytes)
     decoded = decode(b"".join(batch for batch, _ in encoded), fast=True)[0]
     assert [(r.key, r.value, r.timestamp) for r in decoded] == [
