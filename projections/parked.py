@@ -25,11 +25,6 @@ CREATE TABLE IF NOT EXISTS parked_events (
 )"""
 
 
-def create_schema(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(DDL)
-    conn.commit()
-
-
 def park(cur: psycopg.Cursor[Any], stage: str, subscription: str, version: int, source: str,
          code: str, error: str) -> None:
     cur.execute("INSERT INTO parked_events (stage, subscription_id, version, source, code, error)"

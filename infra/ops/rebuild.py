@@ -23,11 +23,11 @@ from consumers.projector import Database
 from consumers.wire import wire_message
 from infra.config import Settings
 from infra.ops.parallel import map_in_processes
+from projections import schema
 from projections import tracking as projection_versions
 from projections.invoices import store as invoices
 from projections.quota import store as quota_store
 from projections.quota.model import SubscriptionQuota, apply_all
-from projections.recommendations import store as recommendations
 
 TABLES = {
     "quota": ("quota", "usage_daily", "usage_by_member"),
@@ -37,10 +37,6 @@ TABLES = {
 SHADOW = "billing_rebuild"
 OWNERS = {"invoices": "number", "invoice_lines": "number"}  # shown for rows that differ;
 # the other tables' rows are shown by subscription_id
-CHANGES_DDL = """CREATE TABLE IF NOT EXISTS subscription_changes (
-    subscription_id text NOT NULL, version bigint NOT NULL, at timestamptz NOT NULL,
-    kind text NOT NULL, plan_id text, monthly_price numeric NOT NULL, currency text,
-    PRIMARY KEY (subscription_id, version))"""
 
 
 @dataclass
@@ -88,7 +84,7 @@ def create_shadow(url: str) -> Database:
         conn.execute(f"CREATE SCHEMA {SHADOW}")
     shadow = Database(url, schema=SHADOW)
     with shadow.conn.transaction():
-        for ddl in (quota_store.SCHEMA, invoices.SCHEMA, recommendations.SCHEMA, CHANGES_DDL):
+        for ddl in schema.REBUILT_TABLES:
             shadow.conn.execute(ddl)
     return shadow
 

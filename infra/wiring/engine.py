@@ -29,11 +29,8 @@ from infra.kafka.dead_letters import DeadLetters
 from infra.kafka.relay import Relay
 from infra.ops import health
 from infra.ops.anchors import AnchorExporter
-from projections import parked
-from projections.analytics import store as analytics
+from projections import schema
 from projections.invoices import store as invoices
-from projections.quota import store as quota_store
-from projections.recommendations import store as recommendations
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +97,7 @@ class Engine:
         app = open_billing(database_url, settings, catalog)
         db = Database(database_url)
         if settings.migrate:
-            quota_store.create_schema(db.conn)
-            invoices.create_schema(db.conn)
-            analytics.create_schema(db.conn)
-            recommendations.create_schema(db.conn)
-            parked.create_schema(db.conn)
-            db.conn.execute(dlq.REPLAYS_DDL)
-            db.conn.execute(health.HEARTBEATS_DDL)
+            schema.create_schema(db.conn, dlq.REPLAYS_DDL, health.HEARTBEATS_DDL)
             db.conn.commit()
         engine = cls(settings, database_url, kafka_bootstrap, app, db)
         engine._closers.extend([app.close, db.close])

@@ -15,7 +15,7 @@ import psycopg
 
 ANALYST_ROLE = "billing_analyst"
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS subscription_changes (
     subscription_id text NOT NULL,
     version bigint NOT NULL,
@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS subscription_changes (
     currency text,
     PRIMARY KEY (subscription_id, version)
 );
+"""
+
+VIEWS_DDL = """
 CREATE SCHEMA IF NOT EXISTS billing_read;
 
 CREATE OR REPLACE VIEW billing_read.subscription_changes AS
@@ -104,17 +107,15 @@ VIEWS = ("mrr_by_plan_month", "active_subscriptions", "movements_by_month",
          "subscription_changes", "subscription_months")
 
 
-def create_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
-        conn.execute(SCHEMA)
-        conn.execute(f"""DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
-                CREATE ROLE {ANALYST_ROLE} NOLOGIN;
-            END IF; END $$""")
-        conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}")
-        conn.execute(f"GRANT USAGE ON SCHEMA billing_read TO {ANALYST_ROLE}")
-        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA billing_read TO {ANALYST_ROLE}")
+def grant_analyst(conn: psycopg.Connection[Any]) -> None:
+    """The analyst role reads the views of billing_read and nothing else."""
+    conn.execute(f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
+            CREATE ROLE {ANALYST_ROLE} NOLOGIN;
+        END IF; END $$""")
+    conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}")
+    conn.execute(f"GRANT USAGE ON SCHEMA billing_read TO {ANALYST_ROLE}")
+    conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA billing_read TO {ANALYST_ROLE}")
 
 
 def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | None] | None:

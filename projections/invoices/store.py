@@ -100,12 +100,6 @@ def changes(message: dict[str, Any]) -> Changes:
     return out
 
 
-def create_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
-        conn.execute(SCHEMA)
-
-
 class _Writer:
     """Collects one batch's row operations and writes them with few statements: draft lines,
     lifecycle facts and recommendation inputs in bulk; documents and statuses as they come

@@ -76,12 +76,6 @@ class PositionConflict(RuntimeError):
     """Another process recorded this position (or a later one) first."""
 
 
-def create_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
-        conn.execute(SCHEMA)
-
-
 class StateCache:
     """The states a projector last committed, so that a batch reads from the table only the
     subscriptions it has not seen. A cached state that another writer (a rebalance, a rebuild)

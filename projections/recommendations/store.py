@@ -30,12 +30,6 @@ NEAR_LIMIT = Decimal("0.9")
 LOW_USE = Decimal("0.5")
 
 
-def create_schema(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-read-schema'))")
-        conn.execute(SCHEMA)
-
-
 def update_inputs(inputs: dict[str, Any], message: dict[str, Any]) -> bool:
     """Fold one event into the inputs; returns whether anything changed."""
     kind, data = message["type"], message.get("data", {})

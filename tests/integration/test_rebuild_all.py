@@ -10,10 +10,8 @@ import pytest
 
 from domain.contracts.commands import parse_command
 from infra.wiring.engine import Engine, Monitor
+from projections import schema
 from projections.analytics import store as analytics
-from projections.invoices import store as invoices
-from projections.quota import store as quota_store
-from projections.recommendations import store as recommendations
 from tests.integration.helpers import ingest_all, publish, relay_all, until, usage
 from tests.integration.test_invoices import invoice_everything
 
@@ -60,8 +58,7 @@ def test_dropping_every_read_model_and_replaying_gives_identical_results(
         conn.execute("DROP SCHEMA billing_read CASCADE")
         conn.execute(f"DROP TABLE {DROP}")
     with psycopg.connect(engine.database_url) as conn:
-        for module in (quota_store, invoices, analytics, recommendations):
-            module.create_schema(conn)
+        schema.create_schema(conn)
     quota_loop, _ = engine.projector()
     invoice_loop, _ = engine.invoice_projector()
     until(lambda: monitor.projection_lag() == 0 and monitor.projection_lag("invoices") == 0,

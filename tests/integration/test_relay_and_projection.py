@@ -14,6 +14,7 @@ from kafka import TopicPartition
 
 from consumers.projector import Database, QuotaProjector, rebuild_from_store
 from infra.wiring.engine import Engine
+from projections import schema
 from projections import tracking as projection_versions
 from projections.quota import store as quota_store
 from tests.integration.helpers import (
@@ -159,7 +160,7 @@ def test_projectors_taking_turns_reread_what_the_other_wrote(engine: Engine) -> 
 
 def test_a_version_moves_only_from_the_one_its_writer_read(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
-        quota_store.create_schema(conn)
+        schema.create_schema(conn)
         with conn.transaction(), conn.cursor() as cur:
             projection_versions.advance(cur, "quota", {"a": (0, 3), "b": (0, 1)})
         for stale in ({"a": (2, 4)}, {"b": (0, 2)}, {"a": (3, 4), "c": (1, 2)}):
@@ -209,7 +210,7 @@ def test_a_batch_rewrites_only_the_quota_rows_it_changed(engine: Engine) -> None
 
 def test_positions_of_a_poll_go_in_together_and_none_moves_back(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
-        quota_store.create_schema(conn)
+        schema.create_schema(conn)
         with conn.transaction(), conn.cursor() as cur:
             quota_store.record_positions(cur, "billing.events", {0: 10, 1: 20})
         with pytest.raises(quota_store.PositionConflict), conn.transaction(), \
