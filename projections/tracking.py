@@ -60,3 +60,21 @@ def advance(cur: psycopg.Cursor[Any], projection: str,
         if cur.rowcount != len(created):
             raise VersionConflict(f"{projection}: {len(created) - cur.rowcount} of "
                                   f"{len(created)} subscriptions created by another writer")
+
+
+def streams_behind(conn: psycopg.Connection[Any], projection: str,
+                   events_table: str = "billing_events",
+                   parked_table: str | None = None) -> int:
+    """How many streams of the event store this projection has not applied up to their latest
+    event (its lag, in subscriptions); those parked in `parked_table` left out."""
+    parked = ("" if parked_table is None else
+              f" AND NOT EXISTS (SELECT 1 FROM {parked_table} k WHERE k.stage = %(p)s"
+              " AND k.subscription_id = e.originator_id)")
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT originator_id, max(originator_version) AS v "
+        f"FROM {events_table} GROUP BY originator_id) e "
+        "LEFT JOIN projection_versions p ON p.projection = %(p)s "
+        "AND p.subscription_id = e.originator_id WHERE p.version IS DISTINCT FROM e.v" + parked,
+        {"p": projection}).fetchone()
+    conn.commit()
+    return int(row[0]) if row else 0

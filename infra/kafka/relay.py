@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import TopicError
 from kafka import KafkaProducer
@@ -108,3 +109,14 @@ class Relay:
 
     def _forget(self) -> None:
         self._position = None
+
+
+def relay_lag(conn: psycopg.Connection[Any], topic: str | None = None) -> int:
+    """Events in the store not yet relayed (to `topic`; to the furthest relay if None)."""
+    name = "relay:%" if topic is None else f"relay:{topic}"
+    row = conn.execute(
+        "SELECT coalesce((SELECT max(notification_id) FROM billing_events), 0) - coalesce("
+        "(SELECT max(notification_id) FROM billing_tracking WHERE application_name LIKE %s), 0)",
+        (name,)).fetchone()
+    conn.commit()
+    return max(int(row[0]), 0) if row else 0

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import psycopg
 
+from infra.kafka.relay import relay_lag
+
 HEARTBEATS_DDL = """
 CREATE TABLE IF NOT EXISTS worker_heartbeats (
     worker text PRIMARY KEY,
@@ -92,7 +94,7 @@ def check(url: str, bootstrap: str, topics: list[str], max_age: float,
                                  for w, r, a, age, d in rows]
             report["parked"] = _parked(conn)
             try:  # behind a lock on the event store, this times out: the rest still stands
-                report["lag"] = _lags(conn)
+                report["lag"] = {"relay_events": relay_lag(conn)}
             except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as e:
                 problems.append(f"event store: {type(e).__name__} reading the relay lag")
     except psycopg.Error as e:
@@ -134,14 +136,6 @@ def _parked(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
     found = conn.execute("SELECT to_regclass('parked_events') IS NOT NULL").fetchone()
     return parked.count(conn) if found and found[0] else {}
-
-
-def _lags(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    relay = conn.execute(
-        "SELECT coalesce((SELECT max(notification_id) FROM billing_events), 0) - coalesce("
-        "(SELECT max(notification_id) FROM billing_tracking WHERE application_name LIKE "
-        "'relay:%%'), 0)").fetchone()
-    return {"relay_events": max(int(relay[0]), 0) if relay else 0}
 
 
 def ready(url: str, bootstrap: str, topics: list[str],

@@ -368,13 +368,5 @@ def kafka_replay(engine: Any, projections: list[str],
 
 
 def _shadow_lag(shadow: Database, name: str) -> int:
-    projection = _versions_of(name)
-    row = shadow.conn.execute(
-        "SELECT count(*) FROM (SELECT originator_id, max(originator_version) AS v FROM "
-        "public.billing_events GROUP BY 1) e LEFT JOIN projection_versions p ON "
-        "p.projection = %s AND p.subscription_id = e.originator_id "
-        "WHERE p.version IS DISTINCT FROM e.v AND NOT EXISTS (SELECT 1 FROM "
-        "public.parked_events k WHERE k.stage = %s AND k.subscription_id = e.originator_id)",
-        (projection, projection)).fetchone()
-    shadow.conn.commit()
-    return int(row[0]) if row else 0
+    return projection_versions.streams_behind(shadow.conn, _versions_of(name),
+                                              "public.billing_events", "public.parked_events")

@@ -26,10 +26,11 @@ from infra.eventstore.recorder import open_application
 from infra.kafka import clients as kafka
 from infra.kafka import dead_letters as dlq
 from infra.kafka.dead_letters import DeadLetters
-from infra.kafka.relay import Relay
+from infra.kafka.relay import Relay, relay_lag
 from infra.ops import health
 from infra.ops.anchors import AnchorExporter
 from projections import schema
+from projections import tracking as projection_versions
 from projections.invoices import store as invoices
 
 log = logging.getLogger(__name__)
@@ -372,22 +373,11 @@ class Monitor:
         return True
 
     def relay_lag(self) -> int:
-        recorder: Any = self.engine.app.recorder
-        relayed = recorder.max_tracking_id(f"relay:{self.engine.settings.topics.events}") or 0
-        return max((recorder.max_notification_id() or 0) - relayed, 0)
+        return relay_lag(self.db.conn, self.engine.settings.topics.events)
 
     def projection_lag(self, projection: str = "quota") -> int:
         """Streams whose read-model rows are behind their latest event in the store."""
-        conn = self.db.conn
-        row = conn.execute(
-            "SELECT count(*) FROM (SELECT originator_id, max(originator_version) AS v "
-            "FROM billing_events GROUP BY originator_id) e "
-            "LEFT JOIN projection_versions p ON p.projection = %s "
-            "AND p.subscription_id = e.originator_id WHERE p.version IS DISTINCT FROM e.v",
-            (projection,),
-        ).fetchone()
-        conn.commit()
-        return int(row[0]) if row else 0
+        return projection_versions.streams_behind(self.db.conn, projection)
 
     def invoicing_lag(self) -> int:
         """Closed periods with charges to invoice that no invoice covers yet."""
