@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 import psycopg
+from eventsourcing.persistence import Notification
 
+from consumers.wire import event_message
 from infra.eventstore.recorder import ZERO_HASH, content_hash, event_hash
 
 
@@ -257,15 +259,10 @@ def replay_from_events(app: Any, subscription: str, version: int | None = None) 
 
 # ------------------------------------------------------------------------------ history --
 
-ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-
-
 def history(app: Any, conn: psycopg.Connection[Any], *, subscription: str | None = None,
             account: str | None = None) -> list[dict[str, Any]]:
     """Every event (of one subscription, of an account's subscriptions, or of everything) with
     version, type, business time, recorded time and data, in recorded order."""
-    from eventsourcing.persistence import StoredEvent
-
     where, params = "", []
     if subscription is not None:
         where, params = "WHERE originator_id = %s", [subscription]
@@ -280,15 +277,10 @@ def history(app: Any, conn: psycopg.Connection[Any], *, subscription: str | None
     conn.commit()
     out = []
     for oid, version, topic, state, recorded_at, position in rows:
-        event = app.mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state)))
-        out.append({
-            "subscription": oid, "version": version,
-            "type": type(event).__qualname__.rsplit(".", 1)[-1],
-            "type_version": getattr(type(event), "class_version", 1),
-            "time": event.timestamp.isoformat(), "recorded_at": recorded_at.isoformat(),
-            "position": position,
-            "data": {k: v for k, v in vars(event).items() if k not in ENVELOPE},
-        })
+        message = event_message(app, Notification(id=position, originator_id=oid,
+                                                  originator_version=version, topic=topic,
+                                                  state=bytes(state)))
+        out.append({**message, "recorded_at": recorded_at.isoformat()})
     return out
 
 
