@@ -18,7 +18,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import input as record_input
 from consumers.ports import DeadLetterSink
-from consumers.usage import not_yet_applied, skip_record, tracking_name
+from consumers.positions import EventStorePositions, skip_record
 from domain.app.billing_app import BillingApplication
 from domain.app.ports import UsageKey
 from domain.app.run_command import command_key
@@ -43,6 +43,7 @@ class CommandIngestor:
     def __init__(self, app: BillingApplication, dead_letters: DeadLetterSink,
                  max_message_bytes: int = record_input.DEFAULT_MAX_BYTES) -> None:
         self.app = app
+        self.positions = EventStorePositions(app)
         self.dead_letters = dead_letters
         self.max_message_bytes = max_message_bytes
         self.stats = CommandStats()
@@ -50,14 +51,14 @@ class CommandIngestor:
     def quarantine(self, tp: TopicPartition, record: ConsumerRecord, code: str,
                    message: str) -> None:
         """A record the loop found cannot be applied (consumers.loop)."""
-        if skip_record(self.app, self.dead_letters, tracking_name(tp.topic, tp.partition),
+        if skip_record(self.app, self.dead_letters, self.positions.name(tp.topic, tp.partition),
                        record, code, message):
             self.stats.messages += 1
             self.stats.refused += 1
             self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        records = not_yet_applied(self.app, tp, records)
+        records = self.positions.not_yet_applied(tp, records)
         if not records:
             return
         parsed: list[tuple[ConsumerRecord, Command]] = []
@@ -97,7 +98,7 @@ class CommandIngestor:
                 self.dead_letters.send(record, code, message)
             self.dead_letters.flush()
             changed = [s for s in touched.values() if s.pending_events]
-            tracking = Tracking(tracking_name(tp.topic, tp.partition), records[-1].offset)
+            tracking = Tracking(self.positions.name(tp.topic, tp.partition), records[-1].offset)
             self.app.save_batch(changed, tracking, recorded)
         except Exception:
             self.app.evict(touched)

@@ -21,28 +21,17 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.ports import DeadLetterSink
-from consumers.usage import skip_record
+from consumers.positions import EventStorePositions, skip_record
 from consumers.wire import decode
 from domain.app.billing_app import BillingApplication
 from domain.subscription.aggregate import Subscription
 
 log = logging.getLogger(__name__)
 
-def invoicer_tracking(topic: str, partition: int) -> str:
-    return f"invoicer:{topic}:{partition}"
-
-
-class InvoicerPositions:
-    def __init__(self, app: BillingApplication) -> None:
-        self.app = app
-
-    def position(self, topic: str, partition: int) -> int | None:
-        return self.app.recorder.max_tracking_id(invoicer_tracking(topic, partition))  # type: ignore[attr-defined, no-any-return]
-
-
 class Invoicer:
     def __init__(self, app: BillingApplication, dead_letters: DeadLetterSink | None = None) -> None:
         self.app = app
+        self.positions = EventStorePositions(app, "invoicer")
         self.dead_letters = dead_letters
         self.issued = 0
         self.skipped = 0  # triggers dead-lettered as unprocessable
@@ -52,14 +41,12 @@ class Invoicer:
         """A trigger the loop found cannot be invoiced: the subscription's later triggers
         invoice every line still due, so nothing billable is lost by going past it."""
         assert self.dead_letters is not None
-        if skip_record(self.app, self.dead_letters, invoicer_tracking(tp.topic, tp.partition),
+        if skip_record(self.app, self.dead_letters, self.positions.name(tp.topic, tp.partition),
                        record, code, message):
             self.skipped += 1
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
-        stored = InvoicerPositions(self.app).position(tp.topic, tp.partition)
-        if stored is not None:
-            records = [r for r in records if r.offset > stored]
+        records = self.positions.not_yet_applied(tp, records)
         if not records:
             return
         triggers: list[tuple[str, int, datetime, str]] = []
@@ -73,6 +60,6 @@ class Invoicer:
                 continue
             triggers.append((message["subscription"], int(message["version"]),
                              datetime.fromisoformat(message["time"]), kind))
-        tracking = Tracking(invoicer_tracking(tp.topic, tp.partition), records[-1].offset)
+        tracking = Tracking(self.positions.name(tp.topic, tp.partition), records[-1].offset)
         issued = self.app.invoice_batch(triggers, tracking)
         self.issued += len(issued)

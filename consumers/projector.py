@@ -51,15 +51,6 @@ class Database:
         self.reset()
 
 
-class QuotaPositions:
-    def __init__(self, db: Database, projection: str = quota_store.PROJECTION) -> None:
-        self.db = db
-        self.projection = projection
-
-    def position(self, topic: str, partition: int) -> int | None:
-        return quota_store.position(self.db.conn, topic, partition, self.projection)
-
-
 def decode_events(records: Sequence[ConsumerRecord],
                   dead_letters: DeadLetterSink) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []

@@ -20,6 +20,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from consumers import input as record_input
 from consumers.loop import RedoBatch
 from consumers.ports import DeadLetterSink
+from consumers.positions import EventStorePositions, skip_record
 from consumers.write_behind import WriteBehind
 from domain.app.billing_app import BillingApplication
 from domain.app.ports import UsageKey
@@ -28,10 +29,6 @@ from domain.contracts.usage import UsageItem, parse_usage
 from domain.shared.errors import BillingError
 
 log = logging.getLogger(__name__)
-
-
-def tracking_name(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
 
 
 @dataclass
@@ -43,44 +40,6 @@ class IngestStats:
     events_written: int = 0
     time_events: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
-
-
-def not_yet_applied(app: BillingApplication, tp: TopicPartition,
-                    records: Sequence[ConsumerRecord], in_flight: int | None = None,
-                    committed: int | None = None) -> list[ConsumerRecord]:
-    """Records at or below the stored position were applied already (e.g. by another process
-    before a rebalance), and so were those at or below the position of the batch still
-    committing (`in_flight`): drop them rather than fail on the tracking row. `committed`: the
-    position this process last committed, when known, instead of reading the stored one (it
-    can only be behind it; a record applied elsewhere meanwhile then fails its batch on the
-    tracking row, and the retry reads the stored position)."""
-    stored = committed if committed is not None else \
-        app.recorder.max_tracking_id(tracking_name(tp.topic, tp.partition))  # type: ignore[attr-defined]
-    floor = max((p for p in (stored, in_flight) if p is not None), default=None)
-    return [r for r in records if floor is None or r.offset > floor]
-
-
-def skip_record(app: BillingApplication, dead_letters: DeadLetterSink, position: str,
-                record: ConsumerRecord, code: str, message: str) -> bool:
-    """Dead-letter a record that cannot be applied and commit the input position `position`
-    at its offset with no other effect; False if the position is already there."""
-    stored = app.recorder.max_tracking_id(position)  # type: ignore[attr-defined]
-    if stored is not None and stored >= record.offset:
-        return False
-    dead_letters.send(record, code, message)
-    dead_letters.flush()
-    app.save_batch([], Tracking(position, record.offset))
-    return True
-
-
-class UsagePositions:
-    """Positions of `billing.usage` partitions: eventsourcing tracking rows in the event store."""
-
-    def __init__(self, app: BillingApplication) -> None:
-        self.app = app
-
-    def position(self, topic: str, partition: int) -> int | None:
-        return self.app.recorder.max_tracking_id(tracking_name(topic, partition))  # type: ignore[attr-defined, no-any-return]
 
 
 @dataclass
@@ -120,6 +79,7 @@ class UsageIngestor:
                  cautious_seconds: float = 30.0,
                  max_message_bytes: int = record_input.DEFAULT_MAX_BYTES) -> None:
         self.app = app
+        self.positions = EventStorePositions(app)
         self.max_message_bytes = max_message_bytes
         self.dead_letters = dead_letters
         self.stats = IngestStats()
@@ -167,7 +127,7 @@ class UsageIngestor:
                    message: str) -> None:
         """A record the loop found cannot be applied (consumers.loop)."""
         self.flush()
-        if skip_record(self.app, self.dead_letters, tracking_name(tp.topic, tp.partition),
+        if skip_record(self.app, self.dead_letters, self.positions.name(tp.topic, tp.partition),
                        record, code, message):
             s = self.stats
             s.messages += 1
@@ -211,9 +171,10 @@ class UsageIngestor:
         trackings: list[Tracking] = []
         records: list[ConsumerRecord] = []
         for tp, polled in batches.items():
-            name = tracking_name(tp.topic, tp.partition)
+            name = self.positions.name(tp.topic, tp.partition)
             in_flight = self.writer.position_in_flight(name) if self.writer else None
-            fresh = not_yet_applied(self.app, tp, polled, in_flight, self._committed.get(name))
+            fresh = self.positions.not_yet_applied(tp, polled, in_flight,
+                                                   self._committed.get(name))
             if fresh:
                 records.extend(fresh)
                 trackings.append(Tracking(name, fresh[-1].offset))

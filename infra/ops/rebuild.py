@@ -334,14 +334,15 @@ def kafka_replay(engine: Any, projections: list[str],
     """Replay billing.events from offset 0 into the shadow tables with the live projectors' code
     (their positions live in the shadow schema, empty, so they start at 0)."""
     from consumers.loop import TrackedConsumer
-    from consumers.projector import InvoiceProjector, QuotaPositions, QuotaProjector
+    from consumers.positions import ReadModelPositions
+    from consumers.projector import InvoiceProjector, QuotaProjector
     from infra.kafka import clients as kafka
     def run(shadow: Database) -> int:
         loops = []
         for name in projections:
             handler: Any = (QuotaProjector if name == "quota" else InvoiceProjector)(
                 shadow, engine.dead_letters(f"rebuild-{name}"))
-            positions = QuotaPositions(shadow, "quota" if name == "quota" else
+            positions = ReadModelPositions(shadow, "quota" if name == "quota" else
                                        invoices.PROJECTION)
             client = kafka.consumer(engine.kafka_bootstrap, engine.settings,
                                     client_id=f"billing-rebuild-{name}")

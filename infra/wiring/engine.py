@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.commands import CommandIngestor
-from consumers.invoicer import Invoicer, InvoicerPositions
+from consumers.invoicer import Invoicer
 from consumers.loop import TrackedConsumer
-from consumers.projector import Database, InvoiceProjector, QuotaPositions, QuotaProjector
-from consumers.usage import UsageIngestor, UsagePositions
+from consumers.positions import EventStorePositions, ReadModelPositions
+from consumers.projector import Database, InvoiceProjector, QuotaProjector
+from consumers.usage import UsageIngestor
 from consumers.write_behind import WriteBehind
 from domain.app.billing_app import BillingApplication
 from domain.catalog.model import Catalog
@@ -140,7 +141,7 @@ class Engine:
         group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-usage-ingest")
-        loop = TrackedConsumer(client, self.settings.topics.usage, UsagePositions(app),
+        loop = TrackedConsumer(client, self.settings.topics.usage, EventStorePositions(app),
                                ingestor.handle, group=group, name="usage-ingest",
                                poll_handler=ingestor.handle_poll,
                                flush=ingestor.flush if writer else None,
@@ -155,7 +156,7 @@ class Engine:
         group_id = f"billing-commands.{self.settings.topics.commands}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-command-ingest")
-        loop = TrackedConsumer(client, self.settings.topics.commands, UsagePositions(app),
+        loop = TrackedConsumer(client, self.settings.topics.commands, EventStorePositions(app),
                                ingestor.handle, group=group, name="command-ingest",
                                quarantine=ingestor.quarantine)
         self._closers.append(loop.close)
@@ -181,7 +182,7 @@ class Engine:
         group_id = f"billing-quota.{self.settings.topics.events}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-quota-projector")
-        loop = TrackedConsumer(client, self.settings.topics.events, QuotaPositions(db),
+        loop = TrackedConsumer(client, self.settings.topics.events, ReadModelPositions(db),
                                projector.handle, group=group, name="quota-projector",
                                poll_handler=projector.handle_poll,
                                quarantine=projector.quarantine)
@@ -194,7 +195,8 @@ class Engine:
         group_id = f"billing-invoicer.{self.settings.topics.events}" if group else None
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-invoicer")
-        loop = TrackedConsumer(client, self.settings.topics.events, InvoicerPositions(app),
+        loop = TrackedConsumer(client, self.settings.topics.events,
+                               EventStorePositions(app, "invoicer"),
                                invoicer.handle, group=group, name="invoicer",
                                quarantine=invoicer.quarantine)
         self._closers.append(loop.close)
@@ -208,7 +210,7 @@ class Engine:
         client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
                                 client_id="billing-invoice-projector")
         loop = TrackedConsumer(client, self.settings.topics.events,
-                               QuotaPositions(db, invoices.PROJECTION), projector.handle,
+                               ReadModelPositions(db, invoices.PROJECTION), projector.handle,
                                group=group, name="invoice-projector",
                                poll_handler=projector.handle_poll,
                                quarantine=projector.quarantine)
@@ -364,7 +366,7 @@ class Monitor:
     def ingested(self, usage_end: dict[int, int], topic: str | None = None) -> bool:
         """Every offset below `usage_end` (partition -> end) applied; `topic` defaults to the
         usage topic (the command topic's positions are kept the same way)."""
-        usage = UsagePositions(self.engine.app)
+        usage = EventStorePositions(self.engine.app)
         topic = topic or self.engine.settings.topics.usage
         for partition, end in usage_end.items():
             pos = usage.position(topic, partition)
