@@ -15,14 +15,13 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.ports import DeadLetterSink
-from consumers.wire import UNDECODABLE, decode, wire_message
-from domain.app.billing_app import BillingApplication
+from consumers.wire import UNDECODABLE, decode
 from domain.shared.text import printable
 from projections import parked
 from projections import tracking as projection_versions
 from projections.invoices import store as invoices
 from projections.quota import store as quota_store
-from projections.quota.model import SubscriptionQuota, apply_all
+from projections.quota.model import apply_all
 
 log = logging.getLogger(__name__)
 
@@ -218,49 +217,3 @@ class QuotaProjector:
                    message: str) -> None:
         quarantine_event(self.db, self.dead_letters, self.parking, quota_store.PROJECTION, tp,
                          record, code, message)
-
-
-def rebuild_from_store(app: BillingApplication, db: Database, batch: int = 10_000) -> int:
-    """Replace the quota rows with a replay of the whole event store, in one transaction.
-
-    Kafka positions are kept: events already in the store are skipped by version later. The
-    replay catches up again under the table lock, so nothing a live projector applied meanwhile
-    is lost."""
-    states: dict[str, SubscriptionQuota] = {}
-    start, count = _replay(app, states, 1, batch)
-    conn = db.conn
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute("LOCK TABLE quota IN EXCLUSIVE MODE")
-        start, more = _replay(app, states, start, batch)
-        quota_store.reset(cur, positions_too=False)
-        quota_store.write(cur, states.values())
-    return count + more
-
-
-def _replay(app: BillingApplication, states: dict[str, SubscriptionQuota], start: int,
-            batch: int) -> tuple[int, int]:
-    count = 0
-    while True:
-        notifications = app.recorder.select_notifications(start=start, limit=batch)
-        if not notifications:
-            return start, count
-        count += apply_all(states, (wire_message(app, n) for n in notifications))
-        start = notifications[-1].id + 1
-
-
-def rebuild_invoices_from_store(app: BillingApplication, db: Database,
-                                batch: int = 10_000) -> int:
-    """Replace the invoice, analytics and recommendation tables with a replay of the store, in
-    one transaction (Kafka positions kept, as for the quota)."""
-    conn = db.conn
-    count = 0
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute("LOCK TABLE invoices, invoice_lines, invoice_drafts IN EXCLUSIVE MODE")
-        invoices.reset(cur, positions_too=False)
-        start = 1
-        while True:
-            notifications = app.recorder.select_notifications(start=start, limit=batch)
-            if not notifications:
-                return count
-            count += invoices.apply_messages(cur, [wire_message(app, n) for n in notifications])
-            start = notifications[-1].id + 1

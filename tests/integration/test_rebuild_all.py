@@ -65,9 +65,9 @@ def test_dropping_every_read_model_and_replaying_gives_identical_results(
           lambda: (quota_loop.poll_once(100), invoice_loop.poll_once(100)))
     assert dump(engine) == before
 
-    # The same from the event store (`billing rebuild`), in place.
-    from consumers.projector import rebuild_from_store, rebuild_invoices_from_store
+    # The same from the event store (`billing rebuild --swap`): identical, swapped in.
+    from infra.ops.rebuild import rebuild
 
-    rebuild_from_store(engine.app, quota_loop.positions.db)
-    rebuild_invoices_from_store(engine.app, invoice_loop.positions.db)
+    report = rebuild(engine.app, engine.database_url, ["quota", "invoices"], do_swap=True)
+    assert report.identical and report.swapped
     assert dump(engine) == before

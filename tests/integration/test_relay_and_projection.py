@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from kafka import TopicPartition
 
-from consumers.projector import Database, QuotaProjector, rebuild_from_store
+from consumers.projector import Database, QuotaProjector
+from infra.ops.rebuild import rebuild
 from infra.wiring.engine import Engine
 from projections import schema
 from projections import tracking as projection_versions
@@ -99,7 +100,7 @@ def test_relay_resumes_from_its_position_and_a_crash_before_recording_only_dupli
 def test_quota_matches_the_store_and_rebuilds_to_identical_rows(engine: Engine) -> None:
     _fill(engine)
     relay_all(engine)
-    loop = project_all(engine)
+    project_all(engine)
     live = quota_rows(engine.database_url)
     assert quota_used(engine.database_url) == store_totals(engine)
     rolled = [r for r in live if r["cycle_start"] == datetime(2026, 12, 1, tzinfo=UTC)]
@@ -109,8 +110,8 @@ def test_quota_matches_the_store_and_rebuilds_to_identical_rows(engine: Engine) 
     # 1. From the event store, from scratch.
     with psycopg.connect(engine.database_url) as conn:
         conn.execute("DELETE FROM quota")
-    rebuild_from_store(engine.app, loop.positions.db)
-    assert quota_rows(engine.database_url) == live
+    swapped = rebuild(engine.app, engine.database_url, ["quota"], do_swap=True, force=True)
+    assert swapped.swapped and quota_rows(engine.database_url) == live
 
     # 2. From billing.events, offset 0: drop rows, versions and positions, replay the topic.
     with psycopg.connect(engine.database_url) as conn, conn.cursor() as cur:
