@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from infra.cli.common import OK, connect, not_found
+from infra.cli.common import OK, connect, not_found, open_app
 from infra.config import Settings
 from infra.render.terminal import print_json
 
@@ -12,14 +12,19 @@ from infra.render.terminal import print_json
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
-    from infra.wiring.engine import load_catalog
-    from projections.recommendations import store as recommendations
+    from projections.recommendations.model import recommend
+    from projections.recommendations.store import read_inputs
+
     stack = connect(settings)
     with psycopg.connect(stack.database_url) as conn:
-        inputs = recommendations.read_inputs(conn, args.subscription)
+        inputs = read_inputs(conn, args.subscription)
     if inputs is None:
         not_found(f"nothing known about {args.subscription} yet")
-    result = recommendations.recommend(inputs, load_catalog(settings))
+    app = open_app(settings)  # the deployment's catalog as recorded, not this terminal's
+    try:
+        result = recommend(inputs, app.catalog)
+    finally:
+        app.close()
     if args.json:
         print_json({"subscription": args.subscription, **result})
         return OK

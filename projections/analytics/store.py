@@ -8,7 +8,6 @@ its billing period), excluding tax; usage, packs and one-off charges are not rec
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -116,32 +115,6 @@ def grant_analyst(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}")
     conn.execute(f"GRANT USAGE ON SCHEMA billing_read TO {ANALYST_ROLE}")
     conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA billing_read TO {ANALYST_ROLE}")
-
-
-def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | None] | None:
-    """(kind, plan, monthly price, currency) for a lifecycle event; None for the others."""
-    kind = message["type"]
-    data = message.get("data", {})
-    if kind == "Subscribed":
-        return ("new", *_recurring(data["terms"]))
-    if kind == "PlanUpgraded":
-        return ("upgrade", *_recurring(data["terms"]))
-    if kind == "CycleRolled":
-        changes = data.get("changes", {})
-        if changes.get("cancelled"):
-            return ("churn", data["terms"]["plan_id"], Decimal(0), data["terms"]["currency"])
-        if "cancelled_to_free" in changes:
-            return ("churn", *_recurring(data["terms"]))
-        if "plan" in changes:
-            return ("downgrade", *_recurring(data["terms"]))
-        if "period" in changes:
-            return ("period_change", *_recurring(data["terms"]))
-    return None
-
-
-def _recurring(terms: dict[str, Any]) -> tuple[str, Decimal, str]:
-    monthly = Decimal(terms["price"]) / int(terms["period_months"])
-    return terms["plan_id"], monthly.quantize(Decimal("0.0001")), terms["currency"]
 
 
 def insert_changes(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:

@@ -9,14 +9,16 @@ position are written in one transaction by the projector.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import psycopg
 
 from projections import tracking as projection_versions
+from projections.analytics import model as analytics_model
 from projections.analytics import store as analytics
+from projections.invoices import model as invoice_model
+from projections.recommendations import model as recommendations_model
 from projections.recommendations import store as recommendations
 
 PROJECTION = "invoices"  # also feeds the analytics lifecycle table, in the same transaction
@@ -69,37 +71,6 @@ CREATE TABLE IF NOT EXISTS invoice_drafts (
 """
 
 
-@dataclass
-class Changes:
-    """Row operations for one message, in order."""
-
-    issue: list[dict[str, Any]] = field(default_factory=list)  # documents
-    status: list[tuple[str, str, str | None]] = field(default_factory=list)  # number, status
-    draft_lines: list[dict[str, Any]] = field(default_factory=list)
-    clear_draft_through: int | None = None  # event version
-
-
-def changes(message: dict[str, Any]) -> Changes:
-    kind = message["type"]
-    data = message.get("data", {})
-    out = Changes()
-    if kind == "InvoiceIssued":
-        out.issue.append(data["document"])
-        out.clear_draft_through = int(data["invoiced_through"])
-    elif kind == "CreditNoteIssued":
-        out.issue.append(data["document"])
-        out.status.append((data["document"]["references"], "credited", None))
-    elif kind == "InvoiceVoided":
-        out.status.append((data["number"], "void", None))
-    elif kind == "PaymentFailed":
-        out.status.append((data["reference"], "payment_failed", data["reason"]))
-    elif kind == "PaymentSucceeded":
-        out.status.append((data["reference"], "paid", None))
-    elif data.get("charges"):
-        out.draft_lines.extend(data["charges"])
-    return out
-
-
 class _Writer:
     """Collects one batch's row operations and writes them with few statements: draft lines,
     lifecycle facts and recommendation inputs in bulk; documents and statuses as they come
@@ -116,7 +87,7 @@ class _Writer:
         self.changed_inputs: set[str] = set()
 
     def apply(self, sid: str, version: int, message: dict[str, Any]) -> None:
-        change = changes(message)
+        change = invoice_model.changes(message)
         for document in change.issue:
             _insert_document(self.cur, document)
         if change.clear_draft_through is not None:
@@ -134,13 +105,13 @@ class _Writer:
                 lines[sid] = lines.get(sid, 0) + 1
                 self.drafts.append((sid, lines[sid], version, line["kind"], line["description"],
                                     line["quantity"], line["unit_price"], line["amount"]))
-        fact = analytics.change_of(message)
+        fact = analytics_model.change_of(message)
         if fact is not None:
             kind, plan, monthly, currency = fact
             self.changes.append((sid, version, message["time"], kind, plan, monthly, currency))
-        if message["type"] in recommendations.RELEVANT:
+        if message["type"] in recommendations_model.RELEVANT:
             inputs = self._inputs()
-            if recommendations.update_inputs(inputs.setdefault(sid, {}), message):
+            if recommendations_model.update_inputs(inputs.setdefault(sid, {}), message):
                 self.changed_inputs.add(sid)
 
     def _clear_drafts(self, sid: str, through: int) -> None:

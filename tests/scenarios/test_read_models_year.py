@@ -29,7 +29,7 @@ from domain.contracts.commands import execute, parse_command
 from domain.contracts.usage import UsageItem
 from domain.subscription.aggregate import Subscription
 from projections.quota.model import QuotaRow, SubscriptionQuota, apply_all
-from projections.recommendations.store import recommend, update_inputs
+from projections.recommendations.model import recommend, update_inputs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WORKSPACE_TOKENS = Catalog.from_file(EXAMPLES / "workspace_tokens.toml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domain.catalog.model import Catalog
-from projections.recommendations.store import recommend, update_inputs
+from projections.recommendations.model import recommend, update_inputs
 
 CATALOG = Catalog.from_file(Path(__file__).resolve().parents[2] / "infra/catalogs/starter.toml")
 
