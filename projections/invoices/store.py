@@ -1,8 +1,8 @@
 """The invoice read model: issued invoices and credit notes with their lines and status, and each
 subscription's open draft (the charge lines not invoiced yet).
 
-`changes(message)` says, as plain row operations, how one `billing.events` message changes the
-model (pure); `apply_changes` writes them. Rows, per-subscription versions and the partition
+`model.changes(message)` says, as plain row operations, how one `billing.events` message changes
+the model (pure); this store writes them. Rows, per-subscription versions and the partition
 position are written in one transaction by the projector.
 """
 
