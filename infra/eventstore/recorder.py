@@ -35,7 +35,6 @@ from psycopg.sql import SQL, Composed, Identifier
 from domain.app.billing_app import BillingApplication
 from domain.app.ports import UsageKey
 from domain.catalog.model import Catalog
-from infra.config import Settings
 from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
@@ -442,9 +441,10 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def open_application(database_url: str, catalog: Catalog) -> BillingApplication:
+def open_application(database_url: str, catalog: Catalog,
+                     migrate: bool = True) -> BillingApplication:
     tune_gc()  # every worker process opens its application here
     env = eventsourcing_env(database_url)
-    if not Settings.from_env().migrate:
+    if not migrate:
         env["CREATE_TABLE"] = "n"  # a least-privileged role: the owner created the tables
     return BillingApplication(catalog, env=env)

@@ -65,7 +65,7 @@ def open_billing(database_url: str, settings: Settings,
     recorded and chosen (the first start)."""
     configured = catalog or load_catalog(settings)
     explicit = catalog is not None or settings.catalog_path is not None
-    app = open_application(database_url, configured)
+    app = open_application(database_url, configured, settings.migrate)
     try:
         recorded = app.deployment_catalog(configured, explicit)
         if recorded.source_sha256 != configured.source_sha256:
@@ -127,7 +127,7 @@ class Engine:
     def worker_app(self) -> BillingApplication:
         """Each writing worker gets its own application (and aggregate cache): workers run in
         threads, and two writers meet only through optimistic concurrency in the store."""
-        app = open_application(self.database_url, self.app.catalog)
+        app = open_application(self.database_url, self.app.catalog, self.settings.migrate)
         self._closers.append(app.close)
         return app
 
