@@ -337,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except CliError as e:
         return _fail(e.exit_code, str(e), e.code, as_json)
+    except ConfigError as e:  # found while starting a stack (BILLING_STACK=external, ...)
+        return _fail(UsageError.exit_code, str(e), "invalid_config", as_json)
     except BrokenPipeError:
         # The reader went away (`billing invoice show N | head`): nothing left to say to it.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from infra.config import Settings
+from infra.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -369,14 +369,13 @@ def start_stack(settings: Settings, dbname: str = "billing") -> Stack:
     mode = settings.stack
     if mode == "external":
         if not settings.database_url or not settings.kafka_bootstrap:
-            raise SystemExit(
-                "BILLING_STACK=external needs BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP"
-            )
+            raise ConfigError(
+                "BILLING_STACK=external needs BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP")
         return Stack(settings.database_url, settings.kafka_bootstrap, mode)
     if mode == "containers":
         return _start_containers(dbname)
     if mode != "embedded":
-        raise SystemExit(f"unknown BILLING_STACK {mode!r}: use embedded, external or containers")
+        raise ConfigError(f"BILLING_STACK={mode!r}: use embedded, external or containers")
     return _start_embedded(settings, dbname)
 
 
