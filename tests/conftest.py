@@ -1,7 +1,9 @@
 """Test stacks: one real PostgreSQL server and one real Kafka-protocol broker per test session
 (embedded by default; `BILLING_TEST_STACK=containers` uses testcontainers; `external` uses
-BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP). Every test gets its own database and its own
-topics, so tests never share state."""
+BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP). The embedded stack's broker is Tansu, or
+Apache Kafka with `BILLING_TEST_BROKER=apache-kafka` (skipped with the reason where Java or
+Maven is missing, unless `BILLING_REQUIRE_APACHE_KAFKA=1`, as `.ci/run` sets). Every test gets
+its own database and its own topics, so tests never share state."""
 
 from __future__ import annotations
 
@@ -33,7 +35,15 @@ def stack() -> Iterator[TestStack]:
     from infra.stack.embedded import start_stack
 
     mode = os.environ.get("BILLING_TEST_STACK", "embedded")
-    settings = dataclasses.replace(Settings.from_env(), stack=mode, pg_fsync=False)
+    broker = os.environ.get("BILLING_TEST_BROKER", "tansu")
+    if broker == "apache-kafka" and os.environ.get("BILLING_REQUIRE_APACHE_KAFKA") != "1":
+        from infra.stack.apache_kafka import unavailable
+
+        reason = unavailable()
+        if reason is not None:
+            pytest.skip(f"Apache Kafka broker: {reason}")
+    settings = dataclasses.replace(Settings.from_env(), stack=mode, broker=broker,
+                                   pg_fsync=False)
     started = start_stack(settings, dbname="postgres")
     try:
         yield TestStack(started.database_url, started.kafka_bootstrap, mode)

@@ -33,6 +33,8 @@ from typing import Any
 import psycopg
 
 from infra.config import ConfigError, Settings
+from infra.stack import apache_kafka
+from infra.stack.apache_kafka import ApacheKafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +385,12 @@ def _start_embedded(settings: Settings, dbname: str) -> Stack:
     clean_orphans(settings.data_dir)
     base = settings.data_dir / f"stack-{os.getpid()}"
     postgres = EmbeddedPostgres(base / "pg")
-    broker = EmbeddedBroker(base / "broker.log")
+    broker: EmbeddedBroker | ApacheKafkaBroker = EmbeddedBroker(base / "broker.log")
+    if settings.broker == "apache-kafka":
+        reason = apache_kafka.unavailable()
+        if reason is not None:
+            raise ConfigError(f"BILLING_BROKER=apache-kafka: {reason}")
+        broker = ApacheKafkaBroker(base, settings.data_dir / "apache-kafka")
     stack = Stack("", "", "embedded")
     try:
         admin_url = postgres.start(fsync=settings.pg_fsync)

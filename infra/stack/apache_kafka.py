@@ -1,0 +1,150 @@
+"""A real Apache Kafka broker (KRaft, one node acting as broker and controller) for the
+embedded stack's `apache-kafka` broker mode (BILLING_BROKER): the official org.apache.kafka
+jars from Maven Central, resolved by Maven (infra/stack/apache_kafka/pom.xml), run by the
+machine's Java 17. Free loopback ports, data under the stack's folder (kept across restarts of
+the same folder: the log directory is formatted once), health-checked, stopped with the stack.
+
+Where Java or Maven (or Maven Central) is missing, `unavailable()` says why, and the tests
+that need this broker are skipped with that reason (made mandatory by `.ci/run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+POM = Path(__file__).resolve().parent / "apache_kafka" / "pom.xml"
+JAVA_HEAP = "-Xmx768m"
+
+
+def unavailable() -> str | None:
+    """Why this broker cannot run here, or None."""
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Apache Kafka runs on Java 17, resolved by Maven)"
+    return None
+
+
+def classpath(cache_dir: Path) -> str:
+    """The broker's class path, resolved by Maven once per version of the POM (the jars stay
+    in Maven's local repository, the class path in `cache_dir`)."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+    cached = cache_dir / f"classpath-{digest}.txt"
+    if not cached.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial")
+        done = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(POM), "dependency:build-classpath",
+             f"-Dmdep.outputFile={partial}"], capture_output=True, text=True, timeout=900)
+        if done.returncode != 0 or not partial.exists():
+            raise RuntimeError("Maven could not resolve Apache Kafka's jars: "
+                               + (done.stdout + done.stderr)[-2000:])
+        partial.replace(cached)
+    return cached.read_text("utf-8").strip()
+
+
+@dataclass
+class ApacheKafkaBroker:
+    """One KRaft node. `start()` returns the bootstrap address; the caller stops it."""
+
+    base: Path  # the stack's folder: kafka/ (config, data) and broker.log, broker.pid
+    cache_dir: Path
+    port: int = 0
+    controller_port: int = 0
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "broker.log"
+
+    def _config(self) -> Path:
+        data = self.base / "kafka" / "data"
+        config = self.base / "kafka" / "server.properties"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data}",
+            # One node: internal topics cannot have more replicas than brokers.
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            # A consumer group's first member starts at once (the default waits 3 s).
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]), "utf-8")
+        return config
+
+    def start(self) -> str:
+        from infra.stack.embedded import (
+            _started_at,
+            _wait_for_broker_metadata,
+            free_port,
+            wait_for_port,
+        )
+
+        cp = classpath(self.cache_dir)
+        self.port, self.controller_port = free_port(), free_port()
+        config = self._config()
+        java = ["java", JAVA_HEAP, "-cp", cp]
+        if not (self.base / "kafka" / "data" / "meta.properties").exists():
+            formatted = subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c",
+                 str(config)], capture_output=True, text=True, timeout=120)
+            if formatted.returncode != 0:
+                raise RuntimeError(f"formatting Kafka's log directory failed: "
+                                   f"{formatted.stdout[-1000:]}{formatted.stderr[-1000:]}")
+        with self.log_path.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [*java, "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka",
+                 str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        (self.base / "broker.pid").write_text(
+            f"{self._proc.pid} {_started_at(self._proc.pid) or ''}")
+        bootstrap = f"127.0.0.1:{self.port}"
+        try:
+            wait_for_port("127.0.0.1", self.port, 120)
+            _wait_for_broker_metadata(bootstrap, 60)
+        except BaseException:
+            self.stop()
+            raise
+        return bootstrap
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def stop(self) -> None:
+        """A controlled shutdown (its logs flushed), killed after 30 s."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
