@@ -1,5 +1,5 @@
 """Analytics for analysts: a lifecycle fact table fed from the events, and documented SQL views in
-schema `billing_read` (docs/analytics.md). Analysts get the role `billing_analyst`, which can
+schema `billing_read` (docs/read-models.md). Analysts get the role `billing_analyst`, which can
 select these views and nothing else.
 
 MRR counts each subscription's recurring plan price normalised to one month (price / months of
