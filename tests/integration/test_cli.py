@@ -31,6 +31,7 @@ def _cli(*args: str, env: dict[str, str] | None = None,
 
 def test_demo_runs_the_spine_on_its_own_embedded_stack(tmp_path: Path) -> None:
     result = _cli("demo", "--subscriptions", "50", "--events", "4000", "--json",
+                  "--out", str(tmp_path / "out"),  # never the user's out/
                   env={"BILLING_DATA_DIR": str(tmp_path), "BILLING_STACK": "embedded"})
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout[result.stdout.index("\n{") + 1:])
@@ -40,6 +41,7 @@ def test_demo_runs_the_spine_on_its_own_embedded_stack(tmp_path: Path) -> None:
     assert summary["quota_matches_input"] is True
     assert "quota read model (sample)" in result.stdout
     assert not list(tmp_path.glob("stack-*"))  # the stack was stopped and removed
+    assert list((tmp_path / "out").glob("INV-*.pdf"))
 
 
 def test_usage_publish_then_quota_reads_the_read_model(engine: Engine, tmp_path: Path) -> None:
