@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from infra.cli.common import OK, UsageError, connect, open_app
+from infra.cli.common import OK, UsageError, billing_now, connect, open_app
 from infra.config import Settings
 
 
@@ -47,18 +47,23 @@ def command_fields(pairs: Sequence[str]) -> dict[str, Any]:
 def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run one lifecycle command against the event store (or publish it with --publish)."""
     import uuid
-    from datetime import UTC, datetime
 
     from domain.contracts.commands import parse_command
     from infra.kafka import clients as kafka
 
-    raw: dict[str, Any] = {
-        "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
-        "subscription": args.subscription,
-        "at": (args.at or datetime.now(UTC)).isoformat(),
-    }
-    raw.update(command_fields(args.fields))
-    command = parse_command(raw)  # refused here, before anything is sent or written
+    app = open_app(settings)
+    try:
+        raw: dict[str, Any] = {
+            "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
+            "subscription": args.subscription,
+            "at": (args.at or billing_now(app)).isoformat(),
+        }
+        raw.update(command_fields(args.fields))
+        command = parse_command(raw)  # refused here, before anything is sent or written
+        if not args.publish:
+            outcome = app.handle(command)
+    finally:
+        app.close()
     if args.publish:
         stack = connect(settings)
         producer = kafka.producer(stack.kafka_bootstrap, settings)
@@ -69,11 +74,6 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
             producer.close()
         print(json.dumps({"published": raw}) if args.json else f"published {raw['id']}")
         return OK
-    app = open_app(settings)
-    try:
-        outcome = app.handle(command)
-    finally:
-        app.close()
     result = {"id": raw["id"], "type": args.type, "subscription": args.subscription,
               "result": outcome.result, "events": outcome.events}
     print(json.dumps(result) if args.json

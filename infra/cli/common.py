@@ -155,5 +155,16 @@ def open_app(settings: Settings) -> BillingApplication:
     return open_billing(connect(settings).database_url, settings)
 
 
+def billing_now(app: BillingApplication) -> datetime:
+    """The billing clock's time (the engine's business time), or the wall clock's where no
+    clock has run: what a command, a preview or "today" means without --at. Commands timed by
+    the wall clock after `clock advance` went into the future would be refused as stale."""
+    from datetime import UTC
+    from datetime import datetime as wall
+
+    clock = app.clock()
+    return clock.now if clock is not None else wall.now(UTC)
+
+
 def error_object(message: str, code: str) -> dict[str, Any]:
     return {"error": message, "code": code}

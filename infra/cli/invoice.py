@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from infra.cli.common import FAILURE, OK, UsageError, connect, not_found, open_app
+from infra.cli.common import FAILURE, OK, UsageError, billing_now, connect, not_found, open_app
 from infra.config import Settings
 from infra.render.terminal import print_invoice, print_invoice_list, print_json
 from infra.stack.embedded import Stack
@@ -69,11 +69,9 @@ def _read_invoice(stack: Stack, number: str) -> dict[str, Any]:
 
 def _invoice_write(args: argparse.Namespace, settings: Settings,
                    subscription: str | None = None) -> int:
-    from datetime import UTC, datetime
-
-    at = args.at or datetime.now(UTC)
     app = open_app(settings)
     try:
+        at = args.at or billing_now(app)
         if subscription is None:
             document = app.get(args.target).preview_invoice(app.issuer, at)
         else:

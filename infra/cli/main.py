@@ -49,6 +49,7 @@ __all__ = ["build_parser", "check_arguments", "cmd_rebuild", "command_fields", "
 
 JSON_HELP = "print the result as JSON (and an error as a JSON object with error and code)"
 AT_HELP = "RFC 3339 time with its offset, e.g. 2026-11-01T00:00:00Z"
+CLOCK_DEFAULT = "the billing clock's time, or now where no clock has run"
 
 
 def _version() -> str:
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", choices=PERIODS, default="month",
                    help="the billing period, one the plan sells (default month)")
     p.add_argument("--account", help="the account it belongs to (default: the subscription id)")
-    p.add_argument("--at", type=moment, help=f"start time (default: now); {AT_HELP}")
+    p.add_argument("--at", type=moment, help=f"start time (default: {CLOCK_DEFAULT}); {AT_HELP}")
     for name in CUSTOMER_OPTIONS:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name,
                        help=f"the customer's {name.replace('_', ' ')}"
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key=value fields of the command, e.g. plan=scale; a.b=value for an "
                         "object (customer.country=DE); key:=JSON for any JSON value; before or "
                         "after the options")
-    p.add_argument("--at", type=moment, help=f"time of the command (default: now); {AT_HELP}")
+    p.add_argument("--at", type=moment,
+                   help=f"time of the command (default: {CLOCK_DEFAULT}); {AT_HELP}")
     p.add_argument("--id", help="idempotency id (default: a new one)")
     p.add_argument("--publish", action="store_true", help="send to billing.commands instead")
     _json(p)
@@ -224,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="show: write the invoice as HTML")
     p.add_argument("--pdf", metavar="FILE", help="show: write the invoice as PDF")
     p.add_argument("--at", type=moment,
-                   help=f"time of a preview or credit note (default: now); {AT_HELP}")
+                   help=f"time of a preview or credit note (default: {CLOCK_DEFAULT}); "
+                        f"{AT_HELP}")
     p.set_defaults(func=cmd_invoice)
 
     p = sub.add_parser("report", help="analytics views of schema billing_read "

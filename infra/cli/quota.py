@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from infra.cli.common import OK, UsageError, connect, not_found
+from infra.cli.common import OK, UsageError, billing_now, connect, not_found
 from infra.config import Settings
 from infra.render.terminal import print_json, print_monitor
 from infra.stack.embedded import Stack
@@ -44,17 +44,11 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _billing_now(stack: Stack, settings: Settings) -> datetime:
-    """The billing clock's time (the engine's business time), or now where no clock runs:
-    what "today" means for the credit monitor."""
-    from datetime import UTC
-    from datetime import datetime as wall
-
+    """What "today" means for the credit monitor: the billing clock's time."""
     from infra.wiring.engine import open_billing
 
     app = open_billing(stack.database_url, settings)
     try:
-        clock = app.clock()
+        return billing_now(app)
     finally:
         app.close()
-    now = wall.now(UTC)
-    return clock.now if clock is not None else now

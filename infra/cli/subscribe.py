@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from infra.cli.common import OK, Refused, open_app
+from infra.cli.common import OK, Refused, billing_now, open_app
 from infra.config import Settings
 
 CUSTOMER_OPTIONS = ("name", "address", "country", "vat_id", "email")
@@ -15,15 +15,13 @@ PERIODS = ("month", "quarter", "half-year", "year")
 
 
 def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import UTC, datetime
-
-    at = args.at or datetime.now(UTC)
     customer = {name: getattr(args, name) for name in CUSTOMER_OPTIONS
                 if getattr(args, name) is not None}
     if args.business:
         customer["business"] = True
     app = open_app(settings)
     try:
+        at = args.at or billing_now(app)
         sold = app.catalog.plan(args.plan).prices
         if args.period not in sold:
             raise Refused(f"plan {args.plan} is not sold per {args.period}; it is sold per "

@@ -225,3 +225,18 @@ def test_the_tester_findings_on_a_running_store(settings: object, database_url: 
         assert bad_date.returncode == 2 and "Traceback" not in bad_date.stderr
     finally:
         engine.close()
+
+
+def test_commands_without_at_take_the_billing_clocks_time(engine: Engine) -> None:
+    """Found from outside (issue 19): without --at, commands took the wall clock, so after
+    `clock advance` into the future every command was refused as stale."""
+    env = engine.subprocess_env()
+    advanced = _cli("clock", "advance", "--to", "2031-03-01T00:00:00Z", env=env)
+    assert advanced.returncode == 0, advanced.stderr
+    subscribed = _cli("subscribe", "sub-clock", "--plan", "basic", "--json", env=env)
+    assert subscribed.returncode == 0, subscribed.stderr
+    assert json.loads(subscribed.stdout)["at"] == "2031-03-01T00:00:00+00:00"
+    cancelled = _cli("command", "cancel", "sub-clock", "--json", env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["result"] == "applied"
+    assert engine.app.load_as_stored("sub-clock").cycle_start.year == 2031
