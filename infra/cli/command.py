@@ -51,6 +51,7 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
     from domain.contracts.commands import parse_command
     from infra.kafka import clients as kafka
 
+    fields = command_fields(args.fields)  # a usage error before anything is opened
     app = open_app(settings)
     try:
         raw: dict[str, Any] = {
@@ -58,7 +59,7 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
             "subscription": args.subscription,
             "at": (args.at or billing_now(app)).isoformat(),
         }
-        raw.update(command_fields(args.fields))
+        raw.update(fields)
         command = parse_command(raw)  # refused here, before anything is sent or written
         if not args.publish:
             outcome = app.handle(command)
