@@ -89,6 +89,12 @@ class ApacheKafkaBroker:
             # A consumer group's first member starts at once (the default waits 3 s).
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
+            # Input the engine must withstand reaches it, as on any broker configured loosely:
+            # records up to 16 MiB (the engine's own limit, BILLING_MAX_MESSAGE_BYTES, is
+            # 1 MiB) and any record timestamp (upstream clocks may be anything).
+            "message.max.bytes=16777216",
+            "log.message.timestamp.before.max.ms=9223372036854775807",
+            "log.message.timestamp.after.max.ms=9223372036854775807",
             "",
         ]), "utf-8")
         return config
