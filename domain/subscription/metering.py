@@ -1,14 +1,30 @@
-"""Usage metering helpers: usage by UTC day (daily caps reset at UTC midnight) and totals."""
+"""Usage metering: recording usage (current and late), thresholds, daily caps, the usage
+contract's checks against a subscription. Commands and appliers of `Subscription`, named in
+its class body; helpers by UTC day (daily caps reset at UTC midnight).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
+from domain.billing.pricing import (
+    ZERO,
+    dec,
+)
 from domain.contracts.usage import UsageItem
+from domain.shared.errors import (
+    CommandRefused,
+    InvalidUsage,
+    UnknownMetric,
+    UsageTooLate,
+)
 
-ZERO = Decimal(0)
+if TYPE_CHECKING:
+    from domain.subscription.aggregate import Subscription
+
 
 
 def utc_day(at: datetime) -> str:
@@ -32,3 +48,146 @@ def metric_totals(items: Sequence[UsageItem]) -> dict[str, str]:
     for item in items:
         totals[item.metric] = totals.get(item.metric, ZERO) + item.quantity
     return {m: str(q) for m, q in sorted(totals.items())}
+
+
+def check_usage(self: Subscription, item: UsageItem) -> None:
+    if item.subscription != self.id:
+        raise InvalidUsage(f"usage for {item.subscription!r} sent to {self.id!r}",
+                           "wrong_subscription")
+    if self.ended:
+        raise CommandRefused(f"subscription {self.id} has ended", "subscription_ended")
+    if item.at < self.cycle_start:
+        closing = self.closing
+        if closing is None or not (
+                datetime.fromisoformat(closing["start"]) <= item.at
+                < datetime.fromisoformat(closing["end"])):
+            raise UsageTooLate(
+                f"usage at {item.at.isoformat()} is before the open cycle "
+                f"({self.cycle_start.isoformat()}) and its period is closed"
+            )
+        allowances = closing["allowances"]
+    else:
+        allowances = self.terms["allowances"]
+    if item.workspace is not None and self.workspaces.get(item.workspace) == "archived":
+        raise CommandRefused(f"workspace {item.workspace} is archived", "workspace_archived")
+    if item.member is not None and item.member not in self.members \
+            and self.counts_members:
+        raise CommandRefused(f"{item.member!r} is not a member of {self.id} (never added, "
+                             "or its seat was released)", "not_a_member")
+    if item.metric not in allowances:
+        raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
+
+
+def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool = False) -> None:
+    """Record accepted usage. Each item is checked (`check_usage`) unless the caller has
+    just done so (`checked=True`, the batch path). Usage past a hard limit is recorded too
+    (it happened) and reported by threshold events."""
+    if not items:
+        return
+    if not checked:
+        for item in items:
+            self.check_usage(item)
+    late = [i for i in items if i.at < self.cycle_start]
+    current = [i for i in items if i.at >= self.cycle_start]
+    if late:
+        assert self.closing is not None
+        self._late_usage_recorded(
+            period_start=datetime.fromisoformat(self.closing["start"]),
+            period_end=datetime.fromisoformat(self.closing["end"]),
+            items=[i.as_record() for i in late], totals=metric_totals(late),
+            timestamp=max(i.at for i in late))
+    if not current:
+        return
+    if not self._has_daily_caps():
+        self._record_current(current, capped=False)
+        return
+    for day, group in by_utc_day(current):  # each day's cap is judged on its own
+        if self.daily_capped and self.daily_day is not None and day > self.daily_day:
+            midnight = next_utc_midnight(self.daily_day)
+            self._daily_allowance_reset(day=utc_day(midnight),
+                                        metrics=list(self.daily_capped), timestamp=midnight)
+        self._record_current(group, capped=True)
+
+
+def _record_current(self: Subscription, items: list[UsageItem], capped: bool) -> None:
+    totals = metric_totals(items)
+    before = {metric: self.used.get(metric, ZERO) for metric in totals}
+    daily_before = dict(self.daily_used) if capped else {}
+    day_before = self.daily_day
+    at = max(i.at for i in items)
+    self.trigger_event(self.UsageRecorded, items=[i.as_record() for i in items],
+                       totals=totals, timestamp=at)
+    self._report_thresholds(before, at)
+    if capped:
+        self._report_daily_caps(daily_before, day_before, at)
+
+
+def _add_usage(self: Subscription, items: list[dict[str, str]], totals: dict[str, str]) -> None:
+    for metric, quantity in totals.items():
+        self.used[metric] = self.used.get(metric, ZERO) + Decimal(quantity)
+    if self._has_daily_caps():
+        for item in items:
+            day = utc_day(datetime.fromisoformat(item["at"]))
+            if self.daily_day is None or day > self.daily_day:
+                self.daily_day, self.daily_used = day, {}
+            if day == self.daily_day:
+                metric = item["metric"]
+                self.daily_used[metric] = (self.daily_used.get(metric, ZERO)
+                                           + Decimal(item["quantity"]))
+
+
+def _late_usage_recorded(self: Subscription, period_start: datetime, period_end: datetime,
+                         items: list[dict[str, str]], totals: dict[str, str],
+                         timestamp: datetime) -> None:
+    assert self.closing is not None
+    usage = self.closing["usage"]
+    for metric, quantity in totals.items():
+        usage[metric] = str(dec(usage.get(metric, "0")) + Decimal(quantity))
+
+
+def _has_daily_caps(self: Subscription) -> bool:
+    return any("daily_cap" in a for a in self.terms["allowances"].values())
+
+
+def _report_thresholds(self: Subscription, before: dict[str, Decimal], at: datetime) -> None:
+    """`before`: the used units, before the usage just recorded, of the metrics it
+    touched (in metric order)."""
+    allowances = self.terms["allowances"]  # read only: no copy per metric and event
+    for metric, old in before.items():
+        used = self.used[metric]
+        if used == old or metric not in allowances:
+            continue
+        limit = self.limit_of(metric)
+        hard = allowances[metric]["limit"] == "hard"
+        for threshold in self.terms.get("thresholds", [80, 100]):
+            mark = limit * threshold / 100
+            crossed = old < mark <= used if limit > 0 else (old == 0 and threshold == 100)
+            if crossed:
+                self._quota_threshold_crossed(metric=metric, threshold=int(threshold),
+                                              used=str(used), limit=str(limit), hard=hard,
+                                              timestamp=at)
+
+
+def _report_daily_caps(self: Subscription, before: dict[str, Decimal], day_before: str | None,
+                       at: datetime) -> None:
+    if self.daily_day is None:
+        return
+    if self.daily_day != day_before:
+        before = {}
+    for metric, used in sorted(self.daily_used.items()):
+        cap = self.allowances.get(metric, {}).get("daily_cap")
+        if cap is None or metric in self.daily_capped:
+            continue
+        if before.get(metric, ZERO) < dec(cap) <= used:
+            self._daily_cap_reached(metric=metric, day=self.daily_day, cap=str(cap),
+                                    used=str(used), timestamp=at)
+
+
+def _quota_threshold_crossed(self: Subscription, metric: str, threshold: int, used: str, limit: str,
+                             hard: bool, timestamp: datetime) -> None:
+    pass  # a notification for upstream services; the state already holds the usage
+
+
+def _daily_cap_reached(self: Subscription, metric: str, day: str, cap: str, used: str,
+                       timestamp: datetime) -> None:
+    self.daily_capped = sorted({*self.daily_capped, metric})
