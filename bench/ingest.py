@@ -166,7 +166,7 @@ def main() -> int:
     lines = [
         f"## ingest: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- command: `{command.strip()}` (stack: {settings.stack})",
+        f"- command: `{command.strip()}` (stack: {settings.stack}, broker: {settings.broker})",
         f"- machine: {cores} cores, {mem_gib:.0f} GiB, {platform.python_implementation()} "
         f"{platform.python_version()}",
         f"- input: {args.events:,} usage events over {args.subscriptions:,} subscriptions, "

@@ -165,7 +165,8 @@ def main() -> int:
                                                       strict=True)))
     lines.append(f"- workers (ingest, relay, projection) each in its own process; "
                  f"{args.subscriptions:,} subscriptions; the events of {len(sample)} of them "
-                 f"timed (their quota rows polled every 20 ms)")
+                 f"timed (their quota rows polled every 20 ms); stack {settings.stack}, "
+                 f"broker {settings.broker}")
     record("latency", lines, not args.no_record)
     return 0
 
