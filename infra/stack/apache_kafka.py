@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -100,12 +99,7 @@ class ApacheKafkaBroker:
         return config
 
     def start(self) -> str:
-        from infra.stack.embedded import (
-            _started_at,
-            _wait_for_broker_metadata,
-            free_port,
-            wait_for_port,
-        )
+        from infra.stack.embedded import free_port, launch_broker
 
         cp = classpath(self.cache_dir)
         self.port, self.controller_port = free_port(), free_port()
@@ -118,20 +112,10 @@ class ApacheKafkaBroker:
             if formatted.returncode != 0:
                 raise RuntimeError(f"formatting Kafka's log directory failed: "
                                    f"{formatted.stdout[-1000:]}{formatted.stderr[-1000:]}")
-        with self.log_path.open("ab") as out:
-            self._proc = subprocess.Popen(
-                [*java, "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka",
-                 str(config)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        (self.base / "broker.pid").write_text(
-            f"{self._proc.pid} {_started_at(self._proc.pid) or ''}")
-        bootstrap = f"127.0.0.1:{self.port}"
-        try:
-            wait_for_port("127.0.0.1", self.port, 120)
-            _wait_for_broker_metadata(bootstrap, 60)
-        except BaseException:
-            self.stop()
-            raise
-        return bootstrap
+        self._proc = launch_broker(
+            [*java, "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka", str(config)],
+            self.log_path, self.port, 120)
+        return f"127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -140,13 +124,9 @@ class ApacheKafkaBroker:
 
     def stop(self) -> None:
         """A controlled shutdown (its logs flushed), killed after 30 s."""
-        if self._proc and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        from infra.stack.embedded import stop_process
+
+        stop_process(self._proc, grace=30)
 
 
 def _cluster_id() -> str:

@@ -299,24 +299,11 @@ class EmbeddedBroker:
     def start(self) -> str:
         self.port = free_port()
         url = f"tcp://127.0.0.1:{self.port}"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as out:
-            self._proc = subprocess.Popen(
-                [_broker_bin(), "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
-                 "--cluster-id", f"billing-{uuid.uuid4().hex[:8]}"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        (self.log_path.parent / "broker.pid").write_text(
-            f"{self._proc.pid} {_started_at(self._proc.pid) or ''}")
-        bootstrap = f"127.0.0.1:{self.port}"
-        try:
-            wait_for_port("127.0.0.1", self.port, 30)
-            _wait_for_broker_metadata(bootstrap, 30)
-        except BaseException:
-            self.stop()
-            raise
-        return bootstrap
+        self._proc = launch_broker(
+            [_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/", "--cluster-id",
+             f"billing-{uuid.uuid4().hex[:8]}"], self.log_path, self.port, 30)
+        return f"127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -324,14 +311,38 @@ class EmbeddedBroker:
         return self._proc.pid
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            # Memory-only broker: nothing to flush, so do not wait for a graceful drain.
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(1)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        # Memory-only broker: nothing to flush, so do not wait for a graceful drain.
+        stop_process(self._proc, grace=1)
+
+
+def launch_broker(command: list[str], log_path: Path, port: int,
+                  timeout: float) -> subprocess.Popen[bytes]:
+    """A broker as a child in its own session, its output appended to `log_path`, its pid
+    (with its start time) beside it for the orphan cleanup; returned once it answers a
+    metadata request on `port`, stopped if it does not."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    (log_path.parent / "broker.pid").write_text(f"{proc.pid} {_started_at(proc.pid) or ''}")
+    try:
+        wait_for_port("127.0.0.1", port, timeout)
+        _wait_for_broker_metadata(f"127.0.0.1:{port}", timeout)
+    except BaseException:
+        stop_process(proc, grace=1)
+        raise
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass
