@@ -27,15 +27,18 @@ from infra.kafka import kafka_python_internals, record_batches
 log = logging.getLogger(__name__)
 
 
-def admin(bootstrap: str) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="billing-admin")
+def admin(bootstrap: str, options: dict[str, Any] | None = None) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="billing-admin",
+                            **(options or {}))
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
-    """Create missing topics; existing ones are left as they are."""
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,
+                  options: dict[str, Any] | None = None) -> None:
+    """Create missing topics; existing ones are left as they are. `options`: the clients'
+    SASL/TLS settings (Settings.kafka_options)."""
     from kafka.admin import NewTopic
 
-    client = admin(bootstrap)
+    client = admin(bootstrap, options)
     try:
         wanted = list(topics)
         existing = set(client.list_topics())
@@ -46,13 +49,15 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> Non
                     [NewTopic(name=t, num_partitions=partitions, replication_factor=1)
                      for t in missing]
                 )
-        _wait_for_metadata(bootstrap, wanted)
+        _wait_for_metadata(bootstrap, wanted, options)
     finally:
         client.close()
 
 
-def _wait_for_metadata(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+def _wait_for_metadata(bootstrap: str, topics: list[str],
+                       options: dict[str, Any] | None = None, timeout: float = 30) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             **(options or {}))
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

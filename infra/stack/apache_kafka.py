@@ -15,7 +15,7 @@ import logging
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,12 @@ class ApacheKafkaBroker:
 
     base: Path  # the stack's folder: kafka/ (config, data) and broker.log, broker.pid
     cache_dir: Path
+    # SCRAM-SHA-256 users (name -> password): a second listener, SASL_PLAINTEXT, that takes
+    # only them (`sasl_port`); created when the log directory is formatted.
+    scram_users: dict[str, str] = field(default_factory=dict)
     port: int = 0
     controller_port: int = 0
+    sasl_port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,15 +72,20 @@ class ApacheKafkaBroker:
         data = self.base / "kafka" / "data"
         config = self.base / "kafka" / "server.properties"
         config.parent.mkdir(parents=True, exist_ok=True)
+        sasl = [f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"] if self.scram_users else []
         config.write_text("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners=" + ",".join([f"PLAINTEXT://127.0.0.1:{self.port}", *sasl,
+                                     f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
+            "advertised.listeners=" + ",".join([f"PLAINTEXT://127.0.0.1:{self.port}", *sasl]),
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+            "CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-256",
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={data}",
             # One node: internal topics cannot have more replicas than brokers.
@@ -102,13 +111,16 @@ class ApacheKafkaBroker:
         from infra.stack.embedded import free_port, launch_broker
 
         cp = classpath(self.cache_dir)
-        self.port, self.controller_port = free_port(), free_port()
+        self.port, self.controller_port, self.sasl_port = free_port(), free_port(), free_port()
         config = self._config()
         java = ["java", JAVA_HEAP, "-cp", cp]
         if not (self.base / "kafka" / "data" / "meta.properties").exists():
             formatted = subprocess.run(
                 [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c",
-                 str(config)], capture_output=True, text=True, timeout=120)
+                 str(config), *(arg for name, password in self.scram_users.items()
+                                for arg in ("--add-scram",
+                                            f"SCRAM-SHA-256=[name={name},password={password}]"))],
+                capture_output=True, text=True, timeout=120)
             if formatted.returncode != 0:
                 raise RuntimeError(f"formatting Kafka's log directory failed: "
                                    f"{formatted.stdout[-1000:]}{formatted.stderr[-1000:]}")

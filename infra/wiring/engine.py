@@ -95,7 +95,8 @@ class Engine:
     @classmethod
     def open(cls, settings: Settings, database_url: str, kafka_bootstrap: str,
              catalog: Catalog | None = None) -> Engine:
-        kafka.ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions)
+        kafka.ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions,
+                            settings.kafka_options)
         app = open_billing(database_url, settings, catalog)
         db = Database(database_url)
         if settings.migrate:
