@@ -116,8 +116,9 @@ class ApacheKafkaBroker:
         java = ["java", JAVA_HEAP, "-cp", cp]
         if not (self.base / "kafka" / "data" / "meta.properties").exists():
             formatted = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c",
-                 str(config), *(arg for name, password in self.scram_users.items()
+                # `--cluster-id=ID`: an id may begin with "-", which would read as an option.
+                [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
+                 "-c", str(config), *(arg for name, password in self.scram_users.items()
                                 for arg in ("--add-scram",
                                             f"SCRAM-SHA-256=[name={name},password={password}]"))],
                 capture_output=True, text=True, timeout=120)
