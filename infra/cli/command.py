@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from infra.cli.common import OK, UsageError, billing_now, connect, open_app
+from infra.cli.common import OK, UsageError, at_or_billing_now, billing_now, connect, open_app
 from infra.config import Settings
 
 
@@ -48,24 +49,19 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run one lifecycle command against the event store (or publish it with --publish)."""
     import uuid
 
-    from domain.contracts.commands import parse_command
+    from domain.contracts.commands import Command, parse_command
     from infra.kafka import clients as kafka
 
     fields = command_fields(args.fields)  # a usage error before anything is opened
-    app = open_app(settings)
-    try:
-        raw: dict[str, Any] = {
-            "id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
-            "subscription": args.subscription,
-            "at": (args.at or billing_now(app)).isoformat(),
-        }
-        raw.update(fields)
-        command = parse_command(raw)  # refused here, before anything is sent or written
-        if not args.publish:
-            outcome = app.handle(command)
-    finally:
-        app.close()
+
+    def parsed(at: datetime) -> tuple[dict[str, Any], Command]:
+        raw: dict[str, Any] = {"id": args.id or f"cli-{uuid.uuid4().hex}", "type": args.type,
+                               "subscription": args.subscription, "at": at.isoformat(),
+                               **fields}
+        return raw, parse_command(raw)  # refused here, before anything is sent or written
+
     if args.publish:
+        raw, _ = parsed(at_or_billing_now(args.at, settings))
         stack = connect(settings)
         producer = kafka.producer(stack.kafka_bootstrap, settings)
         try:
@@ -75,6 +71,12 @@ def cmd_command(args: argparse.Namespace, settings: Settings) -> int:
             producer.close()
         print(json.dumps({"published": raw}) if args.json else f"published {raw['id']}")
         return OK
+    app = open_app(settings)
+    try:
+        raw, command = parsed(args.at or billing_now(app))
+        outcome = app.handle(command)
+    finally:
+        app.close()
     result = {"id": raw["id"], "type": args.type, "subscription": args.subscription,
               "result": outcome.result, "events": outcome.events}
     print(json.dumps(result) if args.json

@@ -166,5 +166,16 @@ def billing_now(app: BillingApplication) -> datetime:
     return clock.now if clock is not None else wall.now(UTC)
 
 
+def at_or_billing_now(at: datetime | None, settings: Settings) -> datetime:
+    """`--at` if given; else the billing clock's time, read from the store (opened only then)."""
+    if at is not None:
+        return at
+    app = open_app(settings)
+    try:
+        return billing_now(app)
+    finally:
+        app.close()
+
+
 def error_object(message: str, code: str) -> dict[str, Any]:
     return {"error": message, "code": code}

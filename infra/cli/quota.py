@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
 
-from infra.cli.common import OK, UsageError, billing_now, connect, not_found
+from infra.cli.common import OK, UsageError, at_or_billing_now, connect, not_found
 from infra.config import Settings
 from infra.render.terminal import print_json, print_monitor
-from infra.stack.embedded import Stack
 
 
 def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
@@ -22,7 +20,7 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
         readings = credit_monitor.read(conn, args.subscription)
     if readings is None:
         not_found(f"no quota rows for {args.subscription}")
-    now = args.at or _billing_now(stack, settings)
+    now = at_or_billing_now(args.at, settings)
     monitor = credit_monitor.view(readings, now)
     if args.chart:
         from infra.render.usage_chart import usage_chart_svg
@@ -42,13 +40,3 @@ def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
         print_monitor(monitor)
     return OK
 
-
-def _billing_now(stack: Stack, settings: Settings) -> datetime:
-    """What "today" means for the credit monitor: the billing clock's time."""
-    from infra.wiring.engine import open_billing
-
-    app = open_billing(stack.database_url, settings)
-    try:
-        return billing_now(app)
-    finally:
-        app.close()

@@ -240,3 +240,15 @@ def test_commands_without_at_take_the_billing_clocks_time(engine: Engine) -> Non
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["result"] == "applied"
     assert engine.app.load_as_stored("sub-clock").cycle_start.year == 2031
+
+
+def test_a_published_command_is_timed_by_the_billing_clock_unless_at_is_given(
+        engine: Engine) -> None:
+    env = engine.subprocess_env()
+    assert _cli("clock", "advance", "--to", "2031-03-01T00:00:00Z", env=env).returncode == 0
+    default = _cli("command", "cancel", "sub-pub", "--publish", "--json", env=env)
+    given = _cli("command", "cancel", "sub-pub", "--publish", "--json",
+                 "--at", "2031-03-02T00:00:00Z", env=env)
+    assert default.returncode == given.returncode == 0, default.stderr + given.stderr
+    assert json.loads(default.stdout)["published"]["at"] == "2031-03-01T00:00:00+00:00"
+    assert json.loads(given.stdout)["published"]["at"] == "2031-03-02T00:00:00+00:00"
