@@ -28,6 +28,11 @@ from infra.wiring.polling import Progress, run_polling
 log = logging.getLogger(__name__)
 
 
+def relay_position_name(topic: str) -> str:
+    """The relay's position (a notification id of the event store) for `topic`."""
+    return f"relay:{topic}"
+
+
 class Relay:
     def __init__(self, app: BillingApplication, producer: KafkaProducer, topic: str,
                  batch_size: int = 5000) -> None:
@@ -35,7 +40,7 @@ class Relay:
         self.producer = producer
         self.topic = topic
         self.batch_size = batch_size
-        self.name = f"relay:{topic}"
+        self.name = relay_position_name(topic)
         self.published = 0
         self.undecodable = 0  # events published as undecodable placeholders
         self.progress = Progress()

@@ -26,6 +26,7 @@ from infra.config import Settings
 from infra.eventstore.recorder import open_application
 from infra.kafka import clients as kafka
 from infra.kafka import dead_letters as dlq
+from infra.kafka import topic_identity
 from infra.kafka.dead_letters import DeadLetters
 from infra.kafka.relay import Relay, relay_lag
 from infra.ops import health
@@ -83,6 +84,17 @@ def open_billing(database_url: str, settings: Settings,
     return app
 
 
+def follow_topic_identities(conn: Any, settings: Settings, kafka_bootstrap: str) -> list[str]:
+    """Positions belong to the topics they were taken on: where the broker's topics are new
+    (it lost them), reset those positions (as the tables' owner) or refuse to start."""
+    topics = settings.topics.all()
+    now = topic_identity.current(kafka_bootstrap, topics, settings.kafka_options)
+    if settings.migrate:
+        return topic_identity.adopt(conn, settings, now)
+    topic_identity.check(conn, now)
+    return []
+
+
 @dataclass
 class Engine:
     settings: Settings
@@ -102,6 +114,7 @@ class Engine:
         if settings.migrate:
             schema.create_schema(db.conn, dlq.REPLAYS_DDL, health.HEARTBEATS_DDL)
             db.conn.commit()
+        follow_topic_identities(db.conn, settings, kafka_bootstrap)
         engine = cls(settings, database_url, kafka_bootstrap, app, db)
         engine._closers.extend([app.close, db.close])
         return engine

@@ -1,0 +1,138 @@
+"""A broker that lost its topics (the embedded broker restarted, a Kafka volume recreated):
+the engine notices at start, forgets the positions taken on the old topics, publishes the event
+store again, and nothing is lost or counted twice. On the same broker it simply resumes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infra.config import Settings
+from infra.kafka import topic_identity
+from infra.wiring.engine import Engine, Monitor
+from tests.integration.helpers import (
+    ingest_all,
+    project_all,
+    publish,
+    quota_used,
+    relay_all,
+    subscribe,
+    until,
+    usage,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def second_broker(tmp_path: Path) -> Iterator[str]:
+    """Another broker of the session's kind: empty, with a cluster id of its own."""
+    from infra.stack.apache_kafka import ApacheKafkaBroker
+    from infra.stack.embedded import EmbeddedBroker
+
+    broker: EmbeddedBroker | ApacheKafkaBroker = EmbeddedBroker(tmp_path / "broker.log")
+    if os.environ.get("BILLING_TEST_BROKER") == "apache-kafka":
+        broker = ApacheKafkaBroker(tmp_path, Path(".billing/apache-kafka").resolve())
+    bootstrap = broker.start()
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+def _invoice_count(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return int(conn.execute("SELECT count(*) FROM invoices").fetchone()[0])  # type: ignore[index]
+
+
+def _event_count(database_url: str, subscription: str = "%") -> int:
+    with psycopg.connect(database_url) as conn:
+        return int(conn.execute("SELECT count(*) FROM billing_events WHERE originator_id LIKE %s",
+                                (subscription,)).fetchone()[0])  # type: ignore[index]
+
+
+def _invoicer_read(engine: Engine) -> int:
+    """Records of the events topic the invoicer has read (its positions + 1)."""
+    with psycopg.connect(engine.database_url) as conn:
+        row = conn.execute("SELECT coalesce(sum(notification_id + 1), 0) FROM billing_tracking "
+                           "WHERE application_name LIKE %s",
+                           (f"invoicer:{engine.settings.topics.events}:%",)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _invoice_all(engine: Engine, relayed: int) -> int:
+    """Invoice what the `relayed` records of the events topic call for, relay the invoices'
+    events and project them; returns the records relayed in all."""
+    invoicer, _ = engine.invoicer()
+    until(lambda: _invoicer_read(engine) >= relayed, lambda: invoicer.poll_once(100))
+    relayed += relay_all(engine).published
+    invoice_projector, _ = engine.invoice_projector()
+    until(lambda: Monitor(engine).projection_lag("invoices") == 0,
+          lambda: invoice_projector.poll_once(100))
+    return relayed
+
+
+def test_a_broker_that_lost_its_topics_gets_the_store_again_and_nothing_counts_twice(
+        settings: Settings, database_url: str, stack: object, second_broker: str) -> None:
+    first = Engine.open(settings, database_url, stack.kafka_bootstrap)  # type: ignore[attr-defined]
+    try:
+        subscribe(first, "sub-a", "sub-b")
+        old = [usage(f"u{i}", ("sub-a", "sub-b")[i % 2], quantity=i + 1) for i in range(20)]
+        ingest_all(first, publish(first, old))
+        relayed = relay_all(first).published
+        project_all(first)
+        _invoice_all(first, relayed)
+        before = quota_used(database_url)
+        invoices, events = _invoice_count(database_url), _event_count(database_url)
+        events_b = _event_count(database_url, "sub-b")
+        assert invoices == 2 and before[("sub-a", "tokens")] == sum(range(1, 21, 2))
+    finally:
+        first.close()
+
+    # The same broker again: its topics are the recorded ones, nothing is reset.
+    with psycopg.connect(database_url) as conn:
+        assert topic_identity.adopt(conn, settings, topic_identity.current(
+            stack.kafka_bootstrap, settings.topics.all(), {})) == []  # type: ignore[attr-defined]
+
+    second = Engine.open(settings, database_url, second_broker)
+    try:
+        with psycopg.connect(database_url) as conn:
+            stored = dict(conn.execute("SELECT topic, identity FROM kafka_topic_identities"
+                                       ).fetchall())
+            positions = conn.execute(
+                "SELECT application_name FROM billing_tracking WHERE application_name LIKE %s",
+                (f"%{settings.topics.usage.removesuffix('usage')}%",)).fetchall()
+        assert stored == topic_identity.current(second_broker, settings.topics.all(), {})
+        assert positions == []  # every position was taken on the lost topics
+        relayed = relay_all(second).published
+        assert relayed == events  # the whole store, published again
+        # Usage sent again (its ids were applied on the old broker) and new usage.
+        again = old[:5] + [usage(f"n{i}", "sub-a", quantity=100) for i in range(3)]
+        ingest_all(second, publish(second, again))
+        relayed += relay_all(second).published
+        project_all(second)
+        _invoice_all(second, relayed)
+        after = quota_used(database_url)
+        assert after[("sub-a", "tokens")] == before[("sub-a", "tokens")] + 300
+        assert after[("sub-b", "tokens")] == before[("sub-b", "tokens")]
+        assert _invoice_count(database_url) == invoices
+        # Only the new usage made events (one per subscription and batch), none for sub-b.
+        assert _event_count(database_url, "sub-b") == events_b
+        assert events < _event_count(database_url) <= events + 3
+    finally:
+        second.close()
+
+
+def test_a_process_that_does_not_own_the_tables_refuses_topics_it_has_no_positions_for(
+        settings: Settings, database_url: str, stack: object, second_broker: str) -> None:
+    import dataclasses
+
+    Engine.open(settings, database_url, stack.kafka_bootstrap).close()  # type: ignore[attr-defined]
+    worker = dataclasses.replace(settings, migrate=False)
+    Engine.open(worker, database_url, stack.kafka_bootstrap).close()  # type: ignore[attr-defined]
+    with pytest.raises(topic_identity.BrokerChanged, match="BILLING_MIGRATE=1"):
+        Engine.open(worker, database_url, second_broker)
