@@ -4,12 +4,11 @@ arguments (times, files, counts), and the running stack."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from infra.config import Settings
+from infra.stack import local_deployment
 from infra.stack.embedded import Stack, start_stack
 
 if TYPE_CHECKING:
@@ -124,27 +123,19 @@ def time_arg(text: str, flag: str) -> datetime:
         raise UsageError(f"{flag}: {e}", "invalid_timestamp") from None
 
 
-def _stack_file(settings: Settings) -> Path:
-    return settings.data_dir / "current-stack.json"
-
-
 def connect(settings: Settings) -> Stack:
     """Where to find a running stack: external settings, or the embedded one `billing run` wrote
-    down. (An embedded stack's broker is in memory: starting a new one would find no data.)"""
+    down (its owner must be alive: a file left by a run that died is not trusted)."""
     if settings.stack != "embedded":
         return start_stack(settings)
-    path = _stack_file(settings)
-    if not path.exists():
+    info = local_deployment.running_stack(settings)
+    if info is None:
+        left = local_deployment.stack_file(settings).exists()
         raise Failed(
-            "no running embedded stack: start `billing run` in another terminal, or set "
-            "BILLING_STACK=external with BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP",
-            "no_stack")
-    try:
-        info = json.loads(path.read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise Failed(f"the stack in {path} is gone (its `billing run` stopped)",
-                     "no_stack") from None
+            ("the stack in " + str(local_deployment.stack_file(settings)) + " is gone (its "
+             "`billing run` stopped)" if left else "no running embedded stack") +
+            ": start `billing run` in another terminal, or set BILLING_STACK=external with "
+            "BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP", "no_stack")
     return Stack(info["database_url"], info["kafka_bootstrap"], "embedded")
 
 

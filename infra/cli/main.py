@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST:PORT for /healthz, /readyz and /metrics (port 0: any free one, "
                         "printed at start and in the heartbeats); default BILLING_ENDPOINTS, "
                         "else 127.0.0.1:0")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the embedded stack's data (every subscription, event and "
+                        "invoice in BILLING_DATA_DIR/stack) and start an empty one; without it "
+                        "the stack's data is kept across restarts")
     p.set_defaults(func=cmd_run)
 
     usage = sub.add_parser("usage", help="usage events: publish a file of them").add_subparsers(

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import signal
 import threading
 import time
 
-from infra.cli.common import _stack_file
-from infra.config import Settings, redact_url
-from infra.stack.embedded import start_stack
+from infra.config import ConfigError, Settings, redact_url
+from infra.stack import local_deployment
+from infra.stack.embedded import Stack, start_stack
 
 log = logging.getLogger("billing")
 # The worker roles of infra/wiring/engine.py (a unit test keeps the two equal; listed here so
@@ -28,18 +26,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stack = start_stack(settings)
-    stack_file = _stack_file(settings)
+    stack = _open_stack(args, settings)
     try:
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
-        if stack.mode == "embedded":
-            stack_file.parent.mkdir(parents=True, exist_ok=True)
-            # The URL holds the embedded superuser's password: readable by this user only.
-            stack_file.touch(mode=0o600)
-            stack_file.chmod(0o600)
-            stack_file.write_text(json.dumps({
-                "pid": os.getpid(), "database_url": stack.database_url,
-                "kafka_bootstrap": stack.kafka_bootstrap}))
         roles = list(args.only or ROLES)
         workers = Workers.of(engine, group=args.group, roles=tuple(roles))
         workers.start()
@@ -52,7 +41,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
               f"{stack.kafka_bootstrap}); /healthz /readyz /metrics on "
               f"http://{host or '127.0.0.1'}:{port}; Ctrl-C or SIGTERM stops them", flush=True)
         last_report = time.monotonic()
+        status = 0
         while not stop.wait(min(args.report_every, HEARTBEAT_SECONDS)):
+            if getattr(stack, "joined", False) and not local_deployment.owner_alive(settings):
+                print("the billing run that owns this directory's stack stopped: stopping",
+                      flush=True)
+                status = 1
+                break
             try:
                 details = workers.details(settings.stall_seconds)
                 for detail in details.values():
@@ -70,10 +65,23 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat.stopped()
         engine.close()
     finally:
-        if stack.mode == "embedded":
-            stack_file.unlink(missing_ok=True)
         stack.close()
-    return 0
+    return status
+
+
+def _open_stack(args: argparse.Namespace, settings: Settings) -> Stack:
+    """On the embedded default, the data directory's own stack (kept across restarts; joined
+    if another `billing run` owns it); otherwise the configured one."""
+    if settings.stack != "embedded":
+        if args.fresh:
+            raise ConfigError("--fresh deletes the embedded stack's data: it does nothing with "
+                              f"BILLING_STACK={settings.stack}")
+        return start_stack(settings)
+    stack = local_deployment.open_stack(settings, fresh=args.fresh)
+    if getattr(stack, "joined", False):
+        print(f"joining the stack that another billing run owns in {settings.data_dir}",
+              flush=True)
+    return stack
 
 
 HEARTBEAT_SECONDS = 2.0

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from infra.config import ConfigError, Settings
+from infra.config import ConfigError, Settings, redact_url
 from infra.stack import apache_kafka
 from infra.stack.apache_kafka import ApacheKafkaBroker
 
@@ -142,8 +142,35 @@ class EmbeddedPostgres:
     def password_file(self) -> Path:
         return self.data_dir.parent / "postgres.password"
 
-    def start(self, fsync: bool = True) -> str:
+    @property
+    def ready_marker(self) -> Path:
+        """Written once the cluster was initialized and first started: a data folder without
+        it is an interrupted initdb, holding nothing."""
+        return self.data_dir.parent / "pg.ready"
+
+    def start(self, fsync: bool = True, keep: bool = False) -> str:
+        """A new cluster, or with `keep` the one already in `data_dir` if there is one."""
         self._user = _os_user_for_postgres()
+        if keep and self.ready_marker.exists() and self.password_file.exists():
+            self.password = self.password_file.read_text().strip()
+        else:
+            self.ready_marker.unlink(missing_ok=True)
+            self._initdb()
+        self.port = free_port()
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.data_dir} -c max_connections=200 "
+            f"-c shared_buffers=256MB -c wal_level=minimal -c max_wal_senders=0 "
+            f"-c fsync={'on' if fsync else 'off'}"
+        )
+        self._run(
+            [_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
+             "-o", options, "-w", "-t", "120", "start"]
+        )
+        wait_for_port("127.0.0.1", self.port, 30)
+        self.ready_marker.touch()
+        return self.url("postgres")
+
+    def _initdb(self) -> None:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.data_dir.mkdir(parents=True)
@@ -166,18 +193,29 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        self.port = free_port()
-        options = (
-            f"-p {self.port} -h 127.0.0.1 -k {self.data_dir} -c max_connections=200 "
-            f"-c shared_buffers=256MB -c wal_level=minimal -c max_wal_senders=0 "
-            f"-c fsync={'on' if fsync else 'off'}"
-        )
-        self._run(
-            [_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-             "-o", options, "-w", "-t", "30", "start"]
-        )
-        wait_for_port("127.0.0.1", self.port, 30)
-        return self.url("postgres")
+
+    def stop_left_running(self) -> None:
+        """Stop a server a dead process left on this data folder (fast: its sessions are
+        gone; immediate if that fails: WAL recovery at the next start)."""
+        self._user = _os_user_for_postgres()
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            command = []
+        if str(self.data_dir).encode() not in command:
+            # After a power loss the pid may be any other process's: not ours to signal, and
+            # PostgreSQL would take it for a live server on this folder.
+            pid_file.unlink(missing_ok=True)
+            return
+        for mode in ("fast", "immediate"):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._run([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w",
+                           "-t", "30", "stop"])
+                log.info("stopped the PostgreSQL server a previous run left on %s",
+                         self.data_dir)
+                return
 
     def url(self, dbname: str) -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
@@ -191,7 +229,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            with contextlib.suppress(subprocess.CalledProcessError):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self._run([_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
 
     def _run(self, args: list[str]) -> None:
@@ -224,14 +262,17 @@ def _started_at(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _kill_if_ours(pid_file: Path) -> None:
+def kill_if_ours(pid_file: Path) -> None:
     """SIGKILL the process a pid file names, only if it is still the one that wrote it."""
     try:
         pid_text, _, started = pid_file.read_text().partition(" ")
         pid = int(pid_text)
     except (OSError, ValueError):
         return
-    if not started or _started_at(pid) != started.strip():
+    now = _started_at(pid)
+    if now is None:
+        return  # gone already
+    if not started or now != started.strip():
         log.warning("not signalling pid %s from %s: it is not the process the engine started",
                     pid, pid_file)
         return
@@ -287,7 +328,7 @@ def clean_orphans(data_dir: Path) -> None:
             continue
         pid_file = base / "broker.pid"
         if pid_file.exists():
-            _kill_if_ours(pid_file)
+            kill_if_ours(pid_file)
         pg = EmbeddedPostgres(base / "pg")
         pg._user = _os_user_for_postgres()
         with contextlib.suppress(Exception):
@@ -399,8 +440,21 @@ def start_stack(settings: Settings, dbname: str = "billing") -> Stack:
 
 
 def _start_embedded(settings: Settings, dbname: str) -> Stack:
+    """A throwaway stack (tests, benchmarks, the demo): its folder is removed when it stops."""
     clean_orphans(settings.data_dir)
     base = settings.data_dir / f"stack-{os.getpid()}"
+    stack = _start_servers(settings, base, dbname, keep=False)
+    stack._closers.insert(0, lambda: shutil.rmtree(base, ignore_errors=True))
+    return stack
+
+
+def start_kept_stack(settings: Settings, base: Path, dbname: str = "billing") -> Stack:
+    """The stack of a data directory (infra/stack/local_deployment.py): PostgreSQL's data and
+    Apache Kafka's logs in `base` are used again and kept when it stops."""
+    return _start_servers(settings, base, dbname, keep=True)
+
+
+def _start_servers(settings: Settings, base: Path, dbname: str, keep: bool) -> Stack:
     postgres = EmbeddedPostgres(base / "pg")
     broker: EmbeddedBroker | ApacheKafkaBroker = EmbeddedBroker(base / "broker.log")
     if settings.broker == "apache-kafka":
@@ -410,8 +464,7 @@ def _start_embedded(settings: Settings, dbname: str) -> Stack:
         broker = ApacheKafkaBroker(base, settings.data_dir / "apache-kafka")
     stack = Stack("", "", "embedded")
     try:
-        admin_url = postgres.start(fsync=settings.pg_fsync)
-        stack._closers.append(lambda: shutil.rmtree(base, ignore_errors=True))
+        admin_url = postgres.start(fsync=settings.pg_fsync, keep=keep)
         stack._closers.append(postgres.stop)
         stack.kafka_bootstrap = broker.start()
         stack._closers.append(broker.stop)
@@ -424,7 +477,8 @@ def _start_embedded(settings: Settings, dbname: str) -> Stack:
         stack.close()
         raise
     atexit.register(stack.close)  # also on sys.exit and unhandled exceptions
-    log.info("embedded stack: postgres %s, broker %s", stack.database_url, stack.kafka_bootstrap)
+    log.info("embedded stack: postgres %s, broker %s", redact_url(stack.database_url),
+             stack.kafka_bootstrap)
     return stack
 
 
