@@ -261,9 +261,9 @@ class BillingApplication(Application[str]):
         return self.stored(CLOCK_ID, BillingClock)
 
     def advance_clock(self, to: datetime, subscription_ids: Iterable[str], batch: int = 500,
-                      runner: Callable[[datetime, list[str]], tuple[int, int]] | None = None
-                      ) -> tuple[int, int]:
-        return advance_clock.advance_clock(self, to, subscription_ids, batch, runner)
+                      runner: Callable[[datetime, list[str]], tuple[int, int]] | None = None,
+                      progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        return advance_clock.advance_clock(self, to, subscription_ids, batch, runner, progress)
 
     def advance_subscriptions(self, to: datetime, ids: Sequence[str],
                               batch: int = 500) -> tuple[int, int]:

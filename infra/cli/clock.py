@@ -8,6 +8,7 @@ from typing import Any
 
 from infra.cli.common import OK, UsageError, connect
 from infra.config import Settings
+from infra.render.progress import ProgressLine
 
 
 def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
@@ -28,12 +29,16 @@ def cmd_clock(args: argparse.Namespace, settings: Settings) -> int:
             return OK
         to = args.to
         recorder: Any = app.recorder
+        ids = list(recorder.subscription_ids())
+        progress = ProgressLine(f"clock to {to.isoformat()}", len(ids), "subscriptions")
         runner = None
         if args.processes > 1:
             from infra.ops.parallel import process_runner
 
-            runner = process_runner(stack.database_url, settings, args.processes)
-        changed, events = app.advance_clock(to, recorder.subscription_ids(), runner=runner)
+            runner = process_runner(stack.database_url, settings, args.processes,
+                                    progress=progress.advance)
+        changed, events = app.advance_clock(to, ids, runner=runner, progress=progress.advance)
+        progress.finish()
     finally:
         app.close()
     result = {"now": to.isoformat(), "subscriptions_changed": changed, "events": events}

@@ -16,19 +16,27 @@ from infra.ops.memory import peak_rss_mib
 R = TypeVar("R")
 
 
-def _measured(call: tuple[Callable[[Any], R], Any]) -> tuple[R, int, float]:
-    func, job = call
-    return func(job), os.getpid(), peak_rss_mib()
+def _measured_at(call: tuple[int, Callable[[Any], R], Any]) -> tuple[int, R, int, float]:
+    index, func, job = call
+    return index, func(job), os.getpid(), peak_rss_mib()
 
 
-def map_in_processes(func: Callable[[Any], R], jobs: Sequence[Any]
+def map_in_processes(func: Callable[[Any], R], jobs: Sequence[Any], processes: int = 0,
+                     finished: Callable[[int], None] | None = None
                      ) -> tuple[list[R], dict[int, float]]:
-    """`func` over `jobs`, one fresh process each (spawned: no state inherited). Returns the
-    results in order and the peak resident memory of each process, by process id (one that
-    ran two jobs reports its later, higher peak)."""
-    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        out = pool.map(_measured, [(func, job) for job in jobs], chunksize=1)
-    return [result for result, _, _ in out], {pid: rss for _, pid, rss in out}
+    """`func` over `jobs` in `processes` fresh processes (default: one per job; spawned: no
+    state inherited); `finished(i)` as job i ends. Returns the results in order and the peak
+    resident memory of each process, by process id (one that ran two jobs reports its later,
+    higher peak)."""
+    results: dict[int, R] = {}
+    peaks: dict[int, float] = {}
+    with multiprocessing.get_context("spawn").Pool(processes or len(jobs)) as pool:
+        for index, result, pid, rss in pool.imap_unordered(
+                _measured_at, [(i, func, job) for i, job in enumerate(jobs)], chunksize=1):
+            results[index], peaks[pid] = result, max(rss, peaks.get(pid, 0.0))
+            if finished is not None:
+                finished(index)
+    return [results[i] for i in range(len(jobs))], peaks
 
 
 def _advance_slice(args: tuple[str, Settings, datetime, list[str], int]) -> tuple[int, int]:
@@ -46,17 +54,25 @@ class ProcessRunner:
     """Advances the slices in a pool of fresh processes; after each run, `peak_rss_mib` holds
     the peak resident memory of each process, by process id."""
 
-    def __init__(self, url: str, settings: Settings, processes: int, batch: int) -> None:
+    def __init__(self, url: str, settings: Settings, processes: int, batch: int,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.url, self.settings, self.processes, self.batch = url, settings, processes, batch
+        self.progress = progress  # told the size of each slice as it is done
         self.peak_rss_mib: dict[int, float] = {}
 
     def __call__(self, to: datetime, ids: list[str]) -> tuple[int, int]:
-        slices = [ids[i::self.processes] for i in range(self.processes)]
+        # A slice per process, or smaller ones where progress is wanted (each slice opens the
+        # application again: a few tenths of a second).
+        progress = self.progress
+        count = self.processes * (4 if progress else 1)
+        slices = [ids[i::count] for i in range(count)]
         results, self.peak_rss_mib = map_in_processes(
-            _advance_slice, [(self.url, self.settings, to, s, self.batch) for s in slices])
+            _advance_slice, [(self.url, self.settings, to, s, self.batch) for s in slices],
+            processes=self.processes,
+            finished=(lambda i: progress(len(slices[i]))) if progress else None)
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
-def process_runner(url: str, settings: Settings, processes: int,
-                   batch: int = 1_000) -> ProcessRunner:
-    return ProcessRunner(url, settings, processes, batch)
+def process_runner(url: str, settings: Settings, processes: int, batch: int = 1_000,
+                   progress: Callable[[int], None] | None = None) -> ProcessRunner:
+    return ProcessRunner(url, settings, processes, batch, progress)

@@ -23,6 +23,7 @@ from consumers.projector import Database
 from consumers.wire import wire_message
 from infra.config import Settings
 from infra.ops.parallel import map_in_processes
+from infra.render.progress import ProgressLine
 from projections import schema
 from projections import tracking as projection_versions
 from projections.invoices import store as invoices
@@ -149,7 +150,10 @@ class ParallelReplay:
     def __call__(self, shadow: Database) -> int:
         jobs = [(self.url, self.settings, self.projections, k, self.processes)
                 for k in range(self.processes)]
-        parts, self.peak_rss_mib = map_in_processes(_replay_part, jobs)
+        progress = ProgressLine("rebuild", self.processes, "parts replayed", every=0.5)
+        parts, self.peak_rss_mib = map_in_processes(_replay_part, jobs,
+                                                    finished=lambda _: progress.advance(1))
+        progress.finish()
         return sum(parts)
 
 

@@ -252,3 +252,26 @@ def test_a_published_command_is_timed_by_the_billing_clock_unless_at_is_given(
     assert default.returncode == given.returncode == 0, default.stderr + given.stderr
     assert json.loads(default.stdout)["published"]["at"] == "2031-03-01T00:00:00+00:00"
     assert json.loads(given.stdout)["published"]["at"] == "2031-03-02T00:00:00+00:00"
+
+
+def test_a_file_larger_than_a_chunk_is_published_whole(engine: Engine, tmp_path: Path) -> None:
+    from infra.cli.publish import CHUNK_BYTES
+
+    line = orjson.dumps({"id": "x" * 64, "subscription": "sub-big", "metric": "tokens",
+                         "quantity": 1, "at": T0.isoformat()})
+    count = 3 * CHUNK_BYTES // len(line) + 7  # three chunks and a few lines
+    usage_file = tmp_path / "big.jsonl"
+    with usage_file.open("wb") as f:
+        for i in range(count):
+            f.write(line.replace(b"x" * 64, f"{i:064d}".encode()) + b"\n")
+    env = {
+        "BILLING_STACK": "external",
+        "BILLING_DATABASE_URL": engine.database_url,
+        "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
+        "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
+    }
+    published = _cli("usage", "publish", str(usage_file), "--json", env=env)
+    assert published.returncode == 0, published.stderr
+    result = json.loads(published.stdout)
+    assert result["published"] == count
+    assert sum(result["end_offsets"].values()) == count  # one key: one partition, all of it
