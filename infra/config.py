@@ -21,9 +21,12 @@ KAFKA_OPTIONS = {
     "BILLING_KAFKA_SASL_USERNAME": "sasl_plain_username",
     "BILLING_KAFKA_SASL_PASSWORD": "sasl_plain_password",
     "BILLING_KAFKA_SSL_CAFILE": "ssl_cafile",
+    "BILLING_KAFKA_SSL_CERTFILE": "ssl_certfile",
+    "BILLING_KAFKA_SSL_KEYFILE": "ssl_keyfile",
+    "BILLING_KAFKA_SSL_PASSWORD": "ssl_password",
+    "BILLING_KAFKA_SSL_CHECK_HOSTNAME": "ssl_check_hostname",
     "BILLING_KAFKA_REQUEST_TIMEOUT_MS": "request_timeout_ms",
 }
-SECRET_OPTIONS = {"sasl_plain_password"}
 
 
 def redact_url(url: str | None) -> str:
@@ -266,12 +269,20 @@ def kafka_options(e: Env) -> dict[str, Any]:
     protocol = e.choice("BILLING_KAFKA_SECURITY_PROTOCOL", None, SECURITY_PROTOCOLS, case=False)
     mechanism = e.choice("BILLING_KAFKA_SASL_MECHANISM", None, SASL_MECHANISMS, case=False)
     timeout = e.integer("BILLING_KAFKA_REQUEST_TIMEOUT_MS", 0, 1, 3_600_000)
-    cafile = e.file("BILLING_KAFKA_SSL_CAFILE")
+    files = {var: e.file(var) for var in ("BILLING_KAFKA_SSL_CAFILE", "BILLING_KAFKA_SSL_CERTFILE",
+                                          "BILLING_KAFKA_SSL_KEYFILE")}
+    if bool(files["BILLING_KAFKA_SSL_CERTFILE"]) != bool(files["BILLING_KAFKA_SSL_KEYFILE"]):
+        raise ConfigError("BILLING_KAFKA_SSL_CERTFILE and BILLING_KAFKA_SSL_KEYFILE go together "
+                          "(a client certificate and its private key, PEM)")
+    check_hostname = (e.boolean("BILLING_KAFKA_SSL_CHECK_HOSTNAME", True)
+                      if e.text("BILLING_KAFKA_SSL_CHECK_HOSTNAME") else None)
     for var, value in (("BILLING_KAFKA_SECURITY_PROTOCOL", protocol),
                        ("BILLING_KAFKA_SASL_MECHANISM", mechanism),
                        ("BILLING_KAFKA_SASL_USERNAME", e.text("BILLING_KAFKA_SASL_USERNAME")),
                        ("BILLING_KAFKA_SASL_PASSWORD", e.text("BILLING_KAFKA_SASL_PASSWORD")),
-                       ("BILLING_KAFKA_SSL_CAFILE", str(cafile) if cafile else None),
+                       *((var, str(path) if path else None) for var, path in files.items()),
+                       ("BILLING_KAFKA_SSL_PASSWORD", e.text("BILLING_KAFKA_SSL_PASSWORD")),
+                       ("BILLING_KAFKA_SSL_CHECK_HOSTNAME", check_hostname),
                        ("BILLING_KAFKA_REQUEST_TIMEOUT_MS", timeout or None)):
         if value is not None:
             options[KAFKA_OPTIONS[var]] = value

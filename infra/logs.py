@@ -18,7 +18,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 def _secrets() -> list[str]:
     found = [os.environ.get(name, "") for name in ("BILLING_KAFKA_SASL_PASSWORD",
-                                                   "PGPASSWORD")]
+                                                   "BILLING_KAFKA_SSL_PASSWORD", "PGPASSWORD")]
     found.append(urlparse(os.environ.get("BILLING_DATABASE_URL", "")).password or "")
     return [s for s in found if len(s) >= 4]
 

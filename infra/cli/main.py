@@ -389,6 +389,8 @@ def _classify(e: Exception) -> tuple[str, str]:
     if module.startswith("psycopg") and type(e).__name__ in ("OperationalError",
                                                              "InterfaceError"):
         return "database_unreachable", f"database unreachable: {first}"
+    if type(e).__name__ == "BrokerUnreachable":
+        return "broker_unreachable", str(e.args[0])
     if module.startswith("kafka") and type(e).__name__ in ("NoBrokersAvailable",
                                                            "KafkaTimeoutError"):
         return "broker_unreachable", f"broker unreachable: {type(e).__name__} {first}".strip()

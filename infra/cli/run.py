@@ -21,6 +21,7 @@ ROLES = ("ingest", "commands", "relay", "project", "invoicer", "invoices", "audi
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from infra.ops.endpoints import BeatClock, Endpoints
     from infra.ops.health import Heartbeat
+    from infra.ops.stack_watch import StackWatch
     from infra.wiring.engine import Engine, Workers
 
     stop = threading.Event()
@@ -42,10 +43,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
               f"http://{host or '127.0.0.1'}:{port}; Ctrl-C or SIGTERM stops them", flush=True)
         last_report = time.monotonic()
         status = 0
+        watch = StackWatch(settings, stack)
         while not stop.wait(min(args.report_every, HEARTBEAT_SECONDS)):
-            if getattr(stack, "joined", False) and not local_deployment.owner_alive(settings):
-                print("the billing run that owns this directory's stack stopped: stopping",
-                      flush=True)
+            problem = watch.problem()
+            if problem is not None:
+                print(problem, flush=True)
+                log.error("%s", problem)
                 status = 1
                 break
             try:

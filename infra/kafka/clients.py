@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -27,9 +28,51 @@ from infra.kafka import kafka_python_internals, record_batches
 log = logging.getLogger(__name__)
 
 
+class BrokerUnreachable(KafkaTimeoutError):  # type: ignore[misc]
+    """No broker answered, with the reason kafka-python gave in its log (a TLS certificate
+    refused, SASL authentication failed, nothing listening) in the message."""
+
+
+class _KafkaWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def reasons_for(bootstrap: str, options: dict[str, Any] | None) -> Iterator[None]:
+    """Turn kafka-python's "Unable to bootstrap" / NoBrokersAvailable into BrokerUnreachable
+    naming the broker, the security protocol and the last reason kafka-python logged (it
+    keeps them out of the exception)."""
+    handler = _KafkaWarnings()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(handler)
+    try:
+        yield
+    except KafkaTimeoutError as e:
+        if isinstance(e, BrokerUnreachable):
+            raise
+        known = [m for m in handler.messages if any(
+            word in m for word in ("CERTIFICATE", "SSL", "Sasl", "SASL", "uthenticat",
+                                   "refused", "Connect"))]
+        reason = re.sub(r"^<[^>]*>:\s*", "",  # the connection object's repr
+                        (known or handler.messages or [str(e)])[-1].strip())
+        protocol = (options or {}).get("security_protocol", "PLAINTEXT")
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {bootstrap} over {protocol}: {reason[:300]} (check "
+            f"BILLING_KAFKA_BOOTSTRAP and the BILLING_KAFKA_* security settings)") from e
+    finally:
+        kafka_log.removeHandler(handler)
+
+
 def admin(bootstrap: str, options: dict[str, Any] | None = None) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="billing-admin",
-                            **(options or {}))
+    with reasons_for(bootstrap, options):
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="billing-admin",
+                                **(options or {}))
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int,

@@ -50,6 +50,15 @@ def classpath(cache_dir: Path) -> str:
     return cached.read_text("utf-8").strip()
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for the broker's TLS listeners."""
+
+    ca: Path  # the CA's certificate: what clients trust
+    certificate_chain: Path  # the broker's certificate, then its issuers'
+    private_key: Path  # the broker's key: PKCS#8, unencrypted
+
+
 @dataclass
 class ApacheKafkaBroker:
     """One KRaft node. `start()` returns the bootstrap address; the caller stops it."""
@@ -59,33 +68,74 @@ class ApacheKafkaBroker:
     # SCRAM-SHA-256 users (name -> password): a second listener, SASL_PLAINTEXT, that takes
     # only them (`sasl_port`); created when the log directory is formatted.
     scram_users: dict[str, str] = field(default_factory=dict)
+    # TLS (PEM files): a listener, SSL (`ssl_port`), and with SCRAM users one more, SASL_SSL
+    # (`sasl_ssl_port`) that takes only them; clients are not asked for a certificate there.
+    # A third, MTLS (`mtls_port`), takes only clients with a certificate the CA signed.
+    tls: TlsFiles | None = None
     port: int = 0
     controller_port: int = 0
     sasl_port: int = 0
+    ssl_port: int = 0
+    sasl_ssl_port: int = 0
+    mtls_port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
         return self.base / "broker.log"
 
+    def _listeners(self) -> list[str]:
+        """The listeners clients use (the controller's is apart)."""
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        if self.scram_users:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+        if self.tls is not None:
+            listeners.append(f"SSL://127.0.0.1:{self.ssl_port}")
+            listeners.append(f"MTLS://127.0.0.1:{self.mtls_port}")
+            if self.scram_users:
+                listeners.append(f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}")
+        return listeners
+
+    def _tls_config(self) -> list[str]:
+        """Kafka's PEM support: one key store file, the private key (PKCS#8) then the
+        certificate chain; the CA as the trust store (read only if a client offers a
+        certificate, which none is asked for)."""
+        if self.tls is None:
+            return []
+        keystore = self.base / "kafka" / "keystore.pem"
+        keystore.write_text(self.tls.private_key.read_text("ascii")
+                            + self.tls.certificate_chain.read_text("ascii"), "ascii")
+        keystore.chmod(0o600)
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.tls.ca}",
+            "ssl.client.auth=none",
+            "listener.name.mtls.ssl.client.auth=required",
+        ]
+
     def _config(self) -> Path:
         data = self.base / "kafka" / "data"
         config = self.base / "kafka" / "server.properties"
         config.parent.mkdir(parents=True, exist_ok=True)
-        sasl = [f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"] if self.scram_users else []
+        listeners = self._listeners()
+        scram_login = ("scram-sha-256.sasl.jaas.config="
+                       "org.apache.kafka.common.security.scram.ScramLoginModule required;")
         config.write_text("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            "listeners=" + ",".join([f"PLAINTEXT://127.0.0.1:{self.port}", *sasl,
+            "listeners=" + ",".join([*listeners,
                                      f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
-            "advertised.listeners=" + ",".join([f"PLAINTEXT://127.0.0.1:{self.port}", *sasl]),
+            "advertised.listeners=" + ",".join(listeners),
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,"
-            "CONTROLLER:PLAINTEXT",
+            "SSL:SSL,MTLS:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
             "sasl.enabled.mechanisms=SCRAM-SHA-256",
-            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"listener.name.sasl_plaintext.{scram_login}",
+            f"listener.name.sasl_ssl.{scram_login}",
+            *self._tls_config(),
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={data}",
             # One node: internal topics cannot have more replicas than brokers.
@@ -112,6 +162,9 @@ class ApacheKafkaBroker:
 
         cp = classpath(self.cache_dir)
         self.port, self.controller_port, self.sasl_port = free_port(), free_port(), free_port()
+        if self.tls is not None:
+            self.ssl_port, self.sasl_ssl_port, self.mtls_port = (free_port(), free_port(),
+                                                                 free_port())
         config = self._config()
         java = ["java", JAVA_HEAP, "-cp", cp]
         if not (self.base / "kafka" / "data" / "meta.properties").exists():

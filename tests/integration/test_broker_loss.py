@@ -4,6 +4,7 @@ store again, and nothing is lost or counted twice. On the same broker it simply 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,47 @@ def test_a_process_that_does_not_own_the_tables_refuses_topics_it_has_no_positio
     Engine.open(worker, database_url, stack.kafka_bootstrap).close()  # type: ignore[attr-defined]
     with pytest.raises(topic_identity.BrokerChanged, match="BILLING_MIGRATE=1"):
         Engine.open(worker, database_url, second_broker)
+
+
+def test_billing_run_stops_when_its_topics_are_replaced_under_it(
+        settings: Settings, database_url: str, stack: object) -> None:
+    """A topic deleted and created again while the workers run (what a recreated Kafka volume
+    does to every topic): the positions belong to the old one, so `billing run` stops with
+    exit code 1 and says why; its next start resets them."""
+    import subprocess
+    import sys
+    import time
+
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from infra.kafka import clients as kafka
+
+    engine = Engine.open(settings, database_url, stack.kafka_bootstrap)  # type: ignore[attr-defined]
+    env = engine.subprocess_env()
+    engine.close()
+    run = subprocess.Popen([sys.executable, "-m", "infra.cli", "run", "--only", "ingest"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if "billing workers running" in line:
+                break
+        admin = kafka.admin(stack.kafka_bootstrap)  # type: ignore[attr-defined]
+        try:
+            admin.delete_topics([settings.topics.usage])
+            time.sleep(1)
+            # The running consumer's metadata requests may have made the broker create it
+            # again already: a new topic either way.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(settings.topics.usage, settings.partitions, 1)])
+        finally:
+            admin.close()
+        assert run.wait(60) == 1
+        assert "the broker's topics changed while the workers ran" in run.stdout.read()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    with psycopg.connect(database_url) as conn:
+        assert topic_identity.adopt(conn, settings, topic_identity.current(
+            stack.kafka_bootstrap, settings.topics.all(), {})) == [settings.topics.usage]  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ each start, or Apache Kafka, which keeps them)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,3 +108,18 @@ def test_one_stack_per_directory_a_second_run_joins_it_and_fresh_starts_empty(
 def _used_a(d: Deployment) -> int:
     return next(int(m["used"]) for m in d.json("quota", "sub-a")["metrics"]
                 if m["metric"] == "tokens")
+
+
+def test_billing_run_stops_when_its_broker_dies_and_the_next_start_recovers(
+        deployment: Deployment) -> None:
+    d = deployment
+    run = d.start()
+    d.cli("subscribe", "sub-a", "--account", "acct-a", "--plan", "basic",
+          "--at", "2026-11-01T00:00:00Z")
+    broker_pid = d.stack_pids()[0]
+    os.kill(broker_pid, signal.SIGKILL)
+    assert run.wait(60) == 1
+    assert "the embedded broker exited" in d.log(run)
+    d.start()
+    d.publish_usage(["after"], quantity=9)
+    d.wait_for(lambda: _used_a(d), 9)

@@ -146,3 +146,37 @@ def test_defaults_and_accepted_forms() -> None:
         "external", 12, 2.5, "t1a2.billing.usage", "0.0.0.0:9100", "json")
     assert settings.kafka_options == {"security_protocol": "SASL_SSL",
                                       "request_timeout_ms": 4000}
+
+
+def test_a_client_certificate_comes_with_its_key_and_hostname_checks_can_be_turned_off(
+        tmp_path: Any) -> None:
+    import pytest
+
+    from infra.config import ConfigError, Settings
+
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    with pytest.raises(ConfigError, match="go together"):
+        Settings.from_env({"BILLING_KAFKA_SSL_CERTFILE": str(cert)})
+    settings = Settings.from_env({
+        "BILLING_KAFKA_SECURITY_PROTOCOL": "ssl", "BILLING_KAFKA_SSL_CERTFILE": str(cert),
+        "BILLING_KAFKA_SSL_KEYFILE": str(key), "BILLING_KAFKA_SSL_PASSWORD": "key-pass-77",
+        "BILLING_KAFKA_SSL_CHECK_HOSTNAME": "off"})
+    assert settings.kafka_options == {
+        "security_protocol": "SSL", "ssl_certfile": str(cert), "ssl_keyfile": str(key),
+        "ssl_password": "key-pass-77", "ssl_check_hostname": False}
+    assert "key-pass-77" not in repr(settings)
+    with pytest.raises(ConfigError, match="BILLING_KAFKA_SSL_CHECK_HOSTNAME"):
+        Settings.from_env({"BILLING_KAFKA_SSL_CHECK_HOSTNAME": "maybe"})
+
+
+def test_json_log_lines_mask_the_client_key_password(monkeypatch: Any) -> None:
+    import logging
+
+    from infra.logs import JsonFormatter
+
+    monkeypatch.setenv("BILLING_KAFKA_SSL_PASSWORD", "tls-key-secret")
+    record = logging.LogRecord("billing", logging.ERROR, __file__, 1, "key %s", ("tls-key-secret",),
+                               None)
+    assert "tls-key-secret" not in JsonFormatter().format(record)
