@@ -24,6 +24,56 @@ POM = Path(__file__).resolve().parent / "apache_kafka" / "pom.xml"
 JAVA_HEAP = "-Xmx768m"
 
 
+# How the single Kafka node is configured wherever the engine runs one: this mode, the
+# containers stack mode (as KAFKA_* variables of the apache/kafka image) and compose.yaml
+# (tests/unit/test_compose.py compares them key by key), so CI exercises what compose runs.
+BROKER_SETTINGS = {
+    # One node: internal topics cannot have more replicas than brokers.
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    # A consumer group's first member starts at once (the default waits 3 s).
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "false",
+    # Input the engine must withstand reaches it, as on any broker configured loosely: records
+    # up to 16 MiB (the engine's own limit, BILLING_MAX_MESSAGE_BYTES, is 1 MiB) and any record
+    # timestamp (upstream clocks may be anything).
+    "message.max.bytes": "16777216",
+    "log.message.timestamp.before.max.ms": "9223372036854775807",
+    "log.message.timestamp.after.max.ms": "9223372036854775807",
+}
+
+
+def image() -> str:
+    """The apache/kafka image of the version the POM resolves (containers mode, compose)."""
+    import xml.etree.ElementTree as ElementTree
+
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    for dependency in ElementTree.parse(POM).getroot().iter(f"{{{ns['m']}}}dependency"):
+        if dependency.findtext("m:artifactId", namespaces=ns, default="").startswith("kafka_"):
+            return f"apache/kafka:{dependency.findtext('m:version', namespaces=ns)}"
+    raise RuntimeError(f"no Kafka dependency in {POM}")
+
+
+def container_environment(advertised: str) -> dict[str, str]:
+    """The apache/kafka image's variables for one KRaft node advertising `advertised`
+    (HOST:PORT), configured as this mode is."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{advertised}",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        **{"KAFKA_" + key.upper().replace(".", "_"): value
+           for key, value in BROKER_SETTINGS.items()},
+    }
+
+
 def unavailable() -> str | None:
     """Why this broker cannot run here, or None."""
     for tool in ("java", "mvn"):
@@ -138,21 +188,7 @@ class ApacheKafkaBroker:
             *self._tls_config(),
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={data}",
-            # One node: internal topics cannot have more replicas than brokers.
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            # A consumer group's first member starts at once (the default waits 3 s).
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
-            # Input the engine must withstand reaches it, as on any broker configured loosely:
-            # records up to 16 MiB (the engine's own limit, BILLING_MAX_MESSAGE_BYTES, is
-            # 1 MiB) and any record timestamp (upstream clocks may be anything).
-            "message.max.bytes=16777216",
-            "log.message.timestamp.before.max.ms=9223372036854775807",
-            "log.message.timestamp.after.max.ms=9223372036854775807",
+            *(f"{key}={value}" for key, value in BROKER_SETTINGS.items()),
             "",
         ]), "utf-8")
         return config

@@ -483,12 +483,30 @@ def _start_servers(settings: Settings, base: Path, dbname: str, keep: bool) -> S
     return stack
 
 
+POSTGRES_IMAGE = "postgres:17.6"  # the same as compose.yaml's (tests/unit/test_compose.py)
+
+
 def _start_containers(dbname: str) -> Stack:
-    from testcontainers.kafka import KafkaContainer
+    """PostgreSQL and Apache Kafka (the image and settings compose.yaml runs) in containers.
+    Kafka advertises the host port it is published on, chosen before it starts."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
     from testcontainers.postgres import PostgresContainer
 
-    pg = PostgresContainer("postgres:17", dbname=dbname, driver=None).start()
-    kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft().start()
-    stack = Stack(pg.get_connection_url(), kafka.get_bootstrap_server(), "containers")
-    stack._closers.extend([pg.stop, kafka.stop])
+    pg = PostgresContainer(POSTGRES_IMAGE, dbname=dbname, driver=None).start()
+    stack = Stack(pg.get_connection_url(), "", "containers")
+    stack._closers.append(pg.stop)
+    try:
+        port = free_port()
+        kafka = DockerContainer(apache_kafka.image()).with_bind_ports(9092, port)
+        for name, value in apache_kafka.container_environment(f"localhost:{port}").items():
+            kafka = kafka.with_env(name, value)
+        kafka.start()
+        stack._closers.append(kafka.stop)
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
+        stack.kafka_bootstrap = f"localhost:{port}"
+        _wait_for_broker_metadata(stack.kafka_bootstrap, 60)
+    except BaseException:
+        stack.close()
+        raise
     return stack
