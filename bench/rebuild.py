@@ -7,13 +7,10 @@ log in the same run.
 from __future__ import annotations
 
 import argparse
-import time
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 
-from common import peak_rss_mib, record
+from common import fill_store, peak_rss_mib, raw_log_read, record
 
-from domain.contracts.usage import UsageItem
 from infra.config import Settings
 from infra.ops import rebuild
 from infra.stack.embedded import start_stack
@@ -34,25 +31,10 @@ def main() -> int:
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
         app = engine.app
         try:
-            ids = [f"sub-{i:06d}" for i in range(args.subscriptions)]
-            for first in range(0, len(ids), 1_000):
-                app.subscribe_many([(s, s, "basic") for s in ids[first:first + 1_000]], start)
-            for n in range(args.batches):
-                for first in range(0, len(ids), 1_000):
-                    subs = [app.get(s) for s in ids[first:first + 1_000]]
-                    for sub in subs:
-                        sub.record_usage([UsageItem(f"u{n}", sub.id, "tokens", Decimal(n + 1),
-                                                    start + timedelta(minutes=n),
-                                                    member=f"m{n % 3}")])
-                    app.save_batch(subs, None)
+            fill_store(app, args.subscriptions, args.batches, start)
             recorder = app.recorder
             total = recorder.max_notification_id() or 0
-            t0 = time.perf_counter()
-            position, read = 1, 0
-            while notifications := recorder.select_notifications(start=position, limit=5_000):
-                read += len(notifications)
-                position = notifications[-1].id + 1
-            t_raw = time.perf_counter() - t0
+            read, t_raw = raw_log_read(recorder)
             reports = {}
             worker_rss: dict[tuple[str, ...], list[float]] = {}
             for names in (("quota",), ("invoices",), ("quota", "invoices")):
