@@ -43,6 +43,21 @@ def until(condition: Callable[[], bool], step: Callable[[], Any], timeout: float
         step()
 
 
+def tokens_ingested_over(settings: Any, database_url: str, bootstrap: str, sub: str,
+                         events: int = 20, quantity: int = 5) -> str:
+    """Open the engine on `bootstrap` with `settings` (its Kafka security options), subscribe
+    `sub`, publish and ingest `events` usage events of `quantity` tokens: the tokens used, as
+    stored."""
+    engine = Engine.open(settings, database_url, bootstrap)
+    try:
+        subscribe(engine, sub, plan="scale")
+        ingest_all(engine, publish(engine, [usage(f"u{i}", sub, "tokens", quantity)
+                                            for i in range(events)]))
+        return str(engine.app.load_as_stored(sub).used["tokens"])
+    finally:
+        engine.close()
+
+
 def ingest_all(engine: Engine, ends: dict[int, int], loop: Any = None) -> Any:
     """Run an ingestion loop in this thread until `ends` are ingested; returns the ingestor."""
     if loop is None:

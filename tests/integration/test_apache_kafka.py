@@ -16,8 +16,7 @@ from infra.config import Settings
 from infra.kafka import clients as kafka
 from infra.stack import apache_kafka
 from infra.stack.apache_kafka import ApacheKafkaBroker, unavailable
-from infra.wiring.engine import Engine
-from tests.integration.helpers import ingest_all, publish, subscribe, usage
+from tests.integration.helpers import tokens_ingested_over
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     os.environ.get("BILLING_TEST_BROKER") != "apache-kafka",
@@ -49,14 +48,8 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKaf
 def test_the_pipeline_runs_over_sasl_scram(scram_broker: ApacheKafkaBroker, settings: Settings,
                                            database_url: str) -> None:
     secured = dataclasses.replace(settings, kafka_options=scram(PASSWORD))
-    engine = Engine.open(secured, database_url, f"127.0.0.1:{scram_broker.sasl_port}")
-    try:
-        subscribe(engine, "sub-sasl", plan="scale")
-        ends = publish(engine, [usage(f"u{i}", "sub-sasl", "tokens", 5) for i in range(20)])
-        ingest_all(engine, ends)
-        assert str(engine.app.load_as_stored("sub-sasl").used["tokens"]) == "100"
-    finally:
-        engine.close()
+    assert tokens_ingested_over(secured, database_url, f"127.0.0.1:{scram_broker.sasl_port}",
+                                "sub-sasl") == "100"
 
 
 def test_a_wrong_password_is_refused(scram_broker: ApacheKafkaBroker) -> None:

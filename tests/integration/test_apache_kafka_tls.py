@@ -34,6 +34,7 @@ from tests.integration.helpers import (
     read_topic,
     relay_all,
     subscribe,
+    tokens_ingested_over,
     usage,
 )
 
@@ -159,14 +160,8 @@ def test_the_pipeline_runs_over_sasl_ssl_with_scram(tls_broker: ApacheKafkaBroke
     options = tls_options(tls_files.ca, "SASL_SSL", **scram_env(PASSWORD))
     assert options["security_protocol"] == "SASL_SSL" and options["sasl_plain_username"] == USER
     secured = dataclasses.replace(settings, kafka_options=options)
-    engine = Engine.open(secured, database_url, f"127.0.0.1:{tls_broker.sasl_ssl_port}")
-    try:
-        subscribe(engine, "sub-sasl-ssl", plan="scale")
-        ends = publish(engine, [usage(f"u{i}", "sub-sasl-ssl", "tokens", 5) for i in range(20)])
-        ingest_all(engine, ends)
-        assert str(engine.app.load_as_stored("sub-sasl-ssl").used["tokens"]) == "100"
-    finally:
-        engine.close()
+    assert tokens_ingested_over(secured, database_url, f"127.0.0.1:{tls_broker.sasl_ssl_port}",
+                                "sub-sasl-ssl") == "100"
 
 
 def test_a_wrong_password_over_sasl_ssl_is_refused(tls_broker: ApacheKafkaBroker,
@@ -195,14 +190,7 @@ def test_mutual_tls_takes_a_client_certificate_and_refuses_a_client_without_one(
                           BILLING_KAFKA_SSL_KEYFILE=str(key))
     assert options["ssl_certfile"] == str(cert) and options["ssl_keyfile"] == str(key)
     bootstrap = f"127.0.0.1:{tls_broker.mtls_port}"
-    engine = Engine.open(dataclasses.replace(settings, kafka_options=options), database_url,
-                         bootstrap)
-    try:
-        subscribe(engine, "sub-mtls", plan="scale")
-        ingest_all(engine, publish(engine, [usage(f"u{i}", "sub-mtls", "tokens", 2)
-                                            for i in range(10)]))
-        assert str(engine.app.load_as_stored("sub-mtls").used["tokens"]) == "20"
-    finally:
-        engine.close()
+    assert tokens_ingested_over(dataclasses.replace(settings, kafka_options=options),
+                                database_url, bootstrap, "sub-mtls", 10, 2) == "20"
     with pytest.raises(kafka.BrokerUnreachable, match=f"no Kafka broker answered at {bootstrap}"):
         kafka.ensure_topics(bootstrap, ["t-never"], 1, tls_options(tls_files.ca))

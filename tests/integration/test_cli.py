@@ -44,6 +44,16 @@ def test_demo_runs_the_spine_on_its_own_embedded_stack(tmp_path: Path) -> None:
     assert list((tmp_path / "out").glob("INV-*.pdf"))
 
 
+def _external(engine: Engine) -> dict[str, str]:
+    """The CLI's environment for the engine's stack."""
+    return {
+        "BILLING_STACK": "external",
+        "BILLING_DATABASE_URL": engine.database_url,
+        "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
+        "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
+    }
+
+
 def test_usage_publish_then_quota_reads_the_read_model(engine: Engine, tmp_path: Path) -> None:
     subscribe(engine, "sub-cli", plan="scale")
     lines = [orjson.dumps({"id": f"c{i}", "subscription": "sub-cli", "metric": "documents",
@@ -51,12 +61,7 @@ def test_usage_publish_then_quota_reads_the_read_model(engine: Engine, tmp_path:
              for i in range(20)]
     usage_file = tmp_path / "usage.jsonl"
     usage_file.write_bytes(b"\n".join(lines) + b"\n")
-    env = {
-        "BILLING_STACK": "external",
-        "BILLING_DATABASE_URL": engine.database_url,
-        "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
-        "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
-    }
+    env = _external(engine)
     published = _cli("usage", "publish", str(usage_file), "--json", env=env)
     assert published.returncode == 0, published.stderr
     assert json.loads(published.stdout)["published"] == 20
@@ -264,12 +269,7 @@ def test_a_file_larger_than_a_chunk_is_published_whole(engine: Engine, tmp_path:
     with usage_file.open("wb") as f:
         for i in range(count):
             f.write(line.replace(b"x" * 64, f"{i:064d}".encode()) + b"\n")
-    env = {
-        "BILLING_STACK": "external",
-        "BILLING_DATABASE_URL": engine.database_url,
-        "BILLING_KAFKA_BOOTSTRAP": engine.kafka_bootstrap,
-        "BILLING_TOPIC_PREFIX": engine.settings.topics.usage.removesuffix("billing.usage"),
-    }
+    env = _external(engine)
     published = _cli("usage", "publish", str(usage_file), "--json", env=env)
     assert published.returncode == 0, published.stderr
     result = json.loads(published.stdout)
