@@ -7,5 +7,9 @@ COPY projections projections
 COPY consumers consumers
 COPY infra infra
 RUN pip install --no-cache-dir .
+# What the workers write beside the databases (the audit anchors' append-only copy): a folder
+# the unprivileged user owns, kept in a volume by compose.yaml.
+ENV BILLING_DATA_DIR=/var/lib/billing
+RUN mkdir -p /var/lib/billing && chown nobody /var/lib/billing
 USER nobody
 CMD ["billing", "run"]

@@ -238,7 +238,7 @@ class Settings:
             kafka_bootstrap=e.matching(
                 "BILLING_KAFKA_BOOTSTRAP", None, f"{HOST_PORT}(,{HOST_PORT})*",
                 "HOST:PORT, or several separated by commas"),
-            data_dir=Path(e.text("BILLING_DATA_DIR") or ".billing").absolute(),
+            data_dir=Path(e.text("BILLING_DATA_DIR") or ".billing").resolve(),
             topics=Topics.with_prefix(e.matching(
                 "BILLING_TOPIC_PREFIX", "", TOPIC_PREFIX,
                 "letters, digits, '.', '_' and '-' (a Kafka topic name's characters)") or ""),

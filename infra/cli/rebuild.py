@@ -23,7 +23,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
                          f" known: {', '.join(READ_MODELS)}", "usage")
     projections = list(args.projection or rebuild.TABLES)
     stack = connect(settings)
-    engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
+    engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap, adopt_topics=False)
     try:
         replay = rebuild.kafka_replay(engine, projections) if args.source == "kafka" else None
         if replay is None and args.processes > 1:

@@ -43,9 +43,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
               f"http://{host or '127.0.0.1'}:{port}; Ctrl-C or SIGTERM stops them", flush=True)
         last_report = time.monotonic()
         status = 0
-        watch = StackWatch(settings, stack)
+        watch = StackWatch(settings, stack, engine.topic_identities).start()
         while not stop.wait(min(args.report_every, HEARTBEAT_SECONDS)):
-            problem = watch.problem()
+            problem = watch.problem
             if problem is not None:
                 print(problem, flush=True)
                 log.error("%s", problem)
@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if time.monotonic() - last_report >= args.report_every:
                 print(workers.report(), flush=True)
                 last_report = time.monotonic()
+        watch.stop()
         print("stopping: finishing the batches in hand", flush=True)
         endpoints.close()
         workers.stop()

@@ -126,7 +126,8 @@ def producer(bootstrap: str, settings: Settings | None = None,
     if settings is not None:
         config.update(settings.kafka_options)  # SASL/TLS, timeouts
     config.update(overrides)
-    return KafkaProducer(**config)
+    with reasons_for(bootstrap, config):
+        return KafkaProducer(**config)
 
 
 def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsumer:
@@ -149,7 +150,8 @@ def consumer(bootstrap: str, settings: Settings, **overrides: Any) -> KafkaConsu
     config.update(settings.kafka_options)  # SASL/TLS, timeouts
     config.update(overrides)
     kafka_python_internals.install()
-    return KafkaConsumer(**config)
+    with reasons_for(bootstrap, config):
+        return KafkaConsumer(**config)
 
 
 class KeyPartitions:

@@ -52,11 +52,13 @@ NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
 
 def current(bootstrap: str, topics: list[str], options: Mapping[str, Any]) -> dict[str, str]:
     """Each topic's identity on the broker now: `cluster id/topic id` (the topic id is left
-    out where the broker gives none)."""
+    out where the broker gives none). A topic the broker answers about with an error (not
+    there yet, leader moving) is left out: no identity is better than a wrong one."""
     client = admin(bootstrap, dict(options))
     try:
         cluster = client.describe_cluster()["cluster_id"]
-        found = {t["name"]: t.get("topic_id") for t in client.describe_topics(topics)}
+        found = {t["name"]: t.get("topic_id") for t in client.describe_topics(topics)
+                 if not t.get("error_code")}
     finally:
         client.close()
     return {topic: f"{cluster}/{tid}" if tid and tid != NO_TOPIC_ID else str(cluster)
@@ -83,8 +85,9 @@ def adopt(conn: psycopg.Connection[Any], settings: Settings,
     whose positions were reset."""
     topics = settings.topics
     with conn.transaction():
+        # Two owners starting at once, the first time: one creates the table, the other waits.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-topic-identities'))")
         conn.execute(DDL)
-        conn.execute("LOCK TABLE kafka_topic_identities IN EXCLUSIVE MODE")
         changed = changed_topics(conn, now)
         for topic in changed:
             _forget_positions(conn, topic, is_dlq=topic == topics.dlq)

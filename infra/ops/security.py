@@ -23,6 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from infra.kafka import topic_identity
+
 WORKER_ROLE = "billing_worker"
 TENANT_ROLE = "billing_tenant"
 
@@ -129,6 +131,11 @@ def _setup_roles(conn: psycopg.Connection[Any]) -> None:
     for table in READ_MODELS:
         _table_privileges(conn, table, WORKER_ROLE, {"SELECT", "INSERT", "UPDATE", "DELETE"})
     _table_privileges(conn, "tenant_roles", WORKER_ROLE, {"SELECT"})
+    # Which topics the positions belong to: read by every worker at start, written only by
+    # the owner (infra/kafka/topic_identity.py).
+    conn.execute(topic_identity.DDL)
+    _table_privileges(conn, "kafka_topic_identities", WORKER_ROLE, {"SELECT"})
+    _table_privileges(conn, "kafka_topic_identities", TENANT_ROLE, set())
     for table, rule in TENANT_POLICIES.items():
         _table_privileges(conn, table, TENANT_ROLE, {"SELECT"})
         _row_level_security(conn, table)

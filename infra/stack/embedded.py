@@ -143,20 +143,23 @@ class EmbeddedPostgres:
     def password_file(self) -> Path:
         return self.data_dir.parent / "postgres.password"
 
-    @property
-    def ready_marker(self) -> Path:
-        """Written once the cluster was initialized and first started: a data folder without
-        it is an interrupted initdb, holding nothing."""
-        return self.data_dir.parent / "pg.ready"
-
     def start(self, fsync: bool = True, keep: bool = False) -> str:
-        """A new cluster, or with `keep` the one already in `data_dir` if there is one."""
+        """A new cluster, or with `keep` the one already in `data_dir` if there is one (never
+        deleted then: without its password file it refuses to start)."""
         self._user = _os_user_for_postgres()
-        if keep and self.ready_marker.exists() and self.password_file.exists():
+        if self._user and self.data_dir.exists():
+            # Parents may have lost o+x since the first start (pytest makes its base 0700 at
+            # each session, for one).
+            _make_traversable(self.data_dir.parent)
+        if keep and (self.data_dir / "PG_VERSION").exists():
+            if not self.password_file.exists():
+                raise ConfigError(
+                    f"the PostgreSQL data in {self.data_dir} is kept, but its password file "
+                    f"{self.password_file} is missing: restore it, or start with --fresh "
+                    f"(which deletes the data)")
             self.password = self.password_file.read_text().strip()
         else:
-            self.ready_marker.unlink(missing_ok=True)
-            self._initdb()
+            self._initdb(sync=keep)
         self.port = free_port()
         options = (
             f"-p {self.port} -h 127.0.0.1 -k {self.data_dir} -c max_connections=200 "
@@ -168,10 +171,10 @@ class EmbeddedPostgres:
              "-o", options, "-w", "-t", "120", "start"]
         )
         wait_for_port("127.0.0.1", self.port, 30)
-        self.ready_marker.touch()
         return self.url("postgres")
 
-    def _initdb(self) -> None:
+    def _initdb(self, sync: bool) -> None:
+        """`sync`: flush the new cluster to disk (a kept one; a throwaway one need not be)."""
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.data_dir.mkdir(parents=True)
@@ -189,8 +192,8 @@ class EmbeddedPostgres:
         try:
             self._run(
                 [_pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync",
-                 "--no-instructions"]
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
+                 "--no-instructions", *([] if sync else ["--no-sync"])]
             )
         finally:
             pwfile.unlink(missing_ok=True)
@@ -253,7 +256,7 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def _started_at(pid: int) -> str | None:
+def started_at(pid: int) -> str | None:
     """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the
     pid, it names one process; a pid alone may be reused by any other."""
     try:
@@ -270,7 +273,7 @@ def kill_if_ours(pid_file: Path) -> None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return
-    now = _started_at(pid)
+    now = started_at(pid)
     if now is None:
         return  # gone already
     if not started or now != started.strip():
@@ -279,6 +282,9 @@ def kill_if_ours(pid_file: Path) -> None:
         return
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while started_at(pid) == now and time.monotonic() < deadline:
+        time.sleep(0.05)  # gone, with the locks it held (Kafka's on its log directory)
 
 
 def _broker_bin() -> str:
@@ -372,7 +378,7 @@ def launch_broker(command: list[str], log_path: Path, port: int,
     with log_path.open("ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    (log_path.parent / "broker.pid").write_text(f"{proc.pid} {_started_at(proc.pid) or ''}")
+    (log_path.parent / "broker.pid").write_text(f"{proc.pid} {started_at(proc.pid) or ''}")
     try:
         wait_for_port("127.0.0.1", port, timeout)
         _wait_for_broker_metadata(f"127.0.0.1:{port}", timeout)

@@ -132,6 +132,7 @@ def _start_owned(settings: Settings, ownership: Ownership, fresh: bool) -> Stack
                 if entry.name != "lock":
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             log.info("--fresh: the stack's data in %s was deleted", base)
+            _set_audit_copy_aside(settings)
         stack = embedded.start_kept_stack(settings, base)
     except BaseException:
         ownership.release()
@@ -142,7 +143,8 @@ def _start_owned(settings: Settings, ownership: Ownership, fresh: bool) -> Stack
     # The URL holds the embedded superuser's password: readable by this user only.
     path.touch(mode=0o600)
     path.chmod(0o600)
-    path.write_text(json.dumps({"pid": os.getpid(), "database_url": stack.database_url,
+    path.write_text(json.dumps({"pid": os.getpid(), "started": embedded.started_at(os.getpid()),
+                                "database_url": stack.database_url,
                                 "kafka_bootstrap": stack.kafka_bootstrap,
                                 "broker": settings.broker}))
     stack._closers.insert(1, lambda: path.unlink(missing_ok=True))
@@ -158,3 +160,13 @@ def _stop_left_running(base: Path) -> None:
         pid_file.unlink(missing_ok=True)
     if (base / "pg" / "postmaster.pid").exists():
         embedded.EmbeddedPostgres(base / "pg").stop_left_running()
+
+
+def _set_audit_copy_aside(settings: Settings) -> None:
+    """The kept copy of the audit anchors belongs to the deleted store: a new store's anchors
+    start again from 1, and `verify` would compare them with the old ones."""
+    kept = settings.data_dir / "audit"
+    if kept.exists():
+        aside = kept.with_name(f"audit.before-fresh-{time.strftime('%Y%m%dT%H%M%S')}")
+        kept.rename(aside)
+        log.info("--fresh: the audit copy of the deleted store was moved to %s", aside)

@@ -84,15 +84,18 @@ def open_billing(database_url: str, settings: Settings,
     return app
 
 
-def follow_topic_identities(conn: Any, settings: Settings, kafka_bootstrap: str) -> list[str]:
+def follow_topic_identities(conn: Any, settings: Settings, kafka_bootstrap: str,
+                            adopt: bool = True) -> dict[str, str]:
     """Positions belong to the topics they were taken on: where the broker's topics are new
-    (it lost them), reset those positions (as the tables' owner) or refuse to start."""
+    (it lost them), reset those positions (as the tables' owner, with `adopt`) or refuse to
+    start. Returns the topics' identities now."""
     topics = settings.topics.all()
     now = topic_identity.current(kafka_bootstrap, topics, settings.kafka_options)
-    if settings.migrate:
-        return topic_identity.adopt(conn, settings, now)
-    topic_identity.check(conn, now)
-    return []
+    if adopt and settings.migrate:
+        topic_identity.adopt(conn, settings, now)
+    else:
+        topic_identity.check(conn, now)
+    return now
 
 
 @dataclass
@@ -103,10 +106,14 @@ class Engine:
     app: BillingApplication
     db: Database
     _closers: list[Callable[[], Any]] = field(default_factory=list)
+    # The topics' identities this engine started on (infra/ops/stack_watch.py compares).
+    topic_identities: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, kafka_bootstrap: str,
-             catalog: Catalog | None = None) -> Engine:
+             catalog: Catalog | None = None, adopt_topics: bool = True) -> Engine:
+        """`adopt_topics`: where the broker lost its topics, reset the positions taken on
+        them (False: refuse to open, for tools that only read, like a rebuild)."""
         kafka.ensure_topics(kafka_bootstrap, settings.topics.all(), settings.partitions,
                             settings.kafka_options)
         app = open_billing(database_url, settings, catalog)
@@ -114,8 +121,9 @@ class Engine:
         if settings.migrate:
             schema.create_schema(db.conn, dlq.REPLAYS_DDL, health.HEARTBEATS_DDL)
             db.conn.commit()
-        follow_topic_identities(db.conn, settings, kafka_bootstrap)
-        engine = cls(settings, database_url, kafka_bootstrap, app, db)
+        identities = follow_topic_identities(db.conn, settings, kafka_bootstrap, adopt_topics)
+        engine = cls(settings, database_url, kafka_bootstrap, app, db,
+                     topic_identities=identities)
         engine._closers.extend([app.close, db.close])
         return engine
 

@@ -119,6 +119,8 @@ def test_workers_role_appends_events_but_cannot_alter_history(
                           "INSERT INTO billing_tracking VALUES ('x', 99)",
                           "DELETE FROM event_hashes",
                           "DELETE FROM billing_snapshots",
+                          "DELETE FROM kafka_topic_identities",
+                          "UPDATE kafka_topic_identities SET identity = 'x'",
                           "ALTER TABLE billing_events DISABLE TRIGGER ALL"):
             with pytest.raises((psycopg.errors.InsufficientPrivilege,)):
                 conn.execute(statement)

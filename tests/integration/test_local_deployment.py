@@ -103,6 +103,9 @@ def test_one_stack_per_directory_a_second_run_joins_it_and_fresh_starts_empty(
     refused = subprocess.run([sys.executable, "-m", "infra.cli", "quota", "sub-a"], env=d.env,
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "sub-a" in refused.stderr  # an empty stack
+    # The audit anchors' copy of the deleted store is set aside, not compared with the new one.
+    assert list(d.data_dir.glob("audit.before-fresh-*/*.jsonl"))
+    assert "intact" in d.cli("verify")
 
 
 def _used_a(d: Deployment) -> int:
@@ -123,3 +126,15 @@ def test_billing_run_stops_when_its_broker_dies_and_the_next_start_recovers(
     d.start()
     d.publish_usage(["after"], quantity=9)
     d.wait_for(lambda: _used_a(d), 9)
+
+
+def test_kept_data_without_its_password_file_is_refused_not_replaced(tmp_path: Path) -> None:
+    from infra.config import ConfigError
+    from infra.stack.embedded import EmbeddedPostgres
+
+    data = tmp_path / "stack" / "pg"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("18\n")
+    with pytest.raises(ConfigError, match=r"password file .* is missing"):
+        EmbeddedPostgres(data).start(keep=True)
+    assert (data / "PG_VERSION").exists()  # nothing deleted

@@ -31,6 +31,18 @@ def test_kafka_keeps_its_topics_in_its_volume() -> None:
     assert kafka["environment"]["KAFKA_LOG_DIRS"] in mounted
 
 
+def test_the_workers_write_their_files_to_a_volume_the_image_lets_them_write() -> None:
+    """The audit anchors' copy goes to BILLING_DATA_DIR: in the image a folder the
+    unprivileged user owns (not /app, root's), in compose a volume."""
+    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
+    data_dir = re.search(r"^ENV BILLING_DATA_DIR=(\S+)$", dockerfile, re.M)
+    assert data_dir is not None
+    assert f"chown nobody {data_dir[1]}" in dockerfile
+    assert dockerfile.index("chown nobody") < dockerfile.index("USER nobody")
+    mounted = {v.split(":", 1)[1] for v in SERVICES["billing"]["volumes"]}
+    assert data_dir[1] in mounted
+
+
 def test_postgres_health_is_checked_over_tcp_not_the_init_socket() -> None:
     assert "-h 127.0.0.1" in SERVICES["postgres"]["healthcheck"]["test"][1]
 
