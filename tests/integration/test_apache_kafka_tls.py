@@ -43,9 +43,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     reason="brokers of its own, Apache Kafka: runs with BILLING_TEST_BROKER=apache-kafka "
            "(as .ci/run's second pass does)")]
 USER, PASSWORD = "billing", "scram-s3cret-7"
-# kafka-python's clients wait this long for a first broker (bootstrap_timeout_ms, which no
-# BILLING_* variable sets) before giving up; a refusal must come within it, plus a margin.
-BOOTSTRAP_SECONDS = 30
+# kafka-python's clients wait for a first broker this long (bootstrap_timeout_ms, 30 s by
+# default, which no BILLING_* variable sets) before giving up; the refusal tests shorten it,
+# and the refusal must come within it, plus a margin.
+BOOTSTRAP_SECONDS = 5
+SHORT_WAIT = {"bootstrap_timeout_ms": BOOTSTRAP_SECONDS * 1000}
 
 
 def tls_options(ca: Path | None, protocol: str = "SSL", **env: str) -> dict[str, Any]:
@@ -135,7 +137,8 @@ def test_a_client_that_does_not_trust_the_ca_is_refused_in_bounded_time(
     hanging. Without a CA file (the system's CAs only), readiness says no within seconds."""
     bootstrap = f"127.0.0.1:{tls_broker.ssl_port}"
     other_ca, _ = tls_certificates.certificate_authority(tmp_path / "other")
-    distrusting = dataclasses.replace(settings, kafka_options=tls_options(other_ca))
+    distrusting = dataclasses.replace(settings,
+                                      kafka_options={**tls_options(other_ca), **SHORT_WAIT})
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="kafka"), pytest.raises(
             kafka.BrokerUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
@@ -174,7 +177,8 @@ def test_a_wrong_password_over_sasl_ssl_is_refused(tls_broker: ApacheKafkaBroker
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="kafka"), pytest.raises(
             kafka.BrokerUnreachable, match=r"(?i)sasl|authenticat"):
-        kafka.ensure_topics(f"127.0.0.1:{tls_broker.sasl_ssl_port}", ["t-never"], 1, options)
+        kafka.ensure_topics(f"127.0.0.1:{tls_broker.sasl_ssl_port}", ["t-never"], 1,
+                            {**options, **SHORT_WAIT})
     assert time.monotonic() - started < BOOTSTRAP_SECONDS + 15
     assert "SaslAuthenticationFailedError" in caplog.text
 
@@ -193,4 +197,4 @@ def test_mutual_tls_takes_a_client_certificate_and_refuses_a_client_without_one(
     assert tokens_ingested_over(dataclasses.replace(settings, kafka_options=options),
                                 database_url, bootstrap, "sub-mtls", 10, 2) == "20"
     with pytest.raises(kafka.BrokerUnreachable, match=f"no Kafka broker answered at {bootstrap}"):
-        kafka.ensure_topics(bootstrap, ["t-never"], 1, tls_options(tls_files.ca))
+        kafka.ensure_topics(bootstrap, ["t-never"], 1, {**tls_options(tls_files.ca), **SHORT_WAIT})
