@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError, KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, OffsetOutOfRangeError
 
 from consumers.failures import Failure, classify
 
@@ -151,6 +151,8 @@ class TrackedConsumer:
             batches = self.consumer.poll(timeout_ms=timeout_ms)
         except CorruptRecordError as bad:
             return self._undecodable(bad)
+        except OffsetOutOfRangeError as gone:
+            return self._position_past_the_log(gone)
         self._observe_ends(batches)
         if not batches and not self._isolating:
             return self._handle_nothing()
@@ -189,6 +191,21 @@ class TrackedConsumer:
                                 -1, len(raw), -1)
         if self._dead_letter(tp, record, UNDECODABLE_BATCH, f"offsets {first}..{last}: {bad}"):
             self._bad_batches.pop((tp, first), None)
+        self.seek_to_stored(self._all_parts())
+        return 0
+
+    def _position_past_the_log(self, gone: OffsetOutOfRangeError) -> int:
+        """The log has no record at a stored position + 1 (the worker's consumer is made with
+        no offset reset, infra/wiring/engine.py): the topic was replaced, its records outlived
+        by their retention, or it came back shorter. Moving to its start or end would skip
+        records or take new ones for applied: the worker stays, failing (health reports it),
+        until the engine restarts (a replaced topic's positions are reset then,
+        infra/kafka/topic_identity.py) or an operator acts."""
+        self._count_failure(gone)
+        log.error("%s: the log has no record where this worker's positions point (%s): the "
+                  "topic was replaced, or lost records; waiting", self.name, gone,
+                  extra={"worker": self.name})
+        self._back_off()
         self.seek_to_stored(self._all_parts())
         return 0
 

@@ -161,8 +161,7 @@ class Engine:
                                  optimistic=self.settings.optimistic_ingest,
                                  max_message_bytes=self.settings.max_message_bytes)
         group_id = f"billing-ingest.{self.settings.topics.usage}" if group else None
-        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
-                                client_id="billing-usage-ingest")
+        client = self._tracked_client(group_id, "billing-usage-ingest")
         loop = TrackedConsumer(client, self.settings.topics.usage, EventStorePositions(app),
                                ingestor.handle, group=group, name="usage-ingest",
                                poll_handler=ingestor.handle_poll,
@@ -176,13 +175,20 @@ class Engine:
         ingestor = CommandIngestor(app, self.dead_letters("command-ingest"),
                                    self.settings.max_message_bytes)
         group_id = f"billing-commands.{self.settings.topics.commands}" if group else None
-        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
-                                client_id="billing-command-ingest")
+        client = self._tracked_client(group_id, "billing-command-ingest")
         loop = TrackedConsumer(client, self.settings.topics.commands, EventStorePositions(app),
                                ingestor.handle, group=group, name="command-ingest",
                                quarantine=ingestor.quarantine)
         self._closers.append(loop.close)
         return loop, ingestor
+
+    def _tracked_client(self, group_id: str | None, client_id: str) -> Any:
+        """A position-tracked worker's consumer. It never moves by itself to a log's start or
+        end when its position is not in the log (`auto_offset_reset="none"`): the loop seeks
+        to the stored positions, and a position past the log is for it to report
+        (consumers/loop.py)."""
+        return kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
+                              client_id=client_id, auto_offset_reset="none")
 
     def anchor_exporter(self) -> AnchorExporter:
         producer = self.producer()
@@ -202,8 +208,7 @@ class Engine:
         self._closers.append(db.close)
         projector = QuotaProjector(db, self.dead_letters("quota-projector"))
         group_id = f"billing-quota.{self.settings.topics.events}" if group else None
-        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
-                                client_id="billing-quota-projector")
+        client = self._tracked_client(group_id, "billing-quota-projector")
         loop = TrackedConsumer(client, self.settings.topics.events, ReadModelPositions(db),
                                projector.handle, group=group, name="quota-projector",
                                poll_handler=projector.handle_poll,
@@ -215,8 +220,7 @@ class Engine:
         app = self.worker_app()
         invoicer = Invoicer(app, self.dead_letters("invoicer"))
         group_id = f"billing-invoicer.{self.settings.topics.events}" if group else None
-        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
-                                client_id="billing-invoicer")
+        client = self._tracked_client(group_id, "billing-invoicer")
         loop = TrackedConsumer(client, self.settings.topics.events,
                                EventStorePositions(app, "invoicer"),
                                invoicer.handle, group=group, name="invoicer",
@@ -229,8 +233,7 @@ class Engine:
         self._closers.append(db.close)
         projector = InvoiceProjector(db, self.dead_letters("invoice-projector"))
         group_id = f"billing-invoices.{self.settings.topics.events}" if group else None
-        client = kafka.consumer(self.kafka_bootstrap, self.settings, group_id=group_id,
-                                client_id="billing-invoice-projector")
+        client = self._tracked_client(group_id, "billing-invoice-projector")
         loop = TrackedConsumer(client, self.settings.topics.events,
                                ReadModelPositions(db, invoices.PROJECTION), projector.handle,
                                group=group, name="invoice-projector",
