@@ -25,9 +25,14 @@ if TYPE_CHECKING:
     from consumers.projector import Database
 
 
+def tracking_prefix(topic: str, worker: str = "") -> str:
+    """What the tracking rows of every partition of `topic` begin with."""
+    return f"{worker}:{topic}:" if worker else f"{topic}:"
+
+
 def tracking_name(topic: str, partition: int, worker: str = "") -> str:
     """The tracking row of a partition's position (the ingesters have no worker prefix)."""
-    return f"{worker}:{topic}:{partition}" if worker else f"{topic}:{partition}"
+    return f"{tracking_prefix(topic, worker)}{partition}"
 
 
 class EventStorePositions:

@@ -130,12 +130,12 @@ def connect(settings: Settings) -> Stack:
         return start_stack(settings)
     info = local_deployment.running_stack(settings)
     if info is None:
-        left = local_deployment.stack_file(settings).exists()
-        raise Failed(
-            ("the stack in " + str(local_deployment.stack_file(settings)) + " is gone (its "
-             "`billing run` stopped)" if left else "no running embedded stack") +
-            ": start `billing run` in another terminal, or set BILLING_STACK=external with "
-            "BILLING_DATABASE_URL and BILLING_KAFKA_BOOTSTRAP", "no_stack")
+        path = local_deployment.stack_file(settings)
+        what = (f"the stack in {path} is gone (its `billing run` stopped)" if path.exists()
+                else "no running embedded stack")
+        raise Failed(f"{what}: start `billing run` in another terminal, or set "
+                     "BILLING_STACK=external with BILLING_DATABASE_URL and "
+                     "BILLING_KAFKA_BOOTSTRAP", "no_stack")
     return Stack(info["database_url"], info["kafka_bootstrap"], "embedded")
 
 

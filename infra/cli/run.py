@@ -82,7 +82,7 @@ def _open_stack(args: argparse.Namespace, settings: Settings) -> Stack:
                               f"BILLING_STACK={settings.stack}")
         return start_stack(settings)
     stack = local_deployment.open_stack(settings, fresh=args.fresh)
-    if getattr(stack, "joined", False):
+    if stack.joined:
         print(f"joining the stack that another billing run owns in {settings.data_dir}",
               flush=True)
     return stack

@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 
-from consumers.positions import tracking_name
+from consumers.positions import tracking_prefix
 from infra.config import Settings
 from infra.kafka.clients import admin
 
@@ -123,11 +123,10 @@ def check(conn: psycopg.Connection[Any], now: Mapping[str, str]) -> None:
 def _forget_positions(conn: psycopg.Connection[Any], topic: str, is_dlq: bool) -> None:
     from infra.kafka.relay import relay_position_name
 
-    prefixes = [tracking_name(topic, 0, worker).removesuffix("0") for worker in ("", "invoicer")]
     conn.execute(
-        "DELETE FROM billing_tracking WHERE application_name = %s OR "
-        "left(application_name, length(%s)) = %s OR left(application_name, length(%s)) = %s",
-        (relay_position_name(topic), prefixes[0], prefixes[0], prefixes[1], prefixes[1]))
+        "DELETE FROM billing_tracking WHERE application_name = %s "
+        "OR starts_with(application_name, %s) OR starts_with(application_name, %s)",
+        (relay_position_name(topic), tracking_prefix(topic), tracking_prefix(topic, "invoicer")))
     if _exists(conn, "projection_positions"):
         conn.execute("DELETE FROM projection_positions WHERE topic = %s", (topic,))
     if is_dlq and _exists(conn, "dlq_replays"):

@@ -54,7 +54,7 @@ class StackWatch:
 
     def check(self) -> str | None:
         """Why the run must stop, or None."""
-        if getattr(self.stack, "joined", False):
+        if self.stack.joined:
             running = local_deployment.running_stack(self.settings)
             if running is None or (running["database_url"], running["kafka_bootstrap"]) != (
                     self.stack.database_url, self.stack.kafka_bootstrap):

