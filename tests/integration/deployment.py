@@ -25,7 +25,6 @@ class Deployment:
                         BILLING_BROKER=os.environ.get("BILLING_TEST_BROKER", "tansu"))
         if self.env["BILLING_BROKER"] == "apache-kafka":  # Maven's class path, resolved once
             cache = Path(".billing/apache-kafka").resolve()
-            (data_dir / "apache-kafka").parent.mkdir(parents=True, exist_ok=True)
             if cache.exists() and not (data_dir / "apache-kafka").exists():
                 (data_dir / "apache-kafka").symlink_to(cache)
         self.runs: list[subprocess.Popen[str]] = []
@@ -62,10 +61,6 @@ class Deployment:
         while (found := what()) != expected:
             assert time.monotonic() < deadline, f"{found} != {expected}"
             time.sleep(0.5)
-
-    def figures(self) -> dict[str, Any]:
-        return {"used": self.used(), "invoices": self.json("invoice", "list"),
-                "verify": self.cli("verify").splitlines()[0]}
 
     def stack_pids(self) -> list[int]:
         """The broker's and PostgreSQL's processes, where running."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,10 @@ class Deployment(deployment.Deployment):
     def used(self) -> dict[str, int]:
         return {sub: next(int(m["used"]) for m in self.json("quota", sub)["metrics"]
                           if m["metric"] == "tokens") for sub in SUBS}
+
+    def figures(self) -> dict[str, Any]:
+        return {"used": self.used(), "invoices": self.json("invoice", "list"),
+                "verify": self.cli("verify").splitlines()[0]}
 
 
 
