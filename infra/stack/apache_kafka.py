@@ -221,7 +221,11 @@ class ApacheKafkaBroker:
                 raise RuntimeError(f"formatting Kafka's log directory failed: "
                                    f"{formatted.stdout[-1000:]}{formatted.stderr[-1000:]}")
         self._proc = launch_broker(
-            [*java, "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "kafka.Kafka", str(config)],
+            [*java, "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+             # A refused login ("Failed authentication with /ADDRESS ...") is logged at INFO:
+             # an operator reading broker.log sees who tried, the rest stays quiet.
+             "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.network.Selector=info",
+             "kafka.Kafka", str(config)],
             self.log_path, self.port, 120)
         return f"127.0.0.1:{self.port}"
 

@@ -168,19 +168,20 @@ def test_the_pipeline_runs_over_sasl_ssl_with_scram(tls_broker: ApacheKafkaBroke
 
 
 def test_a_wrong_password_over_sasl_ssl_is_refused(tls_broker: ApacheKafkaBroker,
-                                                   tls_files: TlsFiles,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
-    """The TLS handshake succeeds, SCRAM does not: refused once the bootstrap wait is over,
-    the broker's answer in kafka-python's log."""
+                                                   tls_files: TlsFiles) -> None:
+    """The TLS handshake succeeds, SCRAM does not: refused once the bootstrap wait is over, and
+    the broker's log says why. (Whether kafka-python reads the broker's error answer before the
+    broker closes the connection is a race, so the client's log is not the witness.)"""
     options = tls_options(tls_files.ca, "SASL_SSL", **scram_env("not-the-password"),
                           BILLING_KAFKA_REQUEST_TIMEOUT_MS="5000")
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="kafka"), pytest.raises(
-            kafka.BrokerUnreachable, match=r"(?i)sasl|authenticat"):
+    with pytest.raises(kafka.BrokerUnreachable, match=r"(?i)sasl|authenticat"):
         kafka.ensure_topics(f"127.0.0.1:{tls_broker.sasl_ssl_port}", ["t-never"], 1,
                             {**options, **SHORT_WAIT})
     assert time.monotonic() - started < BOOTSTRAP_SECONDS + 15
-    assert "SaslAuthenticationFailedError" in caplog.text
+    refusals = [line for line in tls_broker.log_path.read_text("utf-8").splitlines()
+                if "Failed authentication" in line]
+    assert any("invalid credentials" in line for line in refusals), refusals
 
 
 def test_mutual_tls_takes_a_client_certificate_and_refuses_a_client_without_one(
