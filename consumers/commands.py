@@ -20,7 +20,7 @@ from consumers import input as record_input
 from consumers.ports import DeadLetterSink
 from consumers.positions import EventStorePositions, skip_record
 from domain.app.billing_app import BillingApplication
-from domain.app.ports import UsageKey
+from domain.app.ports import CommandOutcome, UsageKey
 from domain.app.run_command import command_key
 from domain.contracts.commands import Command, execute, parse_command
 from domain.shared.errors import BillingError
@@ -73,6 +73,7 @@ class CommandIngestor:
         seen = self.app.usage_ledger().seen_usage(keys)
         touched: dict[str, Subscription] = {}
         recorded: list[UsageKey] = []
+        outcomes: list[CommandOutcome] = []
         self.app.revalidate(c.subscription for _, c in parsed)
         stats = CommandStats()
         try:
@@ -86,10 +87,14 @@ class CommandIngestor:
                     subscription, outcome = execute(current, command, self.app.catalog)
                 except BillingError as e:
                     letters.append((record, e.code, str(e)))
+                    outcomes.append(refused(command, current, e))
                     if current is not None:
                         touched[command.subscription] = current  # time may have advanced it
                     continue
                 touched[command.subscription] = subscription
+                outcomes.append(CommandOutcome(command.subscription, command.id, command.type,
+                                               subscription.account, outcome.result,
+                                               events=outcome.events))
                 if outcome.result == "unchanged":
                     stats.unchanged += 1
                 else:
@@ -99,7 +104,7 @@ class CommandIngestor:
             self.dead_letters.flush()
             changed = [s for s in touched.values() if s.pending_events]
             tracking = Tracking(self.positions.name(tp.topic, tp.partition), records[-1].offset)
-            self.app.save_batch(changed, tracking, recorded)
+            self.app.save_batch(changed, tracking, recorded, outcomes)
         except Exception:
             self.app.evict(touched)
             raise
@@ -111,3 +116,11 @@ class CommandIngestor:
         s.refused += len(letters)
         for _, code, _ in letters:
             s.by_code[code] = s.by_code.get(code, 0) + 1
+
+
+def refused(command: Command, current: Subscription | None, error: BillingError
+            ) -> CommandOutcome:
+    account = current.account if current is not None else command.fields.get("account")
+    return CommandOutcome(command.subscription, command.id, command.type,
+                          account if isinstance(account, str) else None, "refused",
+                          error.code, str(error)[:1000])

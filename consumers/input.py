@@ -74,20 +74,26 @@ def check_size(record: ConsumerRecord, max_bytes: int) -> None:
                            f"{max_bytes:,}", "too_large")
 
 
-def _flat_and_unique(value: bytes, decoded: dict[str, Any]) -> bool:
-    """True when `value` surely gives no key twice, decided without a second parse: with no
-    backslash (so no escaped quote or key) and no nested value, its quotes are exactly two per
-    key and two per string value, and a key given twice would add two or four."""
+def _flat_and_unique(value: bytes, decoded: dict[str, Any] | list[Any]) -> bool:
+    """True when `value` (an object, or an array of objects) surely gives no key twice,
+    decided without a second parse: with no backslash (so no escaped quote or key) and no
+    nested value, its quotes are exactly two per key and two per string value, and a key given
+    twice would add two or four."""
     if b"\\" in value:
         return False
-    strings = 0
-    for item in decoded.values():
-        kind = type(item)
-        if kind is str:
-            strings += 1
-        elif kind is dict or kind is list:
+    quotes = 0
+    for obj in decoded if type(decoded) is list else (decoded,):
+        if type(obj) is not dict:
             return False
-    return value.count(b'"') == 2 * (len(decoded) + strings)
+        strings = 0
+        for item in obj.values():
+            kind = type(item)
+            if kind is str:
+                strings += 1
+            elif kind is dict or kind is list:
+                return False
+        quotes += 2 * (len(obj) + strings)
+    return value.count(b'"') == quotes
 
 
 def decode(record: ConsumerRecord, max_bytes: int) -> Any:
@@ -98,11 +104,17 @@ def decode(record: ConsumerRecord, max_bytes: int) -> Any:
         check_size(record, max_bytes)
     if value is None:
         return None
+    return decode_json(value)
+
+
+def decode_json(value: bytes) -> Any:
+    """JSON text (a record's value, an HTTP body) decoded, refused with a code as `decode`
+    says, except for its size."""
     try:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as e:
         raise RefusedInput(f"not valid JSON: {e}", "malformed_json") from None
-    if type(decoded) is dict and _flat_and_unique(value, decoded):
+    if type(decoded) in (dict, list) and _flat_and_unique(value, decoded):
         return decoded
     if isinstance(decoded, dict | list):
         if depth(decoded) > MAX_DEPTH:

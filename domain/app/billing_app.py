@@ -27,7 +27,7 @@ from domain.app import (
     run_command,
     subscribe,
 )
-from domain.app.ports import StreamReader, UsageKey, UsageLedger
+from domain.app.ports import CommandOutcome, StreamReader, UsageKey, UsageLedger
 from domain.billing.clock import CLOCK_ID, BillingClock
 from domain.billing.invoice_document import issuer_with_defaults
 from domain.catalog.model import Catalog
@@ -46,6 +46,7 @@ class PreparedWrite:
     more_tracking: tuple[Tracking, ...]
     usage_keys: tuple[UsageKey, ...]
     aggregate_ids: tuple[str, ...]
+    command_outcomes: tuple[CommandOutcome, ...] = ()
 
 
 T = TypeVar("T")
@@ -146,17 +147,21 @@ class BillingApplication(Application[str]):
 
     def save_batch(self, aggregates: Sequence[Any],
                    tracking: Tracking | Sequence[Tracking] | None,
-                   usage_keys: Sequence[UsageKey] = ()) -> None:
-        """One transaction: new events, the input position(s) and the applied usage ids."""
+                   usage_keys: Sequence[UsageKey] = (),
+                   command_outcomes: Sequence[CommandOutcome] = ()) -> None:
+        """One transaction: new events, the input position(s), the applied usage ids and what
+        became of the commands."""
         try:
-            self.commit_write(self.prepare_write(aggregates, tracking, usage_keys))
+            self.commit_write(self.prepare_write(aggregates, tracking, usage_keys,
+                                                 command_outcomes))
         except Exception:
             self.evict(a.id for a in aggregates)
             raise
 
     def prepare_write(self, aggregates: Sequence[Any],
                       tracking: Tracking | Sequence[Tracking] | None,
-                      usage_keys: Sequence[UsageKey] = ()) -> PreparedWrite:
+                      usage_keys: Sequence[UsageKey] = (),
+                      command_outcomes: Sequence[CommandOutcome] = ()) -> PreparedWrite:
         """Everything of a save but the database: the aggregates' new events and the snapshots
         due, encoded now (later changes to the aggregates cannot reach them), with the input
         position(s) and the usage ids. `commit_write` may then run in another thread."""
@@ -174,10 +179,13 @@ class BillingApplication(Application[str]):
             events=[to_stored(e) for e in events],
             snapshots=self._snapshots_due(events, {a.id: a for a in aggregates}),
             tracking=tracking, more_tracking=tuple(more), usage_keys=tuple(usage_keys),
-            aggregate_ids=tuple(a.id for a in aggregates))
+            aggregate_ids=tuple(a.id for a in aggregates),
+            command_outcomes=tuple(command_outcomes))
 
     def commit_write(self, write: PreparedWrite) -> None:
         kwargs: dict[str, Any] = {"usage_keys": write.usage_keys}
+        if write.command_outcomes:
+            kwargs["command_outcomes"] = write.command_outcomes
         if write.more_tracking:
             kwargs["more_tracking"] = write.more_tracking
         self.recorder.insert_events(write.events, tracking=write.tracking, **kwargs)

@@ -6,11 +6,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from eventsourcing.persistence import StoredEvent
 
 UsageKey = tuple[str, str]  # (subscription id, usage id)
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What became of one command (applied, unchanged, refused with a code), recorded in the
+    transaction that records its id, so that whoever sent it can ask (`GET /v1/commands/ID`)."""
+
+    subscription: str
+    command_id: str
+    type: str
+    account: str | None  # the subscription's account, or the one a subscribe command named
+    result: str  # "applied", "unchanged", ... (Outcome.result) or "refused"
+    code: str | None = None
+    message: str | None = None
+    events: int = 0
 
 
 @runtime_checkable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from domain.app.ports import UsageKey
+from domain.app.ports import CommandOutcome, UsageKey
 from domain.app.retry import retry_on_conflict
 from domain.contracts.commands import Command, Outcome, execute
 
@@ -28,7 +28,9 @@ def run_command(app: BillingApplication, command: Command) -> Outcome:
             return Outcome(command, "duplicate", 0)
         app.revalidate([command.subscription])
         subscription, outcome = execute(app.find(command.subscription), command, app.catalog)
-        app.save_batch([subscription], tracking=None, usage_keys=[key])
+        app.save_batch([subscription], tracking=None, usage_keys=[key], command_outcomes=[
+            CommandOutcome(command.subscription, command.id, command.type,
+                           subscription.account, outcome.result, events=outcome.events)])
         return outcome
 
     return retry_on_conflict(attempt)

@@ -41,6 +41,7 @@ from infra.cli.rebuild import READ_MODELS, cmd_rebuild
 from infra.cli.recommend import cmd_recommend
 from infra.cli.report import REPORTS, cmd_report
 from infra.cli.run import ROLES, cmd_run
+from infra.cli.serve import cmd_keys, cmd_serve
 from infra.cli.subscribe import CUSTOMER_OPTIONS, PERIODS, cmd_subscribe
 from infra.config import ConfigError, Settings
 
@@ -243,6 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p, "the same as --format json")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("serve", help="the HTTP API (entitlements, usage, commands, reads; "
+                                     "OpenAPI at /openapi.json) beside `billing run`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
+    p.add_argument("verb", choices=["create", "list", "revoke"], help="what to do")
+    p.add_argument("key_id", nargs="?", help="revoke: the key's id")
+    p.add_argument("--account", help="create: a tenant's key, acting for this account only")
+    p.add_argument("--admin", action="store_true",
+                   help="create: an operator's key (every account)")
+    p.add_argument("--label", help="create: a note kept with the key")
+    _json(p)
+    p.set_defaults(func=cmd_keys)
+
     p = sub.add_parser("recommend", help="the plan that fits a subscription, and why")
     p.add_argument("subscription", help="the subscription id")
     _json(p)
@@ -417,7 +435,7 @@ def _fail(exit_code: int, message: str, code: str, as_json: bool) -> int:
 def _configure_logs(args: Any, settings: Settings) -> None:
     from infra import logs
 
-    worker = args.func is cmd_run
+    worker = args.func in (cmd_run, cmd_serve)  # long-running: logs at INFO (as JSON)
     fmt = settings.log_format or ("json" if worker else "text")
     logs.configure(logging.INFO if args.verbose or worker else logging.WARNING,
                    json_lines=fmt == "json")

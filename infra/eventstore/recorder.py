@@ -33,7 +33,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.app.billing_app import BillingApplication
-from domain.app.ports import UsageKey
+from domain.app.ports import CommandOutcome, UsageKey
 from domain.catalog.model import Catalog
 from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 
@@ -91,6 +91,14 @@ class BillingRecorder(PostgresProcessRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {0}.usage_dedup ("
                 "subscription_id text NOT NULL, usage_id text NOT NULL, "
                 "PRIMARY KEY (subscription_id, usage_id))").format(schema),
+            # What became of each command (GET /v1/commands/ID), written with its id.
+            SQL("CREATE TABLE IF NOT EXISTS {0}.command_outcomes ("
+                "subscription_id text NOT NULL, command_id text NOT NULL, type text NOT NULL, "
+                "account text, result text NOT NULL, code text, message text, "
+                "events int NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (subscription_id, command_id))").format(schema),
+            SQL("CREATE INDEX IF NOT EXISTS command_outcomes_id ON {0}.command_outcomes "
+                "(command_id)").format(schema),
             # When each event was recorded (its `timestamp` is business time).
             SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS recorded_at timestamptz "
                 "NOT NULL DEFAULT now()").format(schema, Identifier(self.events_table_name)),
@@ -163,6 +171,11 @@ class BillingRecorder(PostgresProcessRecorder):
             "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
             "SELECT k->>0, k->>1 FROM json_array_elements(%s::json) AS k"
         ).format(schema)
+        self._insert_outcomes = SQL(
+            "INSERT INTO {0}.command_outcomes (subscription_id, command_id, type, account, "
+            "result, code, message, events) SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[])"
+        ).format(schema)
         self._select_usage = SQL(
             "SELECT d.subscription_id, d.usage_id FROM {0}.usage_dedup d "
             "JOIN (SELECT k->>0 AS s, k->>1 AS u FROM json_array_elements(%s::json) AS k) AS k "
@@ -227,6 +240,12 @@ class BillingRecorder(PostgresProcessRecorder):
         if keys:
             # A plain INSERT: a key applied concurrently fails the whole transaction.
             curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
+        outcomes: Sequence[CommandOutcome] = kwargs.get("command_outcomes") or ()
+        if outcomes:
+            curs.execute(self._insert_outcomes, [
+                [getattr(o, name) for o in outcomes]
+                for name in ("subscription", "command_id", "type", "account", "result", "code",
+                             "message", "events")])
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *, inclusive_of_start: bool = True,

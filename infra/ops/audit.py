@@ -260,12 +260,15 @@ def replay_from_events(app: Any, subscription: str, version: int | None = None) 
 # ------------------------------------------------------------------------------ history --
 
 def history(app: Any, conn: psycopg.Connection[Any], *, subscription: str | None = None,
-            account: str | None = None) -> list[dict[str, Any]]:
+            account: str | None = None, after_version: int = 0,
+            limit: int | None = None) -> list[dict[str, Any]]:
     """Every event (of one subscription, of an account's subscriptions, or of everything) with
-    version, type, business time, recorded time and data, in recorded order."""
+    version, type, business time, recorded time and data, in recorded order. One
+    subscription's history comes in pages: the `limit` events after version `after_version`."""
     where, params = "", []
     if subscription is not None:
-        where, params = "WHERE originator_id = %s", [subscription]
+        where, params = ("WHERE originator_id = %s AND originator_version > %s",
+                         [subscription, after_version])
     elif account is not None:
         where = ("WHERE originator_id IN (SELECT originator_id FROM billing_events WHERE "
                  "originator_version = 1 AND convert_from(state, 'UTF8')::jsonb ->> 'account' "
@@ -273,7 +276,8 @@ def history(app: Any, conn: psycopg.Connection[Any], *, subscription: str | None
         params = [account]
     rows = conn.execute(
         f"SELECT originator_id, originator_version, topic, state, recorded_at, notification_id "
-        f"FROM billing_events {where} ORDER BY notification_id", params).fetchall()
+        f"FROM billing_events {where} ORDER BY notification_id"
+        + ("" if limit is None else f" LIMIT {int(limit)}"), params).fetchall()
     conn.commit()
     out = []
     for oid, version, topic, state, recorded_at, position in rows:

@@ -29,7 +29,7 @@ WORKER_ROLE = "billing_worker"
 TENANT_ROLE = "billing_tenant"
 
 EVENT_TABLES = ("billing_events", "billing_snapshots", "billing_tracking", "usage_dedup",
-                "event_hashes", "event_anchors")
+                "event_hashes", "event_anchors", "command_outcomes")
 READ_MODELS = ("quota", "usage_daily", "usage_by_member", "projection_versions",
                "projection_positions", "invoices", "invoice_lines", "invoice_drafts",
                "recommendation_inputs", "subscription_changes", "dlq_replays",

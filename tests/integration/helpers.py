@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -126,3 +127,42 @@ def store_totals(engine: Engine) -> dict[tuple[str, str], Decimal]:
         for metric, used in sub.used.items():
             totals[(sid, metric)] = used
     return totals
+
+
+def invoice_everything(engine: Engine, loops: int = 1) -> None:
+    """Relay, run the invoicer(s) until no trigger is left, relay their events, project."""
+    relay_all(engine)
+    members = [engine.invoicer() for _ in range(loops)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=loop.run, args=(stop,)) for loop, _ in members]
+    for t in threads:
+        t.start()
+    try:
+        until(lambda: invoicers_caught_up(engine), lambda: stop.wait(0.1), timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    relay_all(engine)
+    loop, _ = engine.invoice_projector()
+    until(lambda: invoices_projected(engine), lambda: loop.poll_once(100), timeout=60)
+
+
+def invoicers_caught_up(engine: Engine) -> bool:
+    with psycopg.connect(engine.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM billing_events e WHERE e.topic LIKE %s AND NOT EXISTS ("
+            " SELECT 1 FROM billing_events i WHERE i.originator_id = e.originator_id"
+            " AND i.topic LIKE %s AND i.originator_version > e.originator_version)",
+            ("%UsagePeriodClosed", "%InvoiceIssued")).fetchone()
+    return row == (0,)
+
+
+def invoices_projected(engine: Engine) -> bool:
+    with psycopg.connect(engine.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT originator_id, max(originator_version) v "
+            "FROM billing_events GROUP BY 1) e LEFT JOIN projection_versions p "
+            "ON p.projection = 'invoices' AND p.subscription_id = e.originator_id "
+            "WHERE p.version IS DISTINCT FROM e.v").fetchone()
+    return row == (0,)

@@ -11,7 +11,7 @@ import pytest
 from domain.contracts.commands import parse_command
 from infra.wiring.engine import Engine
 from projections.analytics import store as analytics
-from tests.integration.test_invoices import invoice_everything
+from tests.integration.helpers import invoice_everything
 
 pytestmark = pytest.mark.integration
 

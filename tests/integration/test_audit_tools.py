@@ -17,8 +17,7 @@ from domain.contracts.commands import parse_command
 from infra.ops.audit import explain_invoice, history, state_summary, version_as_of
 from infra.wiring.engine import Engine
 from projections.invoices import store as invoices
-from tests.integration.helpers import ingest_all, publish, usage
-from tests.integration.test_invoices import invoice_everything
+from tests.integration.helpers import ingest_all, invoice_everything, publish, usage
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +19,7 @@ from infra.wiring.engine import Engine
 from projections.analytics import store as analytics
 from projections.invoices import store as invoices
 from tests.conftest import TestStack
-from tests.integration.helpers import relay_all, until
+from tests.integration.helpers import invoice_everything, invoices_projected, until
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -37,45 +36,6 @@ def subscribe_customers(engine: Engine) -> None:
         engine.app.handle(parse_command({"id": f"s-{sub}", "type": "subscribe",
                                          "subscription": sub, "at": T0.isoformat(),
                                          "plan": "basic", "customer": customer}))
-
-
-def invoice_everything(engine: Engine, loops: int = 1) -> None:
-    """Relay, run the invoicer(s) until no trigger is left, relay their events, project."""
-    relay_all(engine)
-    members = [engine.invoicer() for _ in range(loops)]
-    stop = threading.Event()
-    threads = [threading.Thread(target=loop.run, args=(stop,)) for loop, _ in members]
-    for t in threads:
-        t.start()
-    try:
-        until(lambda: _invoicers_caught_up(engine), lambda: stop.wait(0.1), timeout=60)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    relay_all(engine)
-    loop, _ = engine.invoice_projector()
-    until(lambda: _projected(engine), lambda: loop.poll_once(100), timeout=60)
-
-
-def _invoicers_caught_up(engine: Engine) -> bool:
-    with psycopg.connect(engine.database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM billing_events e WHERE e.topic LIKE %s AND NOT EXISTS ("
-            " SELECT 1 FROM billing_events i WHERE i.originator_id = e.originator_id"
-            " AND i.topic LIKE %s AND i.originator_version > e.originator_version)",
-            ("%UsagePeriodClosed", "%InvoiceIssued")).fetchone()
-    return row == (0,)
-
-
-def _projected(engine: Engine) -> bool:
-    with psycopg.connect(engine.database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM (SELECT originator_id, max(originator_version) v "
-            "FROM billing_events GROUP BY 1) e LEFT JOIN projection_versions p "
-            "ON p.projection = 'invoices' AND p.subscription_id = e.originator_id "
-            "WHERE p.version IS DISTINCT FROM e.v").fetchone()
-    return row == (0,)
 
 
 def test_invoices_have_tax_by_country_and_status_and_exact_totals(engine: Engine) -> None:
@@ -185,7 +145,7 @@ def test_rebuilding_the_invoice_model_gives_identical_rows_and_the_pdf_reads(
     with psycopg.connect(engine.database_url) as conn, conn.cursor() as cur:
         invoices.reset(cur, positions_too=True)
     loop, _ = engine.invoice_projector()
-    until(lambda: _projected(engine), lambda: loop.poll_once(100), timeout=60)
+    until(lambda: invoices_projected(engine), lambda: loop.poll_once(100), timeout=60)
     assert dump() == live
 
     with psycopg.connect(engine.database_url) as conn:

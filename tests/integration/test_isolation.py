@@ -14,8 +14,14 @@ from infra.eventstore.recorder import open_application
 from infra.ops import security
 from infra.wiring.engine import Engine
 from projections.analytics import store as analytics
-from tests.integration.helpers import ingest_all, project_all, publish, relay_all, usage
-from tests.integration.test_invoices import invoice_everything
+from tests.integration.helpers import (
+    ingest_all,
+    invoice_everything,
+    project_all,
+    publish,
+    relay_all,
+    usage,
+)
 
 pytestmark = pytest.mark.integration
 

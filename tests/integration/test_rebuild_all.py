@@ -12,8 +12,14 @@ from domain.contracts.commands import parse_command
 from infra.wiring.engine import Engine, Monitor
 from projections import schema
 from projections.analytics import store as analytics
-from tests.integration.helpers import ingest_all, publish, relay_all, until, usage
-from tests.integration.test_invoices import invoice_everything
+from tests.integration.helpers import (
+    ingest_all,
+    invoice_everything,
+    publish,
+    relay_all,
+    until,
+    usage,
+)
 
 pytestmark = pytest.mark.integration
 TABLES = ("quota", "usage_daily", "usage_by_member", "invoices", "invoice_lines",

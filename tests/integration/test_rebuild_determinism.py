@@ -19,9 +19,16 @@ from infra.wiring.engine import Engine
 from projections.invoices import store as invoices
 from projections.quota import store as quota_store
 from projections.quota.model import apply_all
-from tests.integration.helpers import ingest_all, project_all, publish, relay_all, until, usage
-from tests.integration.test_invoices import _projected as projected_invoices
-from tests.integration.test_invoices import invoice_everything
+from tests.integration.helpers import (
+    ingest_all,
+    invoice_everything,
+    project_all,
+    publish,
+    relay_all,
+    until,
+    usage,
+)
+from tests.integration.helpers import invoices_projected as projected_invoices
 
 pytestmark = pytest.mark.integration
 TABLES = [t for tables in rebuild.TABLES.values() for t in tables] + ["projection_versions"]

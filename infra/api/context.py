@@ -1,0 +1,179 @@
+"""What the API's routes share, opened once per `billing serve` process: the engine (the event
+store, the catalog, a producer), a small pool of read connections, an async one for the
+entitlement check (the hot path answers without a thread hop), and who each key is."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from domain.subscription.aggregate import Subscription
+from infra.api import keys
+from infra.api.errors import ApiError, not_found
+from infra.kafka.clients import KeyPartitions, RecordBatches
+from infra.wiring.engine import Engine
+
+# How long a key is trusted without asking the database again: a revoked key stops working
+# within this time.
+KEY_CACHE_SECONDS = 5.0
+
+
+class BusinessClock:
+    """The engine's "now": the billing clock's time where it is ahead of the wall clock (a
+    simulated deployment), else the wall clock's. Read from the store at most once a second."""
+
+    def __init__(self, read: Callable[[], datetime | None]) -> None:
+        self._read = read
+        self._read_at = -1.0
+        self._clock: datetime | None = None
+
+    def cached(self) -> datetime | None:
+        """Now, if the billing clock was read in the last second (no I/O), else None."""
+        if time.monotonic() - self._read_at > 1.0:
+            return None
+        wall = datetime.now(UTC)
+        return wall if self._clock is None or self._clock < wall else self._clock
+
+    def now(self) -> datetime:
+        if time.monotonic() - self._read_at > 1.0:
+            self._clock = self._read()
+            self._read_at = time.monotonic()
+        found = self.cached()
+        assert found is not None
+        return found
+
+
+
+@dataclass
+class ApiContext:
+    engine: Engine
+    pool: ConnectionPool[Any]
+    apool: AsyncConnectionPool[Any] | None = None
+    _app_lock: threading.Lock = field(default_factory=threading.Lock)
+    _publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys: dict[str, tuple[float, keys.Principal | None, bytes]] = field(default_factory=dict)
+    _batches: RecordBatches | None = None
+    _partitions: dict[str, KeyPartitions] = field(default_factory=dict)
+    clock: BusinessClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = BusinessClock(self._billing_clock)
+
+    def _billing_clock(self) -> datetime | None:
+        with self._app_lock:
+            clock = self.engine.app.clock()
+        return None if clock is None else clock.now
+
+    @classmethod
+    def open(cls, engine: Engine, pool_size: int = 4) -> ApiContext:
+        pool: ConnectionPool[Any] = ConnectionPool(
+            engine.database_url, min_size=1, max_size=pool_size, open=True,
+            kwargs={"autocommit": True})
+        with pool.connection() as conn:
+            keys.ensure_schema(conn)
+        return cls(engine, pool)
+
+    async def open_async(self, size: int = 4) -> None:
+        self.apool = AsyncConnectionPool(self.engine.database_url, min_size=size, max_size=size,
+                                         open=False, kwargs={"autocommit": True})
+        await self.apool.open(wait=True)
+
+    async def close_async(self) -> None:
+        if self.apool is not None:
+            await self.apool.close()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # --- who is asking ------------------------------------------------------------------
+
+    def known_principal(self, token: str) -> tuple[bool, keys.Principal | None]:
+        """(True, who) when the answer needs no database (a malformed token, a key seen in
+        the last few seconds); (False, None) when `principal` must ask."""
+        parsed = keys.parse(token)
+        if parsed is None:
+            return True, None
+        key_id, secret = parsed
+        cached = self._keys.get(key_id)
+        if cached is None or time.monotonic() - cached[0] > KEY_CACHE_SECONDS:
+            return False, None
+        _, principal, digest = cached
+        return True, principal if principal and keys.matches(digest, secret) else None
+
+    def principal(self, token: str) -> keys.Principal | None:
+        parsed = keys.parse(token)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        cached = self._keys.get(key_id)
+        if cached is None or time.monotonic() - cached[0] > KEY_CACHE_SECONDS:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT secret_sha256, account, admin FROM api_keys WHERE "
+                                   "key_id = %s AND revoked_at IS NULL", (key_id,)).fetchone()
+            found = None if row is None else keys.Principal(key_id, row[1], row[2])
+            cached = (time.monotonic(), found, bytes(row[0]) if row else b"")
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[key_id] = cached
+        _, principal, digest = cached
+        if principal is None or not keys.matches(digest, secret):
+            return None
+        return principal
+
+    # --- the event store ----------------------------------------------------------------
+
+    def subscriptions(self, ids: list[str]) -> dict[str, Subscription]:
+        """The subscriptions as stored now (those that exist)."""
+        app = self.engine.app
+        with self._app_lock:
+            app.revalidate(ids)
+            app.preload(ids)
+            found = {}
+            for sid in ids:
+                sub = app.find(sid)
+                if sub is not None:
+                    found[sid] = sub
+            return found
+
+    def own_subscription(self, principal: keys.Principal, sid: str) -> Subscription:
+        """The subscription, if this key may see it; a tenant asking for another account's is
+        told it does not exist."""
+        sub = self.subscriptions([sid]).get(sid)
+        if sub is None or not principal.may_see(sub.account):
+            raise not_found(f"subscription {sid!r}")
+        return sub
+
+    # --- Kafka --------------------------------------------------------------------------
+
+    def publish(self, topic: str, messages: list[tuple[bytes, bytes]]) -> dict[int, int]:
+        """Records keyed by subscription, on the partitions the engine's partitioner gives
+        (murmur2, as Kafka's Java client), acknowledged by the broker before returning."""
+        with self._publish_lock:
+            if self._batches is None:
+                self._batches = RecordBatches(self.engine.producer())
+            producer = self._batches.producer
+            partition_of = self._partitions.get(topic)
+            if partition_of is None:
+                partition_of = self._partitions[topic] = KeyPartitions(
+                    lambda: producer.partitions_for(topic))
+            partition_of.refresh()
+            records = []
+            for key, value in messages:
+                partition = partition_of(key)
+                if partition is None:
+                    raise ApiError(503, "broker_unavailable",
+                                   f"no partitions known for {topic}")
+                records.append((partition, key, value))
+            return self._batches.publish(topic, records)
+
+
+def connect_error(e: psycopg.Error) -> ApiError:
+    return ApiError(503, "database_unavailable", f"the database did not answer: "
+                    f"{type(e).__name__}")

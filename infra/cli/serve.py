@@ -1,0 +1,86 @@
+"""`billing serve`: the HTTP API (infra/api/) on the running stack, and `billing keys`: its
+API keys (create, list, revoke)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import UTC, datetime
+
+from infra.cli.common import OK, UsageError, connect, not_found
+from infra.config import Settings
+from infra.render.terminal import print_json
+
+log = logging.getLogger(__name__)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until interrupted. Beside `billing run` (which owns the workers and, on the
+    embedded default, the stack): this process reads the read models and publishes to the
+    topics; it never owns an input position."""
+    import uvicorn
+
+    from infra.api.app import create_app
+    from infra.api.context import ApiContext
+    from infra.wiring.engine import Engine
+
+    stack = connect(settings)
+    engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap,
+                         adopt_topics=False)
+    ctx = ApiContext.open(engine)
+    try:
+        config = uvicorn.Config(create_app(ctx), host=args.host, port=args.port,
+                                access_log=False, log_config=None, loop="uvloop",
+                                http="httptools", timeout_graceful_shutdown=5)
+        server = uvicorn.Server(config)
+        log.info("billing API on http://%s:%s (OpenAPI at /openapi.json, /docs)",
+                 args.host, args.port)
+        server.run()
+    finally:
+        ctx.close()
+        engine.close()
+    return OK
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from infra.api import keys
+
+    if args.verb == "create" and bool(args.account) == bool(args.admin):
+        raise UsageError("billing keys create: --account ACCOUNT (a tenant's key) or --admin "
+                         "(an operator's)", "usage")
+    if args.verb == "revoke" and not args.key_id:
+        raise UsageError("billing keys revoke KEY_ID", "usage")
+    stack = connect(settings)
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        if args.verb == "create":
+            created = keys.create(conn, account=args.account, admin=args.admin,
+                                  label=args.label or "")
+            if args.json:
+                print_json({"key_id": created.key_id, "token": created.token,
+                            "account": created.account, "admin": created.admin})
+            else:
+                print(created.token)
+                print(f"# key {created.key_id} for "
+                      f"{'operators (every account)' if created.admin else created.account}: "
+                      "shown once, stored only as a hash", flush=True)
+            return OK
+        if args.verb == "revoke":
+            if not keys.revoke(conn, args.key_id, datetime.now(UTC)):
+                not_found(f"no active key {args.key_id}")
+            print_json({"revoked": args.key_id}) if args.json else print(
+                f"revoked {args.key_id}")
+            return OK
+        rows = keys.listed(conn)
+    if args.json:
+        print_json([{**r, "created_at": r["created_at"].isoformat(),
+                     "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()}
+                    for r in rows])
+    else:
+        for r in rows:
+            who = "admin" if r["admin"] else r["account"]
+            state = "revoked" if r["revoked_at"] else "active"
+            print(f"{r['key_id']}  {who:<24} {state:<8} {r['created_at']:%Y-%m-%d %H:%M}  "
+                  f"{r['label']}")
+    return OK

@@ -1,0 +1,409 @@
+"""The HTTP API (`billing serve`) on a real uvicorn server, over a real PostgreSQL and broker:
+entitlements from the quota model with their freshness, usage in (JSON and CloudEvents) with
+per-event answers and exactly-once effect, commands and their outcomes, the reads, the live
+monitor, and access: every route tried with another tenant's key, with no key and a revoked
+one; bodies too large, of the wrong type, malformed; no secret in any log line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi.routing import APIRoute
+
+from domain.catalog.model import Catalog
+from infra.api import keys
+from infra.config import Settings
+from infra.wiring.engine import Engine
+from tests.conftest import TestStack
+from tests.integration.api_server import RunningApi, running_api
+from tests.integration.helpers import (
+    ingest_all,
+    invoice_everything,
+    project_all,
+    relay_all,
+    until,
+)
+
+pytestmark = pytest.mark.integration
+
+CATALOG = """
+[catalog]
+id = "api-test"
+version = "1"
+currency = "EUR"
+
+[plans.free]
+name = "Free"
+rank = 0
+price = 0
+allowances.credits = { included = 30, daily_cap = 5, limit = "hard" }
+features = ["ai_assistant"]
+
+[plans.pro]
+name = "Pro"
+rank = 1
+price = "25.00"
+allowances.credits = { included = 100, limit = "overage", overage_unit_price = "0.10" }
+features = ["ai_assistant", "custom_domains"]
+
+[addons.sso]
+name = "SSO"
+price = "10.00"
+features = ["saml_sso"]
+"""
+START = datetime(2027, 3, 1, tzinfo=UTC)
+NOW = datetime(2027, 3, 10, 12, tzinfo=UTC)  # the billing clock, ahead of the wall clock
+TODAY = "2027-03-10T10:00:00+00:00"
+
+
+@pytest.fixture
+def engine(settings: Settings, database_url: str, stack: TestStack,
+           tmp_path: Path) -> Iterator[Engine]:
+    path = tmp_path / "catalog.toml"
+    path.write_text(CATALOG, "utf-8")
+    e = Engine.open(settings, database_url, stack.kafka_bootstrap,
+                    catalog=Catalog.from_file(path))
+    e.app.subscribe_many([("a-free", "acct-a", "free"), ("a-pro", "acct-a", "pro"),
+                          ("b-free", "acct-b", "free")], START)
+    e.app.advance_clock(NOW, ["a-free", "a-pro", "b-free"])
+    relay_all(e)
+    project_all(e)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def api(engine: Engine) -> Iterator[RunningApi]:
+    with running_api(engine) as running:
+        yield running
+
+
+def usage(uid: str, sub: str, quantity: Any, at: str = TODAY, **extra: Any) -> dict[str, Any]:
+    return {"id": uid, "subscription": sub, "metric": "credits", "quantity": quantity,
+            "at": at, **extra}
+
+
+def ingest_and_project(api: RunningApi, engine: Engine) -> None:
+    ingest_all(engine, api.published[engine.settings.topics.usage])
+    relay_all(engine)
+    project_all(engine)
+
+
+# --- entitlements --------------------------------------------------------------------------
+
+def test_a_metric_entitlement_follows_usage_and_the_daily_cap(api: RunningApi,
+                                                              engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+    first = a.get("/v1/subscriptions/a-free/entitlements/credits", params={"requested": 3})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["has_access"] is True and body["reason"] is None
+    assert (body["used"], body["limit"], body["remaining"]) == ("0", "30", "30")
+    assert (body["daily_cap"], body["remaining_today"]) == ("5", "5")
+    assert body["daily_reset_at"] == "2027-03-11T00:00:00+00:00"
+    assert body["freshness"]["pending_events"] == 0 and body["freshness"]["as_of"]
+
+    answer = a.post("/v1/usage", json=[usage("u1", "a-free", 4), usage("u2", "a-pro", 130)])
+    assert answer.json()["accepted"] == 2, answer.text
+    ingest_and_project(api, engine)
+
+    capped = a.get("/v1/subscriptions/a-free/entitlements/credits",
+                   params={"requested": 3}).json()
+    assert capped["has_access"] is False and capped["reason"] == "would_exceed_daily_cap"
+    assert (capped["used"], capped["used_today"], capped["remaining_today"]) == ("4", "4", "1")
+    assert a.get("/v1/subscriptions/a-free/entitlements/credits",
+                 params={"requested": 1}).json()["has_access"] is True
+    overage = a.get("/v1/subscriptions/a-pro/entitlements/credits",
+                    params={"requested": 5}).json()
+    assert overage["has_access"] is True and overage["limit_kind"] == "overage"
+    assert (overage["used"], overage["remaining"], overage["overage_units"]) == ("130", "0",
+                                                                                 "5")
+    bad = a.get("/v1/subscriptions/a-free/entitlements/credits", params={"requested": "1e3x"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_quantity"
+
+
+def test_the_freshness_says_how_far_the_quota_model_is_behind(api: RunningApi,
+                                                              engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+    a.post("/v1/usage", json=usage("u1", "a-free", 2))
+    ingest_all(engine, api.published[engine.settings.topics.usage])  # stored, not projected
+    body = a.get("/v1/subscriptions/a-free/entitlements/credits").json()
+    assert body["freshness"]["pending_events"] >= 1 and body["used"] == "0"
+    relay_all(engine)
+    project_all(engine)
+    body = a.get("/v1/subscriptions/a-free/entitlements/credits").json()
+    assert body["freshness"]["pending_events"] == 0 and body["used"] == "2"
+
+
+def test_feature_entitlements_come_from_the_plan_and_add_ons(api: RunningApi,
+                                                             engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+    plan = a.get("/v1/subscriptions/a-free/entitlements/ai_assistant").json()
+    assert (plan["has_access"], plan["granted_by"], plan["kind"]) == (True, "plan", "feature")
+    other = a.get("/v1/subscriptions/a-free/entitlements/custom_domains").json()
+    assert (other["has_access"], other["reason"]) == (False, "feature_not_included")
+    sent = a.post("/v1/commands", json={"id": "c-sso", "type": "add_addon",
+                                         "subscription": "a-pro", "addon": "sso"})
+    assert sent.status_code == 202, sent.text
+    loop, _ = engine.commands()
+    until(lambda: _outcome(engine, "c-sso") is not None, lambda: loop.poll_once(100))
+    sso = a.get("/v1/subscriptions/a-pro/entitlements/saml_sso").json()
+    assert (sso["has_access"], sso["granted_by"]) == (True, "addon:sso")
+    unknown = a.get("/v1/subscriptions/a-free/entitlements/teleportation")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_entitlement"
+
+
+def _outcome(engine: Engine, command_id: str) -> Any:
+    with psycopg.connect(engine.database_url) as conn:
+        return conn.execute("SELECT result, code FROM command_outcomes WHERE command_id = %s",
+                            (command_id,)).fetchone()
+
+
+# --- usage in ------------------------------------------------------------------------------
+
+def test_usage_batches_are_answered_per_event_and_count_once(api: RunningApi,
+                                                             engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+    batch = [usage("k1", "a-pro", 10), usage("k2", "a-pro", 2.5),
+             usage("k3", "b-free", 1), usage("k4", "nobody", 1), usage("k1", "a-pro", 10),
+             {"id": "k5", "subscription": "a-pro"}, usage("k6", "a-pro", "1.5")]
+    body = a.post("/v1/usage", json=batch).json()
+    statuses = [(i["status"], i.get("code")) for i in body["items"]]
+    assert statuses == [("accepted", None), ("refused", "invalid_quantity"),
+                        ("refused", "unknown_subscription"),
+                        ("refused", "unknown_subscription"), ("duplicate", None),
+                        ("refused", "missing_field"), ("accepted", None)]
+    assert (body["accepted"], body["duplicate"], body["refused"]) == (2, 1, 4)
+    ingest_and_project(api, engine)
+    again = a.post("/v1/usage", json=[usage("k1", "a-pro", 10)]).json()
+    assert again["items"][0]["status"] == "duplicate"
+    assert engine.app.load_as_stored("a-pro").used["credits"] == Decimal("11.5")
+
+    single = a.post("/v1/usage", json=usage("k7", "a-pro", -1))
+    assert single.status_code == 422 and single.json()["code"] == "invalid_quantity"
+    one = a.post("/v1/usage", json=usage("k8", "a-pro", 1))
+    assert one.status_code == 202 and one.json()["status"] == "accepted"
+
+
+def test_cloudevents_are_accepted_one_at_a_time_and_in_batches(api: RunningApi,
+                                                               engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+
+    def event(uid: str, quantity: Any) -> dict[str, Any]:
+        return {"specversion": "1.0", "id": uid, "source": "/assistant", "type": "credits",
+                "subject": "a-pro", "time": TODAY, "data": {"quantity": quantity}}
+    one = a.post("/v1/usage", content=httpx.Request("POST", "/", json=event("ce1", 3)).content,
+                 headers={"Content-Type": "application/cloudevents+json"})
+    assert one.status_code == 202, one.text
+    many = a.post("/v1/usage", json=[event("ce2", 4), {**event("ce3", 1), "specversion": "0.3"}],
+                  headers={"Content-Type": "application/cloudevents-batch+json"}).json()
+    assert [(i["status"], i.get("code")) for i in many["items"]] == [
+        ("accepted", None), ("refused", "invalid_cloudevent")]
+    ingest_and_project(api, engine)
+    assert engine.app.load_as_stored("a-pro").used["credits"] == Decimal(7)
+
+
+def test_bodies_of_the_wrong_size_type_or_shape_are_refused_with_codes(api: RunningApi) -> None:
+    a = api.client(api.key("acct-a"))
+    huge = a.post("/v1/commands", content=b"{" + b" " * 70_000 + b"}",
+                  headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["code"] == "too_large"
+    typed = a.post("/v1/usage", content=b"id=1", headers={"Content-Type": "text/plain"})
+    assert typed.status_code == 415 and typed.json()["code"] == "unsupported_media_type"
+    broken = a.post("/v1/usage", content=b"[{", headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["code"] == "malformed_json"
+    twice = a.post("/v1/usage", content=b'{"id": "x", "id": "y"}',
+                   headers={"Content-Type": "application/json"})
+    assert twice.status_code == 422 and twice.json()["code"] == "duplicate_key"
+    empty = a.post("/v1/usage", json=[])
+    assert empty.status_code == 422 and empty.json()["code"] == "invalid_batch"
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def test_a_command_tells_whether_it_was_applied_or_refused_and_why(api: RunningApi,
+                                                                   engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+    assert a.post("/v1/commands", json={"id": "c1", "type": "change_plan",
+                                        "subscription": "a-free", "plan": "pro"}
+                  ).status_code == 202
+    assert a.post("/v1/commands", json={"id": "c2", "type": "change_plan",
+                                        "subscription": "a-free", "plan": "gold"}
+                  ).status_code == 202
+    invalid = a.post("/v1/commands", json={"id": "c3", "type": "fly",
+                                           "subscription": "a-free"})
+    assert invalid.status_code == 422 and invalid.json()["code"] == "unknown_command"
+    pending = a.get("/v1/commands/c1")
+    assert pending.status_code == 404 and pending.json()["code"] == "no_outcome"
+    loop, _ = engine.commands()
+    until(lambda: _outcome(engine, "c2") is not None, lambda: loop.poll_once(100))
+    applied = a.get("/v1/commands/c1").json()
+    assert (applied["status"], applied["result"], applied["subscription"]) == (
+        "applied", "upgraded", "a-free")
+    refused = a.get("/v1/commands/c2", params={"subscription": "a-free"}).json()
+    assert (refused["status"], refused["code"]) == ("refused", "unknown_plan")
+    tenant_only = a.post("/v1/commands", json={"id": "c4", "type": "record_payment",
+                                               "subscription": "a-free", "reference": "r",
+                                               "outcome": "paid", "amount": "1.00"})
+    assert tenant_only.status_code == 403 and tenant_only.json()["code"] == "admin_only"
+    other_account = a.post("/v1/commands", json={"id": "c5", "type": "subscribe",
+                                                 "subscription": "a-new", "plan": "free",
+                                                 "account": "acct-b"})
+    assert other_account.status_code == 403 and other_account.json()["code"] == "wrong_account"
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+def test_the_reads_show_state_monitor_invoices_recommendation_history_and_catalog(
+        api: RunningApi, engine: Engine) -> None:
+    a = api.client(api.key("acct-a"))
+    a.post("/v1/usage", json=[usage("r1", "a-pro", 40), usage("r2", "a-pro", 5,
+                                                                member="ann@a.example")])
+    ingest_and_project(api, engine)
+    state = a.get("/v1/subscriptions/a-pro").json()
+    assert (state["plan"], state["account"], state["allowances"]["credits"]["used"]) == (
+        "pro", "acct-a", "45")
+    before = a.get("/v1/subscriptions/a-pro", params={"as_of": "2027-03-01T00:00:00Z"}).json()
+    assert before["allowances"]["credits"]["used"] == "0"
+    gone = a.get("/v1/subscriptions/a-pro", params={"as_of": "2027-02-01T00:00:00Z"})
+    assert gone.status_code == 404
+    monitor = a.get("/v1/subscriptions/a-pro/monitor").json()
+    credits = monitor["metrics"][0]
+    assert credits["used"] == "45" and credits["per_member"] == {"ann@a.example": "5"}
+    assert credits["per_day"] == {"2027-03-10": "45"}
+
+    engine.app.advance_clock(datetime(2027, 4, 2, tzinfo=UTC), ["a-pro"])
+    invoice_everything(engine)
+    listed = a.get("/v1/subscriptions/a-pro/invoices").json()
+    assert listed, "the March cycle is invoiced"
+    number = listed[-1]["number"]
+    document = a.get(f"/v1/invoices/{number}").json()
+    assert document["subscription"] == "a-pro" and document["currency"] == "EUR"
+    html = a.get(f"/v1/invoices/{number}/html")
+    assert html.headers["content-type"].startswith("text/html") and number in html.text
+    pdf = a.get(f"/v1/invoices/{number}/pdf")
+    assert pdf.content.startswith(b"%PDF") and "attachment" in pdf.headers[
+        "content-disposition"]
+
+    history = a.get("/v1/subscriptions/a-pro/history", params={"limit": 2}).json()
+    assert [e["version"] for e in history["events"]] == [1, 2] and history["next"]
+    rest = a.get(history["next"]).json()
+    assert rest["events"][0]["version"] == 3
+    catalog = a.get("/v1/catalog").json()
+    assert {p["id"] for p in catalog["plans"]} >= {"free", "pro"}
+    recommendation = a.get("/v1/subscriptions/a-pro/recommendation")
+    assert recommendation.status_code in (200, 404), recommendation.text
+    if recommendation.status_code == 200:
+        assert recommendation.json()["current_plan"] == "pro"
+
+
+def test_the_monitor_stream_pushes_a_change_without_asking_again(api: RunningApi,
+                                                                 engine: Engine) -> None:
+    import json
+    import threading
+
+    token = api.key("acct-a")
+    seen: list[dict[str, Any]] = []
+    two = threading.Event()
+
+    def listen() -> None:
+        with api.client(token) as c, c.stream(
+                "GET", "/v1/subscriptions/a-free/monitor/stream") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if len(seen) == 2:
+                        two.set()
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    until(lambda: len(seen) == 1, lambda: two.wait(0.1), timeout=20)
+    assert seen[0]["metrics"][0]["used"] == "0"
+    api.client(token).post("/v1/usage", json=usage("s1", "a-free", 2))
+    ingest_and_project(api, engine)
+    assert two.wait(20), "the change was pushed"
+    assert seen[1]["metrics"][0]["used"] == "2"
+
+
+# --- access --------------------------------------------------------------------------------
+
+def _every_route(api: RunningApi) -> list[tuple[str, str]]:
+    """(method, path) of every API route, with A's subscription and invoice filled in."""
+    from infra.api.app import ROUTERS
+
+    routes = []
+    for route in (r for router in ROUTERS for r in router.routes):
+        if isinstance(route, APIRoute):
+            path = (route.path.replace("{subscription}", "a-pro")
+                    .replace("{name}", "credits").replace("{number}", "A-INVOICE")
+                    .replace("{command_id}", "c-a"))
+            routes.extend((method, path) for method in sorted(route.methods))
+    return routes
+
+
+BODIES = {"/v1/usage": [usage("x1", "a-pro", 1)],
+          "/v1/commands": {"id": "c-x", "type": "cancel", "subscription": "a-pro"}}
+
+
+def test_every_route_refuses_another_tenants_key_no_key_and_a_revoked_key(
+        api: RunningApi, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    admin = api.client(admin_token := api.key())
+    a_token = api.key("acct-a")
+    # A's own: an invoice and a command outcome to be asked about.
+    assert admin.post("/v1/commands", json={"id": "c-a", "type": "cancel",
+                                            "subscription": "a-pro"}).status_code == 202
+    loop, _ = engine.commands()
+    until(lambda: _outcome(engine, "c-a") is not None, lambda: loop.poll_once(100))
+    b = api.client(b_token := api.key("acct-b"))
+    revoked_token = api.key("acct-a")
+    with psycopg.connect(engine.database_url, autocommit=True) as conn:
+        assert keys.revoke(conn, keys.parse(revoked_token)[0], NOW)  # type: ignore[index]
+    api.ctx._keys.clear()  # the cache would trust it for a few more seconds
+    routes = _every_route(api)
+    assert len(routes) >= 13
+    for method, path in routes:
+        bare = path.split("?")[0]
+        kwargs: dict[str, Any] = {"json": BODIES[bare]} if bare in BODIES else {}
+        if path.endswith("/stream"):
+            kwargs["timeout"] = 10
+        answer = b.request(method, path, **kwargs)
+        if bare == "/v1/catalog":
+            assert answer.status_code == 200  # the catalog is every tenant's to read
+        elif bare == "/v1/usage":
+            assert answer.json()["items"][0]["code"] == "unknown_subscription", path
+        else:
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert answer.json()["code"] in ("not_found", "no_outcome"), (path, answer.text)
+        for token in (None, "bk_000000000000_nonsense", revoked_token):
+            refused = api.client(token).request(method, path, **kwargs)
+            assert refused.status_code == 401, (method, path, token, refused.text)
+            assert refused.json()["code"] in ("missing_key", "invalid_key")
+    assert api.client(a_token).get("/v1/commands/c-a").json()["status"] == "applied"
+    for token in (admin_token, a_token, b_token, revoked_token):
+        assert token not in caplog.text
+        assert token.split("_")[-1] not in caplog.text
+
+
+def test_the_openapi_document_lists_every_route_and_the_docs_page_serves(
+        api: RunningApi) -> None:
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    for _, path in _every_route(api):
+        template = (path.replace("a-pro", "{subscription}").replace("credits", "{name}")
+                    .replace("A-INVOICE", "{number}").replace("c-a", "{command_id}"))
+        assert template in spec["paths"], template
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    docs = httpx.get(f"{api.url}/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
