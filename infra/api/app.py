@@ -137,5 +137,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return RedirectResponse("/docs")
 
     app.add_middleware(BodyLimit)
-    app.add_middleware(AccessLog)
     return app
+
+
+def serving_app(ctx: ApiContext) -> ASGIApp:
+    """What `billing serve` runs: the app behind the entitlement fast path, every request
+    in the access log."""
+    return AccessLog(entitlements.EntitlementFastPath(create_app(ctx), ctx))

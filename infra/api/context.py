@@ -16,7 +16,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from domain.subscription.aggregate import Subscription
 from infra.api import keys
+from infra.api.entitlement_cache import EntitlementCache, follow
 from infra.api.errors import ApiError, not_found
+from infra.kafka import clients as kafka
 from infra.kafka.clients import KeyPartitions, RecordBatches
 from infra.wiring.engine import Engine
 
@@ -62,6 +64,8 @@ class ApiContext:
     _batches: RecordBatches | None = None
     _partitions: dict[str, KeyPartitions] = field(default_factory=dict)
     clock: BusinessClock = field(init=False)
+    entitlements: EntitlementCache = field(default_factory=EntitlementCache)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.clock = BusinessClock(self._billing_clock)
@@ -81,11 +85,18 @@ class ApiContext:
         return cls(engine, pool)
 
     async def open_async(self, size: int = 4) -> None:
+        """At the server's start: the async pool, and the entitlement cache's follower."""
         self.apool = AsyncConnectionPool(self.engine.database_url, min_size=size, max_size=size,
                                          open=False, kwargs={"autocommit": True})
         await self.apool.open(wait=True)
+        engine = self.engine
+        self._stop.clear()
+        follow(self.entitlements, lambda: kafka.consumer(
+            engine.kafka_bootstrap, engine.settings, client_id="billing-api-cache"),
+            engine.settings.topics.events, self._stop)
 
     async def close_async(self) -> None:
+        self._stop.set()
         if self.apool is not None:
             await self.apool.close()
 

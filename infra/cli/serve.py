@@ -20,7 +20,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     topics; it never owns an input position."""
     import uvicorn
 
-    from infra.api.app import create_app
+    from infra.api.app import serving_app
     from infra.api.context import ApiContext
     from infra.wiring.engine import Engine
 
@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                          adopt_topics=False)
     ctx = ApiContext.open(engine)
     try:
-        config = uvicorn.Config(create_app(ctx), host=args.host, port=args.port,
+        config = uvicorn.Config(serving_app(ctx), host=args.host, port=args.port,
                                 access_log=False, log_config=None, loop="uvloop",
                                 http="httptools", timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)

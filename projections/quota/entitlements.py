@@ -24,8 +24,15 @@ class Freshness:
     """How far the quota read model is behind the event store for this subscription."""
 
     projected_version: int
-    stored_version: int
+    stored_version: int  # the newest version known: in the store, or seen on billing.events
     as_of: datetime | None  # when the last projected event was recorded in the store
+    checked_at: datetime  # when these figures were read from the read model
+
+    def view(self) -> dict[str, Any]:
+        return {"as_of": None if self.as_of is None else self.as_of.isoformat(),
+                "checked_at": self.checked_at.isoformat(),
+                "projected_version": self.projected_version,
+                "stored_version": self.stored_version, "pending_events": self.pending_events}
 
     @property
     def pending_events(self) -> int:
@@ -68,10 +75,7 @@ def decide(row: dict[str, Any], used_today: Decimal, requested: Decimal, now: da
         "remaining_today": None if remaining_today is None else _text(remaining_today),
         "daily_reset_at": resets,
         "cycle_start": row["cycle_start"].isoformat(), "resets_at": row["cycle_end"].isoformat(),
-        "freshness": {"as_of": None if freshness.as_of is None else freshness.as_of.isoformat(),
-                      "projected_version": freshness.projected_version,
-                      "stored_version": freshness.stored_version,
-                      "pending_events": freshness.pending_events},
+        "freshness": freshness.view(),
     }
 
 
@@ -82,10 +86,7 @@ def feature(subscription: str, plan: str, name: str, granted_by: str | None,
             "has_access": granted_by is not None,
             "reason": None if granted_by is not None else "feature_not_included",
             "granted_by": granted_by,
-            "freshness": {"as_of": None if freshness.as_of is None else freshness.as_of.isoformat(),
-                          "projected_version": freshness.projected_version,
-                          "stored_version": freshness.stored_version,
-                          "pending_events": freshness.pending_events}}
+            "freshness": freshness.view()}
 
 
 def _text(value: Decimal) -> str:

@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 
 from infra.api import keys
-from infra.api.app import create_app
+from infra.api.app import serving_app
 from infra.api.context import ApiContext
 from infra.stack.embedded import free_port
 from infra.wiring.engine import Engine
@@ -52,7 +52,7 @@ class RunningApi:
 def running_api(engine: Engine) -> Iterator[RunningApi]:
     ctx = ApiContext.open(engine)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(serving_app(ctx), host="127.0.0.1", port=port,
                                           access_log=False, log_config=None, loop="asyncio",
                                           timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -7,6 +7,7 @@ one; bodies too large, of the wrong type, malformed; no secret in any log line."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -134,15 +135,32 @@ def test_a_metric_entitlement_follows_usage_and_the_daily_cap(api: RunningApi,
 
 def test_the_freshness_says_how_far_the_quota_model_is_behind(api: RunningApi,
                                                               engine: Engine) -> None:
+    """A kept reading answers until billing.events shows a newer version of its subscription
+    (or it is older than max_age); what is stored but not yet relayed counts once the
+    store is asked again."""
     a = api.client(api.key("acct-a"))
+
+    def ask() -> dict[str, Any]:
+        return dict(a.get("/v1/subscriptions/a-free/entitlements/credits").json())
+    first = ask()
     a.post("/v1/usage", json=usage("u1", "a-free", 2))
-    ingest_all(engine, api.published[engine.settings.topics.usage])  # stored, not projected
-    body = a.get("/v1/subscriptions/a-free/entitlements/credits").json()
-    assert body["freshness"]["pending_events"] >= 1 and body["used"] == "0"
-    relay_all(engine)
+    ingest_all(engine, api.published[engine.settings.topics.usage])  # stored, not relayed
+    kept = ask()
+    assert kept["used"] == "0"
+    assert kept["freshness"]["checked_at"] == first["freshness"]["checked_at"]
+    api.ctx.entitlements.max_age = 0  # every reading too old: the store is asked
+    asked = ask()
+    assert asked["freshness"]["pending_events"] >= 1 and asked["used"] == "0"
+    assert asked["freshness"]["checked_at"] > first["freshness"]["checked_at"]
+    api.ctx.entitlements.max_age = 600
+    relay_all(engine)  # the API's follower sees the new version: the kept reading is stale
+    until(lambda: api.ctx.entitlements.newest("a-free") >= asked["freshness"]["stored_version"],
+          lambda: time.sleep(0.05), timeout=20)
+    assert ask()["freshness"]["pending_events"] >= 1
     project_all(engine)
-    body = a.get("/v1/subscriptions/a-free/entitlements/credits").json()
+    body = ask()
     assert body["freshness"]["pending_events"] == 0 and body["used"] == "2"
+    assert ask()["freshness"]["checked_at"] == body["freshness"]["checked_at"]  # kept again
 
 
 def test_feature_entitlements_come_from_the_plan_and_add_ons(api: RunningApi,

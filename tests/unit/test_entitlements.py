@@ -1,0 +1,124 @@
+"""The entitlement decision (pure) and the API's kept readings (no I/O)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from infra.api.entitlement_cache import EntitlementCache
+from projections.quota.entitlements import Freshness, decide
+
+NOW = datetime(2027, 3, 10, 12, tzinfo=UTC)
+FRESH = Freshness(3, 3, NOW, NOW)
+
+
+def row(limit_kind: str = "hard", used: str = "0", included: str = "30", packs: str = "0",
+        daily_cap: str | None = None) -> dict[str, Any]:
+    return {"subscription_id": "s", "metric": "credits", "plan_id": "p",
+            "included": Decimal(included), "packs": Decimal(packs), "used": Decimal(used),
+            "limit_kind": limit_kind, "daily_cap": None if daily_cap is None else Decimal(
+                daily_cap), "cycle_start": NOW, "cycle_end": NOW}
+
+
+@pytest.mark.parametrize(("reading", "today", "requested", "access", "reason"), [
+    (row(used="29"), "0", "1", True, None),
+    (row(used="29"), "0", "2", False, "would_exceed_limit"),
+    (row(used="30"), "0", "0", False, "limit_reached"),
+    (row(used="30", packs="10"), "0", "10", True, None),
+    (row(used="31", limit_kind="overage"), "0", "5", True, None),
+    (row(daily_cap="5"), "4", "1", True, None),
+    (row(daily_cap="5"), "4", "2", False, "would_exceed_daily_cap"),
+    (row(daily_cap="5"), "5", "0", False, "daily_cap_reached"),
+    (row(used="30", daily_cap="5"), "5", "0", False, "limit_reached"),  # the cycle first
+])
+def test_access_follows_the_limit_kind_packs_and_the_daily_cap(
+        reading: dict[str, Any], today: str, requested: str, access: bool,
+        reason: str | None) -> None:
+    answer = decide(reading, Decimal(today), Decimal(requested), NOW, FRESH)
+    assert (answer["has_access"], answer["reason"]) == (access, reason)
+
+
+def test_overage_units_are_only_those_past_the_usable_amount_and_amounts_are_plain() -> None:
+    answer = decide(row(used="28", limit_kind="overage", included="2E+1", packs="10"),
+                    Decimal(0), Decimal(5), NOW, FRESH)
+    assert (answer["limit"], answer["remaining"], answer["overage_units"]) == ("30", "2", "3")
+    past = decide(row(used="40", limit_kind="overage"), Decimal(0), Decimal(5), NOW, FRESH)
+    assert past["overage_units"] == "5"
+    capped = decide(row(daily_cap="5"), Decimal(1), Decimal(0), NOW, FRESH)
+    assert capped["daily_reset_at"] == "2027-03-11T00:00:00+00:00"
+
+
+def test_pending_events_count_what_the_model_has_not_applied() -> None:
+    assert Freshness(3, 7, None, NOW).view()["pending_events"] == 4
+    assert Freshness(7, 3, None, NOW).pending_events == 0
+
+
+KEY = ("s", "credits", NOW.date())
+PROJECTED = 0  # where these test readings hold their projected version
+
+
+def kept(cache: EntitlementCache, projected: int, stored: int) -> None:
+    cache.asking("s")
+    cache.answered(KEY, (projected,), stored, NOW)
+
+
+def test_a_reading_is_kept_until_a_newer_version_is_seen() -> None:
+    cache = EntitlementCache()
+    cache.following = True
+    kept(cache, 3, 3)
+    assert cache.get(KEY, PROJECTED) == ((3,), NOW)
+    cache.seen("s", 3)
+    assert cache.get(KEY, PROJECTED) is not None
+    cache.seen("s", 4)
+    assert cache.get(KEY, PROJECTED) is None
+    kept(cache, 3, 4)  # read while the projection was behind: never served
+    assert cache.get(KEY, PROJECTED) is None
+    kept(cache, 4, 4)
+    assert cache.get(KEY, PROJECTED) is not None
+    assert (cache.hits, cache.misses) == (3, 2)
+
+
+def test_a_version_seen_while_the_database_is_asked_is_not_lost() -> None:
+    cache = EntitlementCache()
+    cache.following = True
+    cache.asking("s")
+    cache.seen("s", 5)  # published while the query ran, which read version 4
+    cache.answered(KEY, (4,), 4, NOW)
+    assert cache.get(KEY, PROJECTED) is None
+    assert cache.newest("s") == 5
+
+
+def test_readings_expire_are_bounded_and_are_not_kept_without_the_follower() -> None:
+    cache = EntitlementCache(capacity=2, max_age=0)
+    cache.following = True
+    kept(cache, 1, 1)
+    assert cache.get(KEY, PROJECTED) is None  # older than max_age
+    cache.max_age = 60
+    for day in range(1, 4):
+        cache.asking("s")
+        cache.answered(("s", "credits", day), (1,), 1, NOW)
+    assert cache.get(("s", "credits", 1), PROJECTED) is None  # the oldest went
+    assert cache.get(("s", "credits", 3), PROJECTED) is not None
+    cache.stop_following()
+    assert cache.get(("s", "credits", 3), PROJECTED) is None
+    kept(cache, 1, 1)
+    assert cache.get(KEY, PROJECTED) is None
+    assert cache.newest("s") == 0
+
+
+def test_versions_of_subscriptions_not_kept_are_not_remembered() -> None:
+    cache = EntitlementCache()
+    cache.following = True
+    for n in range(1000):
+        cache.seen(f"other-{n}", n)
+    assert cache.newest("other-999") == 0
+    threads = [threading.Thread(target=kept, args=(cache, 1, 1)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.get(KEY, PROJECTED) is not None
