@@ -24,6 +24,7 @@ from domain.app import (
     catalog_publishing,
     credit_note,
     issue_invoices,
+    preview_command,
     run_command,
     subscribe,
 )
@@ -247,6 +248,9 @@ class BillingApplication(Application[str]):
 
     def subscribe_many(self, specs: Sequence[tuple[Any, ...]], at: datetime) -> None:
         subscribe.subscribe_many(self, specs, at)
+
+    def preview(self, command: Command) -> dict[str, Any]:
+        return preview_command.preview_command(self, command)
 
     def handle(self, command: Command) -> Outcome:
         return run_command.run_command(self, command)

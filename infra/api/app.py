@@ -131,6 +131,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    from starlette.staticfiles import StaticFiles
+
+    from infra.portal import pages
+
+    app.include_router(pages.router)
+    app.mount("/portal/static", StaticFiles(directory=pages.HERE / "static"), name="static")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -5,13 +5,14 @@ nothing of it), 409 a conflict, 413 too large, 422 a body or parameter the contr
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 
 class JsonResponse(Response):
@@ -50,6 +51,9 @@ def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": message, "code": code}
 
 
+PORTAL_ERROR = ("<!doctype html><html lang=en><meta charset=utf-8><title>{title}</title>"
+                "<body style='font-family:sans-serif;max-width:40rem;margin:4rem auto'>"
+                "<h1>{title}</h1><p class=error>{message}</p></body></html>")
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
@@ -57,6 +61,9 @@ STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
 def install(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        if request.url.path.startswith("/portal"):  # people, not programs: a page
+            return HTMLResponse(PORTAL_ERROR.format(title=html.escape(exc.code.replace(
+                "_", " ")), message=html.escape(exc.message)), status_code=exc.status)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JsonResponse(error_body(exc.code, exc.message), status_code=exc.status,
                             headers=headers)

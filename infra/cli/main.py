@@ -41,7 +41,7 @@ from infra.cli.rebuild import READ_MODELS, cmd_rebuild
 from infra.cli.recommend import cmd_recommend
 from infra.cli.report import REPORTS, cmd_report
 from infra.cli.run import ROLES, cmd_run
-from infra.cli.serve import cmd_keys, cmd_serve
+from infra.cli.serve import cmd_keys, cmd_portal, cmd_serve
 from infra.cli.subscribe import CUSTOMER_OPTIONS, PERIODS, cmd_subscribe
 from infra.config import ConfigError, Settings
 
@@ -260,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="create: a note kept with the key")
     _json(p)
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("portal", help="a signed, expiring link to a subscription's customer "
+                                      "portal (served by `billing serve`)")
+    p.add_argument("verb", choices=["link"], help="link: print the link")
+    p.add_argument("subscription", help="the subscription id")
+    p.add_argument("--ttl", type=positive_int, default=3600,
+                   help="seconds the link works (default 3600)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8080",
+                   help="where `billing serve` is reached (default http://127.0.0.1:8080)")
+    _json(p)
+    p.set_defaults(func=cmd_portal)
 
     p = sub.add_parser("recommend", help="the plan that fits a subscription, and why")
     p.add_argument("subscription", help="the subscription id")

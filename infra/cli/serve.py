@@ -1,5 +1,6 @@
-"""`billing serve`: the HTTP API (infra/api/) on the running stack, and `billing keys`: its
-API keys (create, list, revoke)."""
+"""`billing serve`: the HTTP API (infra/api/) and the customer portal (infra/portal/) on the
+running stack; `billing keys`: its API keys (create, list, revoke); `billing portal link`: a
+signed link to one subscription's portal."""
 
 from __future__ import annotations
 
@@ -83,4 +84,32 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             state = "revoked" if r["revoked_at"] else "active"
             print(f"{r['key_id']}  {who:<24} {state:<8} {r['created_at']:%Y-%m-%d %H:%M}  "
                   f"{r['label']}")
+    return OK
+
+
+def cmd_portal(args: argparse.Namespace, settings: Settings) -> int:
+    """A signed link to the customer portal of one subscription (infra/portal/links.py)."""
+    import time
+
+    import psycopg
+
+    from infra.portal import links
+
+    if not 60 <= args.ttl <= links.MAX_TTL_SECONDS:
+        raise UsageError(f"--ttl: from 60 to {links.MAX_TTL_SECONDS} seconds", "usage")
+    stack = connect(settings)
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM billing_events WHERE originator_id = %s AND "
+                              "originator_version = 1", (args.subscription,)).fetchone()
+        if exists is None:
+            not_found(f"no subscription {args.subscription!r}")
+        secret = links.secrets_of(conn)[0]
+    expires = int(time.time()) + args.ttl
+    url = (f"{args.base_url.rstrip('/')}/portal/enter?token="
+           f"{links.sign(secret, args.subscription, expires)}")
+    if args.json:
+        print_json({"subscription": args.subscription, "url": url,
+                    "expires_at": datetime.fromtimestamp(expires, UTC).isoformat()})
+    else:
+        print(url)
     return OK

@@ -8,15 +8,71 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import uvicorn
 
+from domain.catalog.model import Catalog
 from infra.api import keys
 from infra.api.app import serving_app
 from infra.api.context import ApiContext
+from infra.config import Settings
 from infra.stack.embedded import free_port
 from infra.wiring.engine import Engine
+from tests.integration.helpers import project_all, relay_all
+
+CATALOG = """
+[catalog]
+id = "api-test"
+version = "1"
+currency = "EUR"
+
+[plans.free]
+name = "Free"
+rank = 0
+price = 0
+allowances.credits = { included = 30, daily_cap = 5, limit = "hard" }
+features = ["ai_assistant"]
+
+[plans.pro]
+name = "Pro"
+rank = 1
+price = "25.00"
+recommended_for = ["e-commerce"]
+allowances.credits = { included = 100, limit = "overage", overage_unit_price = "0.10" }
+features = ["ai_assistant", "custom_domains"]
+
+[plans.max]
+name = "Max"
+rank = 2
+price = "50.00"
+allowances.credits = { included = 400, limit = "overage", overage_unit_price = "0.05" }
+features = ["ai_assistant", "custom_domains", "saml_sso"]
+
+[addons.sso]
+name = "SSO"
+price = "10.00"
+features = ["saml_sso"]
+"""
+START = datetime(2027, 3, 1, tzinfo=UTC)
+NOW = datetime(2027, 3, 10, 12, tzinfo=UTC)  # the billing clock, ahead of the wall clock
+
+
+def open_engine(settings: Settings, database_url: str, bootstrap: str,
+                folder: Path) -> Engine:
+    """An engine on CATALOG with three subscriptions (two of account acct-a, one of acct-b),
+    subscribed at START, the billing clock at NOW, everything relayed and projected."""
+    path = folder / "catalog.toml"
+    path.write_text(CATALOG, "utf-8")
+    engine = Engine.open(settings, database_url, bootstrap, catalog=Catalog.from_file(path))
+    engine.app.subscribe_many([("a-free", "acct-a", "free"), ("a-pro", "acct-a", "pro"),
+                               ("b-free", "acct-b", "free")], START)
+    engine.app.advance_clock(NOW, ["a-free", "a-pro", "b-free"])
+    relay_all(engine)
+    project_all(engine)
+    return engine
 
 
 @dataclass

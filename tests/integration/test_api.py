@@ -19,12 +19,11 @@ import psycopg
 import pytest
 from fastapi.routing import APIRoute
 
-from domain.catalog.model import Catalog
 from infra.api import keys
 from infra.config import Settings
 from infra.wiring.engine import Engine
 from tests.conftest import TestStack
-from tests.integration.api_server import RunningApi, running_api
+from tests.integration.api_server import NOW, RunningApi, open_engine, running_api
 from tests.integration.helpers import (
     ingest_all,
     invoice_everything,
@@ -35,48 +34,13 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.integration
 
-CATALOG = """
-[catalog]
-id = "api-test"
-version = "1"
-currency = "EUR"
-
-[plans.free]
-name = "Free"
-rank = 0
-price = 0
-allowances.credits = { included = 30, daily_cap = 5, limit = "hard" }
-features = ["ai_assistant"]
-
-[plans.pro]
-name = "Pro"
-rank = 1
-price = "25.00"
-allowances.credits = { included = 100, limit = "overage", overage_unit_price = "0.10" }
-features = ["ai_assistant", "custom_domains"]
-
-[addons.sso]
-name = "SSO"
-price = "10.00"
-features = ["saml_sso"]
-"""
-START = datetime(2027, 3, 1, tzinfo=UTC)
-NOW = datetime(2027, 3, 10, 12, tzinfo=UTC)  # the billing clock, ahead of the wall clock
 TODAY = "2027-03-10T10:00:00+00:00"
 
 
 @pytest.fixture
 def engine(settings: Settings, database_url: str, stack: TestStack,
            tmp_path: Path) -> Iterator[Engine]:
-    path = tmp_path / "catalog.toml"
-    path.write_text(CATALOG, "utf-8")
-    e = Engine.open(settings, database_url, stack.kafka_bootstrap,
-                    catalog=Catalog.from_file(path))
-    e.app.subscribe_many([("a-free", "acct-a", "free"), ("a-pro", "acct-a", "pro"),
-                          ("b-free", "acct-b", "free")], START)
-    e.app.advance_clock(NOW, ["a-free", "a-pro", "b-free"])
-    relay_all(e)
-    project_all(e)
+    e = open_engine(settings, database_url, stack.kafka_bootstrap, tmp_path)
     try:
         yield e
     finally:

@@ -1,0 +1,296 @@
+"""The customer portal: server-rendered pages (Jinja2) for the holder of a signed link, in the
+spirit of a hosted customer portal: the plan and the plans to move to (recommendation, what
+the last cycle would have cost on each, the prorated charge before confirming), invoices (web
+view, PDF), the credit monitor (updating live), seats, members, workspaces and user plans, and
+cancelling. It reads what the API reads and acts by publishing the same commands; JavaScript
+only where the page updates itself (portal.js)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from domain.contracts.commands import Command
+from infra.api.context import ApiContext
+from infra.api.errors import ApiError
+from infra.api.keys import Principal
+from infra.api.stream import monitor_events, sse
+from infra.portal import links
+
+HERE = Path(__file__).parent
+# Starlette's environment escapes every .html template (select_autoescape).
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(prefix="/portal", include_in_schema=False)
+COOKIE = "billing_portal"
+
+
+def _ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.context
+    return ctx
+
+
+def _keys(ctx: ApiContext) -> list[bytes]:
+    with ctx.pool.connection() as conn:
+        return links.secrets_of(conn)
+
+
+async def visitor(request: Request) -> links.Visitor:
+    token = request.cookies.get(COOKIE, "")
+    found = links.verify(await run_in_threadpool(_keys, _ctx(request)), token,
+                         datetime.now(UTC)) if token else None
+    if found is None:
+        raise ApiError(401, "portal_link_expired",
+                       "this portal link is invalid or has expired: ask for a new one")
+    return found
+
+
+def _as_tenant(ctx: ApiContext, who: links.Visitor) -> tuple[Any, Principal]:
+    """The visitor's subscription, and a principal for its account (the API's reads)."""
+    sub = ctx.subscriptions([who.subscription]).get(who.subscription)
+    if sub is None:
+        raise ApiError(404, "not_found", "this subscription no longer exists")
+    return sub, Principal(key_id="portal", account=sub.account, admin=False)
+
+
+def _page(request: Request, name: str, **values: Any) -> HTMLResponse:
+    response: HTMLResponse = templates.TemplateResponse(request, name, values)
+    return response
+
+
+@router.get("/enter")
+async def enter(request: Request, token: str = "") -> Response:
+    keys = await run_in_threadpool(_keys, _ctx(request))
+    found = links.verify(keys, token, datetime.now(UTC))
+    if found is None:
+        return _page(request, "expired.html")
+    response = RedirectResponse("/portal", status_code=303)
+    response.set_cookie(COOKIE, token, max_age=max(found.expires - int(
+        datetime.now(UTC).timestamp()), 1), httponly=True, samesite="strict", path="/portal")
+    return response
+
+
+def _overview(ctx: ApiContext, who: links.Visitor) -> dict[str, Any]:
+    from infra.api.reads import recommendation
+    from infra.ops.audit import state_summary
+    from infra.render.terminal import catalog_view
+
+    sub, tenant = _as_tenant(ctx, who)
+    state = state_summary(sub)
+    try:
+        advice = recommendation(ctx, tenant, who.subscription)
+    except ApiError:
+        advice = None
+    costs = {w["plan"]: w for w in (advice or {}).get("what_if", [])}
+    period = state["period"]
+    scheduled = state["scheduled"]["plan"]  # {"plan_id", "keep_workspace"} or None
+    scheduled_plan = scheduled.get("plan_id") if isinstance(scheduled, dict) else scheduled
+    plans = []
+    for plan in catalog_view(ctx.engine.app.catalog)["plans"]:
+        if not plan["available"] and plan["id"] != state["plan"]:
+            continue
+        plans.append({**plan, "period_price": plan["prices"].get(period),
+                      "current": plan["id"] == state["plan"],
+                      "scheduled": plan["id"] == scheduled_plan,
+                      "recommended": advice is not None
+                      and advice["recommended_plan"] == plan["id"]
+                      and plan["id"] != state["plan"],
+                      "last_cycle_cost": costs.get(plan["id"])})
+    return {"state": state, "plans": plans, "advice": advice, "scheduled_plan": scheduled_plan,
+            "plan_name": sub.terms.get("plan_name", state["plan"]),
+            "features": sub.features()}
+
+
+@router.get("", response_class=HTMLResponse)
+async def overview(request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    values = await run_in_threadpool(_overview, _ctx(request), who)
+    return _page(request, "overview.html", tab="plan", **values)
+
+
+def _preview_change(ctx: ApiContext, who: links.Visitor, plan: str) -> dict[str, Any]:
+    sub, _ = _as_tenant(ctx, who)
+    if plan not in ctx.engine.app.catalog.plans:
+        raise ApiError(404, "unknown_plan", f"no plan {plan!r}")
+    now = ctx.clock.now()
+    with ctx._app_lock:
+        preview = ctx.engine.app.preview(Command("preview", "change_plan", who.subscription,
+                                                 now, {"plan": plan}))
+    preview.pop("state", None)
+    return {"plan": ctx.engine.app.catalog.plans[plan], "preview": preview,
+            "current": sub.plan_id, "cycle_end": sub.cycle_end, "now": now}
+
+
+@router.get("/plans/{plan}", response_class=HTMLResponse)
+async def change_plan_page(plan: str, request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    values = await run_in_threadpool(_preview_change, _ctx(request), who, plan)
+    return _page(request, "change_plan.html", tab="plan", **values)
+
+
+def _publish(ctx: ApiContext, who: links.Visitor, kind: str, **fields: Any) -> str:
+    _as_tenant(ctx, who)
+    command_id = f"portal-{uuid.uuid4().hex}"
+    raw = {"id": command_id, "type": kind, "subscription": who.subscription,
+           "at": ctx.clock.now().isoformat(), **fields}
+    ctx.publish(ctx.engine.settings.topics.commands,
+                [(who.subscription.encode(), orjson.dumps(raw))])
+    return command_id
+
+
+@router.post("/plans/{plan}")
+async def change_plan(plan: str, request: Request) -> RedirectResponse:
+    who = await visitor(request)
+    command_id = await run_in_threadpool(_publish, _ctx(request), who, "change_plan",
+                                         plan=plan)
+    return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
+
+
+def _outcome(ctx: ApiContext, who: links.Visitor, command_id: str) -> dict[str, Any]:
+    from infra.api.commands import outcome_of
+
+    _, tenant = _as_tenant(ctx, who)
+    try:
+        return outcome_of(ctx, tenant, command_id, who.subscription)
+    except ApiError as e:
+        if e.code == "no_outcome":
+            return {"id": command_id, "status": "pending"}
+        raise
+
+
+@router.get("/commands/{command_id}", response_class=HTMLResponse)
+async def command_page(command_id: str, request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    outcome = await run_in_threadpool(_outcome, _ctx(request), who, command_id)
+    return _page(request, "command.html", tab="plan", outcome=outcome)
+
+
+@router.get("/commands/{command_id}/status")
+async def command_json(command_id: str, request: Request) -> Response:
+    who = await visitor(request)
+    outcome = await run_in_threadpool(_outcome, _ctx(request), who, command_id)
+    return Response(orjson.dumps(outcome), media_type="application/json")
+
+
+def _invoices(ctx: ApiContext, who: links.Visitor) -> list[dict[str, Any]]:
+    from infra.api.reads import invoice_list
+
+    _, tenant = _as_tenant(ctx, who)
+    return list(reversed(invoice_list(ctx, tenant, who.subscription)))
+
+
+@router.get("/invoices", response_class=HTMLResponse)
+async def invoices(request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    rows = await run_in_threadpool(_invoices, _ctx(request), who)
+    return _page(request, "invoices.html", tab="invoices", invoices=rows)
+
+
+def _invoice(ctx: ApiContext, who: links.Visitor, number: str) -> dict[str, Any]:
+    from infra.api.reads import invoice
+
+    _, tenant = _as_tenant(ctx, who)
+    document = invoice(ctx, tenant, number)
+    if document["subscription"] != who.subscription:
+        raise ApiError(404, "not_found", f"invoice {number!r} not found")
+    return document
+
+
+@router.get("/invoices/{number}.pdf")
+async def invoice_pdf(number: str, request: Request) -> Response:
+    from infra.render.invoice import invoice_pdf as render
+
+    who = await visitor(request)
+    document = await run_in_threadpool(_invoice, _ctx(request), who, number)
+    pdf = await run_in_threadpool(render, document)
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="invoice-{number}.pdf"'})
+
+
+@router.get("/invoices/{number}", response_class=HTMLResponse)
+async def invoice_page(number: str, request: Request) -> HTMLResponse:
+    from infra.render.invoice import invoice_html
+
+    who = await visitor(request)
+    document = await run_in_threadpool(_invoice, _ctx(request), who, number)
+    return HTMLResponse(invoice_html(document))
+
+
+def _usage(ctx: ApiContext, who: links.Visitor) -> dict[str, Any] | None:
+    from infra.api.reads import monitor
+
+    _, tenant = _as_tenant(ctx, who)
+    try:
+        return monitor(ctx, tenant, who.subscription)
+    except ApiError:
+        return None
+
+
+@router.get("/usage", response_class=HTMLResponse)
+async def usage(request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    view = await run_in_threadpool(_usage, _ctx(request), who)
+    return _page(request, "usage.html", tab="usage", monitor=view)
+
+
+@router.get("/usage/stream")
+async def usage_stream(request: Request) -> StreamingResponse:
+    from infra.api.reads import monitor
+
+    who = await visitor(request)
+    ctx = _ctx(request)
+    _, tenant = await run_in_threadpool(_as_tenant, ctx, who)
+
+    def read() -> dict[str, Any]:
+        return monitor(ctx, tenant, who.subscription)
+    return sse(monitor_events(request, ctx, read, who.subscription))
+
+
+@router.get("/team", response_class=HTMLResponse)
+async def team(request: Request) -> HTMLResponse:
+    from infra.ops.audit import state_summary
+
+    who = await visitor(request)
+    sub, _ = await run_in_threadpool(_as_tenant, _ctx(request), who)
+    state = state_summary(sub)
+    return _page(request, "team.html", tab="team", state=state,
+                 user_plans=_ctx(request).engine.app.catalog.user_plans)
+
+
+def _cancel_preview(ctx: ApiContext, who: links.Visitor) -> dict[str, Any]:
+    sub, _ = _as_tenant(ctx, who)
+    now = ctx.clock.now()
+    with ctx._app_lock:
+        preview = ctx.engine.app.preview(Command("preview", "cancel", who.subscription, now))
+    state = preview.pop("state", None)
+    free_plan = ctx.engine.app.catalog.free_plan
+    return {"preview": preview, "plan": sub.plan_id, "cycle_end": sub.cycle_end,
+            "cancel_at": None if state is None else state.cancel_at,
+            "commitment_end": sub.commitment_end, "free_plan": free_plan,
+            "already": sub.cancel_at is not None}
+
+
+@router.get("/cancel", response_class=HTMLResponse)
+async def cancel_page(request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    values = await run_in_threadpool(_cancel_preview, _ctx(request), who)
+    return _page(request, "cancel.html", tab="cancel", **values)
+
+
+@router.post("/cancel")
+async def cancel(request: Request) -> RedirectResponse:
+    from urllib.parse import parse_qs
+
+    who = await visitor(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    if form.get("confirm") != ["yes"]:
+        return RedirectResponse("/portal/cancel", status_code=303)
+    command_id = await run_in_threadpool(_publish, _ctx(request), who, "cancel")
+    return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
