@@ -142,6 +142,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
+    @app.get("/healthz", tags=["health"], summary="The API answers and its database does")
+    async def healthz() -> errors.JsonResponse:
+        try:
+            assert ctx.apool is not None
+            async with ctx.apool.connection(timeout=3) as conn:
+                await conn.execute("SELECT 1")
+        except Exception as e:
+            return errors.JsonResponse(errors.error_body("database_unavailable",
+                                                         type(e).__name__), status_code=503)
+        return errors.JsonResponse({"ok": True, "entitlement_cache": {
+            "following": ctx.entitlements.following, "hits": ctx.entitlements.hits,
+            "misses": ctx.entitlements.misses}})
+
     app.add_middleware(BodyLimit)
     return app
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from datetime import UTC, datetime
 
 from infra.cli.common import OK, UsageError, connect, not_found
@@ -62,10 +63,10 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
                 print_json({"key_id": created.key_id, "token": created.token,
                             "account": created.account, "admin": created.admin})
             else:
-                print(created.token)
-                print(f"# key {created.key_id} for "
+                print(created.token, flush=True)  # alone on stdout: KEY=$(billing keys create)
+                print(f"key {created.key_id} for "
                       f"{'operators (every account)' if created.admin else created.account}: "
-                      "shown once, stored only as a hash", flush=True)
+                      "shown once, stored only as a hash", file=sys.stderr)
             return OK
         if args.verb == "revoke":
             if not keys.revoke(conn, args.key_id, datetime.now(UTC)):

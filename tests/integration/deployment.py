@@ -44,6 +44,26 @@ class Deployment:
             time.sleep(0.2)
         return run
 
+    def serve(self, port: int = 8080) -> subprocess.Popen[str]:
+        """`billing serve --port PORT` beside the running stack, once its /healthz answers."""
+        import urllib.request
+
+        log = self.data_dir / f"run-{len(self.runs)}.log"
+        with log.open("w") as out:
+            server = subprocess.Popen([sys.executable, "-m", "infra.cli", "serve", "--port",
+                                       str(port)], env=self.env, stdout=out,
+                                      stderr=subprocess.STDOUT, text=True)
+        self.runs.append(server)
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"billing serve exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return server
+            except OSError:
+                time.sleep(0.3)
+
     def log(self, run: subprocess.Popen[str]) -> str:
         return (self.data_dir / f"run-{self.runs.index(run)}.log").read_text()
 

@@ -36,8 +36,9 @@ def walkthrough() -> tuple[list[str], list[str]]:
 
 def test_the_readme_has_a_walkthrough_to_run() -> None:
     background, lines = walkthrough()
-    assert background == ["./billing run"]
-    assert len(lines) > 30 and all(line.startswith(("./billing ", "sed ", "PW=")) for line in lines)
+    assert background == ["./billing run", "./billing serve"]
+    assert len(lines) > 30 and all(line.startswith(("./billing ", "sed ", "PW=", "curl "))
+                                   for line in lines)
 
 
 @pytest.fixture
@@ -78,6 +79,7 @@ def test_every_walkthrough_command_runs_as_written(workdir: tuple[Path, Deployme
     folder, d = workdir
     _, lines = walkthrough()
     d.start()
+    d.serve()
     outputs = {}
     for line in lines:
         done = subprocess.run(["bash", "-c", line], cwd=folder, env=d.env, capture_output=True,
@@ -85,7 +87,7 @@ def test_every_walkthrough_command_runs_as_written(workdir: tuple[Path, Deployme
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
         outputs[line] = done.stdout
         if any(verb in line for verb in ("publish", "replay", "subscribe", "command ",
-                                         "clock advance")):
+                                         "clock advance", "/v1/usage")):
             d.wait_for(lambda: settled(d), True)
     by_verb = {line.split("#")[0].strip(): out for line, out in outputs.items()}
     if os.environ.get("WALKTHROUGH_DUMP"):
@@ -108,3 +110,12 @@ def test_every_walkthrough_command_runs_as_written(workdir: tuple[Path, Deployme
                                                        "2026-11-15T00:00:00Z"])
     assert by_verb["./billing dlq list --all"].count("(replayed)") == 2
     assert "2 dead letter(s)" in by_verb["./billing dlq list"]
+    # The integration in five lines: the usage sent over HTTP counted, and the check says so.
+    posted, check = (orjson.loads(out) for line, out in outputs.items() if "curl " in line)
+    assert posted["status"] == "accepted", posted
+    assert check["has_access"] is True and check["metric"] == "tokens", check
+    state = orjson.loads(d.cli("state", "sub-1", "--json"))
+    assert check["used"] == state["allowances"]["tokens"]["used"]
+    assert check["freshness"]["pending_events"] == 0
+    portal = next(out for line, out in outputs.items() if "portal link" in line)
+    assert portal.startswith("http://127.0.0.1:8080/portal/enter?token=")

@@ -50,6 +50,7 @@ def test_postgres_health_is_checked_over_tcp_not_the_init_socket() -> None:
 def test_every_service_has_a_health_check() -> None:
     assert [name for name, s in SERVICES.items() if "healthcheck" not in s] == []
     assert "/readyz" in " ".join(SERVICES["billing"]["healthcheck"]["test"])
+    assert "/healthz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
 
 
 def test_ports_are_published_on_loopback_only() -> None:
@@ -142,7 +143,8 @@ def test_docker_compose_loads_the_file_as_written(compose_config: Path) -> None:
     assert loaded.returncode == 0, loaded.stderr
     project = yaml.safe_load(loaded.stdout)
     services = project["services"]
-    assert set(services) == {"postgres", "kafka", "billing"}
+    assert set(services) == {"postgres", "kafka", "billing", "api"}
+    assert services["api"]["command"][:2] == ["billing", "serve"]
     assert {p["host_ip"] for s in services.values() for p in s.get("ports", [])} == {"127.0.0.1"}
     assert "s3cret-pw" in services["billing"]["environment"]["BILLING_DATABASE_URL"]
     assert {v["target"] for v in services["kafka"]["volumes"]} == {"/var/lib/kafka/data"}
