@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ LIMIT_KINDS = ("hard", "overage")
 CHANGE_INVOICING = ("now", "next_invoice")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
+PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -199,36 +201,47 @@ class Catalog:
             check_all_text(raw, "catalog")
         except InvalidText as e:
             raise CatalogError(str(e), e.code) from None
-        head = raw.get("catalog", {})
+        head = _table(raw, "catalog", "catalog file")
         _known_keys(raw, TOP_KEYS, "catalog file")
         _known_keys(head, HEAD_KEYS, "[catalog]")
         currency = _text(head, "currency", "catalog")
-        plans = {pid: _plan(pid, body, currency) for pid, body in raw.get("plans", {}).items()}
+        plans = {pid: _plan(pid, body, currency)
+                 for pid, body in _table(raw, "plans", "catalog file").items()}
         if not plans:
             raise CatalogError("catalog has no plans")
-        packs = {pid: _pack(pid, body) for pid, body in raw.get("packs", {}).items()}
-        addons = {aid: _addon(aid, body) for aid, body in raw.get("addons", {}).items()}
+        packs = {pid: _pack(pid, body)
+                 for pid, body in _table(raw, "packs", "catalog file").items()}
+        addons = {aid: _addon(aid, body)
+                  for aid, body in _table(raw, "addons", "catalog file").items()}
+        solutions = _table(raw, "user_plans", "catalog file")
         user_plans = {
             solution: {level: _money(price, f"user_plans.{solution}.{level}")
-                       for level, price in levels.items()}
-            for solution, levels in raw.get("user_plans", {}).items()
+                       for level, price in _table(solutions, solution, "user_plans").items()}
+            for solution in solutions
         }
         free_plan = head.get("free_plan")
-        if free_plan is not None and free_plan not in plans:
+        if free_plan is not None and (not isinstance(free_plan, str) or free_plan not in plans):
             raise CatalogError(f"free_plan {free_plan!r} is not a plan")
-        thresholds = tuple(int(t) for t in head.get("thresholds", (80, 100)))
-        if any(not 0 < t <= 100 for t in thresholds):
-            raise CatalogError("thresholds are percentages in (0, 100]")
+        thresholds = head.get("thresholds", [80, 100])
+        if not isinstance(thresholds, list) or any(
+                isinstance(t, bool) or not isinstance(t, int) or not 0 < t <= 100
+                for t in thresholds):
+            raise CatalogError("thresholds are whole percentages in (0, 100], e.g. [80, 100]")
         for pack in packs.values():
             if not any(pack.metric in p.allowances for p in plans.values()):
                 raise CatalogError(f"pack {pack.id}: no plan has metric {pack.metric!r}")
         _check_ranks(plans)
-        issuer = dict(raw.get("issuer", {}))
+        issuer = dict(_table(raw, "issuer", "catalog file"))
         _known_keys(issuer, ISSUER_KEYS, "[issuer]")
+        for key in issuer:
+            if key == "payment_terms_days":
+                _int(issuer, key, "[issuer]", None)
+            else:
+                _text(issuer, key, "[issuer]")
         return cls(
             issuer=issuer,
             id=_text(head, "id", "catalog"),
-            version=str(head.get("version", "1")),
+            version=_version(head),
             currency=currency,
             plans=plans,
             packs=packs,
@@ -236,7 +249,8 @@ class Catalog:
             user_plans=user_plans,
             free_plan=free_plan,
             thresholds=tuple(sorted(thresholds)),
-            late_usage_grace_minutes=int(head.get("late_usage_grace_minutes", 60)),
+            late_usage_grace_minutes=_int(head, "late_usage_grace_minutes", "[catalog]", 60)
+            or 0,
         )
 
 
@@ -257,6 +271,14 @@ def _check_ranks(plans: dict[str, Plan]) -> None:
                     f"plan {higher.id} (rank {higher.rank}) costs less per {period} than "
                     f"{lower.id} (rank {lower.rank})"
                 )
+
+
+def _table(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The sub-table `key` of `d` (empty where absent)."""
+    value = d.get(key, {})
+    if not isinstance(value, dict):
+        raise CatalogError(f"{where}: '{key}' must be a table")
+    return value
 
 
 def _int(d: dict[str, Any], key: str, where: str, default: int | None) -> int | None:
@@ -283,20 +305,38 @@ def _text(d: dict[str, Any], key: str, where: str) -> str:
 
 
 def _decimal(value: object, where: str) -> Decimal:
+    """An integer >= 0 or a plain decimal string ("0.004"): no float (not exact), and no
+    exponent, sign, space or "_" in a string (what the published schema says too)."""
     if isinstance(value, float | bool):
         raise CatalogError(f"{where}: write amounts as strings or integers, never floats")
-    try:
-        result = Decimal(str(value))
-    except InvalidOperation:
-        raise CatalogError(f"{where}: not a number: {value!r}") from None
-    if not result.is_finite() or result < 0:
-        raise CatalogError(f"{where}: must be a finite amount >= 0")
-    return result
+    if isinstance(value, int):
+        if value < 0:
+            raise CatalogError(f"{where}: must be an amount >= 0")
+        return Decimal(value)
+    if not isinstance(value, str) or not PLAIN_DECIMAL.fullmatch(value):
+        raise CatalogError(f"{where}: not a plain decimal amount (like \"0.004\" or 50): "
+                           f"{value!r}")
+    return Decimal(value)
+
+
+def _flag(d: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = d.get(key, default)
+    if not isinstance(value, bool):
+        raise CatalogError(f"{where}: '{key}' is true or false")
+    return value
+
+
+def _version(head: dict[str, Any]) -> str:
+    value = head.get("version", "1")
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "" or (
+            isinstance(value, int) and value < 0):
+        raise CatalogError("[catalog]: 'version' is a string (or a whole number)")
+    return str(value)
 
 
 def _money(value: object, where: str) -> Decimal:
-    """An amount with the currency's two places, whatever form the catalog wrote it in
-    (`50`, `"50.0"`, `"5E+1"` are all 50.00): printed, it never shows an exponent."""
+    """An amount with the currency's two places, whether the catalog wrote `50`, `"50.0"` or
+    `"50.00"`: printed, it never shows an exponent."""
     amount = _decimal(value, where)
     if amount != amount.quantize(CENT):
         raise CatalogError(f"{where}: prices have at most two decimals")
@@ -308,7 +348,7 @@ def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
     `annual_discount_percent` that derives the yearly price; quarter and half-year follow the
     monthly price unless given."""
     prices: dict[str, Decimal] = {}
-    for period, value in body.get("prices", {}).items():
+    for period, value in _table(body, "prices", where).items():
         if period not in PERIODS:
             raise CatalogError(f"{where}: unknown period {period!r}; use {sorted(PERIODS)}")
         prices[period] = _money(value, f"{where}.prices.{period}")
@@ -326,7 +366,7 @@ def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
         if not isinstance(periods, list):
             raise CatalogError(f"{where}: periods is a list, e.g. [\"month\", \"year\"]")
         for period in periods:
-            if period not in PERIODS:
+            if not isinstance(period, str) or period not in PERIODS:
                 raise CatalogError(f"{where}: unknown period {period!r}")
             prices.setdefault(period, monthly * PERIODS[period])
     if not prices:
@@ -352,10 +392,13 @@ def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
 def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
     _known_keys(a, ALLOWANCE_KEYS, where)
     limit = a.get("limit", "hard")
-    if limit not in LIMIT_KINDS:
+    if not isinstance(limit, str) or limit not in LIMIT_KINDS:
         raise CatalogError(f"{where}: limit must be one of {LIMIT_KINDS}")
     price = a.get("overage_unit_price")
-    tiers = _tiers(a.get("tiers", []), where)
+    raw_tiers = a.get("tiers", [])
+    if not isinstance(raw_tiers, list):
+        raise CatalogError(f"{where}: 'tiers' is a list of tables")
+    tiers = _tiers(raw_tiers, where)
     if limit == "overage" and price is None and not tiers:
         raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
     if limit == "hard" and (price is not None or tiers):
@@ -384,6 +427,8 @@ ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit
 
 def _known_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
     """A misspelt key would silently drop a price, a cap or a limit: refuse it."""
+    if not isinstance(d, dict):
+        raise CatalogError(f"{where}: must be a table")
     unknown = sorted(set(d) - allowed)
     if unknown:
         raise CatalogError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -394,15 +439,15 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     _known_keys(body, PLAN_KEYS, where)
     allowances = {
         metric: _allowance(metric, a, f"{where}.{metric}")
-        for metric, a in body.get("allowances", {}).items()
+        for metric, a in _table(body, "allowances", where).items()
     }
     seats = _int(body, "included_seats", where, None)
     seat_price = body.get("extra_seat_price")
     proration = body.get("upgrade_proration", "prorate")
-    if proration not in ("prorate", "full"):
+    if not isinstance(proration, str) or proration not in ("prorate", "full"):
         raise CatalogError(f"{where}: upgrade_proration is 'prorate' or 'full'")
     invoicing = body.get("change_invoicing", "now")
-    if invoicing not in CHANGE_INVOICING:
+    if not isinstance(invoicing, str) or invoicing not in CHANGE_INVOICING:
         raise CatalogError(f"{where}: change_invoicing is 'now' or 'next_invoice'")
     return Plan(
         id=pid,
@@ -414,16 +459,16 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         included_seats=seats,
         extra_seat_monthly_price=None if seat_price is None else _money(seat_price, where),
         limits={k: _int(body["limits"], k, f"{where}.limits", 0) or 0
-                for k in body.get("limits", {})},
+                for k in _table(body, "limits", where)},
         features=_names(body, "features", where),
         trial_days=_int(body, "trial_days", where, 0) or 0,
         commitment_months=_int(body, "commitment_months", where, 0) or 0,
-        auto_renew=bool(body.get("auto_renew", True)),
-        available=bool(body.get("available", True)),
+        auto_renew=_flag(body, "auto_renew", where, True),
+        available=_flag(body, "available", where, True),
         upgrade_proration=proration,
         change_invoicing=invoicing,
-        user_plans=bool(body.get("user_plans", False)),
-        downgrade_usage_check=bool(body.get("downgrade_usage_check", True)),
+        user_plans=_flag(body, "user_plans", where, False),
+        downgrade_usage_check=_flag(body, "downgrade_usage_check", where, True),
         recommended_for=_names(body, "recommended_for", where),
     )
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from domain.catalog.model import Catalog
-from domain.contracts.usage import MAX_TEXT, parse_rfc3339
+from domain.contracts.usage import DECIMAL_STRING, MAX_TEXT, parse_rfc3339
 from domain.shared.errors import CommandRefused, InvalidCommand
 from domain.shared.text import InvalidText, check_all_text
 from domain.subscription.aggregate import Subscription
@@ -45,9 +45,10 @@ class Command:
 
     def integer(self, name: str, default: int | None = None) -> int:
         value = self.fields.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not _of_kind("integer", value):
             raise InvalidCommand(f"{self.type}: '{name}' must be an integer", "invalid_field")
-        return value
+        assert isinstance(value, int | float)
+        return int(value)  # a JSON number with a zero fraction (3.0) is an integer
 
     def mapping(self, name: str) -> dict[str, Any]:
         value = self.fields.get(name, {})
@@ -62,18 +63,87 @@ class Command:
         return value
 
     def amount(self, name: str) -> Decimal:
+        """An integer >= 0 or a plain decimal string (digits, an optional fraction)."""
         value = self.fields.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise InvalidCommand(f"{self.type}: '{name}' must be a decimal string",
-                                 "invalid_field")
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise InvalidCommand(f"{self.type}: '{name}' is not a decimal",
-                                 "invalid_field") from None
-        if not amount.is_finite() or amount < 0:
-            raise InvalidCommand(f"{self.type}: '{name}' must be >= 0", "invalid_field")
+        amount = plain_amount(value)
+        if amount is None:
+            raise InvalidCommand(f"{self.type}: '{name}' must be an integer >= 0 or a plain "
+                                 "decimal string like \"12.50\"", "invalid_field")
         return amount
+
+
+def plain_amount(value: object) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):  # a JSON number with a zero fraction is an integer
+        ok = float(value).is_integer() and 0 <= value < SAFE_INTEGER
+        return Decimal(int(value)) if ok else None
+    if isinstance(value, str) and len(value) <= 40 and DECIMAL_STRING.fullmatch(value):
+        return Decimal(value)
+    return None
+
+
+SAFE_INTEGER = 2**53
+# Each command type's fields beyond the envelope, checked by `parse_command` (so a malformed
+# command is refused before it is published or run) and published as JSON Schema
+# (docs/schemas/command.schema.json). "?" marks an optional field (absent or null).
+FIELD_KINDS = ("text", "integer", "flag", "amount", "object", "names")
+FIELDS: dict[str, dict[str, str]] = {
+    "subscribe": {"plan": "text", "account": "text?", "period": "text?", "trial": "flag?",
+                  "seats": "integer?", "customer": "object?"},
+    "change_plan": {"plan": "text", "keep_workspace": "text?"},
+    "cancel": {}, "reactivate": {}, "advance": {},
+    "add_seats": {"count": "integer"},
+    "add_member": {"member": "text"}, "release_seat": {"member": "text"},
+    "assign_user_plan": {"member": "text", "solution": "text", "level": "text",
+                         "switch": "flag?"},
+    "unassign_user_plan": {"member": "text", "solution": "text"},
+    "buy_pack": {"pack": "text"}, "add_addon": {"addon": "text"},
+    "remove_addon": {"addon": "text"}, "change_billing_period": {"period": "text"},
+    "record_payment": {"reference": "text", "outcome": "text", "amount": "amount",
+                       "reason": "text?"},
+    "create_workspace": {"workspace": "text"}, "archive_workspace": {"workspace": "text"},
+    "activate_feature": {"feature": "text"}, "deactivate_feature": {"feature": "text"},
+    "report_count": {"name": "text", "value": "integer"},
+    "update_customer": {"customer": "object?"},
+    "update_profile": {"template": "text?", "integrations": "names?"},
+    "void_invoice": {"number": "text"},
+}
+
+
+def check_fields(kind: str, fields: dict[str, Any]) -> None:
+    """The command type's fields, each of its kind (`FIELDS`); others are ignored."""
+    for name, spec in FIELDS[kind].items():
+        value = fields.get(name)
+        optional = spec.endswith("?")
+        if value is None:
+            if optional:
+                continue
+            raise InvalidCommand(f"{kind}: '{name}' is required", "invalid_field")
+        if not _of_kind(spec.rstrip("?"), value):
+            raise InvalidCommand(f"{kind}: '{name}' must be {_KIND_TEXT[spec.rstrip('?')]}",
+                                 "invalid_field")
+
+
+_KIND_TEXT = {"text": f"a non-empty string of at most {MAX_TEXT} characters",
+              "integer": "an integer", "flag": "true or false",
+              "amount": "an integer >= 0 or a plain decimal string", "object": "an object",
+              "names": "a list of strings"}
+
+
+def _of_kind(kind: str, value: object) -> bool:
+    if kind == "text":
+        return isinstance(value, str) and 0 < len(value) <= MAX_TEXT
+    if kind == "integer":  # within what every JSON reader holds exactly (+-2^53)
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and float(value).is_integer() and abs(value) < SAFE_INTEGER)
+    if kind == "flag":
+        return isinstance(value, bool)
+    if kind == "amount":
+        return plain_amount(value) is not None
+    if kind == "object":
+        return isinstance(value, dict)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def parse_command(raw: object) -> Command:
@@ -99,6 +169,7 @@ def parse_command(raw: object) -> Command:
     except ValueError as e:
         raise InvalidCommand(f"'at': {e}", "invalid_timestamp") from None
     fields = {k: v for k, v in raw.items() if k not in ("id", "type", "subscription", "at")}
+    check_fields(raw["type"], fields)
     return Command(raw["id"], raw["type"], raw["subscription"], at, fields)
 
 

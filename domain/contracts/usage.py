@@ -113,7 +113,11 @@ def _parse_common_case(raw: object) -> UsageItem | None:
 
 
 def parse_quantity(value: object) -> Decimal:
-    """An int or a decimal string, > 0. JSON floats are refused: they are not exact."""
+    """An integer or a decimal string, > 0. A JSON number with a fraction is refused (a binary
+    float is not exact); one whose fraction is zero (`5.0`, `5e3`) is an integer, as JSON and
+    JSON Schema see it."""
+    if isinstance(value, float) and value.is_integer() and 0 < value < MAX_QUANTITY:
+        return Decimal(int(value))
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidUsage("quantity must be an integer or a decimal string", "invalid_quantity")
     if isinstance(value, str):
