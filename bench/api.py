@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import loadgen
 import orjson
@@ -89,7 +90,11 @@ async def _entitlement_client(port: int, token: str, subs: list[str], rate: int,
             tasks.clear()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    return {"sent_per_s": total / elapsed, "p50": percentile(latencies, 50),
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return {"sent_per_s": total / elapsed, "client_cpu": used.ru_utime + used.ru_stime,
+            "p50": percentile(latencies, 50),
             "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
             "max": max(latencies), "statuses": statuses, "timed": len(latencies)}
 
@@ -113,7 +118,7 @@ def usage_load(engine: Engine, subs: list[str], rate: int, stop: float) -> int:
     sent, tick = 0, 0.01
     per_tick = max(rate // 100, 1)
     start = time.perf_counter()
-    while time.perf_counter() < stop:
+    while rate and time.perf_counter() < stop:
         at = datetime.now(UTC).isoformat()
         records = []
         for _ in range(per_tick):
@@ -200,6 +205,8 @@ def main() -> int:
     parser.add_argument("--subscriptions", type=int, default=1_000)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--serve-workers", type=int, default=1,
+                        help="`billing serve --workers`: processes sharing the port")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     settings = Settings.from_env()
@@ -220,7 +227,8 @@ def main() -> int:
             for role in ("ingest", "relay", "project")]
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "infra.cli", "serve", "--port",
-                                   str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                   str(port), "--workers", str(args.serve_workers)], cwd=ROOT,
+                                  env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         try:
             for w in workers:
@@ -233,7 +241,13 @@ def main() -> int:
             import threading
 
             runs = []
+            processes = {"serve": server.pid, **{
+                role: w.pid for role, w in zip(("ingest", "relay", "project"), workers,
+                                               strict=True)}}
             for rate in (int(r) for r in args.rates.split(",")):
+                cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                machine_before = machine_busy_seconds()
+                started = time.perf_counter()
                 stop_at = time.perf_counter() + args.warmup + args.seconds + 2
                 background = threading.Thread(target=usage_load,
                                               args=(engine, subs, args.usage_rate, stop_at))
@@ -245,8 +259,19 @@ def main() -> int:
                 background.join()
                 if client.returncode != 0:
                     raise RuntimeError(client.stderr[-2000:])
-                runs.append((rate, orjson.loads(client.stdout.strip().splitlines()[-1])))
+                checks = orjson.loads(client.stdout.strip().splitlines()[-1])
+                seconds = time.perf_counter() - started
+                checks["cpu"] = {name: (cpu_seconds(pid) - cpu_before[name]) / seconds
+                                 for name, pid in processes.items()}
+                checks["cpu"]["client"] = checks["client_cpu"] / seconds
+                checks["cpu"]["whole machine"] = (machine_busy_seconds() - machine_before) / \
+                    seconds
+                runs.append((rate, checks))
                 time.sleep(2)
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as answer:
+                kept = orjson.loads(answer.read())["entitlement_cache"]
             baseline = raw_publish(engine, subs, args.batches, args.batch)
             ingest_rate, counts = http_ingest(port, operator, subs, args.batches, args.batch)
         finally:
@@ -264,7 +289,8 @@ def main() -> int:
         f"{checks['timed']:,} timed, {checks['statuses'].get('200', 0):,} answered 200), "
         f"while {args.usage_rate:,} usage events/s flow through the workers: "
         f"p50 **{checks['p50'] * 1000:.2f} ms**, p90 {checks['p90'] * 1000:.2f} ms, "
-        f"p99 **{checks['p99'] * 1000:.2f} ms**, max {checks['max'] * 1000:.1f} ms"
+        f"p99 **{checks['p99'] * 1000:.2f} ms**, max {checks['max'] * 1000:.1f} ms; CPU "
+        f"(cores): " + ", ".join(f"{name} {share:.2f}" for name, share in checks["cpu"].items())
         for rate, checks in runs]
     lines += [
         f"- usage over HTTP: {args.batches} batches of {args.batch:,} events, two requests "
@@ -272,6 +298,8 @@ def main() -> int:
         f"({counts.get('accepted', 0):,} accepted, {counts.get('refused', 0):,} refused); "
         f"baseline in the same run, the same records published straight to the topic: "
         f"{baseline:,.0f} events/s ({ingest_rate / baseline:.2f} x)",
+        f"- entitlement readings kept: {kept['hits']:,} answers from them, {kept['misses']:,} "
+        f"from the database",
         "- peak RSS: " + ", ".join(f"{name} {mib:,.0f} MiB" for name, mib in rss.items()),
         f"- {args.subscriptions:,} subscriptions; `billing serve` (one uvicorn process) and "
         f"the workers each in their own process; the client in another; stack "
@@ -279,6 +307,19 @@ def main() -> int:
     ]
     record("HTTP API", lines, not args.no_record)
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle so far (Linux /proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for(port: int) -> None:

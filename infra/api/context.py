@@ -65,6 +65,7 @@ class ApiContext:
     _partitions: dict[str, KeyPartitions] = field(default_factory=dict)
     clock: BusinessClock = field(init=False)
     entitlements: EntitlementCache = field(default_factory=EntitlementCache)
+    accounts: dict[str, str] = field(default_factory=dict)  # subscription -> its account
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:

@@ -51,7 +51,10 @@ class CreatedKey:
 
 
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(SCHEMA)
+    """Several API processes start at once: one creates the table, the others wait."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-api-keys-schema'))")
+        conn.execute(SCHEMA)
 
 
 def create(conn: psycopg.Connection[Any], *, account: str | None, admin: bool,

@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="server processes sharing the port (default 1)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from infra.cli.common import OK, UsageError, connect, not_found
 from infra.config import Settings
@@ -22,6 +24,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     topics; it never owns an input position."""
     import uvicorn
 
+    options = {"host": args.host, "port": args.port, "access_log": False, "log_config": None,
+               "loop": "uvloop", "http": "httptools", "timeout_graceful_shutdown": 5}
+    log.info("billing API on http://%s:%s (OpenAPI at /openapi.json, /docs), %d process(es)",
+             args.host, args.port, args.workers)
+    if args.workers > 1:  # each process its own context, on one listening socket
+        connect(settings)  # a missing stack is said here, once, not by every process
+        uvicorn.run("infra.cli.serve:serving_process", factory=True, workers=args.workers,
+                    **options)
+        return OK
+    app, close = _serving(settings)
+    try:
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
+    finally:
+        close()
+    return OK
+
+
+def _serving(settings: Settings) -> tuple[Any, Callable[[], None]]:
     from infra.api.app import serving_app
     from infra.api.context import ApiContext
     from infra.wiring.engine import Engine
@@ -29,19 +49,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     stack = connect(settings)
     engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap,
                          adopt_topics=False)
-    ctx = ApiContext.open(engine)
     try:
-        config = uvicorn.Config(serving_app(ctx), host=args.host, port=args.port,
-                                access_log=False, log_config=None, loop="uvloop",
-                                http="httptools", timeout_graceful_shutdown=5)
-        server = uvicorn.Server(config)
-        log.info("billing API on http://%s:%s (OpenAPI at /openapi.json, /docs)",
-                 args.host, args.port)
-        server.run()
-    finally:
+        ctx = ApiContext.open(engine)
+    except BaseException:
+        engine.close()
+        raise
+
+    def close() -> None:
         ctx.close()
         engine.close()
-    return OK
+    return serving_app(ctx), close
+
+
+def serving_process() -> Any:
+    """The app of one of `billing serve --workers N`'s processes (uvicorn starts each one
+    anew: settings and logs from the environment)."""
+    from infra import logs
+
+    settings = Settings.from_env()
+    logs.configure(logging.INFO, json_lines=(settings.log_format or "json") == "json")
+    app, _ = _serving(settings)  # closed with the process
+    return app
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
