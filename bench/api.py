@@ -28,7 +28,7 @@ from pathlib import Path
 
 import loadgen
 import orjson
-from common import ROOT, peak_rss_mib, record
+from common import ROOT, WORKER_ROLES, peak_rss_mib, record, start_workers
 
 from infra.api import keys
 from infra.config import Settings
@@ -221,19 +221,13 @@ def main() -> int:
             tenant = keys.create(conn, account="acct-bench", admin=False).token
             operator = keys.create(conn, account=None, admin=True).token
         env = engine.subprocess_env()
-        workers = [subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "run", "--only", role, "--report-every",
-             "3600"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            for role in ("ingest", "relay", "project")]
+        workers = start_workers(env)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "infra.cli", "serve", "--port",
                                    str(port), "--workers", str(args.serve_workers)], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         try:
-            for w in workers:
-                assert w.stdout is not None
-                w.stdout.readline()
             _wait_for(port)
             # Every subscription projected once before the checks (a row to answer from).
             usage_load(engine, subs, args.usage_rate, time.perf_counter() + 3)
@@ -242,7 +236,7 @@ def main() -> int:
 
             runs = []
             processes = {"serve": server.pid, **{
-                role: w.pid for role, w in zip(("ingest", "relay", "project"), workers,
+                role: w.pid for role, w in zip(WORKER_ROLES, workers,
                                                strict=True)}}
             for rate in (int(r) for r in args.rates.split(",")):
                 cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
@@ -277,7 +271,7 @@ def main() -> int:
         finally:
             rss = {"serve": peak_rss_mib(server.pid)} | {
                 role: peak_rss_mib(w.pid)
-                for role, w in zip(("ingest", "relay", "project"), workers, strict=True)}
+                for role, w in zip(WORKER_ROLES, workers, strict=True)}
             for p in (*workers, server):
                 p.send_signal(signal.SIGTERM)
             for p in (*workers, server):

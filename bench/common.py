@@ -19,8 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 from infra.ops.memory import peak_rss_mib  # noqa: E402  (after the path is set)
 
-__all__ = ["ROOT", "fill_store", "machine", "peak_rss_mib", "raw_log_read", "record",
-           "timed_from_first_commit"]
+__all__ = ["ROOT", "WORKER_ROLES", "fill_store", "machine", "peak_rss_mib", "raw_log_read",
+           "record", "start_workers", "timed_from_first_commit"]
+WORKER_ROLES = ("ingest", "relay", "project")
 
 
 def fill_store(app: Any, subscriptions: int, batches: int, start: datetime) -> list[str]:
@@ -91,3 +92,17 @@ def record(title: str, lines: list[str], enabled: bool = True) -> None:
     header = "# Benchmarks\n\nFigures appended by the scripts in `bench/`; newest last.\n"
     text = path.read_text() if path.exists() else header
     path.write_text(text + "\n" + "\n".join(block) + "\n")
+
+
+def start_workers(env: dict[str, str], roles: tuple[str, ...] = WORKER_ROLES) -> list[Any]:
+    """One `billing run --only ROLE` process per role, each running (its first line read)."""
+    import subprocess
+
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "run", "--only", role, "--report-every", "3600"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        for role in roles]
+    for w in workers:
+        assert w.stdout is not None
+        w.stdout.readline()
+    return workers

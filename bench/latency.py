@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ from datetime import UTC, datetime
 import loadgen
 import orjson
 import psycopg
-from common import ROOT, peak_rss_mib, record
+from common import peak_rss_mib, record, start_workers
 
 from infra.config import Settings
 from infra.stack.embedded import start_stack
@@ -130,14 +128,8 @@ def main() -> int:
         engine.app.subscribe_many([(s, s, "enterprise") for s in subs],
                                   datetime.now(UTC).replace(microsecond=0))
         env = engine.subprocess_env()
-        workers = [subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "run", "--only", role, "--report-every",
-             "3600"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            for role in ("ingest", "relay", "project")]
+        workers = start_workers(env)
         try:
-            for w in workers:
-                assert w.stdout is not None
-                w.stdout.readline()
             time.sleep(2)
             sample = subs[::max(len(subs) // args.sample, 1)][:args.sample]
             results = [run_rate(engine, stack.database_url, int(r), args.seconds, args.warmup,

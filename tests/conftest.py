@@ -17,6 +17,9 @@ import pytest
 
 from infra.config import Settings, Topics
 
+# The API's test fixtures (api_engine, api), for tests/integration and tests/browser.
+pytest_plugins = ["tests.integration.api_server"]
+
 
 @dataclasses.dataclass
 class TestStack:

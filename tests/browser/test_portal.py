@@ -18,30 +18,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra.config import Settings
 from infra.portal import links
 from infra.wiring.engine import Engine
-from tests.conftest import TestStack
-from tests.integration.api_server import NOW, RunningApi, open_engine, running_api
+from tests.integration.api_server import NOW, RunningApi
 from tests.integration.helpers import ingest_all, invoice_everything, project_all, relay_all
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(settings: Settings, database_url: str, stack: TestStack,
-           tmp_path: Path) -> Iterator[Engine]:
-    e = open_engine(settings, database_url, stack.kafka_bootstrap, tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
-
-
-@pytest.fixture
-def api(engine: Engine) -> Iterator[RunningApi]:
-    with running_api(engine) as running:
-        yield running
 
 
 @pytest.fixture
@@ -77,17 +59,17 @@ def working(step: Callable[[], Any]) -> Iterator[None]:
         thread.join(30)
 
 
-def command_applied(engine: Engine) -> Callable[[], Any]:
-    loop, _ = engine.commands()
+def command_applied(api_engine: Engine) -> Callable[[], Any]:
+    loop, _ = api_engine.commands()
     return lambda: loop.poll_once(100)
 
 
 def test_an_upgrade_through_the_page_shows_its_charge_and_invoices_exactly_that(
-        api: RunningApi, engine: Engine, page: Any, screenshots: Path) -> None:
+        api: RunningApi, api_engine: Engine, page: Any, screenshots: Path) -> None:
     from playwright.sync_api import expect
 
-    engine.app.handle(_command("profile", "update_profile", "a-free", template="e-commerce"))
-    invoice_everything(engine)  # the profile reaches the recommendation inputs
+    api_engine.app.handle(_command("profile", "update_profile", "a-free", template="e-commerce"))
+    invoice_everything(api_engine)  # the profile reaches the recommendation inputs
     page.goto(link(api, "a-free"))
     assert page.url == f"{api.url}/portal", "the token left the address bar"
     expect(page.get_by_test_id("current-plan")).to_contain_text("Free")
@@ -109,15 +91,15 @@ def test_an_upgrade_through_the_page_shows_its_charge_and_invoices_exactly_that(
     expect(page.get_by_test_id("total")).to_have_text("21.68 EUR")
     page.screenshot(path=screenshots / "portal-upgrade-preview.png", full_page=True)
 
-    with working(command_applied(engine)):
+    with working(command_applied(api_engine)):
         page.get_by_test_id("confirm").click()
         expect(page.get_by_test_id("outcome")).to_have_attribute("data-status", "applied",
                                                                  timeout=30_000)
     expect(page.get_by_test_id("outcome")).to_contain_text("upgraded")
-    assert engine.app.load_as_stored("a-free").plan_id == "pro"
+    assert api_engine.app.load_as_stored("a-free").plan_id == "pro"
 
-    engine.app.advance_clock(datetime(2027, 4, 2, tzinfo=UTC), ["a-free"])
-    invoice_everything(engine)
+    api_engine.app.advance_clock(datetime(2027, 4, 2, tzinfo=UTC), ["a-free"])
+    invoice_everything(api_engine)
     page.goto(f"{api.url}/portal/invoices")
     upgrade = page.get_by_test_id("invoices").locator("tbody tr", has_text="21.68 EUR")
     expect(upgrade).to_have_count(1)  # the invoice of the upgrade: the total shown before
@@ -126,7 +108,7 @@ def test_an_upgrade_through_the_page_shows_its_charge_and_invoices_exactly_that(
     lines = page.locator("table").first.inner_text()
     assert "Remaining time on Pro" in lines and "17.34" in lines
     page.screenshot(path=screenshots / "portal-invoice.png", full_page=True)
-    with psycopg.connect(engine.database_url) as conn:
+    with psycopg.connect(api_engine.database_url) as conn:
         invoiced = conn.execute(
             "SELECT l.description, l.amount::text FROM invoice_lines l JOIN invoices i USING "
             "(number) WHERE i.subscription_id = 'a-free' AND l.description LIKE '%%time on%%'"
@@ -140,25 +122,25 @@ def test_an_upgrade_through_the_page_shows_its_charge_and_invoices_exactly_that(
 
 
 def test_a_downgrade_says_when_and_a_refused_one_says_why(
-        api: RunningApi, engine: Engine, page: Any, screenshots: Path) -> None:
+        api: RunningApi, api_engine: Engine, page: Any, screenshots: Path) -> None:
     from playwright.sync_api import expect
 
     page.goto(link(api, "a-pro"))
     page.goto(f"{api.url}/portal/plans/free")
     expect(page.get_by_test_id("effect")).to_contain_text("at the end of this period, on "
                                                           "2027-04-01")
-    with working(command_applied(engine)):
+    with working(command_applied(api_engine)):
         page.get_by_test_id("confirm").click()
         expect(page.get_by_test_id("outcome")).to_have_attribute("data-status", "applied",
                                                                  timeout=30_000)
-    relay_all(engine)
+    relay_all(api_engine)
     page.goto(f"{api.url}/portal")
     expect(page.get_by_test_id("scheduled")).to_contain_text("Moving to free on 2027-04-01")
 
     api.client(api.key("acct-a")).post("/v1/usage", json={
         "id": "big", "subscription": "a-pro", "metric": "credits", "quantity": 60,
         "at": "2027-03-10T11:00:00+00:00"})
-    ingest_all(engine, api.published[engine.settings.topics.usage])
+    ingest_all(api_engine, api.published[api_engine.settings.topics.usage])
     page.goto(f"{api.url}/portal/plans/max")  # back up first: the scheduled move is dropped
     page.goto(f"{api.url}/portal/plans/pro")
     page.goto(f"{api.url}/portal/plans/free")
@@ -169,7 +151,7 @@ def test_a_downgrade_says_when_and_a_refused_one_says_why(
 
 
 def test_the_credit_monitor_updates_without_a_reload(
-        api: RunningApi, engine: Engine, page: Any, screenshots: Path) -> None:
+        api: RunningApi, api_engine: Engine, page: Any, screenshots: Path) -> None:
     from playwright.sync_api import expect
 
     page.goto(link(api, "a-free"))
@@ -182,9 +164,9 @@ def test_the_credit_monitor_updates_without_a_reload(
     api.client(api.key("acct-a")).post("/v1/usage", json=[
         {"id": "m1", "subscription": "a-free", "metric": "credits", "quantity": 3,
          "at": "2027-03-10T09:00:00+00:00", "member": "ann@a.example"}])
-    ingest_all(engine, api.published[engine.settings.topics.usage])
-    relay_all(engine)
-    project_all(engine)
+    ingest_all(api_engine, api.published[api_engine.settings.topics.usage])
+    relay_all(api_engine)
+    project_all(api_engine)
     expect(meter.locator('[data-field="remaining"]')).to_have_text("27", timeout=15_000)
     expect(meter.locator('[data-field="remaining_today"]')).to_have_text("2")
     expect(meter.locator('[data-field="per_member"]')).to_contain_text("ann@a.example")
@@ -194,10 +176,10 @@ def test_the_credit_monitor_updates_without_a_reload(
 
 
 def test_team_and_cancel_say_what_happens_and_an_expired_link_is_refused(
-        api: RunningApi, engine: Engine, page: Any, screenshots: Path) -> None:
+        api: RunningApi, api_engine: Engine, page: Any, screenshots: Path) -> None:
     from playwright.sync_api import expect
 
-    engine.app.handle(_command("m1", "add_member", "a-pro", member="ann@a.example"))
+    api_engine.app.handle(_command("m1", "add_member", "a-pro", member="ann@a.example"))
     page.goto(link(api, "a-pro"))
     page.goto(f"{api.url}/portal/team")
     expect(page.get_by_test_id("members")).to_contain_text("ann@a.example")
@@ -205,11 +187,11 @@ def test_team_and_cancel_say_what_happens_and_an_expired_link_is_refused(
     expect(page.get_by_test_id("effect")).to_contain_text("until the end of the period you "
                                                           "paid for, 2027-04-01")
     page.screenshot(path=screenshots / "portal-cancel.png", full_page=True)
-    with working(command_applied(engine)):
+    with working(command_applied(api_engine)):
         page.get_by_test_id("confirm-cancel").click()
         expect(page.get_by_test_id("outcome")).to_have_attribute("data-status", "applied",
                                                                  timeout=30_000)
-    assert engine.app.load_as_stored("a-pro").cancel_at is not None
+    assert api_engine.app.load_as_stored("a-pro").cancel_at is not None
 
     page.context.clear_cookies()
     page.goto(link(api, "a-pro", ttl=-1))

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from domain.catalog.model import Catalog
@@ -102,6 +104,24 @@ class RunningApi:
     def client(self, token: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def api_engine(settings: Settings, database_url: str, stack: Any,
+               tmp_path: Path) -> Iterator[Engine]:
+    """`open_engine` for a test (tests/conftest.py registers this module's fixtures)."""
+    engine = open_engine(settings, database_url, stack.kafka_bootstrap, tmp_path)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def api(api_engine: Engine) -> Iterator[RunningApi]:
+    """The API on a real server over `api_engine`."""
+    with running_api(api_engine) as running:
+        yield running
 
 
 @contextmanager

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +18,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from infra.api import keys
-from infra.config import Settings
 from infra.wiring.engine import Engine
-from tests.conftest import TestStack
-from tests.integration.api_server import NOW, RunningApi, open_engine, running_api
+from tests.integration.api_server import NOW, RunningApi
 from tests.integration.helpers import (
     ingest_all,
     invoice_everything,
@@ -37,37 +33,21 @@ pytestmark = pytest.mark.integration
 TODAY = "2027-03-10T10:00:00+00:00"
 
 
-@pytest.fixture
-def engine(settings: Settings, database_url: str, stack: TestStack,
-           tmp_path: Path) -> Iterator[Engine]:
-    e = open_engine(settings, database_url, stack.kafka_bootstrap, tmp_path)
-    try:
-        yield e
-    finally:
-        e.close()
-
-
-@pytest.fixture
-def api(engine: Engine) -> Iterator[RunningApi]:
-    with running_api(engine) as running:
-        yield running
-
-
 def usage(uid: str, sub: str, quantity: Any, at: str = TODAY, **extra: Any) -> dict[str, Any]:
     return {"id": uid, "subscription": sub, "metric": "credits", "quantity": quantity,
             "at": at, **extra}
 
 
-def ingest_and_project(api: RunningApi, engine: Engine) -> None:
-    ingest_all(engine, api.published[engine.settings.topics.usage])
-    relay_all(engine)
-    project_all(engine)
+def ingest_and_project(api: RunningApi, api_engine: Engine) -> None:
+    ingest_all(api_engine, api.published[api_engine.settings.topics.usage])
+    relay_all(api_engine)
+    project_all(api_engine)
 
 
 # --- entitlements --------------------------------------------------------------------------
 
 def test_a_metric_entitlement_follows_usage_and_the_daily_cap(api: RunningApi,
-                                                              engine: Engine) -> None:
+                                                              api_engine: Engine) -> None:
     a = api.client(api.key("acct-a"))
     first = a.get("/v1/subscriptions/a-free/entitlements/credits", params={"requested": 3})
     assert first.status_code == 200, first.text
@@ -80,7 +60,7 @@ def test_a_metric_entitlement_follows_usage_and_the_daily_cap(api: RunningApi,
 
     answer = a.post("/v1/usage", json=[usage("u1", "a-free", 4), usage("u2", "a-pro", 130)])
     assert answer.json()["accepted"] == 2, answer.text
-    ingest_and_project(api, engine)
+    ingest_and_project(api, api_engine)
 
     capped = a.get("/v1/subscriptions/a-free/entitlements/credits",
                    params={"requested": 3}).json()
@@ -98,7 +78,7 @@ def test_a_metric_entitlement_follows_usage_and_the_daily_cap(api: RunningApi,
 
 
 def test_the_freshness_says_how_far_the_quota_model_is_behind(api: RunningApi,
-                                                              engine: Engine) -> None:
+                                                              api_engine: Engine) -> None:
     """A kept reading answers until billing.events shows a newer version of its subscription
     (or it is older than max_age); what is stored but not yet relayed counts once the
     store is asked again."""
@@ -108,7 +88,7 @@ def test_the_freshness_says_how_far_the_quota_model_is_behind(api: RunningApi,
         return dict(a.get("/v1/subscriptions/a-free/entitlements/credits").json())
     first = ask()
     a.post("/v1/usage", json=usage("u1", "a-free", 2))
-    ingest_all(engine, api.published[engine.settings.topics.usage])  # stored, not relayed
+    ingest_all(api_engine, api.published[api_engine.settings.topics.usage])  # stored, not relayed
     kept = ask()
     assert kept["used"] == "0"
     assert kept["freshness"]["checked_at"] == first["freshness"]["checked_at"]
@@ -117,18 +97,18 @@ def test_the_freshness_says_how_far_the_quota_model_is_behind(api: RunningApi,
     assert asked["freshness"]["pending_events"] >= 1 and asked["used"] == "0"
     assert asked["freshness"]["checked_at"] > first["freshness"]["checked_at"]
     api.ctx.entitlements.max_age = 600
-    relay_all(engine)  # the API's follower sees the new version: the kept reading is stale
+    relay_all(api_engine)  # the API's follower sees the new version: the kept reading is stale
     until(lambda: api.ctx.entitlements.newest("a-free") >= asked["freshness"]["stored_version"],
           lambda: time.sleep(0.05), timeout=20)
     assert ask()["freshness"]["pending_events"] >= 1
-    project_all(engine)
+    project_all(api_engine)
     body = ask()
     assert body["freshness"]["pending_events"] == 0 and body["used"] == "2"
     assert ask()["freshness"]["checked_at"] == body["freshness"]["checked_at"]  # kept again
 
 
 def test_feature_entitlements_come_from_the_plan_and_add_ons(api: RunningApi,
-                                                             engine: Engine) -> None:
+                                                             api_engine: Engine) -> None:
     a = api.client(api.key("acct-a"))
     plan = a.get("/v1/subscriptions/a-free/entitlements/ai_assistant").json()
     assert (plan["has_access"], plan["granted_by"], plan["kind"]) == (True, "plan", "feature")
@@ -137,16 +117,16 @@ def test_feature_entitlements_come_from_the_plan_and_add_ons(api: RunningApi,
     sent = a.post("/v1/commands", json={"id": "c-sso", "type": "add_addon",
                                          "subscription": "a-pro", "addon": "sso"})
     assert sent.status_code == 202, sent.text
-    loop, _ = engine.commands()
-    until(lambda: _outcome(engine, "c-sso") is not None, lambda: loop.poll_once(100))
+    loop, _ = api_engine.commands()
+    until(lambda: _outcome(api_engine, "c-sso") is not None, lambda: loop.poll_once(100))
     sso = a.get("/v1/subscriptions/a-pro/entitlements/saml_sso").json()
     assert (sso["has_access"], sso["granted_by"]) == (True, "addon:sso")
     unknown = a.get("/v1/subscriptions/a-free/entitlements/teleportation")
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_entitlement"
 
 
-def _outcome(engine: Engine, command_id: str) -> Any:
-    with psycopg.connect(engine.database_url) as conn:
+def _outcome(api_engine: Engine, command_id: str) -> Any:
+    with psycopg.connect(api_engine.database_url) as conn:
         return conn.execute("SELECT result, code FROM command_outcomes WHERE command_id = %s",
                             (command_id,)).fetchone()
 
@@ -154,7 +134,7 @@ def _outcome(engine: Engine, command_id: str) -> Any:
 # --- usage in ------------------------------------------------------------------------------
 
 def test_usage_batches_are_answered_per_event_and_count_once(api: RunningApi,
-                                                             engine: Engine) -> None:
+                                                             api_engine: Engine) -> None:
     a = api.client(api.key("acct-a"))
     batch = [usage("k1", "a-pro", 10), usage("k2", "a-pro", 2.5),
              usage("k3", "b-free", 1), usage("k4", "nobody", 1), usage("k1", "a-pro", 10),
@@ -166,10 +146,10 @@ def test_usage_batches_are_answered_per_event_and_count_once(api: RunningApi,
                         ("refused", "unknown_subscription"), ("duplicate", None),
                         ("refused", "missing_field"), ("accepted", None)]
     assert (body["accepted"], body["duplicate"], body["refused"]) == (2, 1, 4)
-    ingest_and_project(api, engine)
+    ingest_and_project(api, api_engine)
     again = a.post("/v1/usage", json=[usage("k1", "a-pro", 10)]).json()
     assert again["items"][0]["status"] == "duplicate"
-    assert engine.app.load_as_stored("a-pro").used["credits"] == Decimal("11.5")
+    assert api_engine.app.load_as_stored("a-pro").used["credits"] == Decimal("11.5")
 
     single = a.post("/v1/usage", json=usage("k7", "a-pro", -1))
     assert single.status_code == 422 and single.json()["code"] == "invalid_quantity"
@@ -178,7 +158,7 @@ def test_usage_batches_are_answered_per_event_and_count_once(api: RunningApi,
 
 
 def test_cloudevents_are_accepted_one_at_a_time_and_in_batches(api: RunningApi,
-                                                               engine: Engine) -> None:
+                                                               api_engine: Engine) -> None:
     a = api.client(api.key("acct-a"))
 
     def event(uid: str, quantity: Any) -> dict[str, Any]:
@@ -191,8 +171,8 @@ def test_cloudevents_are_accepted_one_at_a_time_and_in_batches(api: RunningApi,
                   headers={"Content-Type": "application/cloudevents-batch+json"}).json()
     assert [(i["status"], i.get("code")) for i in many["items"]] == [
         ("accepted", None), ("refused", "invalid_cloudevent")]
-    ingest_and_project(api, engine)
-    assert engine.app.load_as_stored("a-pro").used["credits"] == Decimal(7)
+    ingest_and_project(api, api_engine)
+    assert api_engine.app.load_as_stored("a-pro").used["credits"] == Decimal(7)
 
 
 def test_bodies_of_the_wrong_size_type_or_shape_are_refused_with_codes(api: RunningApi) -> None:
@@ -214,7 +194,7 @@ def test_bodies_of_the_wrong_size_type_or_shape_are_refused_with_codes(api: Runn
 # --- commands ------------------------------------------------------------------------------
 
 def test_a_command_tells_whether_it_was_applied_or_refused_and_why(api: RunningApi,
-                                                                   engine: Engine) -> None:
+                                                                   api_engine: Engine) -> None:
     a = api.client(api.key("acct-a"))
     assert a.post("/v1/commands", json={"id": "c1", "type": "change_plan",
                                         "subscription": "a-free", "plan": "pro"}
@@ -227,8 +207,8 @@ def test_a_command_tells_whether_it_was_applied_or_refused_and_why(api: RunningA
     assert invalid.status_code == 422 and invalid.json()["code"] == "unknown_command"
     pending = a.get("/v1/commands/c1")
     assert pending.status_code == 404 and pending.json()["code"] == "no_outcome"
-    loop, _ = engine.commands()
-    until(lambda: _outcome(engine, "c2") is not None, lambda: loop.poll_once(100))
+    loop, _ = api_engine.commands()
+    until(lambda: _outcome(api_engine, "c2") is not None, lambda: loop.poll_once(100))
     applied = a.get("/v1/commands/c1").json()
     assert (applied["status"], applied["result"], applied["subscription"]) == (
         "applied", "upgraded", "a-free")
@@ -247,11 +227,11 @@ def test_a_command_tells_whether_it_was_applied_or_refused_and_why(api: RunningA
 # --- reads ---------------------------------------------------------------------------------
 
 def test_the_reads_show_state_monitor_invoices_recommendation_history_and_catalog(
-        api: RunningApi, engine: Engine) -> None:
+        api: RunningApi, api_engine: Engine) -> None:
     a = api.client(api.key("acct-a"))
     a.post("/v1/usage", json=[usage("r1", "a-pro", 40), usage("r2", "a-pro", 5,
                                                                 member="ann@a.example")])
-    ingest_and_project(api, engine)
+    ingest_and_project(api, api_engine)
     state = a.get("/v1/subscriptions/a-pro").json()
     assert (state["plan"], state["account"], state["allowances"]["credits"]["used"]) == (
         "pro", "acct-a", "45")
@@ -264,8 +244,8 @@ def test_the_reads_show_state_monitor_invoices_recommendation_history_and_catalo
     assert credits["used"] == "45" and credits["per_member"] == {"ann@a.example": "5"}
     assert credits["per_day"] == {"2027-03-10": "45"}
 
-    engine.app.advance_clock(datetime(2027, 4, 2, tzinfo=UTC), ["a-pro"])
-    invoice_everything(engine)
+    api_engine.app.advance_clock(datetime(2027, 4, 2, tzinfo=UTC), ["a-pro"])
+    invoice_everything(api_engine)
     listed = a.get("/v1/subscriptions/a-pro/invoices").json()
     assert listed, "the March cycle is invoiced"
     number = listed[-1]["number"]
@@ -290,7 +270,7 @@ def test_the_reads_show_state_monitor_invoices_recommendation_history_and_catalo
 
 
 def test_the_monitor_stream_pushes_a_change_without_asking_again(api: RunningApi,
-                                                                 engine: Engine) -> None:
+                                                                 api_engine: Engine) -> None:
     import json
     import threading
 
@@ -314,7 +294,7 @@ def test_the_monitor_stream_pushes_a_change_without_asking_again(api: RunningApi
     until(lambda: len(seen) == 1, lambda: two.wait(0.1), timeout=20)
     assert seen[0]["metrics"][0]["used"] == "0"
     api.client(token).post("/v1/usage", json=usage("s1", "a-free", 2))
-    ingest_and_project(api, engine)
+    ingest_and_project(api, api_engine)
     assert two.wait(20), "the change was pushed"
     assert seen[1]["metrics"][0]["used"] == "2"
 
@@ -325,13 +305,13 @@ def _every_route(api: RunningApi) -> list[tuple[str, str]]:
     """(method, path) of every API route, with A's subscription and invoice filled in."""
     from infra.api.app import ROUTERS
 
-    routes = []
+    routes: list[tuple[str, str]] = []
     for route in (r for router in ROUTERS for r in router.routes):
         if isinstance(route, APIRoute):
             path = (route.path.replace("{subscription}", "a-pro")
                     .replace("{name}", "credits").replace("{number}", "A-INVOICE")
                     .replace("{command_id}", "c-a"))
-            routes.extend((method, path) for method in sorted(route.methods))
+            routes.extend((method, path) for method in sorted(route.methods or ()))
     return routes
 
 
@@ -340,18 +320,18 @@ BODIES = {"/v1/usage": [usage("x1", "a-pro", 1)],
 
 
 def test_every_route_refuses_another_tenants_key_no_key_and_a_revoked_key(
-        api: RunningApi, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+        api: RunningApi, api_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     admin = api.client(admin_token := api.key())
     a_token = api.key("acct-a")
     # A's own: an invoice and a command outcome to be asked about.
     assert admin.post("/v1/commands", json={"id": "c-a", "type": "cancel",
                                             "subscription": "a-pro"}).status_code == 202
-    loop, _ = engine.commands()
-    until(lambda: _outcome(engine, "c-a") is not None, lambda: loop.poll_once(100))
+    loop, _ = api_engine.commands()
+    until(lambda: _outcome(api_engine, "c-a") is not None, lambda: loop.poll_once(100))
     b = api.client(b_token := api.key("acct-b"))
     revoked_token = api.key("acct-a")
-    with psycopg.connect(engine.database_url, autocommit=True) as conn:
+    with psycopg.connect(api_engine.database_url, autocommit=True) as conn:
         assert keys.revoke(conn, keys.parse(revoked_token)[0], NOW)  # type: ignore[index]
     api.ctx._keys.clear()  # the cache would trust it for a few more seconds
     routes = _every_route(api)
