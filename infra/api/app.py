@@ -14,11 +14,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from fastapi import FastAPI
 from starlette.responses import RedirectResponse
 
+from domain.shared.text import storable
 from infra.api import commands, entitlements, errors, reads, stream, usage_in
 from infra.api.context import ApiContext
 
@@ -85,6 +87,29 @@ async def _too_large(send: Send, limit: int) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class StorableText:
+    """422 `invalid_text` for a path or query string holding what PostgreSQL text cannot
+    (U+0000, a lone surrogate): asked as it is, the database would raise, and a name holding
+    it cannot exist anyway. One guard before every route, the fast path's included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = unquote(scope.get("query_string", b"").decode("latin-1"),
+                            errors="surrogateescape")
+            if not (storable(scope["path"]) and storable(query)):
+                body = orjson.dumps(errors.error_body(
+                    "invalid_text", "the path or query holds U+0000 or a lone surrogate"))
+                await send({"type": "http.response.start", "status": 422,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class AccessLog:
@@ -168,4 +193,4 @@ def create_app(ctx: ApiContext) -> FastAPI:
 def serving_app(ctx: ApiContext) -> ASGIApp:
     """What `billing serve` runs: the app behind the entitlement fast path, every request
     in the access log."""
-    return AccessLog(entitlements.EntitlementFastPath(create_app(ctx), ctx))
+    return AccessLog(StorableText(entitlements.EntitlementFastPath(create_app(ctx), ctx)))

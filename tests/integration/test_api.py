@@ -369,3 +369,37 @@ def test_the_openapi_document_lists_every_route_and_the_docs_page_serves(
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     docs = httpx.get(f"{api.url}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_hostile_requests_get_a_clear_answer_never_a_server_error(api: RunningApi) -> None:
+    """Found by trying: text PostgreSQL cannot hold, huge or nested inputs, bad parameters.
+    Each gets a 4xx with a code, and the server goes on answering."""
+    a = api.client(api.key("acct-a"))
+    nested = b"[" * 5000 + b"]" * 5000
+    probes: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/v1/subscriptions/a%00b/entitlements/credits", {}),
+        ("GET", "/v1/subscriptions/a-free/entitlements/cr%00edits", {}),
+        ("GET", "/v1/subscriptions/a-free/entitlements/credits?requested=%00", {}),
+        ("GET", "/v1/subscriptions/" + "x" * 5000 + "/entitlements/credits", {}),
+        ("GET", "/v1/subscriptions/a%00b", {}),
+        ("GET", "/v1/subscriptions/a-free?as_of=yesterday", {}),
+        ("GET", "/v1/subscriptions/a-free?as_of=2027-03-01T00:00:00", {}),
+        ("GET", "/v1/subscriptions/a-free/history?after=-1", {}),
+        ("GET", "/v1/subscriptions/a-free/history?limit=100000", {}),
+        ("GET", "/v1/invoices/INV%00", {}),
+        ("GET", "/v1/commands/c%00?subscription=a%00", {}),
+        ("POST", "/v1/commands", {"content": b'{"id": "x\\u0000", "type": "cancel", '
+                                              b'"subscription": "a-free"}'}),
+        ("POST", "/v1/commands", {"content": b"[]"}),
+        ("POST", "/v1/commands", {"content": nested}),
+        ("POST", "/v1/usage", {"content": nested}),
+        ("POST", "/v1/usage", {"content": b'{"id": "\\ud800", "subscription": "a-free"}'}),
+        ("POST", "/v1/usage", {"content": b"\xff\xfe"}),
+    ]
+    for method, path, kwargs in probes:
+        if "content" in kwargs:
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        answer = a.request(method, path, **kwargs)
+        assert 400 <= answer.status_code < 500, (method, path, answer.status_code, answer.text)
+        assert answer.json()["code"], (path, answer.text)
+    assert a.get("/v1/subscriptions/a-free/entitlements/credits").status_code == 200
