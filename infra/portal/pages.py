@@ -22,7 +22,7 @@ from domain.contracts.commands import Command
 from infra.api.context import ApiContext
 from infra.api.errors import ApiError
 from infra.api.keys import Principal
-from infra.api.stream import monitor_events, sse
+from infra.api.stream import admit_stream, monitor_events, sse
 from infra.portal import links
 
 HERE = Path(__file__).parent
@@ -250,6 +250,7 @@ async def usage_stream(request: Request) -> StreamingResponse:
 
     def read() -> dict[str, Any]:
         return monitor(ctx, tenant, who.subscription)
+    admit_stream()
     return sse(monitor_events(request, ctx, read, who.subscription))
 
 

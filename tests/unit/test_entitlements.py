@@ -122,3 +122,15 @@ def test_versions_of_subscriptions_not_kept_are_not_remembered() -> None:
     for t in threads:
         t.join()
     assert cache.get(KEY, PROJECTED) is not None
+
+
+def test_live_streams_past_the_limit_are_refused_with_a_code(monkeypatch: Any) -> None:
+    from infra.api import stream
+    from infra.api.errors import ApiError
+
+    monkeypatch.setattr(stream, "_open_streams", stream.MAX_STREAMS - 1)
+    stream.admit_stream()
+    monkeypatch.setattr(stream, "_open_streams", stream.MAX_STREAMS)
+    with pytest.raises(ApiError) as refused:
+        stream.admit_stream()
+    assert (refused.value.status, refused.value.code) == (429, "too_many_streams")
