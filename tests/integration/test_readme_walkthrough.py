@@ -58,11 +58,20 @@ def workdir(tmp_path: Path, stack: object) -> Iterator[tuple[Path, Deployment]]:
 
 
 def settled(d: Deployment) -> bool:
-    """Every worker's heartbeat says nothing waits, twice, a heartbeat apart."""
+    """Every worker's heartbeat says nothing waits, twice, a heartbeat apart: what `billing
+    health --json` reports, read in this process (a CLI process a check cost a second, and
+    the walkthrough checks some thirty times)."""
+    from infra.config import Settings
+    from infra.ops import health as health_check
+    from infra.stack import local_deployment
+
+    settings = Settings.from_env(d.env)
+
     def idle() -> bool:
-        health = orjson.loads(subprocess.run(
-            [sys.executable, "-m", "infra.cli", "health", "--json"], env=d.env,
-            capture_output=True, timeout=60).stdout)
+        stack = local_deployment.running_stack(settings)
+        assert stack is not None, "billing run is not running"
+        health = health_check.check(stack["database_url"], stack["kafka_bootstrap"],
+                                    settings.topics.all(), 10.0, settings.kafka_options)
         lags = [p.get("lag") or 0 for w in health["workers"]
                 for p in w["detail"].get("partitions", {}).values()]
         return not any(lags) and not health["lag"].get("relay_events")
