@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from domain.contracts.commands import Command
 from domain.subscription.aggregate import Subscription
 from infra.api import keys
 from infra.api.entitlement_cache import EntitlementCache, follow
@@ -58,7 +58,7 @@ class ApiContext:
     engine: Engine
     pool: ConnectionPool[Any]
     apool: AsyncConnectionPool[Any] | None = None
-    _app_lock: threading.Lock = field(default_factory=threading.Lock)
+    app_lock: threading.Lock = field(default_factory=threading.Lock)
     _publish_lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: dict[str, tuple[float, keys.Principal | None, bytes]] = field(default_factory=dict)
     _batches: RecordBatches | None = None
@@ -72,7 +72,7 @@ class ApiContext:
         self.clock = BusinessClock(self._billing_clock)
 
     def _billing_clock(self) -> datetime | None:
-        with self._app_lock:
+        with self.app_lock:
             clock = self.engine.app.clock()
         return None if clock is None else clock.now
 
@@ -144,7 +144,7 @@ class ApiContext:
     def subscriptions(self, ids: list[str]) -> dict[str, Subscription]:
         """The subscriptions as stored now (those that exist)."""
         app = self.engine.app
-        with self._app_lock:
+        with self.app_lock:
             app.revalidate(ids)
             app.preload(ids)
             found = {}
@@ -161,6 +161,11 @@ class ApiContext:
         if sub is None or not principal.may_see(sub.account):
             raise not_found(f"subscription {sid!r}")
         return sub
+
+    def preview(self, command: Command) -> dict[str, Any]:
+        """What a command would do (domain/app/preview_command.py), nothing saved."""
+        with self.app_lock:
+            return self.engine.app.preview(command)
 
     # --- Kafka --------------------------------------------------------------------------
 
@@ -185,7 +190,3 @@ class ApiContext:
                 records.append((partition, key, value))
             return self._batches.publish(topic, records)
 
-
-def connect_error(e: psycopg.Error) -> ApiError:
-    return ApiError(503, "database_unavailable", f"the database did not answer: "
-                    f"{type(e).__name__}")

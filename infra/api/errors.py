@@ -36,17 +36,6 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
-def refused(code: str, message: str) -> ApiError:
-    """A domain refusal: 404 for a name that does not exist, else 409 or 422 by its code."""
-    from infra.cli.common import NOT_FOUND_CODES
-
-    if code in NOT_FOUND_CODES:
-        return ApiError(404, code, message)
-    if code.startswith("invalid_") or code in ("missing_field", "unknown_command"):
-        return ApiError(422, code, message)
-    return ApiError(409, code, message)
-
-
 def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": message, "code": code}
 

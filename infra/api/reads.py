@@ -27,7 +27,7 @@ def state(ctx: ApiContext, who: Principal, sid: str, as_of: datetime | None) -> 
     current = ctx.own_subscription(who, sid)
     if as_of is None:
         return state_summary(current)
-    with ctx._app_lock:
+    with ctx.app_lock:
         version = version_as_of(ctx.engine.app, sid, as_of)
         if version == 0:
             raise ApiError(404, "not_found", f"{sid} did not exist at {as_of.isoformat()}")
@@ -79,7 +79,7 @@ def history_page(ctx: ApiContext, who: Principal, sid: str, after: int,
     from infra.ops.audit import history
 
     ctx.own_subscription(who, sid)
-    with ctx.pool.connection() as conn, ctx._app_lock:
+    with ctx.pool.connection() as conn, ctx.app_lock:
         events = history(ctx.engine.app, conn, subscription=sid, after_version=after,
                          limit=limit + 1)
     more = len(events) > limit

@@ -30,6 +30,7 @@ from infra.api.access import Caller, Context
 from infra.api.context import ApiContext
 from infra.api.errors import ApiError, JsonResponse
 from infra.api.keys import Principal
+from infra.schemas import usage as usage_schema
 
 router = APIRouter(tags=["usage"])
 
@@ -37,16 +38,8 @@ MAX_EVENTS = 10_000
 ACCOUNTS_KEPT = 200_000
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
-EVENT_SCHEMA = {"$ref": "#/components/schemas/UsageEvent"}
-USAGE_EVENT = {
-    "type": "object", "required": ["id", "subscription", "metric", "quantity", "at"],
-    "properties": {
-        "id": {"type": "string", "description": "idempotency key, per subscription"},
-        "subscription": {"type": "string"}, "metric": {"type": "string"},
-        "quantity": {"oneOf": [{"type": "integer", "exclusiveMinimum": 0},
-                               {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}]},
-        "at": {"type": "string", "format": "date-time"},
-        "member": {"type": "string"}, "workspace": {"type": "string"}}}
+# The published usage schema (infra/schemas.py), without its document keys ($schema, $id).
+EVENT_SCHEMA = {k: v for k, v in usage_schema().items() if not k.startswith("$")}
 REQUEST_BODY = {"required": True, "content": {
     "application/json": {"schema": {"oneOf": [EVENT_SCHEMA,
                                               {"type": "array", "items": EVENT_SCHEMA,

@@ -120,9 +120,8 @@ def _preview_change(ctx: ApiContext, who: links.Visitor, plan: str) -> dict[str,
     if plan not in ctx.engine.app.catalog.plans:
         raise ApiError(404, "unknown_plan", f"no plan {plan!r}")
     now = ctx.clock.now()
-    with ctx._app_lock:
-        preview = ctx.engine.app.preview(Command("preview", "change_plan", who.subscription,
-                                                 now, {"plan": plan}))
+    preview = ctx.preview(Command("preview", "change_plan", who.subscription, now,
+                                  {"plan": plan}))
     preview.pop("state", None)
     return {"plan": ctx.engine.app.catalog.plans[plan], "preview": preview,
             "current": sub.plan_id, "cycle_end": sub.cycle_end, "now": now}
@@ -268,8 +267,7 @@ async def team(request: Request) -> HTMLResponse:
 def _cancel_preview(ctx: ApiContext, who: links.Visitor) -> dict[str, Any]:
     sub, _ = _as_tenant(ctx, who)
     now = ctx.clock.now()
-    with ctx._app_lock:
-        preview = ctx.engine.app.preview(Command("preview", "cancel", who.subscription, now))
+    preview = ctx.preview(Command("preview", "cancel", who.subscription, now))
     state = preview.pop("state", None)
     free_plan = ctx.engine.app.catalog.free_plan
     return {"preview": preview, "plan": sub.plan_id, "cycle_end": sub.cycle_end,
