@@ -185,6 +185,7 @@ class Settings:
     partitions: int = 4
     pg_fsync: bool = True
     max_poll_records: int = 10_000
+    fetch_min_bytes: int = 16 * 1024
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -245,6 +246,8 @@ class Settings:
             partitions=e.integer("BILLING_PARTITIONS", 4, 1, 10_000),
             pg_fsync=e.boolean("BILLING_PG_FSYNC", True),
             max_poll_records=e.integer("BILLING_MAX_POLL_RECORDS", 10_000, 1, 1_000_000),
+            fetch_min_bytes=e.integer("BILLING_FETCH_MIN_BYTES", 16 * 1024, 1,
+                                      16 * 1024 * 1024),
             session_timeout_ms=e.integer("BILLING_SESSION_TIMEOUT_MS", 6000, 1000, 3_600_000),
             catalog_path=e.file("BILLING_CATALOG"),
             migrate=e.boolean("BILLING_MIGRATE", True),

@@ -33,15 +33,20 @@ async def authenticate(request: Request) -> Principal:
 
 async def principal_of(ctx: ApiContext, authorization: str) -> Principal:
     """Who an Authorization header's key is (the entitlement fast path calls this itself)."""
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing_key", "send an API key: Authorization: Bearer bk_...")
-    known, found = ctx.known_principal(token)
+    known, found = known_principal(ctx, authorization)
     if not known:
-        found = await run_in_threadpool(ctx.principal, token)
+        found = await run_in_threadpool(ctx.principal, authorization.partition(" ")[2])
     if found is None:
         raise ApiError(401, "invalid_key", "this API key is unknown or revoked")
     return found
+
+
+def known_principal(ctx: ApiContext, authorization: str) -> tuple[bool, Principal | None]:
+    """(True, who or None) when the answer needs no database, else (False, None)."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing_key", "send an API key: Authorization: Bearer bk_...")
+    return ctx.known_principal(token)
 
 
 async def principal(request: Request,

@@ -29,28 +29,38 @@ KEY_CACHE_SECONDS = 5.0
 
 class BusinessClock:
     """The engine's "now": the billing clock's time where it is ahead of the wall clock (a
-    simulated deployment), else the wall clock's. Read from the store at most once a second."""
+    simulated deployment), else the wall clock's. The stored clock is read again in the
+    background (`refresh`, from the entitlement cache's follower) once it is half a second
+    old, and trusted for a second; a request finding it older reads it itself, one request
+    at a time (when each read the store, a thousand requests a second queued on it)."""
+
+    TRUSTED = 1.0
 
     def __init__(self, read: Callable[[], datetime | None]) -> None:
         self._read = read
         self._read_at = -1.0
         self._clock: datetime | None = None
+        self._reading = threading.Lock()
 
     def cached(self) -> datetime | None:
         """Now, if the billing clock was read in the last second (no I/O), else None."""
-        if time.monotonic() - self._read_at > 1.0:
+        if time.monotonic() - self._read_at > self.TRUSTED:
             return None
         wall = datetime.now(UTC)
         return wall if self._clock is None or self._clock < wall else self._clock
 
-    def now(self) -> datetime:
-        if time.monotonic() - self._read_at > 1.0:
-            self._clock = self._read()
-            self._read_at = time.monotonic()
-        found = self.cached()
-        assert found is not None
-        return found
+    def refresh(self, older_than: float = TRUSTED / 2) -> None:
+        with self._reading:
+            if time.monotonic() - self._read_at > older_than:
+                self._clock = self._read()
+                self._read_at = time.monotonic()
 
+    def now(self) -> datetime:
+        found = self.cached()
+        while found is None:
+            self.refresh(self.TRUSTED)
+            found = self.cached()
+        return found
 
 
 @dataclass
@@ -93,8 +103,17 @@ class ApiContext:
         engine = self.engine
         self._stop.clear()
         follow(self.entitlements, lambda: kafka.consumer(
-            engine.kafka_bootstrap, engine.settings, client_id="billing-api-cache"),
-            engine.settings.topics.events, self._stop)
+            engine.kafka_bootstrap, engine.settings, client_id="billing-api-cache",
+            fetch_min_bytes=1),  # a kept reading must stop answering as soon as it can
+            engine.settings.topics.events, self._stop, refresh=self._refresh)
+
+    def _refresh(self) -> None:
+        """Ten times a second, from the entitlement cache's follower."""
+        from infra.api.entitlements import refresh_kept
+
+        self.clock.refresh()
+        self.refresh_keys()
+        refresh_kept(self)
 
     async def close_async(self) -> None:
         self._stop.set()
@@ -126,18 +145,35 @@ class ApiContext:
         key_id, secret = parsed
         cached = self._keys.get(key_id)
         if cached is None or time.monotonic() - cached[0] > KEY_CACHE_SECONDS:
-            with self.pool.connection() as conn:
-                row = conn.execute("SELECT secret_sha256, account, admin FROM api_keys WHERE "
-                                   "key_id = %s AND revoked_at IS NULL", (key_id,)).fetchone()
-            found = None if row is None else keys.Principal(key_id, row[1], row[2])
-            cached = (time.monotonic(), found, bytes(row[0]) if row else b"")
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            self._keys[key_id] = cached
+            self._read_keys([key_id])
+            cached = self._keys[key_id]
         _, principal, digest = cached
         if principal is None or not keys.matches(digest, secret):
             return None
         return principal
+
+    def refresh_keys(self) -> None:
+        """Read again the known keys read more than half their trust ago (in the background,
+        so that a busy key never makes a request wait for the database; unknown ones are read
+        again only when asked)."""
+        now = time.monotonic()
+        old = [key_id for key_id, (read_at, who, _) in list(self._keys.items())
+               if who is not None and now - read_at > KEY_CACHE_SECONDS / 2]
+        if old:
+            self._read_keys(old)
+
+    def _read_keys(self, key_ids: list[str]) -> None:
+        with self.pool.connection() as conn:
+            rows = {row[0]: row[1:] for row in conn.execute(
+                "SELECT key_id, secret_sha256, account, admin FROM api_keys WHERE "
+                "key_id = ANY(%s) AND revoked_at IS NULL", (key_ids,))}
+        read_at = time.monotonic()
+        if len(self._keys) + len(key_ids) > 10_000:
+            self._keys.clear()
+        for key_id in key_ids:
+            row = rows.get(key_id)
+            self._keys[key_id] = (read_at, None, b"") if row is None else (
+                read_at, keys.Principal(key_id, row[1], row[2]), bytes(row[0]))
 
     # --- the event store ----------------------------------------------------------------
 

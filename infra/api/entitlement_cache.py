@@ -43,24 +43,47 @@ class EntitlementCache:
         self._per_subscription: Counter[str] = Counter()  # readings kept per subscription
         self._asking: Counter[str] = Counter()  # subscriptions being read right now
         self._newest: dict[str, int] = {}  # newest version seen, kept subscriptions only
+        self._wanted: set[Key] = set()  # readings answered from since taken
         self._lock = threading.Lock()
         self.following = False
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Key, projected_at: int) -> tuple[tuple[Any, ...], datetime] | None:
+    def get(self, key: Key, projected_at: int, count: bool = True
+            ) -> tuple[tuple[Any, ...], datetime] | None:
         """The reading and when it was taken, if kept and not older than what
         `billing.events` has shown since. `projected_at`: where a reading holds its projected
-        version."""
+        version. `count=False`: the caller counts the hit itself (or asks again on a miss)."""
         with self._lock:
             kept = self._readings.get(key)
             if kept is None or kept[2][projected_at] < self._newest.get(key[0], 0) \
                     or time.monotonic() - kept[0] > self.max_age:
-                self.misses += 1
+                self.misses += count
                 return None
             self._readings.move_to_end(key)
-            self.hits += 1
+            self._wanted.add(key)
+            self.hits += count
             return kept[2], kept[1]
+
+    def due(self, projected_at: int, limit: int = 5_000) -> list[Key]:
+        """Readings answered from since they were taken that are past half their age, or
+        that `billing.events` has shown to be behind: the follower reads them again in one
+        query, so that checks keep answering from memory instead of each asking the
+        database when its reading expires."""
+        now = time.monotonic()
+        found: list[Key] = []
+        with self._lock:
+            for key in list(self._wanted):
+                kept = self._readings.get(key)
+                if kept is None:
+                    self._wanted.discard(key)
+                elif now - kept[0] > self.max_age / 2 \
+                        or kept[2][projected_at] < self._newest.get(key[0], 0):
+                    self._wanted.discard(key)
+                    found.append(key)
+                    if len(found) >= limit:
+                        break
+        return found
 
     def newest(self, subscription: str) -> int:
         return self._newest.get(subscription, 0)
@@ -104,8 +127,10 @@ class EntitlementCache:
             self._readings.clear()
             self._per_subscription.clear()
             self._newest.clear()
+            self._wanted.clear()
 
     def _forget(self, key: Key) -> None:
+        self._wanted.discard(key)
         subscription = key[0]
         self._per_subscription[subscription] -= 1
         if self._per_subscription[subscription] <= 0:
@@ -115,9 +140,11 @@ class EntitlementCache:
 
 
 def follow(cache: EntitlementCache, open_consumer: Callable[[], Any], topic: str,
-           stop: threading.Event) -> threading.Thread:
-    """A daemon thread reading `topic` from its end into `cache.seen`; the cache keeps
-    readings only while it runs."""
+           stop: threading.Event, refresh: Callable[[], None] = lambda: None,
+           refresh_every: float = 0.1) -> threading.Thread:
+    """A daemon thread reading `topic` from its end into `cache.seen`, calling `refresh`
+    (read the readings `due` again) every `refresh_every` seconds; the cache keeps readings
+    only while it runs."""
     from consumers.loop import partitions_of
 
     consumer = open_consumer()
@@ -129,13 +156,20 @@ def follow(cache: EntitlementCache, open_consumer: Callable[[], Any], topic: str
     cache.following = True
 
     def run() -> None:
+        refreshed = time.monotonic()
         try:
             while not stop.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
+                for records in consumer.poll(timeout_ms=int(refresh_every * 1000)).values():
                     for record in records:
                         version = _version(record.value)
                         if record.key is not None and version is not None:
                             cache.seen(record.key.decode(), version)
+                if time.monotonic() - refreshed >= refresh_every:
+                    refreshed = time.monotonic()
+                    try:
+                        refresh()
+                    except Exception as e:  # the database: checks ask it themselves
+                        log.warning("refreshing kept entitlement readings failed: %s", e)
         except Exception:
             log.exception("the entitlement cache stopped following %s; every check reads "
                           "the database", topic)

@@ -14,30 +14,34 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from infra.api.access import context_of, principal_of
+from infra.api.access import context_of, known_principal, principal_of
 from infra.api.context import ApiContext
 from infra.api.errors import ApiError, JsonResponse, error_body, not_found
+from infra.api.keys import Principal
 from projections.quota.entitlements import Freshness, decide, feature
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["entitlements"])
 
-METRIC_SQL = """
-SELECT q.subscription_id, q.metric, q.account, q.plan_id, q.included, q.packs, q.used,
+READING = """q.subscription_id, q.metric, q.account, q.plan_id, q.included, q.packs, q.used,
        q.limit_kind, q.cycle_start, q.cycle_end, q.daily_cap,
        coalesce((SELECT d.quantity FROM usage_daily d WHERE d.subscription_id = q.subscription_id
-                 AND d.metric = q.metric AND d.cycle_start = q.cycle_start AND d.day = %(day)s),
+                 AND d.metric = q.metric AND d.cycle_start = q.cycle_start AND d.day = {day}),
                 0) AS used_today,
        coalesce(v.version, 0) AS projected_version,
        (SELECT max(e.originator_version) FROM billing_events e
          WHERE e.originator_id = q.subscription_id) AS stored_version,
        (SELECT e.recorded_at FROM billing_events e WHERE e.originator_id = q.subscription_id
-         AND e.originator_version = v.version) AS as_of
-FROM quota q
-LEFT JOIN projection_versions v ON v.projection = 'quota'
-     AND v.subscription_id = q.subscription_id
-WHERE q.subscription_id = %(sub)s AND q.metric = %(metric)s
-"""
+         AND e.originator_version = v.version) AS as_of"""
+VERSIONS = """LEFT JOIN projection_versions v ON v.projection = 'quota'
+     AND v.subscription_id = q.subscription_id"""
+METRIC_SQL = f"""SELECT {READING.format(day="%(day)s")}
+FROM quota q {VERSIONS}
+WHERE q.subscription_id = %(sub)s AND q.metric = %(metric)s"""
+# The same readings for many keys at once (the cache's refresh), each row ending with its day.
+READINGS_SQL = f"""SELECT {READING.format(day="k.day")}, k.day
+FROM unnest(%(subs)s::text[], %(metrics)s::text[], %(days)s::date[]) AS k(sub, metric, day)
+JOIN quota q ON q.subscription_id = k.sub AND q.metric = k.metric {VERSIONS}"""
 FRESHNESS_SQL = """
 SELECT coalesce((SELECT version FROM projection_versions WHERE projection = 'quota'
                  AND subscription_id = %(sub)s), 0),
@@ -48,6 +52,8 @@ MAX_REQUESTED = Decimal("1e18")
 
 
 def requested_quantity(text: str) -> Decimal:
+    if len(text) > 40:
+        raise ApiError(422, "invalid_quantity", "requested: at most 40 characters")
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -77,8 +83,6 @@ async def check(ctx: ApiContext, authorization: str, subscription: str, name: st
                 requested: str) -> dict[str, Any]:
     """The answer to one entitlement question, for the route and for the fast path."""
     who = await principal_of(ctx, authorization)
-    if len(requested) > 40:
-        raise ApiError(422, "invalid_quantity", "requested: at most 40 characters")
     quantity = requested_quantity(requested)
     now = ctx.clock.cached()
     if now is None:
@@ -101,14 +105,65 @@ async def check(ctx: ApiContext, authorization: str, subscription: str, name: st
             cache.answered(key, row, (row[STORED] or 0) if row is not None else 0,
                            checked_at)
     if row is not None:
-        reading: dict[str, Any] = dict(zip(METRIC_COLUMNS, row, strict=True))
-        if not who.may_see(reading["account"]):
-            raise not_found(f"subscription {subscription!r}")
-        freshness = Freshness(reading["projected_version"],
-                              max(reading["stored_version"] or 0, cache.newest(subscription)),
-                              reading["as_of"], checked_at)
-        return decide(reading, reading["used_today"], quantity, now, freshness)
+        return _decided(ctx, who, subscription, row, checked_at, quantity, now)
     return await run_in_threadpool(_feature_or_unknown, ctx, who, subscription, name)
+
+
+def refresh_kept(ctx: ApiContext) -> None:
+    """Read again, in one query, the kept readings about to expire or shown to be behind
+    (`EntitlementCache.due`); the cache's follower calls this ten times a second."""
+    cache = ctx.entitlements
+    due = cache.due(PROJECTED)
+    if not due:
+        return
+    for key in due:
+        cache.asking(key[0])
+    taken_at, found = datetime.now(UTC), {}
+    try:
+        with ctx.pool.connection() as conn:
+            for *row, day in conn.execute(READINGS_SQL, {
+                    "subs": [k[0] for k in due], "metrics": [k[1] for k in due],
+                    "days": [k[2] for k in due]}):
+                found[(row[0], row[1], day)] = tuple(row)
+    finally:
+        for key in due:
+            row = found.get(key)
+            cache.answered(key, row, (row[STORED] or 0) if row is not None else 0, taken_at)
+
+
+def check_kept(ctx: ApiContext, authorization: str, subscription: str, name: str,
+               requested: str) -> dict[str, Any] | None:
+    """The same answer from memory alone (a key seen in the last seconds, a kept reading, the
+    clock read in the last second), or None where `check` must do I/O or refuse: uvicorn's
+    protocol answers these before the app (infra/api/uvicorn_internals.py)."""
+    now = ctx.clock.cached()
+    try:
+        who = known_principal(ctx, authorization)[1]
+        if who is None or now is None:
+            return None
+        quantity = requested_quantity(requested)
+        cache = ctx.entitlements
+        kept = cache.get((subscription, name, now.astimezone(UTC).date()), PROJECTED,
+                         count=False)
+        if kept is None:
+            return None
+        answer = _decided(ctx, who, subscription, *kept, quantity, now)
+    except ApiError:
+        return None
+    cache.hits += 1
+    return answer
+
+
+def _decided(ctx: ApiContext, who: Principal, subscription: str, row: tuple[Any, ...],
+             checked_at: datetime, quantity: Decimal, now: datetime) -> dict[str, Any]:
+    reading: dict[str, Any] = dict(zip(METRIC_COLUMNS, row, strict=True))
+    if not who.may_see(reading["account"]):
+        raise not_found(f"subscription {subscription!r}")
+    freshness = Freshness(reading["projected_version"],
+                          max(reading["stored_version"] or 0,
+                              ctx.entitlements.newest(subscription)),
+                          reading["as_of"], checked_at)
+    return decide(reading, reading["used_today"], quantity, now, freshness)
 
 
 @router.get("/v1/subscriptions/{subscription}/entitlements/{name}",
@@ -149,6 +204,12 @@ class EntitlementFastPath:
             await self._answer(scope, parts[3], parts[5], send)
             return
         await self.app(scope, receive, send)
+
+    def answer_kept(self, subscription: str, name: str, requested: str,
+                    authorization: str) -> bytes | None:
+        """For uvicorn's protocol (infra/api/uvicorn_internals.py): a 200 body from memory."""
+        answer = check_kept(self.ctx, authorization, subscription, name, requested)
+        return None if answer is None else orjson.dumps(answer, default=str)
 
     async def _answer(self, scope: Any, subscription: str, name: str, send: Any) -> None:
         authorization = ""

@@ -24,8 +24,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     topics; it never owns an input position."""
     import uvicorn
 
-    options = {"host": args.host, "port": args.port, "access_log": False, "log_config": None,
-               "loop": "uvloop", "http": "httptools", "timeout_graceful_shutdown": 5}
+    from infra.api.app import SERVER_OPTIONS
+
+    options = {"host": args.host, "port": args.port, **SERVER_OPTIONS,
+               "timeout_graceful_shutdown": 5}
     log.info("billing API on http://%s:%s (OpenAPI at /openapi.json, /docs), %d process(es)",
              args.host, args.port, args.workers)
     if args.workers > 1:  # each process its own context, on one listening socket

@@ -18,7 +18,7 @@ import uvicorn
 
 from domain.catalog.model import Catalog
 from infra.api import keys
-from infra.api.app import serving_app
+from infra.api.app import SERVER_OPTIONS, serving_app
 from infra.api.context import ApiContext
 from infra.config import Settings
 from infra.stack.embedded import free_port
@@ -129,7 +129,7 @@ def running_api(engine: Engine) -> Iterator[RunningApi]:
     ctx = ApiContext.open(engine)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(serving_app(ctx), host="127.0.0.1", port=port,
-                                          access_log=False, log_config=None, loop="asyncio",
+                                          **{**SERVER_OPTIONS, "loop": "asyncio"},
                                           timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
