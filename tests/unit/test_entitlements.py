@@ -66,8 +66,8 @@ def kept(cache: EntitlementCache, projected: int, stored: int) -> None:
     cache.answered(KEY, (projected,), stored, NOW)
 
 
-def test_a_reading_is_kept_until_a_newer_version_is_seen() -> None:
-    cache = EntitlementCache()
+def test_a_reading_behind_a_newer_version_answers_only_while_young() -> None:
+    cache = EntitlementCache(behind_age=0)
     cache.following = True
     kept(cache, 3, 3)
     assert cache.get(KEY, PROJECTED) == ((3,), NOW)
@@ -75,15 +75,37 @@ def test_a_reading_is_kept_until_a_newer_version_is_seen() -> None:
     assert cache.get(KEY, PROJECTED) is not None
     cache.seen("s", 4)
     assert cache.get(KEY, PROJECTED) is None
-    kept(cache, 3, 4)  # read while the projection was behind: never served
+    kept(cache, 3, 4)  # read while the projection was behind
     assert cache.get(KEY, PROJECTED) is None
-    kept(cache, 4, 4)
+    assert cache.newest("s") == 4  # what an answer counts as pending
+    cache.behind_age = 60
     assert cache.get(KEY, PROJECTED) is not None
-    assert (cache.hits, cache.misses) == (3, 2)
+    kept(cache, 4, 4)
+    cache.behind_age = 0
+    assert cache.get(KEY, PROJECTED) is not None
+    assert (cache.hits, cache.misses) == (4, 2)
+
+
+def test_the_readings_due_again_are_those_asked_for_that_age_or_fall_behind() -> None:
+    cache = EntitlementCache(max_age=60)
+    cache.following = True
+    kept(cache, 3, 3)
+    other = ("s", "tokens", NOW.date())
+    cache.asking("s")
+    cache.answered(other, (3,), 3, NOW)
+    assert cache.due(PROJECTED) == []  # young, and nobody asked since
+    cache.get(KEY, PROJECTED)
+    assert cache.due(PROJECTED) == []  # asked for, but young and not behind
+    cache.seen("s", 4)
+    assert cache.due(PROJECTED) == [KEY]  # behind: the one asked for, once
+    assert cache.due(PROJECTED) == []
+    cache.get(other, PROJECTED)
+    cache.max_age = 0
+    assert cache.due(PROJECTED) == [other]
 
 
 def test_a_version_seen_while_the_database_is_asked_is_not_lost() -> None:
-    cache = EntitlementCache()
+    cache = EntitlementCache(behind_age=0)
     cache.following = True
     cache.asking("s")
     cache.seen("s", 5)  # published while the query ran, which read version 4
