@@ -8,7 +8,7 @@ Why: through ASGI a check costs uvicorn an asyncio task, a scope, a request-resp
 two socket writes (the head, then the body) before and after the answer itself; at 2,000
 checks a second on two cores shared with the workers, PostgreSQL and the broker, that overhead
 decided the tail latency (docs/api.md, "Performance"). Here a check whose answer is in memory
-(`entitlements.check_kept`: a key seen in the last seconds, a kept reading, the clock read in
+(`entitlements.kept_body`: a key seen in the last seconds, a kept reading, the clock read in
 the last second) is answered from the parser's callback in one write. Everything else (a
 reading to fetch, a key to look up, any refusal, a percent-encoded or unusual URL, a request
 queued behind a slower one on the same connection) goes on to the app as before, which gives

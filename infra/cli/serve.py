@@ -44,6 +44,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serving(settings: Settings) -> tuple[Any, Callable[[], None]]:
+    # The entitlement cache's follower (kafka-python's I/O thread, the refresh) runs beside
+    # the event loop; at Python's default of 5 ms between GIL hand-overs a check arriving
+    # while it ran waited up to that long (2,000 checks/s with the workers idle: p99 7.5 ms,
+    # 5.0 ms at 0.5 ms).
+    sys.setswitchinterval(0.0005)
     from infra.api.app import serving_app
     from infra.api.context import ApiContext
     from infra.wiring.engine import Engine
