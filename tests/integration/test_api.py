@@ -7,12 +7,14 @@ one; bodies too large, of the wrong type, malformed; no secret in any log line."
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from fastapi.routing import APIRoute
@@ -114,6 +116,72 @@ def test_the_freshness_says_how_far_the_quota_model_is_behind(api: RunningApi,
     body = current(a, "/v1/subscriptions/a-free/entitlements/credits")
     assert body["used"] == "2"
     assert ask()["freshness"]["checked_at"] == body["freshness"]["checked_at"]  # kept again
+
+
+def _raw(api: RunningApi, request: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send raw HTTP bytes (the last request saying `Connection: close`) and split what comes
+    back into (status, headers, body) answers, in order."""
+    host, port = api.url.removeprefix("http://").split(":")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(request)
+        while chunk := conn.recv(65536):
+            received += chunk
+    answers = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        length = int(headers["content-length"])
+        answers.append((int(lines[0].split()[1]), headers, rest[:length]))
+        received = rest[length:]
+    return answers
+
+
+def _get(path: str, token: str, *extra: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: x", f"Authorization: Bearer {token}",
+                        *extra, "", ""]).encode()
+
+
+def test_kept_checks_answered_in_the_protocol_match_the_app_in_order(
+        api: RunningApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's protocol answers a kept check itself (infra/api/uvicorn_internals.py): the
+    same body and headers as the app's answer, in order behind a slower request on the same
+    connection, closing the connection when asked to."""
+    from infra.api import entitlements
+
+    answered: list[bool] = []
+    kept_body = entitlements.kept_body
+
+    def counted(*args: Any) -> bytes | None:
+        body = kept_body(*args)
+        answered.append(body is not None)
+        return body
+    monkeypatch.setattr(entitlements, "kept_body", counted)
+    token = api.key("acct-a")
+    path = "/v1/subscriptions/a-free/entitlements/credits?requested=3"
+    [(status, by_app_headers, by_app)] = _raw(api, _get(path, token, "Connection: close"))
+    assert status == 200 and answered == [False]  # nothing kept yet: the app asked
+    [(status, headers, body)] = _raw(api, _get(path, token, "Connection: close"))
+    assert status == 200 and answered == [False, True]
+    assert orjson.loads(body) == orjson.loads(by_app)
+    assert headers["content-type"] == by_app_headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    # A refusal (the app's) and then a kept check, sent together: answered in that order.
+    slow = "/v1/subscriptions/a-free/entitlements/credits?requested=1e3x"
+    answers = _raw(api, _get(slow, token) + _get(path, token) + _get(path, token,
+                                                                     "Connection: close"))
+    assert [a[0] for a in answers] == [422, 200, 200]
+    assert orjson.loads(answers[2][2]) == orjson.loads(by_app)
+    # Percent-encoded, another key's, HTTP/1.0: left to the app, which answers the same way.
+    other = api.key("acct-b")
+    before = len(answered)
+    assert _raw(api, _get(path, other, "Connection: close"))[0][0] == 404
+    assert _raw(api, _get(path.replace("a-free", "a%2Dfree"), token,
+                          "Connection: close"))[0][0] == 200
+    old = _get(path, token).replace(b"HTTP/1.1", b"HTTP/1.0")
+    assert _raw(api, old)[0][0] == 200
+    assert answered[before:] == [False, True]  # the other key refused; HTTP/1.0 kept
 
 
 def test_feature_entitlements_come_from_the_plan_and_add_ons(api: RunningApi,
