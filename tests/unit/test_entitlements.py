@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -156,3 +157,27 @@ def test_live_streams_past_the_limit_are_refused_with_a_code(monkeypatch: Any) -
     with pytest.raises(ApiError) as refused:
         stream.admit_stream()
     assert (refused.value.status, refused.value.code) == (429, "too_many_streams")
+
+
+def test_the_business_clock_is_read_once_however_many_ask_at_once() -> None:
+    from infra.api.context import BusinessClock
+
+    reads: list[int] = []
+    ahead = datetime(2099, 1, 1, tzinfo=UTC)
+
+    def read() -> datetime:
+        reads.append(1)
+        time.sleep(0.05)  # a slow store: everyone asks meanwhile
+        return ahead
+    clock = BusinessClock(read)
+    assert clock.cached() is None
+    threads = [threading.Thread(target=clock.now) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reads) == 1 and clock.cached() == ahead
+    clock.refresh()  # younger than half its trust: not read again
+    assert len(reads) == 1
+    clock.refresh(older_than=0)
+    assert len(reads) == 2
