@@ -72,25 +72,25 @@ def check_and_publish(ctx: ApiContext, who: Principal, raw_items: list[object],
                       cloudevents: bool) -> dict[str, Any]:
     max_bytes = ctx.engine.settings.max_message_bytes
     answers: list[dict[str, Any]] = []
-    candidates: list[tuple[int, Any, dict[str, Any]]] = []  # (index, item, as published)
+    candidates: list[tuple[int, Any, bytes]] = []  # (index, item, as published)
     for index, raw in enumerate(raw_items):
         try:
             usage = from_cloudevent(raw) if cloudevents else raw
             item = parse_usage(usage)
-            assert isinstance(usage, dict)
-            if len(orjson.dumps(usage)) > max_bytes:
+            message = orjson.dumps(usage)
+            if len(message) > max_bytes:
                 raise BillingError(f"larger than {max_bytes} bytes", "too_large")
         except BillingError as e:
             answers.append({"index": index, "id": _id_of(raw), "status": "refused",
                             "code": e.code, "error": str(e)[:500]})
             continue
         answers.append({"index": index, "id": item.id, "status": "accepted"})
-        candidates.append((index, item, usage))
+        candidates.append((index, item, message))
     owners = _accounts(ctx, sorted({item.subscription for _, item, _ in candidates}))
     seen = _already_applied(ctx, [(item.subscription, item.id) for _, item, _ in candidates])
     messages: list[tuple[bytes, bytes]] = []
     in_request: set[tuple[str, str]] = set()
-    for index, item, usage in candidates:
+    for index, item, message in candidates:
         key = (item.subscription, item.id)
         if item.subscription not in owners or not who.may_see(owners[item.subscription]):
             answers[index].update(status="refused", code="unknown_subscription",
@@ -99,7 +99,7 @@ def check_and_publish(ctx: ApiContext, who: Principal, raw_items: list[object],
             answers[index]["status"] = "duplicate"
         else:
             in_request.add(key)
-            messages.append((item.subscription.encode(), orjson.dumps(usage)))
+            messages.append((item.subscription.encode(), message))
     if messages:
         ctx.publish(ctx.engine.settings.topics.usage, messages)
     counts = {status: sum(1 for a in answers if a["status"] == status)
