@@ -35,7 +35,8 @@ async def principal_of(ctx: ApiContext, authorization: str) -> Principal:
     """Who an Authorization header's key is (the entitlement fast path calls this itself)."""
     known, found = known_principal(ctx, authorization)
     if not known:
-        found = await run_in_threadpool(ctx.principal, authorization.partition(" ")[2])
+        async with ctx.key_lookups:
+            found = await run_in_threadpool(ctx.principal, authorization.partition(" ")[2])
     if found is None:
         raise ApiError(401, "invalid_key", "this API key is unknown or revoked")
     return found

@@ -4,6 +4,7 @@ entitlement check (the hot path answers without a thread hop), and who each key 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,10 @@ from infra.wiring.engine import Engine
 # How long a key is trusted without asking the database again: a revoked key stops working
 # within this time.
 KEY_CACHE_SECONDS = 5.0
+# Key ids not in memory looked up in the database at once, per process: requests with made-up
+# key ids (each a lookup) can hold at most these connections of the pool, never the rest of the
+# API's database work; they wait their turn in the event loop, not in the thread pool.
+KEY_LOOKUPS = 2
 
 
 class BusinessClock:
@@ -77,6 +82,9 @@ class ApiContext:
     entitlements: EntitlementCache = field(default_factory=EntitlementCache)
     accounts: dict[str, str] = field(default_factory=dict)  # subscription -> its account
     _stop: threading.Event = field(default_factory=threading.Event)
+    # Keys not in memory are looked up at most this many at a time (below).
+    key_lookups: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(
+        KEY_LOOKUPS))
 
     def __post_init__(self) -> None:
         self.clock = BusinessClock(self._billing_clock)
@@ -99,6 +107,7 @@ class ApiContext:
         """At the server's start: the async pool, and the entitlement cache's follower."""
         self.apool = AsyncConnectionPool(self.engine.database_url, min_size=size, max_size=size,
                                          open=False, kwargs={"autocommit": True})
+        self.key_lookups = asyncio.Semaphore(KEY_LOOKUPS)
         await self.apool.open(wait=True)
         engine = self.engine
         self._stop.clear()

@@ -6,6 +6,7 @@ one; bodies too large, of the wrong type, malformed; no secret in any log line."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -182,6 +183,34 @@ def test_kept_checks_answered_in_the_protocol_match_the_app_in_order(
     old = _get(path, token).replace(b"HTTP/1.1", b"HTTP/1.0")
     assert _raw(api, old)[0][0] == 200
     assert answered[before:] == [False, True]  # the other key refused; HTTP/1.0 kept
+
+
+def test_made_up_key_ids_hold_at_most_two_database_lookups_at_once(
+        api: RunningApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each made-up key id costs a lookup; however many arrive at once, they wait their turn
+    for two connections, and each is refused with its code."""
+    looking, most = [0], [0]
+    lookup = api.ctx.principal
+
+    def slow(token: str) -> Any:
+        looking[0] += 1
+        most[0] = max(most[0], looking[0])
+        try:
+            time.sleep(0.1)
+            return lookup(token)
+        finally:
+            looking[0] -= 1
+    monkeypatch.setattr(api.ctx, "principal", slow)
+    path = "/v1/subscriptions/a-free/entitlements/credits"
+
+    async def hostile() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            return list(await asyncio.gather(*(
+                client.get(path, headers={"Authorization": f"Bearer bk_made{n:08d}_secret"})
+                for n in range(12))))
+    answers = asyncio.run(hostile())
+    assert {(a.status_code, a.json()["code"]) for a in answers} == {(401, "invalid_key")}
+    assert most[0] == 2
 
 
 def test_feature_entitlements_come_from_the_plan_and_add_ons(api: RunningApi,
