@@ -99,8 +99,9 @@ class ApiContext:
         pool: ConnectionPool[Any] = ConnectionPool(
             engine.database_url, min_size=1, max_size=pool_size, open=True,
             kwargs={"autocommit": True})
-        with pool.connection() as conn:
-            keys.ensure_schema(conn)
+        if engine.settings.migrate:  # else the owner made it (`billing roles setup`)
+            with pool.connection() as conn:
+                keys.ensure_schema(conn)
         return cls(engine, pool)
 
     async def open_async(self, size: int = 4) -> None:

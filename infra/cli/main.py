@@ -178,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"only this worker role (a liveness probe): {', '.join(ROLES)}")
 
     p = sub.add_parser("roles", help="least-privilege roles: setup, a tenant login (sees one "
-                                     "account's rows), a worker login (append-only history)")
-    p.add_argument("verb", choices=["setup", "tenant", "worker"], help="what to set up")
+                                     "account's rows), a worker login (append-only history), "
+                                     "an API login (`billing serve`: reads, publishes)")
+    p.add_argument("verb", choices=["setup", "tenant", "worker", "api"],
+                   help="what to set up")
     p.add_argument("name", nargs="?", help="the login role to create or update")
     p.add_argument("account", nargs="?", help="tenant: the account it may see")
     p.add_argument("--password-env", help="read the role's password from this variable "

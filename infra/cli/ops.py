@@ -19,8 +19,8 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
     if args.verb == "tenant" and not (args.name and args.account):
         raise UsageError("billing roles tenant ROLE ACCOUNT: name the login role and the "
                          "account it may see", "usage")
-    if args.verb == "worker" and not args.name:
-        raise UsageError("billing roles worker ROLE: name the login role", "usage")
+    if args.verb in ("worker", "api") and not args.name:
+        raise UsageError(f"billing roles {args.verb} ROLE: name the login role", "usage")
     password = os.environ.get(args.password_env) if args.password_env else None
     if args.password_env and not password:
         raise UsageError(f"--password-env: {args.password_env} is not set", "usage")
@@ -32,6 +32,9 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
         elif args.verb == "tenant":
             security.setup_roles(conn)
             security.add_tenant(conn, args.name, args.account, password)
+        elif args.verb == "api":
+            security.setup_roles(conn)
+            security.add_api_login(conn, args.name, password)
         else:
             security.setup_roles(conn)
             security.add_worker_login(conn, args.name, password)

@@ -11,6 +11,11 @@
 - `billing_tenant`: the tenant-scoped read role. Row-level security shows each member role the
   rows of its own account(s) only, as listed in `tenant_roles`; nothing of the event store.
 - `billing_analyst` (projections/analytics/store.py): the `billing_read` views only.
+- `billing_api`: what `billing serve` needs (docs/api.md): it reads the event store and the
+  read models and publishes to the topics, so SELECT on them, every row; of its own tables,
+  SELECT on `api_keys` (keys are made and revoked by the owner's CLI) and SELECT, INSERT on
+  `portal_secrets` (the first signing secret is made on first use). Nothing it can write
+  changes history or a read model.
 
 Run by the owner of the tables (`billing roles setup`); idempotent.
 """
@@ -27,6 +32,7 @@ from infra.kafka import topic_identity
 
 WORKER_ROLE = "billing_worker"
 TENANT_ROLE = "billing_tenant"
+API_ROLE = "billing_api"
 
 EVENT_TABLES = ("billing_events", "billing_snapshots", "billing_tracking", "usage_dedup",
                 "event_hashes", "event_anchors", "command_outcomes")
@@ -108,7 +114,7 @@ LOCK_TIMEOUT = "200ms"
 
 def _setup_roles(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('billing-roles'))")
-    for role in (WORKER_ROLE, TENANT_ROLE):
+    for role in (WORKER_ROLE, TENANT_ROLE, API_ROLE):
         conn.execute(sql.SQL(
             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {0}) THEN "
             "CREATE ROLE {1} NOLOGIN; END IF; END $$").format(sql.Literal(role),
@@ -116,7 +122,9 @@ def _setup_roles(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS tenant_roles (role name NOT NULL, "
                  "account text NOT NULL, PRIMARY KEY (role, account))")
     worker, tenant = sql.Identifier(WORKER_ROLE), sql.Identifier(TENANT_ROLE)
-    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {0}, {1}").format(worker, tenant))
+    api = sql.Identifier(API_ROLE)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {0}, {1}, {2}").format(
+        worker, tenant, api))
     conn.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {0}")
                  .format(worker))
     for table in EVENT_TABLES:
@@ -140,8 +148,24 @@ def _setup_roles(conn: psycopg.Connection[Any]) -> None:
         _table_privileges(conn, table, TENANT_ROLE, {"SELECT"})
         _row_level_security(conn, table)
         for policy, grantee, using in ((f"{table}_tenant", TENANT_ROLE, rule),
-                                       (f"{table}_worker", WORKER_ROLE, "true")):
+                                       (f"{table}_worker", WORKER_ROLE, "true"),
+                                       (f"{table}_api", API_ROLE, "true")):
             _policy(conn, table, policy, grantee, using)
+    _api_privileges(conn)
+
+
+def _api_privileges(conn: psycopg.Connection[Any]) -> None:
+    from infra.api import keys
+    from infra.portal import links
+
+    conn.execute(keys.SCHEMA)
+    conn.execute(links.SCHEMA)
+    for table in (*EVENT_TABLES, *READ_MODELS, "kafka_topic_identities", "api_keys"):
+        _table_privileges(conn, table, API_ROLE, {"SELECT"})
+    _table_privileges(conn, "tenant_roles", API_ROLE, set())
+    _table_privileges(conn, "portal_secrets", API_ROLE, {"SELECT", "INSERT"})
+    conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE portal_secrets_id_seq TO {0}").format(
+        sql.Identifier(API_ROLE)))
 
 
 def _table_privileges(conn: psycopg.Connection[Any], table: str, role: str,
@@ -200,6 +224,13 @@ def add_worker_login(conn: psycopg.Connection[Any], role: str,
     """A login role for worker processes, member of `billing_worker`."""
     with conn.transaction():
         _login_role(conn, role, password, WORKER_ROLE)
+
+
+def add_api_login(conn: psycopg.Connection[Any], role: str,
+                  password: str | None = None) -> None:
+    """A login role for `billing serve`, member of `billing_api`."""
+    with conn.transaction():
+        _login_role(conn, role, password, API_ROLE)
 
 
 def _login_role(conn: psycopg.Connection[Any], role: str, password: str | None,

@@ -36,8 +36,10 @@ class Visitor:
 
 
 def secrets_of(conn: psycopg.Connection[Any]) -> list[bytes]:
-    """The signing secrets, newest first (made on first use)."""
-    conn.execute(SCHEMA)
+    """The signing secrets, newest first (made on first use; the table too, except where
+    the owner made it for a least-privileged API login, `billing roles setup`)."""
+    if conn.execute("SELECT to_regclass('portal_secrets')").fetchone() == (None,):
+        conn.execute(SCHEMA)
     rows = conn.execute("SELECT secret FROM portal_secrets ORDER BY id DESC").fetchall()
     if not rows:
         conn.execute("INSERT INTO portal_secrets (secret) VALUES (%s)",

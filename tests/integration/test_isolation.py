@@ -142,6 +142,52 @@ def test_workers_role_appends_events_but_cannot_alter_history(
                             "application_name = %s", (name,)).fetchone() == (position,)
 
 
+def test_the_api_role_serves_but_cannot_change_history_keys_or_read_models(
+        two_tenants: Engine) -> None:
+    from infra.api import keys
+    from tests.integration.api_server import running_api
+
+    with psycopg.connect(two_tenants.database_url, autocommit=True) as conn:
+        security.add_api_login(conn, "api_1", PASSWORD)
+        token = keys.create(conn, account="acct-a", admin=False).token
+        operator = keys.create(conn, account=None, admin=True).token
+    url = _as(two_tenants.database_url, "api_1")
+    served = Engine.open(dataclasses.replace(two_tenants.settings, migrate=False), url,
+                         two_tenants.kafka_bootstrap, adopt_topics=False)
+    try:
+        with running_api(served) as api:
+            tenant = api.client(token)
+            check = tenant.get("/v1/subscriptions/sub-a1/entitlements/tokens")
+            assert check.status_code == 200 and check.json()["used"] == "5", check.text
+            assert tenant.get("/v1/subscriptions/sub-a1/invoices").status_code == 200
+            assert tenant.get("/v1/subscriptions/sub-b1").status_code == 404
+            sent = tenant.post("/v1/usage", content=usage("u9", "sub-a1", "tokens", 1)[1],
+                               headers={"Content-Type": "application/json"})
+            assert sent.status_code == 202 and sent.json()["status"] == "accepted", sent.text
+            assert api.client(operator).get("/v1/subscriptions/sub-b1").status_code == 200
+            from infra.portal import links
+            with api.ctx.pool.connection() as conn:
+                assert links.secrets_of(conn)  # made on first use, by this role
+    finally:
+        served.close()
+    with psycopg.connect(url) as conn:
+        for statement in ("INSERT INTO billing_events SELECT * FROM billing_events LIMIT 1",
+                          "UPDATE billing_events SET state = state",
+                          "INSERT INTO usage_dedup SELECT * FROM usage_dedup LIMIT 1",
+                          "UPDATE quota SET used = 0",
+                          "DELETE FROM invoices",
+                          "UPDATE api_keys SET revoked_at = NULL",
+                          "INSERT INTO api_keys (key_id, secret_sha256, admin) "
+                          "VALUES ('k', '', true)",
+                          "DELETE FROM portal_secrets",
+                          "UPDATE portal_secrets SET secret = ''",
+                          "SELECT * FROM tenant_roles",
+                          "SELECT * FROM billing_move_position('x', 1)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+
+
 def test_a_backward_move_is_refused_even_for_the_owner(two_tenants: Engine) -> None:
     with psycopg.connect(two_tenants.database_url) as conn:
         with pytest.raises(psycopg.errors.CheckViolation, match="may only move forward"):
