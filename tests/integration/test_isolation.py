@@ -35,6 +35,15 @@ def _as(url: str, role: str) -> str:
                                                     f"{urlparse(url).port}"))
 
 
+def _all_refused(url: str, statements: tuple[str, ...]) -> None:
+    """Each statement, run as the login of `url`, is refused for want of privilege."""
+    with psycopg.connect(url) as conn:
+        for statement in statements:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+
+
 @pytest.fixture
 def two_tenants(engine: Engine) -> Engine:
     from datetime import UTC, datetime
@@ -114,23 +123,19 @@ def test_workers_role_appends_events_but_cannot_alter_history(
     stored = open_application(two_tenants.database_url, two_tenants.app.catalog)
     assert stored.load_as_stored("sub-a1").used["tokens"] == Decimal(16)
     stored.close()
-    with psycopg.connect(url) as conn:
-        for statement in ("UPDATE billing_events SET state = state",
-                          "DELETE FROM billing_events",
-                          "TRUNCATE billing_events",
-                          "UPDATE usage_dedup SET usage_id = 'x'",
-                          "DELETE FROM billing_tracking",
-                          "UPDATE billing_tracking SET notification_id = notification_id + 9",
-                          "UPDATE billing_tracking SET notification_id = notification_id - 1",
-                          "INSERT INTO billing_tracking VALUES ('x', 99)",
-                          "DELETE FROM event_hashes",
-                          "DELETE FROM billing_snapshots",
-                          "DELETE FROM kafka_topic_identities",
-                          "UPDATE kafka_topic_identities SET identity = 'x'",
-                          "ALTER TABLE billing_events DISABLE TRIGGER ALL"):
-            with pytest.raises((psycopg.errors.InsufficientPrivilege,)):
-                conn.execute(statement)
-            conn.rollback()
+    _all_refused(url, ("UPDATE billing_events SET state = state",
+                       "DELETE FROM billing_events",
+                       "TRUNCATE billing_events",
+                       "UPDATE usage_dedup SET usage_id = 'x'",
+                       "DELETE FROM billing_tracking",
+                       "UPDATE billing_tracking SET notification_id = notification_id + 9",
+                       "UPDATE billing_tracking SET notification_id = notification_id - 1",
+                       "INSERT INTO billing_tracking VALUES ('x', 99)",
+                       "DELETE FROM event_hashes",
+                       "DELETE FROM billing_snapshots",
+                       "DELETE FROM kafka_topic_identities",
+                       "UPDATE kafka_topic_identities SET identity = 'x'",
+                       "ALTER TABLE billing_events DISABLE TRIGGER ALL"))
     # Through the engine's own path, a position moves forward only.
     with psycopg.connect(url) as conn:
         name, position = conn.execute("SELECT application_name, notification_id FROM "
@@ -170,22 +175,18 @@ def test_the_api_role_serves_but_cannot_change_history_keys_or_read_models(
                 assert links.secrets_of(conn)  # made on first use, by this role
     finally:
         served.close()
-    with psycopg.connect(url) as conn:
-        for statement in ("INSERT INTO billing_events SELECT * FROM billing_events LIMIT 1",
-                          "UPDATE billing_events SET state = state",
-                          "INSERT INTO usage_dedup SELECT * FROM usage_dedup LIMIT 1",
-                          "UPDATE quota SET used = 0",
-                          "DELETE FROM invoices",
-                          "UPDATE api_keys SET revoked_at = NULL",
-                          "INSERT INTO api_keys (key_id, secret_sha256, admin) "
-                          "VALUES ('k', '', true)",
-                          "DELETE FROM portal_secrets",
-                          "UPDATE portal_secrets SET secret = ''",
-                          "SELECT * FROM tenant_roles",
-                          "SELECT * FROM billing_move_position('x', 1)"):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(statement)
-            conn.rollback()
+    _all_refused(url, ("INSERT INTO billing_events SELECT * FROM billing_events LIMIT 1",
+                       "UPDATE billing_events SET state = state",
+                       "INSERT INTO usage_dedup SELECT * FROM usage_dedup LIMIT 1",
+                       "UPDATE quota SET used = 0",
+                       "DELETE FROM invoices",
+                       "UPDATE api_keys SET revoked_at = NULL",
+                       "INSERT INTO api_keys (key_id, secret_sha256, admin) "
+                       "VALUES ('k', '', true)",
+                       "DELETE FROM portal_secrets",
+                       "UPDATE portal_secrets SET secret = ''",
+                       "SELECT * FROM tenant_roles",
+                       "SELECT * FROM billing_move_position('x', 1)"))
 
 
 def test_a_backward_move_is_refused_even_for_the_owner(two_tenants: Engine) -> None:
