@@ -108,7 +108,6 @@ class ApiContext:
         """At the server's start: the async pool, and the entitlement cache's follower."""
         self.apool = AsyncConnectionPool(self.engine.database_url, min_size=size, max_size=size,
                                          open=False, kwargs={"autocommit": True})
-        self.key_lookups = asyncio.Semaphore(KEY_LOOKUPS)
         await self.apool.open(wait=True)
         engine = self.engine
         self._stop.clear()

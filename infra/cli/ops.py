@@ -32,12 +32,10 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
         elif args.verb == "tenant":
             security.setup_roles(conn)
             security.add_tenant(conn, args.name, args.account, password)
-        elif args.verb == "api":
-            security.setup_roles(conn)
-            security.add_api_login(conn, args.name, password)
         else:
             security.setup_roles(conn)
-            security.add_worker_login(conn, args.name, password)
+            add_login = {"worker": security.add_worker_login, "api": security.add_api_login}
+            add_login[args.verb](conn, args.name, password)
     if args.json:
         print_json({"roles": args.verb, "done": True, "still_open": notes})
         return OK
