@@ -102,6 +102,46 @@ def client_main(argv: list[str]) -> int:
     return 0
 
 
+# --- the floor: the least a Python server can do (its own process) ------------------------
+
+_FLOOR_BODY = orjson.dumps({
+    "subscription": "sub-00000", "metric": "tokens", "has_access": True, "used": "0",
+    "limit": "1000000", "remaining": "1000000", "remaining_today": None,
+    "enforcement": "hard", "reason": None, "as_of": "2026-12-07T00:00:00+00:00",
+    "lag_seconds": "0.1", "pending_events": 0})
+_FLOOR_ANSWER = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                 + str(len(_FLOOR_BODY)).encode() + b"\r\n\r\n" + _FLOOR_BODY)
+
+
+class _FloorProtocol(asyncio.Protocol):
+    """Answers each request head with the same fixed 200: no parsing beyond the blank line,
+    no lookup. The baseline the entitlement checks are compared with in the same run."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += data
+        heads = self.pending.count(b"\r\n\r\n")
+        if heads:
+            self.pending = self.pending.rsplit(b"\r\n\r\n", 1)[1]
+            self.transport.write(_FLOOR_ANSWER * heads)  # type: ignore[attr-defined]
+
+
+def floor_server_main(argv: list[str]) -> int:
+    import uvloop
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_FloorProtocol, "127.0.0.1", int(argv[0]))
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(serve())
+    return 0
+
+
 # --- the run -----------------------------------------------------------------------------
 
 def usage_load(engine: Engine, subs: list[str], rate: int, stop: float) -> int:
@@ -188,6 +228,8 @@ def raw_publish(engine: Engine, subs: list[str], batches: int, size: int) -> flo
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         return client_main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--floor-server":
+        return floor_server_main(sys.argv[2:])
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="1000,2000",
                         help="entitlement checks per second, one run each")
@@ -215,7 +257,7 @@ def main() -> int:
             operator = keys.create(conn, account=None, admin=True).token
         env = engine.subprocess_env()
         workers = start_workers(env)
-        port = free_port()
+        port, floor_port = free_port(), free_port()
         server = subprocess.Popen([sys.executable, "-m", "infra.cli", "serve", "--port",
                                    str(port), "--workers", str(args.serve_workers)], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL,
@@ -225,36 +267,22 @@ def main() -> int:
             # Every subscription projected once before the checks (a row to answer from).
             usage_load(engine, subs, args.usage_rate, time.perf_counter() + 3)
             time.sleep(3)
-            import threading
 
-            runs = []
+            floor = subprocess.Popen([sys.executable, __file__, "--floor-server",
+                                      str(floor_port)], cwd=ROOT)
+            _wait_for(floor_port)
             processes = {"serve": server.pid, **{
-                role: w.pid for role, w in zip(WORKER_ROLES, workers,
-                                               strict=True)}}
+                role: w.pid for role, w in zip(WORKER_ROLES, workers, strict=True)}}
+            runs = []
             for rate in (int(r) for r in args.rates.split(",")):
-                cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-                machine_before = machine_busy_seconds()
-                started = time.perf_counter()
-                stop_at = time.perf_counter() + args.warmup + args.seconds + 2
-                background = threading.Thread(target=usage_load,
-                                              args=(engine, subs, args.usage_rate, stop_at))
-                background.start()
-                client = subprocess.run(
-                    [sys.executable, __file__, "--client", str(port), tenant, str(rate),
-                     str(args.seconds), str(args.warmup), ",".join(subs)],
-                    cwd=ROOT, capture_output=True, text=True, timeout=600)
-                background.join()
-                if client.returncode != 0:
-                    raise RuntimeError(client.stderr[-2000:])
-                checks = orjson.loads(client.stdout.strip().splitlines()[-1])
-                seconds = time.perf_counter() - started
-                checks["cpu"] = {name: (cpu_seconds(pid) - cpu_before[name]) / seconds
-                                 for name, pid in processes.items()}
-                checks["cpu"]["client"] = checks["client_cpu"] / seconds
-                checks["cpu"]["whole machine"] = (machine_busy_seconds() - machine_before) / \
-                    seconds
-                runs.append((rate, checks))
+                checks = timed_checks(engine, subs, args, rate, port, tenant, processes)
                 time.sleep(2)
+                floor_checks = timed_checks(engine, subs, args, rate, floor_port, tenant,
+                                            {"floor server": floor.pid})
+                runs.append((rate, checks, floor_checks))
+                time.sleep(2)
+            floor.send_signal(signal.SIGTERM)
+            floor.wait(30)
             import urllib.request
 
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as answer:
@@ -275,10 +303,10 @@ def main() -> int:
         f"open loop, {args.warmup:.0f}s warm-up + {args.seconds:.0f}s timed, "
         f"{checks['timed']:,} timed, {checks['statuses'].get('200', 0):,} answered 200), "
         f"while {args.usage_rate:,} usage events/s flow through the workers: "
-        f"p50 **{checks['p50'] * 1000:.2f} ms**, p90 {checks['p90'] * 1000:.2f} ms, "
-        f"p99 **{checks['p99'] * 1000:.2f} ms**, max {checks['max'] * 1000:.1f} ms; CPU "
-        f"(cores): " + ", ".join(f"{name} {share:.2f}" for name, share in checks["cpu"].items())
-        for rate, checks in runs]
+        f"{_latencies(checks)}; CPU (cores): {_cpu(checks)}. Baseline in the same run, the "
+        f"same client and load against a server answering a fixed 200 (no parsing, no "
+        f"lookup): {_latencies(floor)}; CPU (cores): {_cpu(floor)}"
+        for rate, checks, floor in runs]
     lines += [
         f"- usage over HTTP: {args.batches} batches of {args.batch:,} events, two requests "
         f"in flight: **{ingest_rate:,.0f} events/s** answered and published "
@@ -294,6 +322,44 @@ def main() -> int:
     ]
     record("HTTP API", lines, not args.no_record)
     return 0
+
+
+def timed_checks(engine: Engine, subs: list[str], args: argparse.Namespace, rate: int,
+                 port: int, token: str, processes: dict[str, int]) -> dict:
+    """The client at `rate` against `port` for the warm-up and timed seconds while usage
+    flows through the workers, with the CPU each of `processes` used meanwhile."""
+    import threading
+
+    cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    machine_before = machine_busy_seconds()
+    started = time.perf_counter()
+    stop_at = time.perf_counter() + args.warmup + args.seconds + 2
+    background = threading.Thread(target=usage_load,
+                                  args=(engine, subs, args.usage_rate, stop_at))
+    background.start()
+    client = subprocess.run(
+        [sys.executable, __file__, "--client", str(port), token, str(rate),
+         str(args.seconds), str(args.warmup), ",".join(subs)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    background.join()
+    if client.returncode != 0:
+        raise RuntimeError(client.stderr[-2000:])
+    checks = orjson.loads(client.stdout.strip().splitlines()[-1])
+    seconds = time.perf_counter() - started
+    checks["cpu"] = {name: (cpu_seconds(pid) - cpu_before[name]) / seconds
+                     for name, pid in processes.items()}
+    checks["cpu"]["client"] = checks["client_cpu"] / seconds
+    checks["cpu"]["whole machine"] = (machine_busy_seconds() - machine_before) / seconds
+    return checks
+
+
+def _latencies(checks: dict) -> str:
+    return (f"p50 **{checks['p50'] * 1000:.2f} ms**, p90 {checks['p90'] * 1000:.2f} ms, "
+            f"p99 **{checks['p99'] * 1000:.2f} ms**, max {checks['max'] * 1000:.1f} ms")
+
+
+def _cpu(checks: dict) -> str:
+    return ", ".join(f"{name} {share:.2f}" for name, share in checks["cpu"].items())
 
 
 def cpu_seconds(pid: int) -> float:

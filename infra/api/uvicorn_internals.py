@@ -1,18 +1,20 @@
-"""Entitlement checks answered inside uvicorn's HTTP protocol, before any ASGI machinery.
+"""Entitlement checks answered as their bytes arrive, before uvicorn's parser and any ASGI
+machinery.
 
-This module reaches into uvicorn's private `HttpToolsProtocol` (its parser callbacks and its
-per-connection state) on the exact version pinned in pyproject.toml;
+This module reaches into uvicorn's private `HttpToolsProtocol` (its per-connection state and
+keep-alive timer) on the exact version pinned in pyproject.toml;
 tests/unit/test_pinned_internals.py fails when that version changes.
 
-Why: through ASGI a check costs uvicorn an asyncio task, a scope, a request-response cycle and
-two socket writes (the head, then the body) before and after the answer itself; at 2,000
-checks a second on two cores shared with the workers, PostgreSQL and the broker, that overhead
-decided the tail latency (docs/api.md, "Performance"). Here a check whose answer is in memory
-(`entitlements.kept_body`: a key seen in the last seconds, a kept reading, the clock read in
-the last second) is answered from the parser's callback in one write. Everything else (a
-reading to fetch, a key to look up, any refusal, a percent-encoded or unusual URL, a request
-queued behind a slower one on the same connection) goes on to the app as before, which gives
-the same answer through the same function.
+Why: through uvicorn a check costs its parser callbacks (a scope dict per request, a header
+list), an asyncio task, a request-response cycle, two socket writes and a new keep-alive timer,
+about 0.2 ms of CPU in all; at 2,000 checks a second on two cores shared with the workers,
+PostgreSQL and the broker, that CPU decided the tail latency (docs/api.md, "Performance"). Here
+a read that holds exactly one plain check (`GET /v1/subscriptions/S/entitlements/M` with at
+most `?requested=N`, HTTP/1.1, no body, no `Connection`, `Upgrade` or `Expect` header, one
+`Authorization`) on an idle connection is answered in one write, if its answer is in memory
+(`entitlements.kept_body`: a key seen in the last seconds, a kept reading, the clock read in the
+last second). Anything else, including every refusal, goes to uvicorn unchanged, and the app
+gives the same answer through the same function.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
-import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-CHECK_QUERY = re.compile(rb"(requested=[0-9.]{1,40})?")
+# The request line and headers of one plain check, nothing after them. Ids and names are URL
+# unreserved characters only (anything percent-encoded goes to the app); header names are
+# RFC 9110 tokens, values visible ASCII, spaces and tabs (other bytes go to the app).
+PLAIN_CHECK = re.compile(
+    rb"GET /v1/subscriptions/([A-Za-z0-9._~-]{1,200})/entitlements/([A-Za-z0-9._~-]{1,200})"
+    rb"(?:\?requested=([0-9.]{1,40}))? HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}:[ \t!-~]{0,8192}\r\n){0,64})\r\n")
+AUTHORIZATION = re.compile(rb"(?im)^authorization:[ \t]*([!-~](?:[ \t!-~]*[!-~])?)?[ \t]*\r$")
+# Headers that change what the request means or how its connection goes on: the app's.
+LEFT_TO_THE_APP = re.compile(
+    rb"(?im)^(?:connection|upgrade|expect|content-length|transfer-encoding|te):")
 
 
 class AnswersKept(Protocol):
@@ -33,64 +44,66 @@ class AnswersKept(Protocol):
 
 
 class CheckAnsweringProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, answering kept entitlement checks itself. Pass it as
-    uvicorn's `http` option; it finds its answerer among the app's wrappers (`.app`)."""
+    """uvicorn's httptools protocol, answering plain kept entitlement checks itself. Pass it
+    as uvicorn's `http` option; it finds its answerer among the app's wrappers (`.app`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._answerer = answerer_of(self.app)
-        self._answered = False
+        self._in_message = False
+        self._answered_at = 0.0
 
-    def on_headers_complete(self) -> None:
-        if self._answerer is not None and self._answer_at_once(self._answerer):
-            return
-        super().on_headers_complete()
+    def data_received(self, data: bytes) -> None:
+        if self._answerer is None or not data.startswith(b"GET /v1/subscriptions/") \
+                or not self._answer_plain_check(self._answerer, data):
+            super().data_received(data)
 
-    def on_body(self, body: bytes) -> None:
-        if not self._answered:
-            super().on_body(body)
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        super().on_message_begin()
 
     def on_message_complete(self) -> None:
-        if self._answered:
-            self._answered = False
-            return
+        self._in_message = False
         super().on_message_complete()
 
-    def _answer_at_once(self, answerer: AnswersKept) -> bool:
-        if self.parser.get_method() != b"GET" or self.pipeline or (
+    def timeout_keep_alive_handler(self) -> None:
+        # Answers here do not move the timer (re-arming it per answer cost more than the
+        # answer's lookup); it looks at the last answer's time when it fires instead.
+        idle = self.loop.time() - self._answered_at
+        if idle < self.timeout_keep_alive:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive - idle, self.timeout_keep_alive_handler)
+            return
+        super().timeout_keep_alive_handler()
+
+    def _answer_plain_check(self, answerer: AnswersKept, data: bytes) -> bool:
+        if self._in_message or self.pipeline or self.flow.write_paused or (
                 self.cycle is not None and not self.cycle.response_complete):
+            return False  # the parser holds part of a request, or an answer is pending
+        check = PLAIN_CHECK.fullmatch(data)
+        if check is None:
             return False
-        url: bytes = self.url
-        if not url.isascii() or b"%" in url or b"+" in url:
+        headers = check[4]
+        authorization = AUTHORIZATION.findall(headers)
+        if len(authorization) != 1 or LEFT_TO_THE_APP.search(headers):
             return False
-        parsed = httptools.parse_url(url)
-        query = parsed.query or b""
-        parts = parsed.path.split(b"/")
-        if len(parts) != 6 or parts[1] != b"v1" or parts[2] != b"subscriptions" \
-                or parts[4] != b"entitlements" or not parts[3] or not parts[5] \
-                or not CHECK_QUERY.fullmatch(query):
+        body = answerer.answer_kept(check[1].decode(), check[2].decode(),
+                                    (check[3] or b"0").decode(),
+                                    authorization[0].decode("ascii"))
+        if body is None:
             return False
-        authorization = b""
-        for header, value in self.headers:
-            if header == b"authorization":
-                authorization = value
-        payload = answerer.answer_kept(parts[3].decode(), parts[5].decode(),
-                                       query[10:].decode() or "0",
-                                       authorization.decode("latin-1"))
-        if payload is None:
-            return False
-        keep_alive = self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive()
         head = [b"HTTP/1.1 200 OK\r\n"]
         for header, value in self.server_state.default_headers:
             head += [header, b": ", value, b"\r\n"]
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n%s\r\n" % (
-            len(payload), b"" if keep_alive else b"connection: close\r\n"))
-        head.append(payload)
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                    % len(body))
+        head.append(body)
         self.transport.write(b"".join(head))
-        self._answered = True
-        if not keep_alive:
-            self.transport.close()
-        self.on_response_complete()
+        self.server_state.total_requests += 1
+        self._answered_at = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
         return True
 
 

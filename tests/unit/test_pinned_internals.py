@@ -27,9 +27,9 @@ REACHES = {
     ]),
     "uvicorn": ("infra/api/uvicorn_internals.py", [
         ("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol", name) for name in (
-            "on_headers_complete", "on_body", "on_message_complete", "on_response_complete",
-            "parser", "url", "headers", "cycle", "pipeline", "transport", "server_state",
-            "app")]),
+            "data_received", "on_message_begin", "on_message_complete",
+            "timeout_keep_alive_handler", "timeout_keep_alive_task", "timeout_keep_alive",
+            "loop", "flow", "cycle", "pipeline", "transport", "server_state", "app")]),
     "eventsourcing": ("infra/eventstore/recorder.py", [
         ("eventsourcing.postgres:PostgresAggregateRecorder", "_insert_stored_events"),
         ("eventsourcing.postgres:PostgresProcessRecorder", "_insert_events"),
