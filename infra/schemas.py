@@ -18,6 +18,7 @@ from domain.catalog.model import (
     ALLOWANCE_KEYS,
     HEAD_KEYS,
     ISSUER_KEYS,
+    CHARGE_MODELS,
     LIMIT_KINDS,
     PERIODS,
     PLAN_KEYS,
@@ -202,8 +203,10 @@ def catalog() -> dict[str, Any]:
     allowance = _closed({
         "included": AMOUNT, "limit": {"enum": list(LIMIT_KINDS)},
         "overage_unit_price": AMOUNT, "daily_cap": AMOUNT,
+        "charge_model": {"enum": list(CHARGE_MODELS)},
+        "package": _closed({"size": AMOUNT, "price": MONEY}, ("size", "price")),
         "tiers": {"type": "array", "items": _closed(
-            {"up_to": AMOUNT, "unit_price": AMOUNT}, ("unit_price",))}})
+            {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))}})
     plan_properties = {
         "name": NAME, "rank": WHOLE, "price": MONEY,
         "prices": {"type": "object", "propertyNames": {"enum": period_names},
@@ -244,7 +247,8 @@ def catalog() -> dict[str, Any]:
         "A catalog (TOML, as read by tomllib) checked for its structure and the syntax of "
         "each value. The loader (domain/catalog/model.py) also checks what relates values "
         "to each other (docs/catalog.md): tier bounds increase and the last has no up_to; an "
-        "overage allowance has a price and a hard one none; free_plan names a plan; every "
+        "overage allowance has a price and a hard one none; a charge model has the keys it "
+        "needs and no other price; free_plan names a plan; every "
         "pack's metric is some plan's; a higher rank never costs less; prices have at most "
         "two decimals; annual_discount_percent is below 100."), {
         **_closed(top, ("catalog", "plans")), "$comment": "TOML has no null"})

@@ -9,7 +9,7 @@ two lines: a credit for the unused rest of the old item and a charge for the res
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
 CENT = Decimal("0.01")
@@ -65,28 +65,47 @@ def total(lines: list[Charge]) -> Decimal:
 
 def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: Decimal,
                   start: datetime, end: datetime) -> list[Charge]:
-    """Usage past (included + packs) on an overage metric, priced flat or by graduated tiers."""
+    """Usage past (included + packs) on an overage metric, priced by the allowance's charge
+    model (docs/catalog.md, "Charge models"): per unit, graduated tiers (each tier's units at
+    its price, plus its flat fee once reached), volume (every unit at the price of the tier
+    the total reaches, plus that tier's flat fee) or package (each started package)."""
     if allowance.get("limit") != "overage":
         return []
     over = used - Decimal(allowance["included"]) - extra
     if over <= 0:
         return []
     tiers = allowance.get("tiers")
-    if not tiers:
+    model = allowance.get("charge_model") or ("graduated" if tiers else "per_unit")
+    if model == "per_unit":
         price = Decimal(allowance["overage_unit_price"])
         return [charge("overage", f"{metric} over allowance", over, price, over * price,
                        start, end, metric=metric)]
+    if model == "package":
+        size, price = (Decimal(allowance["package"][k]) for k in ("size", "price"))
+        packages = (over / size).to_integral_value(ROUND_CEILING)
+        return [charge("overage", f"{metric} over allowance: {over} units, {packages} "
+                       f"started packages of {size}", packages, price, packages * price,
+                       start, end, metric=metric)]
     lines, floor = [], Decimal(0)
-    for tier in tiers:
+    for tier in tiers or []:
         ceiling = None if tier["up_to"] is None else Decimal(tier["up_to"])
-        in_tier = (over if ceiling is None else min(over, ceiling)) - floor
+        if model == "volume" and ceiling is not None and over > ceiling:
+            floor = ceiling
+            continue  # the total reaches a later tier
+        in_tier = over if model == "volume" else (
+            over if ceiling is None else min(over, ceiling)) - floor
         if in_tier <= 0:
             break
         price = Decimal(tier["unit_price"])
         bound = "and above" if ceiling is None else f"to {ceiling}"
-        lines.append(charge("overage", f"{metric} over allowance, units {floor} {bound}",
+        units = f"all {over} units at the tier" if model == "volume" else "units"
+        lines.append(charge("overage", f"{metric} over allowance, {units} {floor} {bound}",
                             in_tier, price, in_tier * price, start, end, metric=metric))
-        if ceiling is None:
+        if tier.get("flat_fee") is not None:
+            fee = Decimal(tier["flat_fee"])
+            lines.append(charge("overage", f"{metric} over allowance, flat fee of the tier "
+                                f"{floor} {bound}", 1, fee, fee, start, end, metric=metric))
+        if model == "volume" or ceiling is None or over <= ceiling:
             break
         floor = ceiling
     return lines

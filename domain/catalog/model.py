@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from domain.shared.money import Money
 from domain.shared.text import InvalidText, check_all_text
 
 LIMIT_KINDS = ("hard", "overage")
+# How usage past the usable amount is priced (docs/catalog.md, "Charge models").
+CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
 CHANGE_INVOICING = ("now", "next_invoice")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
@@ -30,6 +32,14 @@ PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 class Tier:
     up_to: Decimal | None  # units past the allowance covered by this tier; None = no bound
     unit_price: Decimal
+    flat_fee: Decimal | None = None  # charged once when usage reaches this tier
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"up_to": None if self.up_to is None else str(self.up_to),
+             "unit_price": str(self.unit_price)}
+        if self.flat_fee is not None:
+            d["flat_fee"] = str(self.flat_fee)
+        return d
 
 
 @dataclass(frozen=True)
@@ -40,14 +50,15 @@ class Allowance:
     overage_unit_price: Decimal | None = None
     tiers: tuple[Tier, ...] = ()  # graduated overage; overrides overage_unit_price
     daily_cap: Decimal | None = None
+    charge_model: str = ""  # "" = per_unit, or graduated when there are tiers
+    package_size: Decimal | None = None  # package: units per started package
+    package_price: Decimal | None = None
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
         if months == 1:
             return self
-        from dataclasses import replace
-
-        tiers = tuple(Tier(None if t.up_to is None else t.up_to * months, t.unit_price)
+        tiers = tuple(replace(t, up_to=None if t.up_to is None else t.up_to * months)
                       for t in self.tiers)
         return replace(self, included=self.included * months, tiers=tiers)
 
@@ -56,10 +67,13 @@ class Allowance:
         if self.overage_unit_price is not None:
             d["overage_unit_price"] = str(self.overage_unit_price)
         if self.tiers:
-            d["tiers"] = [{"up_to": None if t.up_to is None else str(t.up_to),
-                           "unit_price": str(t.unit_price)} for t in self.tiers]
+            d["tiers"] = [t.as_dict() for t in self.tiers]
         if self.daily_cap is not None:
             d["daily_cap"] = str(self.daily_cap)
+        if self.charge_model:  # absent from terms written before charge models: unchanged
+            d["charge_model"] = self.charge_model
+        if self.package_size is not None and self.package_price is not None:
+            d["package"] = {"size": str(self.package_size), "price": str(self.package_price)}
         return d
 
 
@@ -255,8 +269,6 @@ class Catalog:
 
 
 def _replace_sha(catalog: Catalog, sha: str, text: str) -> Catalog:
-    from dataclasses import replace
-
     return replace(catalog, source_sha256=sha, source=text)
 
 
@@ -377,10 +389,11 @@ def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
 def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
     tiers = []
     for i, t in enumerate(raw):
-        _known_keys(t, {"up_to", "unit_price"}, f"{where}.tiers[{i}]")
-        up_to = t.get("up_to")
+        _known_keys(t, {"up_to", "unit_price", "flat_fee"}, f"{where}.tiers[{i}]")
+        up_to, fee = t.get("up_to"), t.get("flat_fee")
         tiers.append(Tier(None if up_to is None else _decimal(up_to, f"{where}.tiers[{i}]"),
-                          _decimal(t.get("unit_price"), f"{where}.tiers[{i}].unit_price")))
+                          _decimal(t.get("unit_price"), f"{where}.tiers[{i}].unit_price"),
+                          None if fee is None else _money(fee, f"{where}.tiers[{i}].flat_fee")))
     if tiers and tiers[-1].up_to is not None:
         raise CatalogError(f"{where}: the last overage tier has no `up_to`")
     bounds = [t.up_to for t in tiers[:-1]]
@@ -399,10 +412,13 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
     if not isinstance(raw_tiers, list):
         raise CatalogError(f"{where}: 'tiers' is a list of tables")
     tiers = _tiers(raw_tiers, where)
-    if limit == "overage" and price is None and not tiers:
-        raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
-    if limit == "hard" and (price is not None or tiers):
+    if limit == "hard" and (price is not None or tiers or "charge_model" in a
+                            or "package" in a):
         raise CatalogError(f"{where}: a hard limit is never billed past: drop its overage price")
+    model = _charge_model(a, price is not None, bool(tiers), where)
+    if limit == "overage" and price is None and not tiers and model != "package":
+        raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
+    package = a.get("package")
     cap = a.get("daily_cap")
     return Allowance(
         metric=metric,
@@ -411,14 +427,53 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         overage_unit_price=None if price is None else _decimal(price, where),
         tiers=tiers,
         daily_cap=None if cap is None else _decimal(cap, f"{where}.daily_cap"),
+        charge_model="" if model in ("per_unit", "graduated") and "charge_model" not in a
+        else model,
+        package_size=None if package is None else _decimal(package["size"],
+                                                           f"{where}.package.size"),
+        package_price=None if package is None else _money(package["price"],
+                                                           f"{where}.package.price"),
     )
+
+
+def _charge_model(a: dict[str, Any], priced: bool, tiered: bool, where: str) -> str:
+    """The allowance's charge model, and the keys it needs and excludes. Without
+    `charge_model` an allowance is per unit, or graduated when it has tiers (as before charge
+    models existed; tiers then override overage_unit_price)."""
+    model = a.get("charge_model")
+    if model is None:
+        if "package" in a:
+            raise CatalogError(f"{where}: a package needs charge_model = \"package\"")
+        if any(t.get("flat_fee") is not None for t in a.get("tiers") or []):
+            raise CatalogError(f"{where}: flat fees per tier need charge_model = "
+                               f"\"graduated\" or \"volume\"")
+        return "graduated" if tiered else "per_unit"
+    if not isinstance(model, str) or model not in CHARGE_MODELS:
+        raise CatalogError(f"{where}: charge_model must be one of {CHARGE_MODELS}")
+    needs = {"per_unit": "overage_unit_price", "graduated": "tiers", "volume": "tiers",
+             "package": "package"}[model]
+    given = {"overage_unit_price": priced, "tiers": tiered, "package": "package" in a}
+    if not given[needs]:
+        raise CatalogError(f"{where}: charge_model = \"{model}\" needs `{needs}`")
+    extra = sorted(key for key, present in given.items() if present and key != needs)
+    if extra:
+        raise CatalogError(f"{where}: charge_model = \"{model}\" takes no {', '.join(extra)}")
+    if model == "package":
+        package = a["package"]
+        _known_keys(package, {"size", "price"}, f"{where}.package")
+        if "size" not in package or "price" not in package:
+            raise CatalogError(f"{where}.package: needs `size` and `price`")
+        if _decimal(package["size"], f"{where}.package.size") <= 0:
+            raise CatalogError(f"{where}.package.size: must be above 0")
+    return model
 
 
 PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_percent",
              "allowances", "included_seats", "extra_seat_price", "limits", "features",
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for"}
-ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap"}
+ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
+                  "charge_model", "package"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",

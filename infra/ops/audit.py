@@ -335,7 +335,8 @@ RULES = {
     "addon": "add-on: monthly price x months of the period; mid-period: prorated",
     "user_plan": "user plan: monthly price x months; mid-period: prorated",
     "pack": "pack: full price at purchase",
-    "overage": "overage past included + packs, priced by the allowance's (graduated) tiers",
+    "overage": "overage past included + packs, priced by the allowance's charge model (per "
+               "unit, graduated or volume tiers with flat fees, started packages)",
     "proration_credit": "credit for the unused rest of the period: -price x (end - t)/(end - s)",
     "proration_charge": "charge for the rest of the period: price x (end - t)/(end - start)",
     "credit": "credit note: the invoice line negated",
