@@ -16,9 +16,9 @@ from typing import Any
 
 from domain.catalog.model import (
     ALLOWANCE_KEYS,
+    CHARGE_MODELS,
     HEAD_KEYS,
     ISSUER_KEYS,
-    CHARGE_MODELS,
     LIMIT_KINDS,
     PERIODS,
     PLAN_KEYS,
