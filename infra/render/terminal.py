@@ -112,9 +112,15 @@ def catalog_view(catalog: Catalog) -> dict[str, Any]:
             d["overage_unit_price"] = money(a.overage_unit_price, cur)
         if a.tiers:
             d["tiers"] = [{"up_to": None if t.up_to is None else plain(t.up_to),
-                           "unit_price": money(t.unit_price, cur)} for t in a.tiers]
+                           "unit_price": money(t.unit_price, cur),
+                           **({} if t.flat_fee is None else {
+                               "flat_fee": money(t.flat_fee, cur)})} for t in a.tiers]
         if a.daily_cap is not None:
             d["daily_cap"] = plain(a.daily_cap)
+        if a.charge_model:
+            d["charge_model"] = a.charge_model
+        if a.package_size is not None and a.package_price is not None:
+            d["package"] = {"size": plain(a.package_size), "price": money(a.package_price, cur)}
         return d
 
     plans = [
