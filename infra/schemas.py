@@ -17,6 +17,7 @@ from typing import Any
 from domain.catalog.model import (
     ALLOWANCE_KEYS,
     CHARGE_MODELS,
+    DAILY_CAP_ACTIONS,
     HEAD_KEYS,
     ISSUER_KEYS,
     LIMIT_KINDS,
@@ -204,6 +205,7 @@ def catalog() -> dict[str, Any]:
         "included": AMOUNT, "limit": {"enum": list(LIMIT_KINDS)},
         "overage_unit_price": AMOUNT, "daily_cap": AMOUNT,
         "charge_model": {"enum": list(CHARGE_MODELS)},
+        "on_daily_cap": {"enum": list(DAILY_CAP_ACTIONS)},
         "package": _closed({"size": AMOUNT, "price": MONEY}, ("size", "price")),
         "tiers": {"type": "array", "items": _closed(
             {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))}})

@@ -18,6 +18,7 @@ from domain.app.ports import UsageKey
 from domain.contracts.usage import UsageItem
 from domain.shared.errors import BillingError, UnknownSubscription
 from domain.subscription.aggregate import Subscription
+from domain.subscription.metering import Pending, accept
 
 
 @dataclass
@@ -103,6 +104,7 @@ def _apply(app: BillingApplication, subscription: Subscription,
     indexed.sort(key=lambda pair: pair[1].at)
     accepted: list[int] = []
     pending: list[UsageItem] = []
+    pending_by_day: Pending = {}
     due = subscription.next_due()
     limit = subscription.time_limit()
     for index, item in indexed:
@@ -114,15 +116,16 @@ def _apply(app: BillingApplication, subscription: Subscription,
                 continue
         if due is not None and item.at >= due:
             subscription.record_usage(pending, checked=True)
-            pending = []
+            pending, pending_by_day = [], {}
             batch.time_events += subscription.advance_to(item.at, app.catalog)
             due = subscription.next_due()
             limit = subscription.time_limit()
         try:
-            subscription.check_usage(item)
+            subscription.check_usage(item, pending_by_day)
         except BillingError as error:
             batch.rejected.append((index, error))
             continue
+        accept(pending_by_day, item)
         pending.append(item)
         accepted.append(index)
     subscription.record_usage(pending, checked=True)

@@ -22,6 +22,8 @@ from domain.shared.text import InvalidText, check_all_text
 LIMIT_KINDS = ("hard", "overage")
 # How usage past the usable amount is priced (docs/catalog.md, "Charge models").
 CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
+# What usage past a daily cap does: recorded and reported, or refused (`daily_cap_reached`).
+DAILY_CAP_ACTIONS = ("record", "refuse")
 CHANGE_INVOICING = ("now", "next_invoice")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
@@ -53,6 +55,7 @@ class Allowance:
     charge_model: str = ""  # "" = per_unit, or graduated when there are tiers
     package_size: Decimal | None = None  # package: units per started package
     package_price: Decimal | None = None
+    on_daily_cap: str = "record"
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
@@ -70,6 +73,8 @@ class Allowance:
             d["tiers"] = [t.as_dict() for t in self.tiers]
         if self.daily_cap is not None:
             d["daily_cap"] = str(self.daily_cap)
+        if self.on_daily_cap != "record":  # absent from terms written before: recorded
+            d["on_daily_cap"] = self.on_daily_cap
         if self.charge_model:  # absent from terms written before charge models: unchanged
             d["charge_model"] = self.charge_model
         if self.package_size is not None and self.package_price is not None:
@@ -420,6 +425,11 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
     package = a.get("package")
     cap = a.get("daily_cap")
+    on_cap = a.get("on_daily_cap", "record")
+    if not isinstance(on_cap, str) or on_cap not in DAILY_CAP_ACTIONS:
+        raise CatalogError(f"{where}: on_daily_cap must be one of {DAILY_CAP_ACTIONS}")
+    if on_cap != "record" and cap is None:
+        raise CatalogError(f"{where}: on_daily_cap needs a daily_cap")
     return Allowance(
         metric=metric,
         included=_decimal(a.get("included", 0), f"{where}.included"),
@@ -433,6 +443,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
                                                            f"{where}.package.size"),
         package_price=None if package is None else _money(package["price"],
                                                            f"{where}.package.price"),
+        on_daily_cap=on_cap,
     )
 
 
@@ -473,7 +484,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
-                  "charge_model", "package"}
+                  "charge_model", "package", "on_daily_cap"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",

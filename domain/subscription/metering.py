@@ -5,7 +5,7 @@ its class body; helpers by UTC day (daily caps reset at UTC midnight).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -50,7 +50,14 @@ def metric_totals(items: Sequence[UsageItem]) -> dict[str, str]:
     return {m: str(q) for m, q in sorted(totals.items())}
 
 
-def check_usage(self: Subscription, item: UsageItem) -> None:
+# Usage accepted in a batch but not recorded yet, per (metric, UTC day): what a refusing daily
+# cap adds to the day's recorded usage before judging the next item.
+Pending = MutableMapping[tuple[str, str], Decimal]
+
+
+def check_usage(self: Subscription, item: UsageItem, pending: Pending | None = None) -> None:
+    """Whether `item` may be recorded now; `pending`: the batch's items accepted before it
+    (see `accept`)."""
     if item.subscription != self.id:
         raise InvalidUsage(f"usage for {item.subscription!r} sent to {self.id!r}",
                            "wrong_subscription")
@@ -76,6 +83,31 @@ def check_usage(self: Subscription, item: UsageItem) -> None:
                              "or its seat was released)", "not_a_member")
     if item.metric not in allowances:
         raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
+    allowance = allowances[item.metric]
+    if allowance.get("on_daily_cap") == "refuse":
+        check_daily_cap(self, item, dec(allowance["daily_cap"]), pending or {})
+
+
+def check_daily_cap(self: Subscription, item: UsageItem, cap: Decimal,
+                    pending: Pending) -> None:
+    """A refusing daily cap: the item is refused whole when the UTC day's usage with it would
+    pass the cap. Usage timed on a day before the last one recorded is not judged (that day's
+    total is no longer kept): it is recorded, as with `on_daily_cap = "record"`."""
+    day = utc_day(item.at)
+    if self.daily_day is not None and day < self.daily_day:
+        return
+    used = self.daily_used.get(item.metric, ZERO) if day == self.daily_day else ZERO
+    used += pending.get((item.metric, day), ZERO)
+    if used + item.quantity > cap:
+        raise CommandRefused(
+            f"{item.metric} on {day}: {used} of the daily cap of {cap} used; {item.quantity} "
+            f"more would pass it", "daily_cap_reached")
+
+
+def accept(pending: Pending, item: UsageItem) -> None:
+    """Count a checked item in `pending` until the batch is recorded."""
+    key = (item.metric, utc_day(item.at))
+    pending[key] = pending.get(key, ZERO) + item.quantity
 
 
 def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool = False) -> None:
@@ -85,8 +117,10 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
     if not items:
         return
     if not checked:
+        pending: Pending = {}
         for item in items:
-            self.check_usage(item)
+            self.check_usage(item, pending)
+            accept(pending, item)
     late = [i for i in items if i.at < self.cycle_start]
     current = [i for i in items if i.at >= self.cycle_start]
     if late:

@@ -117,6 +117,7 @@ def catalog_view(catalog: Catalog) -> dict[str, Any]:
                                "flat_fee": money(t.flat_fee, cur)})} for t in a.tiers]
         if a.daily_cap is not None:
             d["daily_cap"] = plain(a.daily_cap)
+            d["on_daily_cap"] = a.on_daily_cap
         if a.charge_model:
             d["charge_model"] = a.charge_model
         if a.package_size is not None and a.package_price is not None:
