@@ -8,8 +8,10 @@ today's usage and the request, shared by the HTTP API and the portal.
 - A daily cap refuses past what is left today (`daily_cap_reached`, `would_exceed_daily_cap`),
   whatever the limit kind, and says when it resets (the next UTC midnight).
 
-The engine itself never refuses usage for being over a limit (it happened, and is recorded):
-this answer is what an upstream service asks before letting its user go on."""
+The engine itself does not refuse usage for being over a limit (it happened, and is
+recorded), except past a daily cap the catalog enforces (`on_daily_cap = "refuse"`,
+`daily_cap_reached`): this answer is what an upstream service asks before letting its user go
+on."""
 
 from __future__ import annotations
 
