@@ -207,6 +207,8 @@ def catalog() -> dict[str, Any]:
         "charge_model": {"enum": list(CHARGE_MODELS)},
         "on_daily_cap": {"enum": list(DAILY_CAP_ACTIONS)},
         "package": _closed({"size": AMOUNT, "price": MONEY}, ("size", "price")),
+        "percentage": _closed({"rate": AMOUNT, "fixed_fee": MONEY, "per_event_min": MONEY,
+                               "per_event_max": MONEY}, ("rate",)),
         "tiers": {"type": "array", "items": _closed(
             {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))}})
     plan_properties = {

@@ -63,12 +63,24 @@ def total(lines: list[Charge]) -> Decimal:
     return sum((Decimal(line["amount"]) for line in lines), Decimal(0))
 
 
+def percentage_fee(rule: dict[str, str], quantity: Decimal) -> Decimal:
+    """One usage event's fee under a percentage allowance (exact; the cycle's line rounds)."""
+    fee = quantity * Decimal(rule["rate"]) / 100 + Decimal(rule.get("fixed_fee", "0"))
+    if "per_event_min" in rule:
+        fee = max(fee, Decimal(rule["per_event_min"]))
+    if "per_event_max" in rule:
+        fee = min(fee, Decimal(rule["per_event_max"]))
+    return fee
+
+
 def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: Decimal,
-                  start: datetime, end: datetime) -> list[Charge]:
+                  start: datetime, end: datetime, fees: Decimal | None = None) -> list[Charge]:
     """Usage past (included + packs) on an overage metric, priced by the allowance's charge
     model (docs/catalog.md, "Charge models"): per unit, graduated tiers (each tier's units at
     its price, plus its flat fee once reached), volume (every unit at the price of the tier
-    the total reaches, plus that tier's flat fee) or package (each started package)."""
+    the total reaches, plus that tier's flat fee), package (each started package) or
+    percentage (`fees`: the sum of the cycle's events' fees, `percentage_fee`; without it, the
+    rate on `used` alone, an estimate for what-if costs)."""
     if allowance.get("limit") != "overage":
         return []
     over = used - Decimal(allowance["included"]) - extra
@@ -80,6 +92,15 @@ def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: 
         price = Decimal(allowance["overage_unit_price"])
         return [charge("overage", f"{metric} over allowance", over, price, over * price,
                        start, end, metric=metric)]
+    if model == "percentage":
+        rule = allowance["percentage"]
+        amount = used * Decimal(rule["rate"]) / 100 if fees is None else fees
+        terms = "".join(f", {label} {rule[key]}" for key, label in (
+            ("fixed_fee", "plus"), ("per_event_min", "at least"),
+            ("per_event_max", "at most")) if key in rule)
+        return [charge("overage", f"{metric}: {rule['rate']} % of {used}{terms} "
+                       f"{'per event' if terms else ''}".rstrip(), used,
+                       Decimal(rule["rate"]) / 100, amount, start, end, metric=metric)]
     if model == "package":
         size, price = (Decimal(allowance["package"][k]) for k in ("size", "price"))
         packages = (over / size).to_integral_value(ROUND_CEILING)

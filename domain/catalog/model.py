@@ -21,7 +21,8 @@ from domain.shared.text import InvalidText, check_all_text
 
 LIMIT_KINDS = ("hard", "overage")
 # How usage past the usable amount is priced (docs/catalog.md, "Charge models").
-CHARGE_MODELS = ("per_unit", "graduated", "volume", "package")
+CHARGE_MODELS = ("per_unit", "graduated", "volume", "package", "percentage")
+PERCENTAGE_KEYS = {"rate", "fixed_fee", "per_event_min", "per_event_max"}
 # What usage past a daily cap does: recorded and reported, or refused (`daily_cap_reached`).
 DAILY_CAP_ACTIONS = ("record", "refuse")
 CHANGE_INVOICING = ("now", "next_invoice")
@@ -56,6 +57,8 @@ class Allowance:
     package_size: Decimal | None = None  # package: units per started package
     package_price: Decimal | None = None
     on_daily_cap: str = "record"
+    # percentage: {"rate", and optional "fixed_fee", "per_event_min", "per_event_max"}, as text
+    percentage: tuple[tuple[str, str], ...] = ()
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
@@ -79,6 +82,8 @@ class Allowance:
             d["charge_model"] = self.charge_model
         if self.package_size is not None and self.package_price is not None:
             d["package"] = {"size": str(self.package_size), "price": str(self.package_price)}
+        if self.percentage:
+            d["percentage"] = dict(self.percentage)
         return d
 
 
@@ -249,6 +254,10 @@ class Catalog:
         for pack in packs.values():
             if not any(pack.metric in p.allowances for p in plans.values()):
                 raise CatalogError(f"pack {pack.id}: no plan has metric {pack.metric!r}")
+            if any(p.allowances[pack.metric].percentage for p in plans.values()
+                   if pack.metric in p.allowances):
+                raise CatalogError(f"pack {pack.id}: {pack.metric!r} is priced by percentage "
+                                   f"on some plan: a pack of it would add nothing")
         _check_ranks(plans)
         issuer = dict(_table(raw, "issuer", "catalog file"))
         _known_keys(issuer, ISSUER_KEYS, "[issuer]")
@@ -418,10 +427,11 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         raise CatalogError(f"{where}: 'tiers' is a list of tables")
     tiers = _tiers(raw_tiers, where)
     if limit == "hard" and (price is not None or tiers or "charge_model" in a
-                            or "package" in a):
+                            or "package" in a or "percentage" in a):
         raise CatalogError(f"{where}: a hard limit is never billed past: drop its overage price")
     model = _charge_model(a, price is not None, bool(tiers), where)
-    if limit == "overage" and price is None and not tiers and model != "package":
+    if limit == "overage" and price is None and not tiers and model not in ("package",
+                                                                            "percentage"):
         raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
     package = a.get("package")
     cap = a.get("daily_cap")
@@ -444,7 +454,30 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         package_price=None if package is None else _money(package["price"],
                                                            f"{where}.package.price"),
         on_daily_cap=on_cap,
+        percentage=_percentage(a, where) if model == "percentage" else (),
     )
+
+
+def _percentage(a: dict[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """A fee per usage event: rate % of the event's quantity (an amount in the plan's
+    currency) plus `fixed_fee`, then raised to `per_event_min` or lowered to `per_event_max`."""
+    rule = a["percentage"]
+    here = f"{where}.percentage"
+    _known_keys(rule, PERCENTAGE_KEYS, here)
+    if "rate" not in rule:
+        raise CatalogError(f"{here}: needs `rate` (a percentage, like \"2.9\")")
+    rate = _decimal(rule["rate"], f"{here}.rate")
+    if not 0 < rate <= 100:
+        raise CatalogError(f"{here}.rate: a percentage above 0 and at most 100")
+    if _decimal(a.get("included", 0), f"{where}.included") != 0:
+        raise CatalogError(f"{where}: a percentage allowance includes nothing (its fee is per "
+                           f"event): drop `included`")
+    fees = {key: _money(rule[key], f"{here}.{key}")
+            for key in ("fixed_fee", "per_event_min", "per_event_max") if key in rule}
+    if fees.get("per_event_min", Decimal(0)) > fees.get("per_event_max", fees.get(
+            "per_event_min", Decimal(0))):
+        raise CatalogError(f"{here}: per_event_min is above per_event_max")
+    return (("rate", str(rate)), *((key, str(value)) for key, value in fees.items()))
 
 
 def _charge_model(a: dict[str, Any], priced: bool, tiered: bool, where: str) -> str:
@@ -453,8 +486,9 @@ def _charge_model(a: dict[str, Any], priced: bool, tiered: bool, where: str) -> 
     models existed; tiers then override overage_unit_price)."""
     model = a.get("charge_model")
     if model is None:
-        if "package" in a:
-            raise CatalogError(f"{where}: a package needs charge_model = \"package\"")
+        for key in ("package", "percentage"):
+            if key in a:
+                raise CatalogError(f"{where}: a {key} needs charge_model = \"{key}\"")
         if any(t.get("flat_fee") is not None for t in a.get("tiers") or []):
             raise CatalogError(f"{where}: flat fees per tier need charge_model = "
                                f"\"graduated\" or \"volume\"")
@@ -462,8 +496,9 @@ def _charge_model(a: dict[str, Any], priced: bool, tiered: bool, where: str) -> 
     if not isinstance(model, str) or model not in CHARGE_MODELS:
         raise CatalogError(f"{where}: charge_model must be one of {CHARGE_MODELS}")
     needs = {"per_unit": "overage_unit_price", "graduated": "tiers", "volume": "tiers",
-             "package": "package"}[model]
-    given = {"overage_unit_price": priced, "tiers": tiered, "package": "package" in a}
+             "package": "package", "percentage": "percentage"}[model]
+    given = {"overage_unit_price": priced, "tiers": tiered, "package": "package" in a,
+             "percentage": "percentage" in a}
     if not given[needs]:
         raise CatalogError(f"{where}: charge_model = \"{model}\" needs `{needs}`")
     extra = sorted(key for key, present in given.items() if present and key != needs)
@@ -484,7 +519,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
-                  "charge_model", "package", "on_daily_cap"}
+                  "charge_model", "package", "on_daily_cap", "percentage"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",

@@ -55,6 +55,9 @@ class Subscription(BaseAggregate[str]):
     # State set only by appliers in the concern modules (declared here for the type checker).
     profile: dict[str, Any]
     user_plan_paid: dict[str, str]
+    # The open cycle's fees of percentage-priced metrics (metric -> exact sum, as text); absent
+    # from subscriptions (and snapshots) that never had one: read with getattr.
+    cycle_fees: dict[str, str]
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed

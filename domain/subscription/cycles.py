@@ -214,6 +214,8 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
                     "extra": {m: str(q) for m, q in self.extra.items()},
                     "allowances": self.terms["allowances"],
                     "trial": bool(changes.get("trial_ended"))}
+    if getattr(self, "cycle_fees", None):
+        self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
     if changes.get("trial_ended") or "cancelled_to_free" in changes:
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
     elif "period" in changes:
@@ -262,7 +264,9 @@ def _close_period(self: Subscription, at: datetime) -> None:
             break  # usage during a trial is free
         used = dec(closing["usage"].get(metric, "0"))
         extra = dec(closing["extra"].get(metric, "0"))
-        charges.extend(overage_lines(metric, allowance, used, extra, start, end))
+        fees = dec(closing.get("fees", {}).get(metric, "0")) if "percentage" in allowance \
+            else None
+        charges.extend(overage_lines(metric, allowance, used, extra, start, end, fees))
     self._usage_period_closed(period_start=start, period_end=end,
                               usage=dict(closing["usage"]), charges=charges, timestamp=at)
 

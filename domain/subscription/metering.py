@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from domain.billing.charges import percentage_fee
 from domain.billing.pricing import (
     ZERO,
     dec,
@@ -159,6 +160,9 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool) ->
 def _add_usage(self: Subscription, items: list[dict[str, str]], totals: dict[str, str]) -> None:
     for metric, quantity in totals.items():
         self.used[metric] = self.used.get(metric, ZERO) + Decimal(quantity)
+    if any("percentage" in self.terms["allowances"].get(m, ()) for m in totals):
+        self.cycle_fees = with_fees(getattr(self, "cycle_fees", {}),
+                                    self.terms["allowances"], items)
     if self._has_daily_caps():
         for item in items:
             day = utc_day(datetime.fromisoformat(item["at"]))
@@ -177,6 +181,21 @@ def _late_usage_recorded(self: Subscription, period_start: datetime, period_end:
     usage = self.closing["usage"]
     for metric, quantity in totals.items():
         usage[metric] = str(dec(usage.get(metric, "0")) + Decimal(quantity))
+    allowances = self.closing["allowances"]
+    if any("percentage" in allowances.get(m, ()) for m in totals):
+        self.closing["fees"] = with_fees(self.closing.get("fees", {}), allowances, items)
+
+
+def with_fees(fees: dict[str, str], allowances: dict[str, Any],
+              items: list[dict[str, str]]) -> dict[str, str]:
+    """`fees` plus each item's fee under its metric's percentage terms (exact sums)."""
+    summed = {metric: Decimal(fee) for metric, fee in fees.items()}
+    for item in items:
+        rule = allowances.get(item["metric"], {}).get("percentage")
+        if rule is not None:
+            summed[item["metric"]] = summed.get(item["metric"], ZERO) + percentage_fee(
+                rule, Decimal(item["quantity"]))
+    return {metric: str(fee) for metric, fee in sorted(summed.items())}
 
 
 def _has_daily_caps(self: Subscription) -> bool:

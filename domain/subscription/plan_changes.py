@@ -156,6 +156,8 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
                         "end": cycle_start.isoformat(), "usage": dict(closed_usage),
                         "extra": {m: str(q) for m, q in self.extra.items()},
                         "allowances": self.terms["allowances"]}
+        if getattr(self, "cycle_fees", None):
+            self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
         self.used, self.extra = {}, {}
     self.cycle_start, self.cycle_end = cycle_start, cycle_end

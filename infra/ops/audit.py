@@ -336,7 +336,8 @@ RULES = {
     "user_plan": "user plan: monthly price x months; mid-period: prorated",
     "pack": "pack: full price at purchase",
     "overage": "overage past included + packs, priced by the allowance's charge model (per "
-               "unit, graduated or volume tiers with flat fees, started packages)",
+               "unit, graduated or volume tiers with flat fees, started packages, a "
+               "percentage of each event's amount within per-event bounds)",
     "proration_credit": "credit for the unused rest of the period: -price x (end - t)/(end - s)",
     "proration_charge": "charge for the rest of the period: price x (end - t)/(end - start)",
     "credit": "credit note: the invoice line negated",

@@ -122,6 +122,8 @@ def catalog_view(catalog: Catalog) -> dict[str, Any]:
             d["charge_model"] = a.charge_model
         if a.package_size is not None and a.package_price is not None:
             d["package"] = {"size": plain(a.package_size), "price": money(a.package_price, cur)}
+        if a.percentage:
+            d["percentage"] = dict(a.percentage)
         return d
 
     plans = [

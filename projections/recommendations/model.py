@@ -75,8 +75,8 @@ def cycle_cost(plan: Plan, period: str, usage: dict[str, str]) -> WhatIf:
         if allowance is None:
             fits = False
             continue
-        if Decimal(used) > Decimal(allowance["included"]):
-            fits = False
+        if Decimal(used) > Decimal(allowance["included"]) and "percentage" not in allowance:
+            fits = False  # a percentage is paid per event: nothing to outgrow
         lines += overage_lines(metric, allowance, Decimal(used), Decimal(0),
                                _anytime(), _anytime())
     cost = (Decimal(terms["price"]) + total(lines)).quantize(Decimal("0.01"))

@@ -123,7 +123,7 @@ class Journey:
         execute(self.sub, self._parse(kind, at, **fields), self.catalog)
         return self.invoicer.run()
 
-    def use(self, at: datetime, metric: str, quantity: int) -> list[dict[str, Any]]:
+    def use(self, at: datetime, metric: str, quantity: int | str) -> list[dict[str, Any]]:
         """What the ingestion does: the clock first, then the usage."""
         self.usages += 1
         self.sub.advance_to(at, self.catalog)

@@ -3,13 +3,14 @@ graduated tiers with flat fees, volume and package; what the catalog loader refu
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from domain.billing.charges import overage_lines
+from domain.billing.charges import overage_lines, percentage_fee
 from domain.catalog.model import Catalog
 from domain.shared.errors import CatalogError
 
@@ -138,3 +139,90 @@ included = 1
 limit = "hard"
 charge_model = "per_unit"
 """)
+
+
+# --- percentage ------------------------------------------------------------------------------
+
+PAYMENTS = """
+[catalog]
+id = "payments"
+currency = "USD"
+[plans.pay]
+name = "Pay as you go"
+price = "0"
+[plans.pay.allowances.payments]
+limit = "overage"
+charge_model = "percentage"
+percentage = { rate = "2.9", fixed_fee = "0.30", per_event_min = "0.50", per_event_max = "10" }
+"""
+
+
+def test_a_percentage_fee_is_the_rate_plus_the_fixed_fee_within_the_per_event_bounds() -> None:
+    rule = Catalog.from_toml(PAYMENTS).plans["pay"].terms("month")["allowances"]["payments"][
+        "percentage"]
+    assert rule == {"rate": "2.9", "fixed_fee": "0.30", "per_event_min": "0.50",
+                    "per_event_max": "10.00"}
+    assert percentage_fee(rule, Decimal("100")) == Decimal("3.20")  # 2.90 + 0.30
+    assert percentage_fee(rule, Decimal("5")) == Decimal("0.50")  # 0.445: raised to the min
+    assert percentage_fee(rule, Decimal("1000")) == Decimal("10")  # 29.30: lowered to the max
+    assert percentage_fee({"rate": "1.5"}, Decimal("0.01")) == Decimal("0.00015")  # exact
+
+
+def test_a_cycles_percentage_line_is_the_sum_of_its_events_fees_rounded_once() -> None:
+    terms = Catalog.from_toml(PAYMENTS).plans["pay"].terms("month")["allowances"]["payments"]
+    [line] = overage_lines("payments", terms, Decimal("1105"), Decimal(0), START, END,
+                           fees=Decimal("13.705"))
+    assert (line["description"], line["quantity"], line["unit_price"], line["amount"]) == (
+        "payments: 2.9 % of 1105, plus 0.30, at least 0.50, at most 10.00 per event", "1105",
+        "0.029", "13.71")
+    # Without the events (a what-if cost), the rate on the amount alone.
+    assert overage_lines("payments", terms, Decimal("1105"), Decimal(0), START,
+                         END)[0]["amount"] == "32.05"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("percentage = {", "percentage = { fee = \"1\", "), "unknown key(s) fee"),
+    (('rate = "2.9"', 'rate = "0"'), "a percentage above 0 and at most 100"),
+    (('rate = "2.9"', 'rate = "100.5"'), "a percentage above 0 and at most 100"),
+    (('rate = "2.9", ', ""), "needs `rate`"),
+    (('per_event_min = "0.50"', 'per_event_min = "20"'), "per_event_min is above per_event_max"),
+    (("limit = ", "included = 100\nlimit = "), "a percentage allowance includes nothing"),
+    (('charge_model = "percentage"\n', ""), 'a percentage needs charge_model = "percentage"'),
+    (('fixed_fee = "0.30"', 'fixed_fee = "0.301"'), "at most two decimals"),
+])
+def test_a_wrong_percentage_is_refused(change: tuple[str, str], message: str) -> None:
+    assert change[0] in PAYMENTS
+    with pytest.raises(CatalogError, match=re.escape(message)):
+        Catalog.from_toml(PAYMENTS.replace(*change))
+
+
+def test_a_pack_of_a_percentage_metric_is_refused() -> None:
+    with pytest.raises(CatalogError, match="priced by percentage on some plan"):
+        Catalog.from_toml(PAYMENTS + '[packs.more]\nname = "More"\nmetric = "payments"\n'
+                                     'quantity = 100\nprice = "5.00"\n')
+
+
+def test_percentage_fees_survive_a_snapshot_and_start_from_none_in_an_older_one() -> None:
+    from domain.app.billing_app import BillingApplication
+    from domain.contracts.usage import UsageItem
+    from domain.subscription.aggregate import Subscription
+
+    app = BillingApplication(Catalog.from_toml(PAYMENTS),
+                             env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    app.subscribe("pay-1", "acct", "pay", START)
+    sub = app.get("pay-1")
+    sub.record_usage([UsageItem("u1", "pay-1", "payments", Decimal(100), START)])
+    assert sub.cycle_fees == {"payments": "3.20"}
+    snapshot = Subscription.Snapshot.take(sub)
+    restored = snapshot.mutate(None)
+    assert restored.cycle_fees == {"payments": "3.20"}
+    # A snapshot taken before percentage pricing existed has no fees: the next usage starts
+    # them from nothing.
+    older = Subscription.Snapshot(
+        originator_id=snapshot.originator_id, originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp, topic=snapshot.topic,
+        state={k: v for k, v in snapshot.state.items() if k != "cycle_fees"})
+    again = older.mutate(None)
+    assert not hasattr(again, "cycle_fees")
+    again.record_usage([UsageItem("u2", "pay-1", "payments", Decimal(5), START)])
+    assert again.cycle_fees == {"payments": "0.50"}
