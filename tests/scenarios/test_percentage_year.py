@@ -24,21 +24,9 @@ from tests.scenarios.test_invoices_year import (
     inv,
     utc,
 )
+from tests.unit.test_charge_models import PAYMENTS as PAYMENTS_TOML
 
-PAYMENTS = Catalog.from_toml("""
-[catalog]
-id = "payments"
-currency = "USD"
-
-[plans.pay]
-name = "Pay as you go"
-price = "0"
-
-[plans.pay.allowances.payments]
-limit = "overage"
-charge_model = "percentage"
-percentage = { rate = "2.9", fixed_fee = "0.30", per_event_min = "0.50", per_event_max = "10" }
-""")
+PAYMENTS = Catalog.from_toml(PAYMENTS_TOML)  # 2.9 % + 0.30, at least 0.50, at most 10
 AMOUNTS = ("100", "5", "1000", "250.40", "17.99")
 RULE = "plus 0.30, at least 0.50, at most 10.00 per event"
 
