@@ -223,7 +223,7 @@ def catalog() -> dict[str, Any]:
         "features": NAMES, "recommended_for": NAMES,
         "trial_days": WHOLE, "commitment_months": WHOLE,
         "auto_renew": FLAG, "available": FLAG, "user_plans": FLAG,
-        "downgrade_usage_check": FLAG,
+        "downgrade_usage_check": FLAG, "credit_released_seats": FLAG,
         "upgrade_proration": {"enum": ["prorate", "full"]},
         "change_invoicing": {"enum": ["now", "next_invoice"]}}
     assert set(plan_properties) == PLAN_KEYS and set(allowance["properties"]) == ALLOWANCE_KEYS

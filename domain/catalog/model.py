@@ -125,6 +125,7 @@ class Plan:
     user_plans: bool = False  # members hold user plans (solution x level), billed per user
     downgrade_usage_check: bool = True  # refuse a downgrade while this cycle's usage is above
     recommended_for: tuple[str, ...] = ()  # agent templates / integrations this plan suits
+    credit_released_seats: bool = False  # a released extra seat is credited for the rest
 
     @property
     def price(self) -> Money:
@@ -162,6 +163,8 @@ class Plan:
                            for m, a in sorted(self.allowances.items())},
             "downgrade_usage_check": self.downgrade_usage_check,
             "auto_renew": self.auto_renew,
+            # absent from terms written before, and when false: a released seat stays paid
+            **({"credit_released_seats": True} if self.credit_released_seats else {}),
         }
 
 
@@ -517,7 +520,8 @@ def _charge_model(a: dict[str, Any], priced: bool, tiered: bool, where: str) -> 
 PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_percent",
              "allowances", "included_seats", "extra_seat_price", "limits", "features",
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
-             "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for"}
+             "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
+             "credit_released_seats"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
@@ -570,8 +574,17 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         change_invoicing=invoicing,
         user_plans=_flag(body, "user_plans", where, False),
         downgrade_usage_check=_flag(body, "downgrade_usage_check", where, True),
+        credit_released_seats=_released_seats(body, where),
         recommended_for=_names(body, "recommended_for", where),
     )
+
+
+def _released_seats(body: dict[str, Any], where: str) -> bool:
+    credit = _flag(body, "credit_released_seats", where, False)
+    if credit and (body.get("included_seats") is None or body.get("extra_seat_price") is None):
+        raise CatalogError(f"{where}: credit_released_seats needs included_seats and "
+                           f"extra_seat_price (only extra seats are paid for, and credited)")
+    return credit
 
 
 def _pack(pid: str, body: dict[str, Any]) -> Pack:

@@ -171,10 +171,21 @@ class MemberAdded(DomainEvent):
 
 class SeatReleased(DomainEvent):
     """The member leaves at once and loses access; their content stays. The seat stays paid
-    to the end of the period; the next period bills the seats in use."""
+    to the end of the period and the next period bills the seats in use, unless the plan
+    credits released seats (`credit_released_seats`): then an extra seat no member uses any
+    more is credited for the rest of the period (`charges`) and no longer counted (`seats`).
+    v2 added `charges` and `seats`; stored v1 events are upcast with none."""
 
-    class_version = 1
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state.setdefault("charges", [])
+        state.setdefault("seats", None)
+
     member: str
+    charges: list[Charge]
+    seats: int | None
 
 
 class UserPlanAssigned(DomainEvent):

@@ -75,11 +75,24 @@ def release_seat(self: Subscription, member: str, at: datetime) -> None:
     require_aware(at)
     if member not in self.members:
         raise CommandRefused(f"{member} is not a member", "unknown_member")
-    self._seat_released(member=member, timestamp=at)
+    charges: list[Charge] = []
+    seats = None
+    if self.terms.get("credit_released_seats") and self.status != "trialing" \
+            and self.seats is not None \
+            and self.seats > max(int(self.terms["included_seats"]), len(self.members) - 1):
+        seats = self.seats - 1
+        charges.append(prorated("proration_credit", "Released seat, unused rest of the period",
+                                1, dec(self.terms["extra_seat_price"]), at, self.cycle_start,
+                                self.cycle_end, credit=True))
+    self._seat_released(member=member, charges=charges, seats=seats, timestamp=at)
 
 
-def _seat_released(self: Subscription, member: str, timestamp: datetime) -> None:
+def _seat_released(self: Subscription, member: str, charges: list[Charge], seats: int | None,
+                   timestamp: datetime) -> None:
     self.members.pop(member, None)
+    self._bill(charges)
+    if seats is not None:
+        self.seats = seats
 
 
 def assign_user_plan(self: Subscription, member: str, solution: str, level: str, at: datetime,
