@@ -21,6 +21,7 @@ from domain.catalog.model import (
     HEAD_KEYS,
     ISSUER_KEYS,
     LIMIT_KINDS,
+    MOMENT,
     PERIODS,
     PLAN_KEYS,
     TOP_KEYS,
@@ -224,6 +225,9 @@ def catalog() -> dict[str, Any]:
         "trial_days": WHOLE, "commitment_months": WHOLE,
         "auto_renew": FLAG, "available": FLAG, "user_plans": FLAG,
         "downgrade_usage_check": FLAG, "credit_released_seats": FLAG,
+        "countries": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{2}$"}},
+        "available_from": {"type": "string", "pattern": f"^{MOMENT}$"},
+        "available_until": {"type": "string", "pattern": f"^{MOMENT}$"},
         "upgrade_proration": {"enum": ["prorate", "full"]},
         "change_invoicing": {"enum": ["now", "next_invoice"]}}
     assert set(plan_properties) == PLAN_KEYS and set(allowance["properties"]) == ALLOWANCE_KEYS

@@ -11,11 +11,12 @@ import itertools
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from domain.shared.errors import CatalogError, UnknownPlan
+from domain.shared.errors import CatalogError, CommandRefused, UnknownPlan
 from domain.shared.money import Money
 from domain.shared.text import InvalidText, check_all_text
 
@@ -28,6 +29,8 @@ DAILY_CAP_ACTIONS = ("record", "refuse")
 CHANGE_INVOICING = ("now", "next_invoice")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
+# A catalog's times (a campaign window): RFC 3339 with its offset, to the microsecond.
+MOMENT = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})"
 PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
@@ -126,6 +129,26 @@ class Plan:
     downgrade_usage_check: bool = True  # refuse a downgrade while this cycle's usage is above
     recommended_for: tuple[str, ...] = ()  # agent templates / integrations this plan suits
     credit_released_seats: bool = False  # a released extra seat is credited for the rest
+    countries: tuple[str, ...] = ()  # sold only to customers in these (ISO 3166); () = all
+    available_from: datetime | None = None  # a campaign window: sold from (inclusive) ...
+    available_until: datetime | None = None  # ... until (exclusive)
+
+    def check_offered(self, at: datetime, country: str | None) -> None:
+        """Whether a subscription may start on, or change to, this plan at `at` for a
+        customer in `country` (subscriptions already on it keep renewing either way)."""
+        if not self.available:
+            raise CommandRefused(f"plan {self.id} is not available", "plan_unavailable")
+        if self.countries and country not in self.countries:
+            raise CommandRefused(
+                f"plan {self.id} is sold in {', '.join(self.countries)} only; the customer's "
+                f"country is {country or 'not given'}", "plan_not_offered_in_country")
+        if (self.available_from is not None and at < self.available_from) or (
+                self.available_until is not None and at >= self.available_until):
+            window = " ".join(part for part in (
+                self.available_from and f"from {self.available_from.isoformat()}",
+                self.available_until and f"until {self.available_until.isoformat()}") if part)
+            raise CommandRefused(f"plan {self.id} is sold {window}; not at {at.isoformat()}",
+                                 "plan_not_offered_now")
 
     @property
     def price(self) -> Money:
@@ -521,7 +544,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "allowances", "included_seats", "extra_seat_price", "limits", "features",
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
-             "credit_released_seats"}
+             "credit_released_seats", "countries", "available_from", "available_until"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
@@ -575,8 +598,40 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         user_plans=_flag(body, "user_plans", where, False),
         downgrade_usage_check=_flag(body, "downgrade_usage_check", where, True),
         credit_released_seats=_released_seats(body, where),
+        countries=_countries(body, where),
+        available_from=_moment(body, "available_from", where),
+        available_until=_moment(body, "available_until", where),
         recommended_for=_names(body, "recommended_for", where),
     )
+
+
+def _countries(body: dict[str, Any], where: str) -> tuple[str, ...]:
+    countries = _names(body, "countries", where)
+    wrong = [c for c in countries if not re.fullmatch(r"[A-Z]{2}", c)]
+    if wrong:
+        raise CatalogError(f"{where}.countries: ISO 3166 two-letter codes in capitals, not "
+                           f"{', '.join(map(repr, wrong))}")
+    return countries
+
+
+def _moment(body: dict[str, Any], key: str, where: str) -> datetime | None:
+    """A quoted RFC 3339 time with its offset ("2026-11-27T00:00:00Z")."""
+    value = body.get(key)
+    if value is None:
+        return None
+    moment = None
+    if isinstance(value, str) and re.fullmatch(MOMENT, value, re.ASCII):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    if moment is None:
+        raise CatalogError(f"{where}.{key}: a quoted RFC 3339 time with its offset, like "
+                           f"\"2026-11-27T00:00:00Z\"")
+    if key == "available_until" and body.get("available_from") is not None \
+            and moment <= (_moment(body, "available_from", where) or moment):
+        raise CatalogError(f"{where}: available_until is not after available_from")
+    return moment
 
 
 def _released_seats(body: dict[str, Any], where: str) -> bool:

@@ -148,8 +148,7 @@ class Subscription(BaseAggregate[str]):
                   customer: dict[str, Any] | None = None) -> Subscription:
         require_aware(at)
         plan = catalog.plan(plan_id)
-        if not plan.available:
-            raise CommandRefused(f"plan {plan_id} is not available", "plan_unavailable")
+        plan.check_offered(at, customer_details(customer).get("country"))
         terms = plan_terms(plan, period, catalog)
         if seats is not None and plan.included_seats is None:
             raise CommandRefused(f"plan {plan_id} has no seats", "seats_not_for_sale")

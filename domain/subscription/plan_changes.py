@@ -36,8 +36,7 @@ def change_plan(self: Subscription, plan_id: str, at: datetime, catalog: Catalog
     if plan_id == self.plan_id and self.scheduled_plan is None:
         return "unchanged"
     plan = catalog.plan(plan_id)
-    if not plan.available:
-        raise CommandRefused(f"plan {plan_id} is not available", "plan_unavailable")
+    plan.check_offered(at, self.customer.get("country"))
     period = str(self.terms["period"])
     if period not in plan.prices:
         raise CommandRefused(f"plan {plan_id} is not sold per {period}", "period_not_offered")
