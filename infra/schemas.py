@@ -206,7 +206,7 @@ def catalog() -> dict[str, Any]:
         "included": AMOUNT, "limit": {"enum": list(LIMIT_KINDS)},
         "overage_unit_price": AMOUNT, "daily_cap": AMOUNT,
         "charge_model": {"enum": list(CHARGE_MODELS)},
-        "on_daily_cap": {"enum": list(DAILY_CAP_ACTIONS)},
+        "on_daily_cap": {"enum": list(DAILY_CAP_ACTIONS)}, "minimum_spend": MONEY,
         "package": _closed({"size": AMOUNT, "price": MONEY}, ("size", "price")),
         "percentage": _closed({"rate": AMOUNT, "fixed_fee": MONEY, "per_event_min": MONEY,
                                "per_event_max": MONEY}, ("rate",)),

@@ -73,6 +73,23 @@ def percentage_fee(rule: dict[str, str], quantity: Decimal) -> Decimal:
     return fee
 
 
+def minimum_spend_line(metric: str, allowance: dict[str, Any], spent: Decimal,
+                       start: datetime, end: datetime, full_end: datetime) -> list[Charge]:
+    """The true-up of an allowance's `minimum_spend` for the cycle [start, end): what its usage
+    charges (`spent`) fall short of the minimum, prorated when the cycle was cut short (an
+    upgrade that restarts the cycle) by (end - start) / (full_end - start)."""
+    if "minimum_spend" not in allowance:
+        return []
+    share = Decimal(1) - remaining_fraction(end, start, full_end)
+    minimum = round_money(Decimal(allowance["minimum_spend"]) * share)
+    if spent >= minimum:
+        return []
+    prorated_note = "" if share == 1 else f" ({share.quantize(Decimal('0.000001'))} of it)"
+    return [charge("true_up", f"{metric}: minimum spend of {allowance['minimum_spend']} per "
+                   f"period{prorated_note}, true-up", 1, minimum - spent, minimum - spent,
+                   start, end, metric=metric)]
+
+
 def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: Decimal,
                   start: datetime, end: datetime, fees: Decimal | None = None) -> list[Charge]:
     """Usage past (included + packs) on an overage metric, priced by the allowance's charge

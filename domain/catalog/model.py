@@ -62,6 +62,7 @@ class Allowance:
     on_daily_cap: str = "record"
     # percentage: {"rate", and optional "fixed_fee", "per_event_min", "per_event_max"}, as text
     percentage: tuple[tuple[str, str], ...] = ()
+    minimum_spend: Decimal | None = None  # per month: a true-up up to it at the cycle's close
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
@@ -69,7 +70,9 @@ class Allowance:
             return self
         tiers = tuple(replace(t, up_to=None if t.up_to is None else t.up_to * months)
                       for t in self.tiers)
-        return replace(self, included=self.included * months, tiers=tiers)
+        return replace(self, included=self.included * months, tiers=tiers,
+                       minimum_spend=None if self.minimum_spend is None
+                       else self.minimum_spend * months)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"included": str(self.included), "limit": self.limit}
@@ -87,6 +90,8 @@ class Allowance:
             d["package"] = {"size": str(self.package_size), "price": str(self.package_price)}
         if self.percentage:
             d["percentage"] = dict(self.percentage)
+        if self.minimum_spend is not None:
+            d["minimum_spend"] = str(self.minimum_spend)
         return d
 
 
@@ -453,7 +458,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         raise CatalogError(f"{where}: 'tiers' is a list of tables")
     tiers = _tiers(raw_tiers, where)
     if limit == "hard" and (price is not None or tiers or "charge_model" in a
-                            or "package" in a or "percentage" in a):
+                            or "package" in a or "percentage" in a or "minimum_spend" in a):
         raise CatalogError(f"{where}: a hard limit is never billed past: drop its overage price")
     model = _charge_model(a, price is not None, bool(tiers), where)
     if limit == "overage" and price is None and not tiers and model not in ("package",
@@ -481,6 +486,8 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
                                                            f"{where}.package.price"),
         on_daily_cap=on_cap,
         percentage=_percentage(a, where) if model == "percentage" else (),
+        minimum_spend=None if a.get("minimum_spend") is None
+        else _money(a["minimum_spend"], f"{where}.minimum_spend"),
     )
 
 
@@ -546,7 +553,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
              "credit_released_seats", "countries", "available_from", "available_until"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
-                  "charge_model", "package", "on_daily_cap", "percentage"}
+                  "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",

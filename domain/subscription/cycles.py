@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from domain.billing.charges import Charge, overage_lines
+from domain.billing.charges import Charge, minimum_spend_line, overage_lines, total
 from domain.billing.pricing import (
     dec,
     period_charges,
@@ -213,6 +213,7 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
                     "usage": dict(closed_usage),
                     "extra": {m: str(q) for m, q in self.extra.items()},
                     "allowances": self.terms["allowances"],
+                    "period_months": self.terms["period_months"],
                     "trial": bool(changes.get("trial_ended"))}
     if getattr(self, "cycle_fees", None):
         self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
@@ -266,7 +267,10 @@ def _close_period(self: Subscription, at: datetime) -> None:
         extra = dec(closing["extra"].get(metric, "0"))
         fees = dec(closing.get("fees", {}).get(metric, "0")) if "percentage" in allowance \
             else None
-        charges.extend(overage_lines(metric, allowance, used, extra, start, end, fees))
+        lines = overage_lines(metric, allowance, used, extra, start, end, fees)
+        charges += lines + minimum_spend_line(
+            metric, allowance, total(lines), start, end,
+            add_months(start, int(closing.get("period_months") or 1)))
     self._usage_period_closed(period_start=start, period_end=end,
                               usage=dict(closing["usage"]), charges=charges, timestamp=at)
 

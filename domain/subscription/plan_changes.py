@@ -154,7 +154,8 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
         self.closing = {"start": self.cycle_start.isoformat(),
                         "end": cycle_start.isoformat(), "usage": dict(closed_usage),
                         "extra": {m: str(q) for m, q in self.extra.items()},
-                        "allowances": self.terms["allowances"]}
+                        "allowances": self.terms["allowances"],
+                        "period_months": self.terms["period_months"]}
         if getattr(self, "cycle_fees", None):
             self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
         self.anchor, self.anchor_day = cycle_start, cycle_start.day

@@ -341,6 +341,8 @@ RULES = {
     "proration_credit": "credit for the unused rest of the period: -price x (end - t)/(end - s)",
     "proration_charge": "charge for the rest of the period: price x (end - t)/(end - start)",
     "credit": "credit note: the invoice line negated",
+    "true_up": "minimum spend of an allowance per period, less its usage charges; prorated "
+               "by (end - start) / (a full period) when the cycle was cut short",
 }
 
 

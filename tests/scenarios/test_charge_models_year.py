@@ -168,3 +168,60 @@ def test_the_terms_copied_into_events_carry_the_charge_model() -> None:
                                                   "flat_fee": "5.00"}
     assert allowances["exports"]["package"] == {"size": "100", "price": "2.50"}
     assert allowances["gpu_minutes"]["charge_model"] == "graduated"
+
+
+MINIMUM = Catalog.from_toml("""
+[catalog]
+id = "committed"
+currency = "USD"
+
+[plans.committed]
+name = "Committed"
+price = "0"
+prices = { month = "0", year = "0" }
+
+[plans.committed.allowances.api_calls]
+limit = "overage"
+overage_unit_price = "0.01"
+minimum_spend = "30.00"
+
+[plans.scale]
+name = "Scale"
+rank = 1
+price = "100.00"
+upgrade_proration = "full"
+
+[plans.scale.allowances.api_calls]
+included = 100000
+limit = "overage"
+overage_unit_price = "0.005"
+""")
+
+
+def test_a_minimum_spend_trues_up_each_cycle_and_is_prorated_when_a_cycle_is_cut_short(
+) -> None:
+    """A minimum of 30.00 a month on API calls at 0.01: 1,000 calls (10.00) get a 20.00
+    true-up, 5,000 (50.00) none, a month without calls the whole 30.00; an upgrade that starts
+    a new cycle on April 16 closes April after 15 of its 30 days: half the minimum."""
+    j = Journey(MINIMUM, "mn-1", "committed", utc(2026, 1, 1), US_BUSINESS)
+    j.use(utc(2026, 1, 10), "api_calls", 1000)
+    [january] = j.advance(utc(2026, 2, 1, 1))
+    assert [(x["description"], x["amount"]) for x in january["lines"]] == [
+        ("api_calls over allowance", "10.00"),
+        ("api_calls: minimum spend of 30.00 per period, true-up", "20.00")]
+    j.use(utc(2026, 2, 10), "api_calls", 5000)
+    [february] = j.advance(utc(2026, 3, 1, 1))
+    assert [x["amount"] for x in february["lines"]] == ["50.00"]
+    # No usage in March: the whole minimum.
+    [march] = j.advance(utc(2026, 4, 1, 1))
+    assert [x["amount"] for x in march["lines"]] == ["30.00"]
+    # April 1 to April 16 00:00 (15 of 30 days), then Scale from a new cycle: half the minimum.
+    j.use(utc(2026, 4, 5), "api_calls", 500)
+    j.command(utc(2026, 4, 16), "change_plan", plan="scale")
+    closed = j.advance(utc(2026, 4, 16, 1))
+    lines = [(x["description"], x["amount"]) for d in closed for x in d["lines"]]
+    assert lines == [("api_calls over allowance", "5.00"),
+                     ("api_calls: minimum spend of 30.00 per period (0.500000 of it), true-up",
+                      "10.00")]
+    yearly = MINIMUM.plans["committed"].terms("year")["allowances"]["api_calls"]
+    assert yearly["minimum_spend"] == "360.00"

@@ -124,6 +124,15 @@ def test_a_charge_model_without_its_keys_or_with_anothers_is_refused(body: str,
         allowance(body)
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ('overage_unit_price = "0.01"\nminimum_spend = "30.001"', "at most two decimals"),
+    ('overage_unit_price = "0.01"\nminimum_spend = 1.5', "never floats"),
+])
+def test_a_wrong_minimum_spend_is_refused(body: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        allowance(body)
+
+
 def test_a_hard_limit_takes_no_charge_model() -> None:
     assert allowance('charge_model = "volume"\n' + TIERS)["charge_model"] == "volume"
     with pytest.raises(CatalogError, match="a hard limit is never billed past"):
