@@ -112,12 +112,13 @@ def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: 
     if model == "percentage":
         rule = allowance["percentage"]
         amount = used * Decimal(rule["rate"]) / 100 if fees is None else fees
-        terms = "".join(f", {label} {rule[key]}" for key, label in (
+        bounds = ", ".join(f"{label} {rule[key]}" for key, label in (
             ("fixed_fee", "plus"), ("per_event_min", "at least"),
             ("per_event_max", "at most")) if key in rule)
-        return [charge("overage", f"{metric}: {rule['rate']} % of {used}{terms} "
-                       f"{'per event' if terms else ''}".rstrip(), used,
-                       Decimal(rule["rate"]) / 100, amount, start, end, metric=metric)]
+        description = f"{metric}: {rule['rate']} % of {used}" + (
+            f", {bounds} per event" if bounds else "")
+        return [charge("overage", description, used, Decimal(rule["rate"]) / 100, amount,
+                       start, end, metric=metric)]
     if model == "package":
         size, price = (Decimal(allowance["package"][k]) for k in ("size", "price"))
         packages = (over / size).to_integral_value(ROUND_CEILING)

@@ -461,8 +461,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
                             or "package" in a or "percentage" in a or "minimum_spend" in a):
         raise CatalogError(f"{where}: a hard limit is never billed past: drop its overage price")
     model = _charge_model(a, price is not None, bool(tiers), where)
-    if limit == "overage" and price is None and not tiers and model not in ("package",
-                                                                            "percentage"):
+    if limit == "overage" and "charge_model" not in a and price is None and not tiers:
         raise CatalogError(f"{where}: an overage limit needs overage_unit_price or tiers")
     package = a.get("package")
     cap = a.get("daily_cap")
