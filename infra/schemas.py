@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.catalog.model import (
+    AGGREGATIONS,
     ALLOWANCE_KEYS,
     CHARGE_MODELS,
     DAILY_CAP_ACTIONS,
@@ -27,7 +28,7 @@ from domain.catalog.model import (
     TOP_KEYS,
 )
 from domain.contracts.commands import FIELDS, HANDLERS
-from domain.contracts.usage import MAX_DECIMAL_PLACES, MAX_TEXT
+from domain.contracts.usage import MAX_DECIMAL_PLACES, MAX_PROPERTIES, MAX_TEXT, PROPERTY_NAME
 from domain.shared.text import MAX_DEPTH, RESERVED_KEYS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -46,10 +47,10 @@ _DATE = (f"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
 # 23, no leap second, a fraction of 1-9 digits, Z or an offset within +-23:59.
 DATE_TIME = (f"^{_DATE}[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{{1,9}})?"
              f"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")
-# A quantity as a decimal string: > 0, < 10^15, at most MAX_DECIMAL_PLACES decimals, at most
+# A quantity as a decimal string: >= 0, < 10^15, at most MAX_DECIMAL_PLACES decimals, at most
 # 40 characters, digits and one optional point only.
 QUANTITY_TEXT = (f"^(?=.{{1,40}}$)(?:0*[1-9][0-9]{{0,14}}(?:\\.[0-9]{{1,{MAX_DECIMAL_PLACES}}})?"
-                 f"|0+\\.(?=[0-9]*[1-9])[0-9]{{1,{MAX_DECIMAL_PLACES}}})$")
+                 f"|0+(?:\\.[0-9]{{1,{MAX_DECIMAL_PLACES}}})?)$")
 PLAIN_DECIMAL = "^[0-9]+(?:\\.[0-9]+)?$"
 
 
@@ -73,10 +74,14 @@ def usage() -> dict[str, Any]:
         "properties": {
             "id": TEXT, "subscription": TEXT, "metric": TEXT,
             "quantity": {"anyOf": [
-                {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10 ** 15},
+                {"type": "integer", "minimum": 0, "exclusiveMaximum": 10 ** 15},
                 {"type": "string", "pattern": QUANTITY_TEXT}]},
             "at": {"type": "string", "pattern": DATE_TIME},
-            "member": _optional(TEXT), "workspace": _optional(TEXT)}})
+            "member": _optional(TEXT), "workspace": _optional(TEXT),
+            "properties": _optional({
+                "type": "object", "maxProperties": MAX_PROPERTIES,
+                "propertyNames": {"pattern": f"^{PROPERTY_NAME.pattern}$"},
+                "additionalProperties": TEXT})}})
 
 
 def _storable_values() -> dict[str, Any]:
@@ -190,6 +195,7 @@ WHOLE = {"type": "integer", "minimum": 0}
 NAME = {"type": "string", "minLength": 1, "pattern": NO_NUL}
 NAMES = {"type": "array", "items": NAME}
 FLAG = {"type": "boolean"}
+DIMENSION = {"type": "string", "pattern": f"^{PROPERTY_NAME.pattern}$"}
 
 
 def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -211,7 +217,12 @@ def catalog() -> dict[str, Any]:
         "percentage": _closed({"rate": AMOUNT, "fixed_fee": MONEY, "per_event_min": MONEY,
                                "per_event_max": MONEY}, ("rate",)),
         "tiers": {"type": "array", "items": _closed(
-            {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))}})
+            {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))},
+        "aggregation": {"enum": list(AGGREGATIONS)},
+        "unique_of": DIMENSION, "of": NAME,
+        "where": {"type": "object", "minProperties": 1, "propertyNames": DIMENSION,
+                  "additionalProperties": {"anyOf": [NAME, {
+                      "type": "array", "minItems": 1, "items": NAME}]}}})
     plan_properties = {
         "name": NAME, "rank": WHOLE, "price": MONEY,
         "prices": {"type": "object", "propertyNames": {"enum": period_names},

@@ -18,7 +18,7 @@ from domain.app.ports import UsageKey
 from domain.contracts.usage import UsageItem
 from domain.shared.errors import BillingError, UnknownSubscription
 from domain.subscription.aggregate import Subscription
-from domain.subscription.metering import Pending, accept
+from domain.subscription.metering import Pending, accept, routed
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _apply(app: BillingApplication, subscription: Subscription,
             due = subscription.next_due()
             limit = subscription.time_limit()
         try:
-            subscription.check_usage(item, pending_by_day)
+            item = routed(item, subscription.check_usage(item, pending_by_day))
         except BillingError as error:
             batch.rejected.append((index, error))
             continue

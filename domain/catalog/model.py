@@ -16,6 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from domain.contracts.usage import PROPERTY_NAME
 from domain.shared.errors import CatalogError, CommandRefused, UnknownPlan
 from domain.shared.money import Money
 from domain.shared.text import InvalidText, check_all_text
@@ -27,6 +28,11 @@ PERCENTAGE_KEYS = {"rate", "fixed_fee", "per_event_min", "per_event_max"}
 # What usage past a daily cap does: recorded and reported, or refused (`daily_cap_reached`).
 DAILY_CAP_ACTIONS = ("record", "refuse")
 CHANGE_INVOICING = ("now", "next_invoice")
+# How a metric's usage events make the amount billed and checked (docs/catalog.md,
+# "Aggregations"). The last four measure a level, not a flow: their `included` and tier bounds
+# are not multiplied for longer billing periods.
+AGGREGATIONS = ("sum", "count", "max", "unique", "latest", "recurring")
+LEVEL_AGGREGATIONS = ("max", "unique", "latest", "recurring")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
 # A catalog's times (a campaign window): RFC 3339 with its offset, to the microsecond.
@@ -63,11 +69,18 @@ class Allowance:
     # percentage: {"rate", and optional "fixed_fee", "per_event_min", "per_event_max"}, as text
     percentage: tuple[tuple[str, str], ...] = ()
     minimum_spend: Decimal | None = None  # per month: a true-up up to it at the cycle's close
+    aggregation: str = "sum"
+    unique_of: str = ""  # unique: the dimension whose distinct values are counted
+    of: str = ""  # a filtered charge: the reported metric whose events it counts...
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # ...when every dimension matches
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
         if months == 1:
             return self
+        if self.aggregation in LEVEL_AGGREGATIONS:
+            return replace(self, minimum_spend=None if self.minimum_spend is None
+                           else self.minimum_spend * months)
         tiers = tuple(replace(t, up_to=None if t.up_to is None else t.up_to * months)
                       for t in self.tiers)
         return replace(self, included=self.included * months, tiers=tiers,
@@ -92,6 +105,13 @@ class Allowance:
             d["percentage"] = dict(self.percentage)
         if self.minimum_spend is not None:
             d["minimum_spend"] = str(self.minimum_spend)
+        if self.aggregation != "sum":  # absent from terms written before aggregations: sum
+            d["aggregation"] = self.aggregation
+        if self.unique_of:
+            d["unique_of"] = self.unique_of
+        if self.of:
+            d["of"] = self.of
+            d["where"] = {name: list(values) for name, values in self.where}
         return d
 
 
@@ -212,6 +232,10 @@ class Catalog:
     source: str = ""  # the TOML text, recorded with the version in the event store
     issuer: dict[str, Any] = field(default_factory=dict)  # the seller on invoices
 
+    def aggregations(self) -> dict[str, str]:
+        """Each metric's aggregation (one per catalog: checked when it is read)."""
+        return {m: a.aggregation for p in self.plans.values() for m, a in p.allowances.items()}
+
     def plan(self, plan_id: str) -> Plan:
         try:
             return self.plans[plan_id]
@@ -290,6 +314,7 @@ class Catalog:
                 raise CatalogError(f"pack {pack.id}: {pack.metric!r} is priced by percentage "
                                    f"on some plan: a pack of it would add nothing")
         _check_ranks(plans)
+        _check_one_measure_per_metric(plans)
         issuer = dict(_table(raw, "issuer", "catalog file"))
         _known_keys(issuer, ISSUER_KEYS, "[issuer]")
         for key in issuer:
@@ -315,6 +340,18 @@ class Catalog:
 
 def _replace_sha(catalog: Catalog, sha: str, text: str) -> Catalog:
     return replace(catalog, source_sha256=sha, source=text)
+
+
+def _check_one_measure_per_metric(plans: dict[str, Plan]) -> None:
+    """A metric is measured the same way on every plan (its producers report one kind of
+    event; a plan change keeps what was measured)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for pid, plan in plans.items():
+        for metric, allowance in plan.allowances.items():
+            first = seen.setdefault(metric, (pid, allowance.aggregation))
+            if first[1] != allowance.aggregation:
+                raise CatalogError(f"{metric}: aggregation {first[1]} on plan {first[0]}, "
+                                   f"{allowance.aggregation} on plan {pid}: one per metric")
 
 
 def _check_ranks(plans: dict[str, Plan]) -> None:
@@ -470,6 +507,11 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         raise CatalogError(f"{where}: on_daily_cap must be one of {DAILY_CAP_ACTIONS}")
     if on_cap != "record" and cap is None:
         raise CatalogError(f"{where}: on_daily_cap needs a daily_cap")
+    aggregation, unique_of = _aggregation(a, where)
+    if aggregation != "sum" and (cap is not None or model == "percentage"):
+        raise CatalogError(f"{where}: a daily cap and the percentage model need "
+                           f"aggregation = \"sum\"")
+    of, matches = _filter(metric, a, where)
     return Allowance(
         metric=metric,
         included=_decimal(a.get("included", 0), f"{where}.included"),
@@ -487,7 +529,75 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         percentage=_percentage(a, where) if model == "percentage" else (),
         minimum_spend=None if a.get("minimum_spend") is None
         else _money(a["minimum_spend"], f"{where}.minimum_spend"),
+        aggregation=aggregation,
+        unique_of=unique_of,
+        of=of,
+        where=matches,
     )
+
+
+def _aggregation(a: dict[str, Any], where: str) -> tuple[str, str]:
+    aggregation = a.get("aggregation", "sum")
+    if not isinstance(aggregation, str) or aggregation not in AGGREGATIONS:
+        raise CatalogError(f"{where}: aggregation must be one of {AGGREGATIONS}")
+    unique_of = a.get("unique_of")
+    if (aggregation == "unique") != (unique_of is not None):
+        raise CatalogError(f"{where}: aggregation = \"unique\" goes with unique_of (the "
+                           f"property, member or workspace whose distinct values count)")
+    if unique_of is not None:
+        _dimension(unique_of, f"{where}.unique_of")
+    return aggregation, unique_of or ""
+
+
+def _dimension(name: object, where: str) -> str:
+    if not isinstance(name, str) or not PROPERTY_NAME.fullmatch(name):
+        raise CatalogError(f"{where}: a property name (1-64 of A-Z a-z 0-9 _ . : -), member "
+                           f"or workspace")
+    return name
+
+
+def _filter(metric: str, a: dict[str, Any], where: str) -> tuple[
+        str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """A filtered charge: `of` names the reported metric, `where` the values of one or more
+    dimensions its events must have (each a string or a list of strings)."""
+    if ("of" in a) != ("where" in a):
+        raise CatalogError(f"{where}: a filtered charge needs both `of` (the reported metric) "
+                           f"and `where` (the property values it counts)")
+    if "of" not in a:
+        return "", ()
+    of = a["of"]
+    if not isinstance(of, str) or not of or of == metric:
+        raise CatalogError(f"{where}.of: the name of another metric")
+    raw = a["where"]
+    if not isinstance(raw, dict) or not raw:
+        raise CatalogError(f"{where}.where: a table of at least one property")
+    matches = []
+    for name, values in sorted(raw.items()):
+        listed = [values] if isinstance(values, str) else values
+        if not isinstance(listed, list) or not listed or not all(
+                isinstance(v, str) and v for v in listed):
+            raise CatalogError(f"{where}.where.{name}: a string or a list of strings")
+        matches.append((_dimension(name, f"{where}.where.{name}"),
+                        tuple(sorted(set(listed)))))
+    return of, tuple(matches)
+
+
+def _check_filters(allowances: dict[str, Allowance], where: str) -> None:
+    """An event must reach one charge: filtered charges of the same metric must differ on a
+    dimension they both filter by (the metric's own allowance takes what none matches)."""
+    filtered = [a for a in allowances.values() if a.of]
+    for charge in filtered:
+        if allowances.get(charge.of, Allowance(charge.of, Decimal(0))).of:
+            raise CatalogError(f"{where}.{charge.metric}: {charge.of!r} is itself a filtered "
+                               f"charge")
+    for one, other in itertools.combinations(filtered, 2):
+        if one.of != other.of:
+            continue
+        mine, theirs = dict(one.where), dict(other.where)
+        if not any(set(mine[n]).isdisjoint(theirs[n]) for n in mine.keys() & theirs.keys()):
+            raise CatalogError(f"{where}: {one.metric} and {other.metric} can both match an "
+                               f"event of {one.of!r}: give them different values of a "
+                               f"property they both filter by")
 
 
 def _percentage(a: dict[str, Any], where: str) -> tuple[tuple[str, str], ...]:
@@ -552,7 +662,8 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
              "credit_released_seats", "countries", "available_from", "available_until"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
-                  "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend"}
+                  "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
+                  "aggregation", "unique_of", "of", "where"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",
@@ -575,6 +686,7 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         metric: _allowance(metric, a, f"{where}.{metric}")
         for metric, a in _table(body, "allowances", where).items()
     }
+    _check_filters(allowances, where)
     seats = _int(body, "included_seats", where, None)
     seat_price = body.get("extra_seat_price")
     proration = body.get("upgrade_proration", "prorate")

@@ -58,6 +58,9 @@ class CatalogVersions(BaseAggregate[str]):
         self.check_version_label(catalog)
         if self.current == catalog.version:
             return False
+        previous = self.in_force()
+        if previous is not None:
+            check_measured_alike(previous, catalog)
         self._version_published(version=catalog.version, sha256=catalog.source_sha256,
                                 source=catalog.source, timestamp=at)
         return True
@@ -106,3 +109,16 @@ class DeploymentCatalog(BaseAggregate[str]):
 
 keep_topics("domain.catalog_versions", CatalogVersions)
 keep_topics("domain.catalog_versions", DeploymentCatalog)
+
+
+def check_measured_alike(previous: Catalog, catalog: Catalog) -> None:
+    """A metric keeps its aggregation from version to version: subscriptions renew onto the new
+    terms with the amounts they measured (a recurring level carries on), and their producers
+    keep reporting the same events."""
+    before, after = previous.aggregations(), catalog.aggregations()
+    changed = sorted(m for m in before.keys() & after.keys() if before[m] != after[m])
+    if changed:
+        raise CatalogError(
+            f"catalog {catalog.id} version {catalog.version}: {', '.join(changed)} would be "
+            f"measured another way (aggregation {before[changed[0]]} -> {after[changed[0]]}): "
+            f"give the new measure a new metric name", "aggregation_changed")

@@ -15,6 +15,8 @@ DECIMAL_STRING = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_DECIMAL_PLACES = 9
 MAX_TEXT = 256
+MAX_PROPERTIES = 16
+PROPERTY_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
 REQUIRED = ("id", "subscription", "metric", "quantity", "at")
 # RFC 3339 section 5.6 date-time, nothing more: `T`/`t` between date and time, `Z`/`z` or
 # +hh:mm/-hh:mm, a fraction of 1-9 digits. ISO 8601's other forms (week dates, the basic format,
@@ -66,19 +68,35 @@ class UsageItem:
     at: datetime
     member: str | None = None
     workspace: str | None = None
+    # Dimensions the plan may count distinct values of or route to a charge by (e.g. the AI
+    # model); None when the event has none.
+    properties: dict[str, str] | None = None
     # `at` as the producer wrote it, kept only when it is the canonical text of `at` (a
     # tz-aware isoformat costs 2-4 us: a tenth of ingesting an event).
     at_text: str | None = field(default=None, compare=False)
 
-    def as_record(self) -> dict[str, str]:
-        """The compact form stored in a UsageRecorded event (strings keep it exact)."""
-        record = {"id": self.id, "metric": self.metric, "quantity": str(self.quantity),
-                  "at": self.at_text or self.at.isoformat()}
+    def as_record(self, metric: str | None = None) -> dict[str, Any]:
+        """The compact form stored in a UsageRecorded event (strings keep it exact);
+        `metric`: the charge the plan routes the event to, when not its own metric."""
+        record: dict[str, Any] = {"id": self.id, "metric": metric or self.metric,
+                                  "quantity": str(self.quantity),
+                                  "at": self.at_text or self.at.isoformat()}
         if self.member is not None:
             record["member"] = self.member
         if self.workspace is not None:
             record["workspace"] = self.workspace
+        if self.properties:
+            record["properties"] = self.properties
         return record
+
+    def dimension(self, name: str) -> str | None:
+        """`member`, `workspace` or a property's value: what a plan counts distinct values of
+        or filters by."""
+        if name == "member":
+            return self.member
+        if name == "workspace":
+            return self.workspace
+        return None if self.properties is None else self.properties.get(name)
 
 
 def _text(raw: dict[str, Any], key: str, required: bool) -> str | None:
@@ -101,10 +119,12 @@ def _parse_common_case(raw: object) -> UsageItem | None:
     uid, sub, metric = raw.get("id"), raw.get("subscription"), raw.get("metric")
     quantity, at_text = raw.get("quantity"), raw.get("at")
     member, workspace = raw.get("member"), raw.get("workspace")
+    if raw.get("properties") is not None:
+        return None
     if not (type(uid) is str and type(sub) is str and type(metric) is str
             and type(quantity) is int and type(at_text) is str
             and 0 < len(uid) <= MAX_TEXT and 0 < len(sub) <= MAX_TEXT
-            and 0 < len(metric) <= MAX_TEXT and 0 < quantity < 10**15
+            and 0 < len(metric) <= MAX_TEXT and 0 <= quantity < 10**15
             and (member is None or (type(member) is str and 0 < len(member) <= MAX_TEXT))
             and (workspace is None
                  or (type(workspace) is str and 0 < len(workspace) <= MAX_TEXT))
@@ -117,14 +137,16 @@ def _parse_common_case(raw: object) -> UsageItem | None:
         at = datetime.fromisoformat(at_text)
     except ValueError:
         return None
-    return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace, at_text)
+    return UsageItem(uid, sub, metric, Decimal(quantity), at, member, workspace,
+                     at_text=at_text)
 
 
 def parse_quantity(value: object) -> Decimal:
-    """An integer or a decimal string, > 0. A JSON number with a fraction is refused (a binary
+    """An integer or a decimal string, >= 0 (zero is a level a gauge can drop to; a summed
+    metric refuses it when the plan is known). A JSON number with a fraction is refused (a binary
     float is not exact); one whose fraction is zero (`5.0`, `5e3`) is an integer, as JSON and
     JSON Schema see it."""
-    if isinstance(value, float) and value.is_integer() and 0 < value < MAX_QUANTITY:
+    if isinstance(value, float) and value.is_integer() and 0 <= value < MAX_QUANTITY:
         return Decimal(int(value))
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidUsage("quantity must be an integer or a decimal string", "invalid_quantity")
@@ -136,8 +158,8 @@ def parse_quantity(value: object) -> Decimal:
         quantity = Decimal(value)
     else:
         quantity = Decimal(value)
-    if not quantity.is_finite() or quantity <= 0 or quantity >= MAX_QUANTITY:
-        raise InvalidUsage(f"quantity must be > 0 and < 10^15: {value!r}", "invalid_quantity")
+    if not quantity.is_finite() or quantity < 0 or quantity >= MAX_QUANTITY:
+        raise InvalidUsage(f"quantity must be >= 0 and < 10^15: {value!r}", "invalid_quantity")
     exponent = quantity.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
         raise InvalidUsage(f"quantity has more than {MAX_DECIMAL_PLACES} decimals",
@@ -152,6 +174,25 @@ def parse_time(value: object) -> datetime:
         return parse_rfc3339(value)
     except ValueError as e:
         raise InvalidUsage(f"'at': {e}", "invalid_timestamp") from None
+
+
+def parse_properties(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > MAX_PROPERTIES:
+        raise InvalidUsage(f"'properties' is an object of at most {MAX_PROPERTIES} names",
+                           "invalid_properties")
+    for name, text in value.items():
+        if not PROPERTY_NAME.fullmatch(name):
+            raise InvalidUsage(f"property name {name[:64]!r}: 1-64 of A-Z a-z 0-9 _ . : -",
+                               "invalid_properties")
+        if not isinstance(text, str) or not text or len(text) > MAX_TEXT:
+            raise InvalidUsage(f"property {name!r}: a non-empty string of at most {MAX_TEXT} "
+                               f"characters", "invalid_properties")
+        if not storable(text):
+            raise InvalidUsage(f"property {name!r} holds U+0000 or a lone surrogate",
+                               "invalid_text")
+    return dict(value) or None
 
 
 def parse_usage(raw: object) -> UsageItem:
@@ -176,4 +217,5 @@ def parse_usage(raw: object) -> UsageItem:
         at=parse_time(raw["at"]),
         member=_text(raw, "member", False),
         workspace=_text(raw, "workspace", False),
+        properties=parse_properties(raw.get("properties")),
     )

@@ -58,6 +58,9 @@ class Subscription(BaseAggregate[str]):
     # The open cycle's fees of percentage-priced metrics (metric -> exact sum, as text); absent
     # from subscriptions (and snapshots) that never had one: read with getattr.
     cycle_fees: dict[str, str]
+    # The open cycle's meters of metrics not summed (domain/subscription/measures.py); absent
+    # likewise: read with `meters_now`.
+    meters: dict[str, dict[str, Any]]
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -241,6 +244,9 @@ class Subscription(BaseAggregate[str]):
     record_usage = metering.record_usage
     _record_current = metering._record_current
     _add_usage = metering._add_usage
+    meters_now = metering.meters_now
+    _closed_usage = metering._closed_usage
+    _start_measures = metering._start_measures
     _late_usage_recorded = event(LateUsageRecorded)(metering._late_usage_recorded)
     _has_daily_caps = metering._has_daily_caps
     _report_thresholds = metering._report_thresholds

@@ -156,8 +156,8 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
         charges = period_charges(terms, seats, addons, self.members, boundary, end, catalog)
     self._cycle_rolled(
         closed_start=self.cycle_start, closed_end=boundary,
-        closed_usage={m: str(q) for m, q in sorted(self.used.items())},
-        cycle_start=boundary, cycle_end=end, status=status, terms=terms, changes=changes,
+        closed_usage=self._closed_usage(boundary), cycle_start=boundary, cycle_end=end,
+        status=status, terms=terms, changes=changes,
         seats=seats, archived_workspaces=archived, charges=charges, timestamp=boundary,
     )
     # Each archive is its own event too, as at any other time: a reader of
@@ -232,7 +232,8 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
     self._keep_only_capped_metrics()
     self._note_user_plan_lines(charges, reset=True)
     self.seats = seats
-    self.used, self.extra = {}, {}  # no rollover; daily caps follow UTC days, not cycles
+    self.extra = {}
+    self._start_measures(cycle_start)  # no rollover; daily caps follow UTC days, not cycles
     self.scheduled_plan = None
     self.scheduled_period = None
     for addon in changes.get("addons_removed", []):

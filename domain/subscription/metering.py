@@ -6,6 +6,7 @@ its class body; helpers by UTC day (daily caps reset at UTC midnight).
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,18 @@ from domain.contracts.usage import UsageItem
 from domain.shared.errors import (
     CommandRefused,
     InvalidUsage,
-    UnknownMetric,
     UsageTooLate,
+)
+from domain.subscription.measures import (
+    Meter,
+    apply_measures,
+    carried_levels,
+    charge_of,
+    check_measurable,
+    closed_usage,
+    measured_totals,
+    measures_levels,
+    routes,
 )
 
 if TYPE_CHECKING:
@@ -56,15 +67,17 @@ def metric_totals(items: Sequence[UsageItem]) -> dict[str, str]:
 Pending = MutableMapping[tuple[str, str], Decimal]
 
 
-def check_usage(self: Subscription, item: UsageItem, pending: Pending | None = None) -> None:
+def check_usage(self: Subscription, item: UsageItem, pending: Pending | None = None) -> str:
     """Whether `item` may be recorded now; `pending`: the batch's items accepted before it
-    (see `accept`)."""
+    (see `accept`). Returns the charge the item counts for (its metric, or the filtered
+    charge its properties match: `routed`)."""
     if item.subscription != self.id:
         raise InvalidUsage(f"usage for {item.subscription!r} sent to {self.id!r}",
                            "wrong_subscription")
     if self.ended:
         raise CommandRefused(f"subscription {self.id} has ended", "subscription_ended")
-    if item.at < self.cycle_start:
+    late = item.at < self.cycle_start
+    if late:
         closing = self.closing
         if closing is None or not (
                 datetime.fromisoformat(closing["start"]) <= item.at
@@ -82,14 +95,23 @@ def check_usage(self: Subscription, item: UsageItem, pending: Pending | None = N
             and self.counts_members:
         raise CommandRefused(f"{item.member!r} is not a member of {self.id} (never added, "
                              "or its seat was released)", "not_a_member")
-    if item.metric not in allowances:
-        raise UnknownMetric(f"plan {self.plan_id} has no metric {item.metric!r}")
-    allowance = allowances[item.metric]
+    charge = charge_of(allowances, item) if routes(allowances) or item.metric not in allowances \
+        else item.metric
+    allowance = allowances[charge]
+    if "aggregation" in allowance or not item.quantity:
+        meters = (self.closing or {}).get("meters", {}) if late else self.meters_now()
+        check_measurable(allowance, item, meters.get(charge), late)
     if allowance.get("on_daily_cap") == "refuse":
-        check_daily_cap(self, item, dec(allowance["daily_cap"]), pending or {})
+        check_daily_cap(self, charge, item, dec(allowance["daily_cap"]), pending or {})
+    return charge
 
 
-def check_daily_cap(self: Subscription, item: UsageItem, cap: Decimal,
+def routed(item: UsageItem, charge: str) -> UsageItem:
+    """`item` as counted for `charge` (a copy only when the charge is not its own metric)."""
+    return item if charge == item.metric else replace(item, metric=charge)
+
+
+def check_daily_cap(self: Subscription, charge: str, item: UsageItem, cap: Decimal,
                     pending: Pending) -> None:
     """A refusing daily cap: the item is refused whole when the UTC day's usage with it would
     pass the cap. Usage timed on a day before the last one recorded is not judged (that day's
@@ -97,11 +119,11 @@ def check_daily_cap(self: Subscription, item: UsageItem, cap: Decimal,
     day = utc_day(item.at)
     if self.daily_day is not None and day < self.daily_day:
         return
-    used = self.daily_used.get(item.metric, ZERO) if day == self.daily_day else ZERO
-    used += pending.get((item.metric, day), ZERO)
+    used = self.daily_used.get(charge, ZERO) if day == self.daily_day else ZERO
+    used += pending.get((charge, day), ZERO)
     if used + item.quantity > cap:
         raise CommandRefused(
-            f"{item.metric} on {day}: {used} of the daily cap of {cap} used; {item.quantity} "
+            f"{charge} on {day}: {used} of the daily cap of {cap} used; {item.quantity} "
             f"more would pass it", "daily_cap_reached")
 
 
@@ -119,18 +141,25 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
         return
     if not checked:
         pending: Pending = {}
+        checked_items = []
         for item in items:
-            self.check_usage(item, pending)
+            item = routed(item, self.check_usage(item, pending))
             accept(pending, item)
+            checked_items.append(item)
+        items = checked_items
     late = [i for i in items if i.at < self.cycle_start]
     current = [i for i in items if i.at >= self.cycle_start]
     if late:
-        assert self.closing is not None
+        closing = self.closing
+        assert closing is not None
+        records = [i.as_record() for i in late]
+        totals = metric_totals(late) if not measures_levels(closing["allowances"]) else \
+            measured_totals(closing["allowances"], _closed_amounts(closing),
+                            closing.get("meters", {}), records)
         self._late_usage_recorded(
-            period_start=datetime.fromisoformat(self.closing["start"]),
-            period_end=datetime.fromisoformat(self.closing["end"]),
-            items=[i.as_record() for i in late], totals=metric_totals(late),
-            timestamp=max(i.at for i in late))
+            period_start=datetime.fromisoformat(closing["start"]),
+            period_end=datetime.fromisoformat(closing["end"]),
+            items=records, totals=totals, timestamp=max(i.at for i in late))
     if not current:
         return
     if not self._has_daily_caps():
@@ -145,21 +174,28 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
 
 
 def _record_current(self: Subscription, items: list[UsageItem], capped: bool) -> None:
-    totals = metric_totals(items)
+    records = [i.as_record() for i in items]
+    allowances = self.terms["allowances"]
+    totals = metric_totals(items) if not measures_levels(allowances) else \
+        measured_totals(allowances, self.used, self.meters_now(), records)
     before = {metric: self.used.get(metric, ZERO) for metric in totals}
     daily_before = dict(self.daily_used) if capped else {}
     day_before = self.daily_day
     at = max(i.at for i in items)
-    self.trigger_event(self.UsageRecorded, items=[i.as_record() for i in items],
-                       totals=totals, timestamp=at)
+    self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
     self._report_thresholds(before, at)
     if capped:
         self._report_daily_caps(daily_before, day_before, at)
 
 
-def _add_usage(self: Subscription, items: list[dict[str, str]], totals: dict[str, str]) -> None:
-    for metric, quantity in totals.items():
-        self.used[metric] = self.used.get(metric, ZERO) + Decimal(quantity)
+def _add_usage(self: Subscription, items: list[dict[str, Any]], totals: dict[str, str]) -> None:
+    allowances = self.terms["allowances"]
+    if measures_levels(allowances):
+        self.meters = self.meters_now()
+        apply_measures(allowances, self.used, self.meters, items, totals)
+    else:
+        for metric, quantity in totals.items():
+            self.used[metric] = self.used.get(metric, ZERO) + Decimal(quantity)
     if any("percentage" in self.terms["allowances"].get(m, ()) for m in totals):
         self.cycle_fees = with_fees(getattr(self, "cycle_fees", {}),
                                     self.terms["allowances"], items)
@@ -177,13 +213,49 @@ def _add_usage(self: Subscription, items: list[dict[str, str]], totals: dict[str
 def _late_usage_recorded(self: Subscription, period_start: datetime, period_end: datetime,
                          items: list[dict[str, str]], totals: dict[str, str],
                          timestamp: datetime) -> None:
-    assert self.closing is not None
-    usage = self.closing["usage"]
-    for metric, quantity in totals.items():
-        usage[metric] = str(dec(usage.get(metric, "0")) + Decimal(quantity))
-    allowances = self.closing["allowances"]
+    closing = self.closing
+    assert closing is not None
+    allowances = closing["allowances"]
+    if measures_levels(allowances):
+        amounts, meters = _closed_amounts(closing), dict(closing.get("meters", {}))
+        apply_measures(allowances, amounts, meters, items, totals)
+        closing["usage"] = {m: str(q) for m, q in sorted(amounts.items())}
+        if meters:
+            closing["meters"] = meters
+    else:
+        usage = closing["usage"]
+        for metric, quantity in totals.items():
+            usage[metric] = str(dec(usage.get(metric, "0")) + Decimal(quantity))
     if any("percentage" in allowances.get(m, ()) for m in totals):
-        self.closing["fees"] = with_fees(self.closing.get("fees", {}), allowances, items)
+        closing["fees"] = with_fees(closing.get("fees", {}), allowances, items)
+
+
+def _closed_amounts(closing: dict[str, Any]) -> dict[str, Decimal]:
+    return {metric: Decimal(amount) for metric, amount in closing["usage"].items()}
+
+
+def _closed_usage(self: Subscription, at: datetime) -> dict[str, str]:
+    """What the open cycle, closing at `at`, bills for each metric."""
+    return closed_usage(self.terms["allowances"], self.used, self.meters_now(),
+                        self.cycle_start, self.cycle_end, at)
+
+
+def _start_measures(self: Subscription, at: datetime) -> None:
+    """Open a cycle's measures (after `closing` and the new terms are set): recurring levels
+    carry on from `at`, every other amount starts from nothing; the closed cycle keeps its
+    meters for late usage."""
+    assert self.closing is not None
+    meters = self.meters_now()
+    if meters:
+        self.closing["meters"] = meters
+    self.used, carried = carried_levels(self.terms["allowances"], self.used, at)
+    if meters or carried:
+        self.meters = carried
+
+
+def meters_now(self: Subscription) -> dict[str, Meter]:
+    """The open cycle's meters (absent from subscriptions and snapshots that never had one)."""
+    return getattr(self, "meters", {})
 
 
 def with_fees(fees: dict[str, str], allowances: dict[str, Any],

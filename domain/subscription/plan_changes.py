@@ -113,8 +113,8 @@ def _upgrade(self: Subscription, terms: dict[str, Any], at: datetime, catalog: C
                                   catalog)
         self._plan_upgraded(from_plan=str(old["plan_id"]), terms=terms, charges=charges,
                             restarted_cycle=True, cycle_start=at, cycle_end=end,
-                            closed_usage={m: str(q) for m, q in sorted(self.used.items())},
-                            cancelled=cancelled, timestamp=at)
+                            closed_usage=self._closed_usage(at), cancelled=cancelled,
+                            timestamp=at)
         return
     start, end = self.cycle_start, self.cycle_end
     terms = {**terms, "allowances": blended_allowances(old, terms, at, start, end)}
@@ -159,9 +159,11 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
         if getattr(self, "cycle_fees", None):
             self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
-        self.used, self.extra = {}, {}
+        self.extra = {}
     self.cycle_start, self.cycle_end = cycle_start, cycle_end
     self.terms = terms
+    if restarted_cycle:
+        self._start_measures(cycle_start)
     self._keep_only_capped_metrics()
     self.scheduled_plan = None
     self.cancel_at = None

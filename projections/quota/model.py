@@ -110,6 +110,11 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         if not restart:  # same cycle, new allowance: usage and packs so far still count
             fresh = {m: replace(r, used=rows[m].used, packs=rows[m].packs) if m in rows else r
                      for m, r in fresh.items()}
+        else:  # a recurring level persists into the new cycle (as the aggregate's does; a
+            # metric keeps its aggregation across plans and catalog versions)
+            for metric, allowance in terms["allowances"].items():
+                if metric in rows and allowance.get("aggregation") == "recurring":
+                    fresh[metric] = replace(fresh[metric], used=rows[metric].used)
         state.rows = fresh
         state.replaced = True
     state.version = version

@@ -62,7 +62,7 @@ def test_known_hostile_usage_is_refused_with_a_code() -> None:
     for _ in range(5_000):
         deep = [deep]
     cases = {
-        "huge": 10**40, "negative": -3, "zero": 0, "nan": "NaN", "inf": "Infinity",
+        "huge": 10**40, "negative": -3, "nan": "NaN", "inf": "Infinity",
         "float": 1.5, "bool": True, "exponent": "1e3", "nested": deep, "list": [1],
         "megabyte": "9" * 1_000_000,
     }

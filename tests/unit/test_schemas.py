@@ -105,6 +105,9 @@ usage_events = st.fixed_dictionaries(
     {}, optional={"id": sometimes(texts), "subscription": sometimes(texts),
                   "metric": sometimes(texts), "quantity": quantities, "at": sometimes(times),
                   "member": sometimes(texts), "workspace": sometimes(texts),
+                  "properties": sometimes(st.dictionaries(
+                      st.sampled_from(["model", "a b", "", "k.1", "n" * 65]),
+                      sometimes(texts), max_size=3)),
                   "note": any_json})
 
 

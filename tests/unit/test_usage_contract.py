@@ -99,14 +99,15 @@ def test_text_of_256_chars_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "quantity",
-    [0, -1, "0", "-2.5", 1.5, True, False, "NaN", "sNaN", "Infinity", "-Infinity", "abc", "",
+    [-1, "-2.5", 1.5, True, False, "NaN", "sNaN", "Infinity", "-Infinity", "abc", "",
      10**15, "1000000000000000", "0.0000000001", "1.0000000001", {"v": 1}],
 )
 def test_invalid_quantity(quantity: object) -> None:
     assert refused_code(valid(quantity=quantity)) == "invalid_quantity"
 
 
-@pytest.mark.parametrize("quantity", ["0.000000001", 10**15 - 1, "999999999999999.999999999"])
+@pytest.mark.parametrize("quantity", [0, "0", "0.000", "0.000000001", 10**15 - 1,
+                                      "999999999999999.999999999"])
 def test_quantity_at_the_limits_is_accepted(quantity: int | str) -> None:
     assert parse_usage(valid(quantity=quantity)).quantity == Decimal(quantity)
 
@@ -256,3 +257,20 @@ def test_a_command_with_the_stores_type_wrapper_keys_is_refused(customer: Any) -
         parse_command({"id": "c", "type": "update_customer", "subscription": "s",
                        "at": "2026-11-02T10:00:00Z", "customer": customer})
     assert info.value.code == "reserved_key"
+
+
+def test_properties_are_kept_exactly_and_only_when_given() -> None:
+    item = parse_usage(valid(properties={"model": "gpt-4o", "region.eu": "fr-1"}))
+    assert item.properties == {"model": "gpt-4o", "region.eu": "fr-1"}
+    assert item.dimension("model") == "gpt-4o" and item.dimension("other") is None
+    assert item.as_record()["properties"] == {"model": "gpt-4o", "region.eu": "fr-1"}
+    assert "properties" not in parse_usage(valid()).as_record()
+    assert parse_usage(valid(properties={})).properties is None
+
+
+@pytest.mark.parametrize("properties", [
+    [], "model=x", {"model": 4}, {"model": ""}, {"model": "x" * 257}, {"bad name": "x"},
+    {"": "x"}, {"n" * 65: "x"}, {f"k{n}": "v" for n in range(17)}, {"model": {"deep": "x"}},
+])
+def test_malformed_properties_are_refused(properties: object) -> None:
+    assert refused_code(valid(properties=properties)) == "invalid_properties"
