@@ -90,6 +90,17 @@ def minimum_spend_line(metric: str, allowance: dict[str, Any], spent: Decimal,
                    start, end, metric=metric)]
 
 
+def measured_name(metric: str, allowance: dict[str, Any]) -> str:
+    """The metric as an invoice line names it, with what was measured when not a sum."""
+    aggregation = allowance.get("aggregation", "sum")
+    if aggregation == "sum":
+        return metric
+    what = {"count": "events", "max": "peak", "latest": "last reading",
+            "recurring": "level by time held",
+            "unique": f"distinct {allowance.get('unique_of')}"}[aggregation]
+    return f"{metric} ({what})"
+
+
 def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: Decimal,
                   start: datetime, end: datetime, fees: Decimal | None = None) -> list[Charge]:
     """Usage past (included + packs) on an overage metric, priced by the allowance's charge
@@ -105,9 +116,10 @@ def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: 
         return []
     tiers = allowance.get("tiers")
     model = allowance.get("charge_model") or ("graduated" if tiers else "per_unit")
+    name = measured_name(metric, allowance)
     if model == "per_unit":
         price = Decimal(allowance["overage_unit_price"])
-        return [charge("overage", f"{metric} over allowance", over, price, over * price,
+        return [charge("overage", f"{name} over allowance", over, price, over * price,
                        start, end, metric=metric)]
     if model == "percentage":
         rule = allowance["percentage"]
@@ -122,7 +134,7 @@ def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: 
     if model == "package":
         size, price = (Decimal(allowance["package"][k]) for k in ("size", "price"))
         packages = (over / size).to_integral_value(ROUND_CEILING)
-        return [charge("overage", f"{metric} over allowance: {over} units, {packages} "
+        return [charge("overage", f"{name} over allowance: {over} units, {packages} "
                        f"started packages of {size}", packages, price, packages * price,
                        start, end, metric=metric)]
     lines, floor = [], Decimal(0)
@@ -138,11 +150,11 @@ def overage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: 
         price = Decimal(tier["unit_price"])
         bound = "and above" if ceiling is None else f"to {ceiling}"
         units = f"all {over} units at the tier" if model == "volume" else "units"
-        lines.append(charge("overage", f"{metric} over allowance, {units} {floor} {bound}",
+        lines.append(charge("overage", f"{name} over allowance, {units} {floor} {bound}",
                             in_tier, price, in_tier * price, start, end, metric=metric))
         if tier.get("flat_fee") is not None:
             fee = Decimal(tier["flat_fee"])
-            lines.append(charge("overage", f"{metric} over allowance, flat fee of the tier "
+            lines.append(charge("overage", f"{name} over allowance, flat fee of the tier "
                                 f"{floor} {bound}", 1, fee, fee, start, end, metric=metric))
         if model == "volume" or ceiling is None or over <= ceiling:
             break

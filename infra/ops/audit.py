@@ -335,9 +335,11 @@ RULES = {
     "addon": "add-on: monthly price x months of the period; mid-period: prorated",
     "user_plan": "user plan: monthly price x months; mid-period: prorated",
     "pack": "pack: full price at purchase",
-    "overage": "overage past included + packs, priced by the allowance's charge model (per "
-               "unit, graduated or volume tiers with flat fees, started packages, a "
-               "percentage of each event's amount within per-event bounds)",
+    "overage": "overage past included + packs of the measured amount (a sum, or the "
+               "allowance's aggregation: events, peak, distinct values, last reading, level "
+               "by time held), priced by the allowance's charge model (per unit, graduated or "
+               "volume tiers with flat fees, started packages, a percentage of each event's "
+               "amount within per-event bounds)",
     "proration_credit": "credit for the unused rest of the period: -price x (end - t)/(end - s)",
     "proration_charge": "charge for the rest of the period: price x (end - t)/(end - start)",
     "credit": "credit note: the invoice line negated",
