@@ -80,7 +80,8 @@ def usage() -> dict[str, Any]:
             "member": _optional(TEXT), "workspace": _optional(TEXT),
             "properties": _optional({
                 "type": "object", "maxProperties": MAX_PROPERTIES,
-                "propertyNames": {"pattern": f"^{PROPERTY_NAME.pattern}$"},
+                "propertyNames": {"pattern": f"^{PROPERTY_NAME.pattern}$",
+                                  "not": {"enum": sorted(RESERVED_KEYS)}},
                 "additionalProperties": TEXT})}})
 
 

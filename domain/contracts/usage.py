@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.shared.errors import InvalidUsage
-from domain.shared.text import storable
+from domain.shared.text import RESERVED_KEYS, storable
 
 DECIMAL_STRING = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 MAX_QUANTITY = Decimal(10) ** 15
@@ -186,6 +186,9 @@ def parse_properties(value: object) -> dict[str, str] | None:
         if not PROPERTY_NAME.fullmatch(name):
             raise InvalidUsage(f"property name {name[:64]!r}: 1-64 of A-Z a-z 0-9 _ . : -",
                                "invalid_properties")
+        if name in RESERVED_KEYS:
+            raise InvalidUsage(f"property name {name!r} is reserved by the event store",
+                               "reserved_key")
         if not isinstance(text, str) or not text or len(text) > MAX_TEXT:
             raise InvalidUsage(f"property {name!r}: a non-empty string of at most {MAX_TEXT} "
                                f"characters", "invalid_properties")

@@ -3,7 +3,7 @@
 One event (a JSON object) or a batch (an array), in the usage contract (docs/contracts.md) or
 as CloudEvents (`application/cloudevents+json`, `application/cloudevents-batch+json`, mapped
 as OpenMeter does: `subject` is the subscription, `type` the metric, `time` the moment, `data`
-holds `quantity` and optionally `member` and `workspace`).
+holds `quantity` and optionally `member`, `workspace` and `properties`).
 
 Each event is checked before anything is published: the input checks (size, depth), the usage
 contract (`parse_usage`, the codes of the dead-letter topic), and that its subscription exists
@@ -62,7 +62,7 @@ def from_cloudevent(event: object) -> object:
     usage = {"id": event.get("id"), "subscription": event.get("subject"),
              "metric": event.get("type"), "quantity": data.get("quantity"),
              "at": event.get("time"), "source": event.get("source")}
-    for extra in ("member", "workspace"):
+    for extra in ("member", "workspace", "properties"):
         if extra in data:
             usage[extra] = data[extra]
     return usage

@@ -299,12 +299,18 @@ def test_cloudevents_are_accepted_one_at_a_time_and_in_batches(api: RunningApi,
     one = a.post("/v1/usage", content=httpx.Request("POST", "/", json=event("ce1", 3)).content,
                  headers={"Content-Type": "application/cloudevents+json"})
     assert one.status_code == 202, one.text
-    many = a.post("/v1/usage", json=[event("ce2", 4), {**event("ce3", 1), "specversion": "0.3"}],
+    with_properties = event("ce4", 2)
+    with_properties["data"]["properties"] = {"model": "gpt-4o"}
+    bad_properties = event("ce5", 2)
+    bad_properties["data"]["properties"] = {"model": 4}
+    many = a.post("/v1/usage", json=[event("ce2", 4), {**event("ce3", 1), "specversion": "0.3"},
+                                     with_properties, bad_properties],
                   headers={"Content-Type": "application/cloudevents-batch+json"}).json()
     assert [(i["status"], i.get("code")) for i in many["items"]] == [
-        ("accepted", None), ("refused", "invalid_cloudevent")]
+        ("accepted", None), ("refused", "invalid_cloudevent"), ("accepted", None),
+        ("refused", "invalid_properties")]
     ingest_and_project(api, api_engine)
-    assert api_engine.app.load_as_stored("a-pro").used["credits"] == Decimal(7)
+    assert api_engine.app.load_as_stored("a-pro").used["credits"] == Decimal(9)
 
 
 def test_bodies_of_the_wrong_size_type_or_shape_are_refused_with_codes(api: RunningApi) -> None:

@@ -106,7 +106,7 @@ usage_events = st.fixed_dictionaries(
                   "metric": sometimes(texts), "quantity": quantities, "at": sometimes(times),
                   "member": sometimes(texts), "workspace": sometimes(texts),
                   "properties": sometimes(st.dictionaries(
-                      st.sampled_from(["model", "a b", "", "k.1", "n" * 65]),
+                      st.sampled_from(["model", "a b", "", "k.1", "n" * 65, "_type_"]),
                       sometimes(texts), max_size=3)),
                   "note": any_json})
 

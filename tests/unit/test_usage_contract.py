@@ -274,3 +274,8 @@ def test_properties_are_kept_exactly_and_only_when_given() -> None:
 ])
 def test_malformed_properties_are_refused(properties: object) -> None:
     assert refused_code(valid(properties=properties)) == "invalid_properties"
+
+
+@pytest.mark.parametrize("name", ["_type_", "_data_"])
+def test_property_names_the_event_store_reserves_are_refused(name: str) -> None:
+    assert refused_code(valid(properties={name: "x"})) == "reserved_key"
