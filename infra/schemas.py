@@ -17,6 +17,7 @@ from typing import Any
 from domain.catalog.model import (
     AGGREGATIONS,
     ALLOWANCE_KEYS,
+    BILLED,
     CHARGE_MODELS,
     DAILY_CAP_ACTIONS,
     HEAD_KEYS,
@@ -219,7 +220,7 @@ def catalog() -> dict[str, Any]:
                                "per_event_max": MONEY}, ("rate",)),
         "tiers": {"type": "array", "items": _closed(
             {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))},
-        "aggregation": {"enum": list(AGGREGATIONS)},
+        "aggregation": {"enum": list(AGGREGATIONS)}, "billed": {"enum": list(BILLED)},
         "unique_of": DIMENSION, "of": NAME,
         "where": {"type": "object", "minProperties": 1, "propertyNames": DIMENSION,
                   "additionalProperties": {"anyOf": [NAME, {

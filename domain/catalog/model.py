@@ -32,6 +32,8 @@ CHANGE_INVOICING = ("now", "next_invoice")
 # "Aggregations"). The last four measure a level, not a flow: their `included` and tier bounds
 # are not multiplied for longer billing periods.
 AGGREGATIONS = ("sum", "count", "max", "unique", "latest", "recurring")
+# When usage past the usable amount is charged: when the cycle closes, or as it is recorded.
+BILLED = ("in_arrears", "in_advance")
 LEVEL_AGGREGATIONS = ("max", "unique", "latest", "recurring")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 CENT = Decimal("0.01")
@@ -73,6 +75,7 @@ class Allowance:
     unique_of: str = ""  # unique: the dimension whose distinct values are counted
     of: str = ""  # a filtered charge: the reported metric whose events it counts...
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # ...when every dimension matches
+    billed: str = "in_arrears"
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
@@ -109,6 +112,8 @@ class Allowance:
             d["aggregation"] = self.aggregation
         if self.unique_of:
             d["unique_of"] = self.unique_of
+        if self.billed != "in_arrears":
+            d["billed"] = self.billed
         if self.of:
             d["of"] = self.of
             d["where"] = {name: list(values) for name, values in self.where}
@@ -512,6 +517,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         raise CatalogError(f"{where}: a daily cap and the percentage model need "
                            f"aggregation = \"sum\"")
     of, matches = _filter(metric, a, where)
+    billed = _billed(a, limit, aggregation, where)
     return Allowance(
         metric=metric,
         included=_decimal(a.get("included", 0), f"{where}.included"),
@@ -533,7 +539,19 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         unique_of=unique_of,
         of=of,
         where=matches,
+        billed=billed,
     )
+
+
+def _billed(a: dict[str, Any], limit: str, aggregation: str, where: str) -> str:
+    billed = a.get("billed", "in_arrears")
+    if not isinstance(billed, str) or billed not in BILLED:
+        raise CatalogError(f"{where}: billed must be one of {BILLED}")
+    if billed == "in_advance" and (limit != "overage" or aggregation in ("latest",
+                                                                         "recurring")):
+        raise CatalogError(f"{where}: billed = \"in_advance\" needs limit = \"overage\" and an "
+                           f"amount that only grows in a cycle (not latest or recurring)")
+    return billed
 
 
 def _aggregation(a: dict[str, Any], where: str) -> tuple[str, str]:
@@ -663,7 +681,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "credit_released_seats", "countries", "available_from", "available_until"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
-                  "aggregation", "unique_of", "of", "where"}
+                  "aggregation", "unique_of", "of", "where", "billed"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",

@@ -61,6 +61,9 @@ class Subscription(BaseAggregate[str]):
     # The open cycle's meters of metrics not summed (domain/subscription/measures.py); absent
     # likewise: read with `meters_now`.
     meters: dict[str, dict[str, Any]]
+    # What metrics billed on use have been charged in the open cycle (metric -> amount, as
+    # text); absent likewise: read with getattr.
+    advance_billed: dict[str, str]
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -84,6 +87,7 @@ class Subscription(BaseAggregate[str]):
     UserPlanAssigned = events.UserPlanAssigned
     UserPlanUnassigned = events.UserPlanUnassigned
     PackPurchased = events.PackPurchased
+    UsageCharged = events.UsageCharged
     AddOnAdded = events.AddOnAdded
     AddOnRemovalScheduled = events.AddOnRemovalScheduled
     WorkspaceCreated = events.WorkspaceCreated
@@ -253,6 +257,8 @@ class Subscription(BaseAggregate[str]):
     _report_daily_caps = metering._report_daily_caps
     _quota_threshold_crossed = event(QuotaThresholdCrossed)(metering._quota_threshold_crossed)
     _daily_cap_reached = event(DailyCapReached)(metering._daily_cap_reached)
+    _charge_on_use = metering._charge_on_use
+    _usage_charged = event(UsageCharged)(metering._usage_charged)
 
     # --------------------------------------------------------------------- plan changes --
     # in domain/subscription/plan_changes.py
@@ -344,7 +350,8 @@ class Subscription(BaseAggregate[str]):
     # `change_invoicing`, except that one charging whole periods (made as a period starts,
     # such as user plans assigned on subscribing) opens that period and is invoiced at once.
     # Lines not invoiced by their own event go on the next invoice.
-    INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased"})
+    INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased",
+                                    "UsageCharged"})
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN

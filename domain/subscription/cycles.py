@@ -8,7 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from domain.billing.charges import Charge, minimum_spend_line, overage_lines, total
+from domain.billing.charges import (
+    Charge,
+    minimum_spend_line,
+    overage_lines,
+    settled_at_close,
+    total,
+)
 from domain.billing.pricing import (
     dec,
     period_charges,
@@ -269,8 +275,12 @@ def _close_period(self: Subscription, at: datetime) -> None:
         fees = dec(closing.get("fees", {}).get(metric, "0")) if "percentage" in allowance \
             else None
         lines = overage_lines(metric, allowance, used, extra, start, end, fees)
+        spent = total(lines)
+        if metric in closing.get("advance", {}):
+            lines, spent = settled_at_close(metric, allowance, lines,
+                                            dec(closing["advance"][metric]), start, end)
         charges += lines + minimum_spend_line(
-            metric, allowance, total(lines), start, end,
+            metric, allowance, spent, start, end,
             add_months(start, int(closing.get("period_months") or 1)))
     self._usage_period_closed(period_start=start, period_end=end,
                               usage=dict(closing["usage"]), charges=charges, timestamp=at)

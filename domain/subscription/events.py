@@ -212,6 +212,15 @@ class PackPurchased(DomainEvent):
     charges: list[Charge]
 
 
+class UsageCharged(DomainEvent):
+    """Usage of metrics billed on use (`billed = "in_advance"`) charged as it was recorded:
+    the lines, and what each metric has been charged in the cycle so far."""
+
+    class_version = 1
+    charges: list[Charge]
+    billed: dict[str, str]
+
+
 class AddOnAdded(DomainEvent):
     class_version = 1
     addon_id: str

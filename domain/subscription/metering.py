@@ -5,13 +5,20 @@ its class body; helpers by UTC day (daily caps reset at UTC midnight).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from domain.billing.charges import percentage_fee
+from domain.billing.charges import (
+    Charge,
+    charge,
+    measured_name,
+    overage_lines,
+    percentage_fee,
+    total,
+)
 from domain.billing.pricing import (
     ZERO,
     dec,
@@ -184,6 +191,8 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool) ->
     at = max(i.at for i in items)
     self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
     self._report_thresholds(before, at)
+    if any(a.get("billed") == "in_advance" for a in allowances.values()):
+        self._charge_on_use(totals, at)
     if capped:
         self._report_daily_caps(daily_before, day_before, at)
 
@@ -230,6 +239,41 @@ def _late_usage_recorded(self: Subscription, period_start: datetime, period_end:
         closing["fees"] = with_fees(closing.get("fees", {}), allowances, items)
 
 
+def _charge_on_use(self: Subscription, metrics: Iterable[str], at: datetime) -> None:
+    """Metrics billed on use: what the cycle's usage so far costs under the charge model, less
+    what was charged already, is charged now (never credited back: a pack bought or an
+    upgrade later in the cycle lowers what later usage costs). Each step charges the
+    difference of two amounts rounded to the cent, so the steps add up to the cycle's amount
+    exactly. Usage in a trial is free."""
+    if self.status == "trialing":
+        return
+    allowances = self.terms["allowances"]
+    billed = dict(getattr(self, "advance_billed", {}))
+    fees = getattr(self, "cycle_fees", {})
+    lines: list[Charge] = []
+    for metric in sorted(metrics):
+        allowance = allowances.get(metric)
+        if allowance is None or allowance.get("billed") != "in_advance":
+            continue
+        so_far = dec(billed.get(metric, "0"))
+        due = total(overage_lines(metric, allowance, self.used.get(metric, ZERO),
+                                  self.extra.get(metric, ZERO), self.cycle_start,
+                                  self.cycle_end, dec(fees[metric]) if metric in fees else None))
+        if due > so_far:
+            lines.append(charge("overage", f"{measured_name(metric, allowance)} over allowance, "
+                                f"billed on use: {due} for the cycle so far", 1, due - so_far,
+                                due - so_far, self.cycle_start, self.cycle_end, metric=metric))
+            billed[metric] = str(due)
+    if lines:
+        self._usage_charged(charges=lines, billed=billed, timestamp=at)
+
+
+def _usage_charged(self: Subscription, charges: list[Charge], billed: dict[str, str],
+                   timestamp: datetime) -> None:
+    self._bill(charges)
+    self.advance_billed = billed
+
+
 def _closed_amounts(closing: dict[str, Any]) -> dict[str, Decimal]:
     return {metric: Decimal(amount) for metric, amount in closing["usage"].items()}
 
@@ -243,11 +287,13 @@ def _closed_usage(self: Subscription, at: datetime) -> dict[str, str]:
 def _start_measures(self: Subscription, at: datetime) -> None:
     """Open a cycle's measures (after `closing` and the new terms are set): recurring levels
     carry on from `at`, every other amount starts from nothing; the closed cycle keeps its
-    meters for late usage."""
+    meters for late usage, and what was billed on use for its close."""
     assert self.closing is not None
     meters = self.meters_now()
     if meters:
         self.closing["meters"] = meters
+    if getattr(self, "advance_billed", None):
+        self.closing["advance"], self.advance_billed = self.advance_billed, {}
     self.used, carried = carried_levels(self.terms["allowances"], self.used, at)
     if meters or carried:
         self.meters = carried

@@ -23,7 +23,7 @@ SUBSCRIPTION_EVENTS = (
     "InvoiceVoided", "LateUsageRecorded", "MemberAdded", "PackPurchased", "PaymentFailed",
     "PaymentSucceeded", "PlanChangedInTrial", "PlanUpgraded", "ProfileUpdated",
     "QuotaThresholdCrossed", "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
-    "Subscribed", "UsagePeriodClosed", "UsageRecorded", "UserPlanAssigned",
+    "Subscribed", "UsageCharged", "UsagePeriodClosed", "UsageRecorded", "UserPlanAssigned",
     "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
 STORED_TOPICS = {
     "domain.catalog_versions:CatalogVersions",
