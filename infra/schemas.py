@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from domain.catalog.fields import MOMENT
 from domain.catalog.model import (
     AGGREGATIONS,
     ALLOWANCE_KEYS,
@@ -23,7 +24,6 @@ from domain.catalog.model import (
     HEAD_KEYS,
     ISSUER_KEYS,
     LIMIT_KINDS,
-    MOMENT,
     PERIODS,
     PLAN_KEYS,
     TOP_KEYS,

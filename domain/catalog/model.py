@@ -16,6 +16,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from domain.catalog import fields
+from domain.catalog.fields import CENT
 from domain.contracts.usage import PROPERTY_NAME
 from domain.shared.errors import CatalogError, CommandRefused, UnknownPlan
 from domain.shared.money import Money
@@ -36,10 +38,6 @@ AGGREGATIONS = ("sum", "count", "max", "unique", "latest", "recurring")
 BILLED = ("in_arrears", "in_advance")
 LEVEL_AGGREGATIONS = ("max", "unique", "latest", "recurring")
 PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
-CENT = Decimal("0.01")
-# A catalog's times (a campaign window): RFC 3339 with its offset, to the microsecond.
-MOMENT = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})"
-PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -285,22 +283,22 @@ class Catalog:
             check_all_text(raw, "catalog")
         except InvalidText as e:
             raise CatalogError(str(e), e.code) from None
-        head = _table(raw, "catalog", "catalog file")
-        _known_keys(raw, TOP_KEYS, "catalog file")
-        _known_keys(head, HEAD_KEYS, "[catalog]")
-        currency = _text(head, "currency", "catalog")
+        head = fields.table(raw, "catalog", "catalog file")
+        fields.known_keys(raw, TOP_KEYS, "catalog file")
+        fields.known_keys(head, HEAD_KEYS, "[catalog]")
+        currency = fields.text(head, "currency", "catalog")
         plans = {pid: _plan(pid, body, currency)
-                 for pid, body in _table(raw, "plans", "catalog file").items()}
+                 for pid, body in fields.table(raw, "plans", "catalog file").items()}
         if not plans:
             raise CatalogError("catalog has no plans")
         packs = {pid: _pack(pid, body)
-                 for pid, body in _table(raw, "packs", "catalog file").items()}
+                 for pid, body in fields.table(raw, "packs", "catalog file").items()}
         addons = {aid: _addon(aid, body)
-                  for aid, body in _table(raw, "addons", "catalog file").items()}
-        solutions = _table(raw, "user_plans", "catalog file")
+                  for aid, body in fields.table(raw, "addons", "catalog file").items()}
+        solutions = fields.table(raw, "user_plans", "catalog file")
         user_plans = {
-            solution: {level: _money(price, f"user_plans.{solution}.{level}")
-                       for level, price in _table(solutions, solution, "user_plans").items()}
+            solution: {level: fields.money(price, f"user_plans.{solution}.{level}")
+                       for level, price in fields.table(solutions, solution, "user_plans").items()}
             for solution in solutions
         }
         free_plan = head.get("free_plan")
@@ -320,16 +318,16 @@ class Catalog:
                                    f"on some plan: a pack of it would add nothing")
         _check_ranks(plans)
         _check_one_measure_per_metric(plans)
-        issuer = dict(_table(raw, "issuer", "catalog file"))
-        _known_keys(issuer, ISSUER_KEYS, "[issuer]")
+        issuer = dict(fields.table(raw, "issuer", "catalog file"))
+        fields.known_keys(issuer, ISSUER_KEYS, "[issuer]")
         for key in issuer:
             if key == "payment_terms_days":
-                _int(issuer, key, "[issuer]", None)
+                fields.whole(issuer, key, "[issuer]", None)
             else:
-                _text(issuer, key, "[issuer]")
+                fields.text(issuer, key, "[issuer]")
         return cls(
             issuer=issuer,
-            id=_text(head, "id", "catalog"),
+            id=fields.text(head, "id", "catalog"),
             version=_version(head),
             currency=currency,
             plans=plans,
@@ -338,7 +336,7 @@ class Catalog:
             user_plans=user_plans,
             free_plan=free_plan,
             thresholds=tuple(sorted(thresholds)),
-            late_usage_grace_minutes=_int(head, "late_usage_grace_minutes", "[catalog]", 60)
+            late_usage_grace_minutes=fields.whole(head, "late_usage_grace_minutes", "[catalog]", 60)
             or 0,
         )
 
@@ -372,59 +370,6 @@ def _check_ranks(plans: dict[str, Plan]) -> None:
                 )
 
 
-def _table(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    """The sub-table `key` of `d` (empty where absent)."""
-    value = d.get(key, {})
-    if not isinstance(value, dict):
-        raise CatalogError(f"{where}: '{key}' must be a table")
-    return value
-
-
-def _int(d: dict[str, Any], key: str, where: str, default: int | None) -> int | None:
-    value = d.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CatalogError(f"{where}: '{key}' must be a whole number >= 0")
-    return value
-
-
-def _names(d: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = d.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise CatalogError(f"{where}: '{key}' must be a list of names")
-    return tuple(value)
-
-
-def _text(d: dict[str, Any], key: str, where: str) -> str:
-    value = d.get(key)
-    if not isinstance(value, str) or not value:
-        raise CatalogError(f"{where}: '{key}' must be a non-empty string")
-    return value
-
-
-def _decimal(value: object, where: str) -> Decimal:
-    """An integer >= 0 or a plain decimal string ("0.004"): no float (not exact), and no
-    exponent, sign, space or "_" in a string (what the published schema says too)."""
-    if isinstance(value, float | bool):
-        raise CatalogError(f"{where}: write amounts as strings or integers, never floats")
-    if isinstance(value, int):
-        if value < 0:
-            raise CatalogError(f"{where}: must be an amount >= 0")
-        return Decimal(value)
-    if not isinstance(value, str) or not PLAIN_DECIMAL.fullmatch(value):
-        raise CatalogError(f"{where}: not a plain decimal amount (like \"0.004\" or 50): "
-                           f"{value!r}")
-    return Decimal(value)
-
-
-def _flag(d: dict[str, Any], key: str, where: str, default: bool) -> bool:
-    value = d.get(key, default)
-    if not isinstance(value, bool):
-        raise CatalogError(f"{where}: '{key}' is true or false")
-    return value
-
-
 def _version(head: dict[str, Any]) -> str:
     value = head.get("version", "1")
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "" or (
@@ -433,30 +378,21 @@ def _version(head: dict[str, Any]) -> str:
     return str(value)
 
 
-def _money(value: object, where: str) -> Decimal:
-    """An amount with the currency's two places, whether the catalog wrote `50`, `"50.0"` or
-    `"50.00"`: printed, it never shows an exponent."""
-    amount = _decimal(value, where)
-    if amount != amount.quantize(CENT):
-        raise CatalogError(f"{where}: prices have at most two decimals")
-    return amount.quantize(CENT)
-
-
 def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
     """`prices = {month = "190.00", year = "1900.00"}`, or `price` (monthly) with an optional
     `annual_discount_percent` that derives the yearly price; quarter and half-year follow the
     monthly price unless given."""
     prices: dict[str, Decimal] = {}
-    for period, value in _table(body, "prices", where).items():
+    for period, value in fields.table(body, "prices", where).items():
         if period not in PERIODS:
             raise CatalogError(f"{where}: unknown period {period!r}; use {sorted(PERIODS)}")
-        prices[period] = _money(value, f"{where}.prices.{period}")
+        prices[period] = fields.money(value, f"{where}.prices.{period}")
     if "price" in body:
-        monthly = _money(body["price"], f"{where}.price")
+        monthly = fields.money(body["price"], f"{where}.price")
         prices.setdefault("month", monthly)
         discount = body.get("annual_discount_percent")
         if discount is not None:
-            pct = _decimal(discount, f"{where}.annual_discount_percent")
+            pct = fields.amount(discount, f"{where}.annual_discount_percent")
             if pct >= 100:
                 raise CatalogError(f"{where}: annual_discount_percent must be below 100")
             yearly = (monthly * 12 * (100 - pct) / 100).quantize(CENT, ROUND_HALF_UP)
@@ -476,11 +412,12 @@ def _prices(body: dict[str, Any], where: str) -> dict[str, Decimal]:
 def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
     tiers = []
     for i, t in enumerate(raw):
-        _known_keys(t, {"up_to", "unit_price", "flat_fee"}, f"{where}.tiers[{i}]")
+        fields.known_keys(t, {"up_to", "unit_price", "flat_fee"}, f"{where}.tiers[{i}]")
         up_to, fee = t.get("up_to"), t.get("flat_fee")
-        tiers.append(Tier(None if up_to is None else _decimal(up_to, f"{where}.tiers[{i}]"),
-                          _decimal(t.get("unit_price"), f"{where}.tiers[{i}].unit_price"),
-                          None if fee is None else _money(fee, f"{where}.tiers[{i}].flat_fee")))
+        here = f"{where}.tiers[{i}]"
+        tiers.append(Tier(None if up_to is None else fields.amount(up_to, here),
+                          fields.amount(t.get("unit_price"), f"{here}.unit_price"),
+                          None if fee is None else fields.money(fee, f"{here}.flat_fee")))
     if tiers and tiers[-1].up_to is not None:
         raise CatalogError(f"{where}: the last overage tier has no `up_to`")
     bounds = [t.up_to for t in tiers[:-1]]
@@ -490,7 +427,7 @@ def _tiers(raw: list[dict[str, Any]], where: str) -> tuple[Tier, ...]:
 
 
 def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
-    _known_keys(a, ALLOWANCE_KEYS, where)
+    fields.known_keys(a, ALLOWANCE_KEYS, where)
     limit = a.get("limit", "hard")
     if not isinstance(limit, str) or limit not in LIMIT_KINDS:
         raise CatalogError(f"{where}: limit must be one of {LIMIT_KINDS}")
@@ -520,21 +457,21 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
     billed = _billed(a, limit, aggregation, where)
     return Allowance(
         metric=metric,
-        included=_decimal(a.get("included", 0), f"{where}.included"),
+        included=fields.amount(a.get("included", 0), f"{where}.included"),
         limit=limit,
-        overage_unit_price=None if price is None else _decimal(price, where),
+        overage_unit_price=None if price is None else fields.amount(price, where),
         tiers=tiers,
-        daily_cap=None if cap is None else _decimal(cap, f"{where}.daily_cap"),
+        daily_cap=None if cap is None else fields.amount(cap, f"{where}.daily_cap"),
         charge_model="" if model in ("per_unit", "graduated") and "charge_model" not in a
         else model,
-        package_size=None if package is None else _decimal(package["size"],
+        package_size=None if package is None else fields.amount(package["size"],
                                                            f"{where}.package.size"),
-        package_price=None if package is None else _money(package["price"],
+        package_price=None if package is None else fields.money(package["price"],
                                                            f"{where}.package.price"),
         on_daily_cap=on_cap,
         percentage=_percentage(a, where) if model == "percentage" else (),
         minimum_spend=None if a.get("minimum_spend") is None
-        else _money(a["minimum_spend"], f"{where}.minimum_spend"),
+        else fields.money(a["minimum_spend"], f"{where}.minimum_spend"),
         aggregation=aggregation,
         unique_of=unique_of,
         of=of,
@@ -623,16 +560,16 @@ def _percentage(a: dict[str, Any], where: str) -> tuple[tuple[str, str], ...]:
     currency) plus `fixed_fee`, then raised to `per_event_min` or lowered to `per_event_max`."""
     rule = a["percentage"]
     here = f"{where}.percentage"
-    _known_keys(rule, PERCENTAGE_KEYS, here)
+    fields.known_keys(rule, PERCENTAGE_KEYS, here)
     if "rate" not in rule:
         raise CatalogError(f"{here}: needs `rate` (a percentage, like \"2.9\")")
-    rate = _decimal(rule["rate"], f"{here}.rate")
+    rate = fields.amount(rule["rate"], f"{here}.rate")
     if not 0 < rate <= 100:
         raise CatalogError(f"{here}.rate: a percentage above 0 and at most 100")
-    if _decimal(a.get("included", 0), f"{where}.included") != 0:
+    if fields.amount(a.get("included", 0), f"{where}.included") != 0:
         raise CatalogError(f"{where}: a percentage allowance includes nothing (its fee is per "
                            f"event): drop `included`")
-    fees = {key: _money(rule[key], f"{here}.{key}")
+    fees = {key: fields.money(rule[key], f"{here}.{key}")
             for key in ("fixed_fee", "per_event_min", "per_event_max") if key in rule}
     if fees.get("per_event_min", Decimal(0)) > fees.get("per_event_max", fees.get(
             "per_event_min", Decimal(0))):
@@ -666,10 +603,10 @@ def _charge_model(a: dict[str, Any], priced: bool, tiered: bool, where: str) -> 
         raise CatalogError(f"{where}: charge_model = \"{model}\" takes no {', '.join(extra)}")
     if model == "package":
         package = a["package"]
-        _known_keys(package, {"size", "price"}, f"{where}.package")
+        fields.known_keys(package, {"size", "price"}, f"{where}.package")
         if "size" not in package or "price" not in package:
             raise CatalogError(f"{where}.package: needs `size` and `price`")
-        if _decimal(package["size"], f"{where}.package.size") <= 0:
+        if fields.amount(package["size"], f"{where}.package.size") <= 0:
             raise CatalogError(f"{where}.package.size: must be above 0")
     return model
 
@@ -688,24 +625,15 @@ ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit
                "payment_terms_days"}
 
 
-def _known_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
-    """A misspelt key would silently drop a price, a cap or a limit: refuse it."""
-    if not isinstance(d, dict):
-        raise CatalogError(f"{where}: must be a table")
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise CatalogError(f"{where}: unknown key(s) {', '.join(unknown)}")
-
-
 def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     where = f"plan {pid}"
-    _known_keys(body, PLAN_KEYS, where)
+    fields.known_keys(body, PLAN_KEYS, where)
     allowances = {
         metric: _allowance(metric, a, f"{where}.{metric}")
-        for metric, a in _table(body, "allowances", where).items()
+        for metric, a in fields.table(body, "allowances", where).items()
     }
     _check_filters(allowances, where)
-    seats = _int(body, "included_seats", where, None)
+    seats = fields.whole(body, "included_seats", where, None)
     seat_price = body.get("extra_seat_price")
     proration = body.get("upgrade_proration", "prorate")
     if not isinstance(proration, str) or proration not in ("prorate", "full"):
@@ -715,34 +643,34 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         raise CatalogError(f"{where}: change_invoicing is 'now' or 'next_invoice'")
     return Plan(
         id=pid,
-        name=_text(body, "name", where),
-        rank=_int(body, "rank", where, 0) or 0,
+        name=fields.text(body, "name", where),
+        rank=fields.whole(body, "rank", where, 0) or 0,
         currency=currency,
         prices=_prices(body, where),
         allowances=allowances,
         included_seats=seats,
-        extra_seat_monthly_price=None if seat_price is None else _money(seat_price, where),
-        limits={k: _int(body["limits"], k, f"{where}.limits", 0) or 0
-                for k in _table(body, "limits", where)},
-        features=_names(body, "features", where),
-        trial_days=_int(body, "trial_days", where, 0) or 0,
-        commitment_months=_int(body, "commitment_months", where, 0) or 0,
-        auto_renew=_flag(body, "auto_renew", where, True),
-        available=_flag(body, "available", where, True),
+        extra_seat_monthly_price=None if seat_price is None else fields.money(seat_price, where),
+        limits={k: fields.whole(body["limits"], k, f"{where}.limits", 0) or 0
+                for k in fields.table(body, "limits", where)},
+        features=fields.names(body, "features", where),
+        trial_days=fields.whole(body, "trial_days", where, 0) or 0,
+        commitment_months=fields.whole(body, "commitment_months", where, 0) or 0,
+        auto_renew=fields.flag(body, "auto_renew", where, True),
+        available=fields.flag(body, "available", where, True),
         upgrade_proration=proration,
         change_invoicing=invoicing,
-        user_plans=_flag(body, "user_plans", where, False),
-        downgrade_usage_check=_flag(body, "downgrade_usage_check", where, True),
+        user_plans=fields.flag(body, "user_plans", where, False),
+        downgrade_usage_check=fields.flag(body, "downgrade_usage_check", where, True),
         credit_released_seats=_released_seats(body, where),
         countries=_countries(body, where),
         available_from=_moment(body, "available_from", where),
         available_until=_moment(body, "available_until", where),
-        recommended_for=_names(body, "recommended_for", where),
+        recommended_for=fields.names(body, "recommended_for", where),
     )
 
 
 def _countries(body: dict[str, Any], where: str) -> tuple[str, ...]:
-    countries = _names(body, "countries", where)
+    countries = fields.names(body, "countries", where)
     wrong = [c for c in countries if not re.fullmatch(r"[A-Z]{2}", c)]
     if wrong:
         raise CatalogError(f"{where}.countries: ISO 3166 two-letter codes in capitals, not "
@@ -755,15 +683,7 @@ def _moment(body: dict[str, Any], key: str, where: str) -> datetime | None:
     value = body.get(key)
     if value is None:
         return None
-    moment = None
-    if isinstance(value, str) and re.fullmatch(MOMENT, value, re.ASCII):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            moment = None
-    if moment is None:
-        raise CatalogError(f"{where}.{key}: a quoted RFC 3339 time with its offset, like "
-                           f"\"2026-11-27T00:00:00Z\"")
+    moment = fields.moment(value, f"{where}.{key}")
     if key == "available_until" and body.get("available_from") is not None \
             and moment <= (_moment(body, "available_from", where) or moment):
         raise CatalogError(f"{where}: available_until is not after available_from")
@@ -771,7 +691,7 @@ def _moment(body: dict[str, Any], key: str, where: str) -> datetime | None:
 
 
 def _released_seats(body: dict[str, Any], where: str) -> bool:
-    credit = _flag(body, "credit_released_seats", where, False)
+    credit = fields.flag(body, "credit_released_seats", where, False)
     if credit and (body.get("included_seats") is None or body.get("extra_seat_price") is None):
         raise CatalogError(f"{where}: credit_released_seats needs included_seats and "
                            f"extra_seat_price (only extra seats are paid for, and credited)")
@@ -780,14 +700,15 @@ def _released_seats(body: dict[str, Any], where: str) -> bool:
 
 def _pack(pid: str, body: dict[str, Any]) -> Pack:
     where = f"pack {pid}"
-    _known_keys(body, {"name", "metric", "quantity", "price"}, where)
-    return Pack(pid, _text(body, "name", where), _text(body, "metric", where),
-                _decimal(body.get("quantity"), f"{where}.quantity"),
-                _money(body.get("price"), f"{where}.price"))
+    fields.known_keys(body, {"name", "metric", "quantity", "price"}, where)
+    return Pack(pid, fields.text(body, "name", where), fields.text(body, "metric", where),
+                fields.amount(body.get("quantity"), f"{where}.quantity"),
+                fields.money(body.get("price"), f"{where}.price"))
 
 
 def _addon(aid: str, body: dict[str, Any]) -> AddOn:
     where = f"add-on {aid}"
-    _known_keys(body, {"name", "price", "features"}, where)
-    return AddOn(aid, _text(body, "name", where), _money(body.get("price"), f"{where}.price"),
-                 _names(body, "features", where))
+    fields.known_keys(body, {"name", "price", "features"}, where)
+    return AddOn(aid, fields.text(body, "name", where),
+                 fields.money(body.get("price"), f"{where}.price"),
+                 fields.names(body, "features", where))
