@@ -22,6 +22,7 @@ from consumers.positions import EventStorePositions, skip_record
 from domain.app.billing_app import BillingApplication
 from domain.app.ports import CommandOutcome, UsageKey
 from domain.app.run_command import command_key
+from domain.catalog.redemptions import CouponRedemptions
 from domain.contracts.commands import Command, execute, parse_command
 from domain.shared.errors import BillingError
 from domain.subscription.aggregate import Subscription
@@ -75,6 +76,8 @@ class CommandIngestor:
         recorded: list[UsageKey] = []
         outcomes: list[CommandOutcome] = []
         self.app.revalidate(c.subscription for _, c in parsed)
+        redemptions: dict[str, CouponRedemptions] = {}  # the coupons redeemed in this batch
+        redeem = self.app.redeemer(redemptions)
         stats = CommandStats()
         try:
             for (record, command), key in zip(parsed, keys, strict=True):
@@ -84,7 +87,7 @@ class CommandIngestor:
                 recorded.append(key)
                 current = touched.get(command.subscription) or self.app.find(command.subscription)
                 try:
-                    subscription, outcome = execute(current, command, self.app.catalog)
+                    subscription, outcome = execute(current, command, self.app.catalog, redeem)
                 except BillingError as e:
                     letters.append((record, e.code, str(e)))
                     outcomes.append(refused(command, current, e))
@@ -104,7 +107,7 @@ class CommandIngestor:
             self.dead_letters.flush()
             changed = [s for s in touched.values() if s.pending_events]
             tracking = Tracking(self.positions.name(tp.topic, tp.partition), records[-1].offset)
-            self.app.save_batch(changed, tracking, recorded, outcomes)
+            self.app.save_batch([*changed, *redemptions.values()], tracking, recorded, outcomes)
         except Exception:
             self.app.evict(touched)
             raise

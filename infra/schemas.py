@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from domain.catalog.coupons import COUPON_KEYS, COUPON_SCOPES, DURATIONS
 from domain.catalog.fields import MOMENT
 from domain.catalog.model import (
     AGGREGATIONS,
@@ -249,6 +250,10 @@ def catalog() -> dict[str, Any]:
                 "type": "integer", "exclusiveMinimum": 0, "maximum": 100}},
             "late_usage_grace_minutes": WHOLE}
     issuer = {key: WHOLE if key == "payment_terms_days" else NAME for key in sorted(ISSUER_KEYS)}
+    coupon = {"name": NAME, "percent_off": AMOUNT, "amount_off": MONEY,
+              "duration": {"enum": list(DURATIONS)}, "periods": WHOLE,
+              "applies_to": {"enum": list(COUPON_SCOPES)}, "max_redemptions": WHOLE,
+              "redeem_by": {"type": "string", "pattern": f"^{MOMENT}$"}, "plans": NAMES}
     assert set(head) == HEAD_KEYS
     top = {
         "catalog": _closed(head, ("id", "currency")),
@@ -262,8 +267,9 @@ def catalog() -> dict[str, Any]:
             {"name": NAME, "price": MONEY, "features": NAMES}, ("name", "price"))},
         "user_plans": {"type": "object", "additionalProperties": {
             "type": "object", "additionalProperties": MONEY}},
-        "issuer": _closed(issuer)}
-    assert set(top) == TOP_KEYS
+        "issuer": _closed(issuer),
+        "coupons": {"type": "object", "additionalProperties": _closed(coupon, ("name",))}}
+    assert set(top) == TOP_KEYS and set(coupon) == COUPON_KEYS
     return _schema("catalog", "catalog file", (
         "A catalog (TOML, as read by tomllib) checked for its structure and the syntax of "
         "each value. The loader (domain/catalog/model.py) also checks what relates values "

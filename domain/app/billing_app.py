@@ -31,10 +31,13 @@ from domain.app import (
 from domain.app.ports import CommandOutcome, StreamReader, UsageKey, UsageLedger
 from domain.billing.clock import CLOCK_ID, BillingClock
 from domain.billing.invoice_document import issuer_with_defaults
+from domain.catalog.coupons import Coupon
 from domain.catalog.model import Catalog
+from domain.catalog.redemptions import CouponRedemptions, redemptions_id
 from domain.contracts.commands import Command, Outcome
 from domain.shared.errors import UnknownSubscription
 from domain.subscription.aggregate import Subscription
+from domain.subscription.coupons import Redeem
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,17 @@ class BillingApplication(Application[str]):
             return None
         assert isinstance(found, kind)
         return found
+
+    def redeemer(self, touched: dict[str, CouponRedemptions]) -> Redeem:
+        """A coupon's redemptions as stored (or opened), redeemed and kept in `touched` for the
+        caller to save in the same transaction as the subscription."""
+        def redeem(coupon: Coupon, subscription: str, at: datetime) -> None:
+            stream = redemptions_id(self.catalog.id, coupon.id)
+            counter = touched.get(stream) or self.stored(stream, CouponRedemptions) \
+                or CouponRedemptions.open(self.catalog.id, coupon.id, at)
+            counter.redeem(subscription, coupon.max_redemptions, at)
+            touched[stream] = counter
+        return redeem
 
     def cached(self, stream: str) -> Any | None:
         return self._cache.get(stream)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from domain.app.ports import CommandOutcome, UsageKey
 from domain.app.retry import retry_on_conflict
+from domain.catalog.redemptions import CouponRedemptions
 from domain.contracts.commands import Command, Outcome, execute
 
 if TYPE_CHECKING:
@@ -27,8 +28,11 @@ def run_command(app: BillingApplication, command: Command) -> Outcome:
         if app.usage_ledger().seen_usage([key]):
             return Outcome(command, "duplicate", 0)
         app.revalidate([command.subscription])
-        subscription, outcome = execute(app.find(command.subscription), command, app.catalog)
-        app.save_batch([subscription], tracking=None, usage_keys=[key], command_outcomes=[
+        redemptions: dict[str, CouponRedemptions] = {}
+        subscription, outcome = execute(app.find(command.subscription), command, app.catalog,
+                                        app.redeemer(redemptions))
+        app.save_batch([subscription, *redemptions.values()], tracking=None, usage_keys=[key],
+                       command_outcomes=[
             CommandOutcome(command.subscription, command.id, command.type,
                            subscription.account, outcome.result, events=outcome.events)])
         return outcome

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.catalog import fields
+from domain.catalog.coupons import Coupon, parse_coupon
 from domain.catalog.fields import CENT
 from domain.contracts.usage import PROPERTY_NAME
 from domain.shared.errors import CatalogError, CommandRefused, UnknownPlan
@@ -234,10 +235,18 @@ class Catalog:
     source_sha256: str = ""
     source: str = ""  # the TOML text, recorded with the version in the event store
     issuer: dict[str, Any] = field(default_factory=dict)  # the seller on invoices
+    coupons: dict[str, Coupon] = field(default_factory=dict)
 
     def aggregations(self) -> dict[str, str]:
         """Each metric's aggregation (one per catalog: checked when it is read)."""
         return {m: a.aggregation for p in self.plans.values() for m, a in p.allowances.items()}
+
+    def coupon(self, coupon_id: str) -> Coupon:
+        try:
+            return self.coupons[coupon_id]
+        except KeyError:
+            raise CommandRefused(f"no coupon {coupon_id!r} in catalog {self.id}",
+                                 "unknown_coupon") from None
 
     def plan(self, plan_id: str) -> Plan:
         try:
@@ -295,6 +304,8 @@ class Catalog:
                  for pid, body in fields.table(raw, "packs", "catalog file").items()}
         addons = {aid: _addon(aid, body)
                   for aid, body in fields.table(raw, "addons", "catalog file").items()}
+        coupons = {cid: parse_coupon(cid, body, set(plans))
+                   for cid, body in fields.table(raw, "coupons", "catalog file").items()}
         solutions = fields.table(raw, "user_plans", "catalog file")
         user_plans = {
             solution: {level: fields.money(price, f"user_plans.{solution}.{level}")
@@ -333,6 +344,7 @@ class Catalog:
             plans=plans,
             packs=packs,
             addons=addons,
+            coupons=coupons,
             user_plans=user_plans,
             free_plan=free_plan,
             thresholds=tuple(sorted(thresholds)),
@@ -620,7 +632,7 @@ ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap
                   "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
                   "aggregation", "unique_of", "of", "where", "billed"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
-TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer"}
+TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer", "coupons"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",
                "payment_terms_days"}
 

@@ -19,6 +19,7 @@ from domain.contracts.usage import DECIMAL_STRING, MAX_TEXT, parse_rfc3339
 from domain.shared.errors import CommandRefused, InvalidCommand
 from domain.shared.text import InvalidText, check_all_text
 from domain.subscription.aggregate import Subscription
+from domain.subscription.coupons import Redeem
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ SAFE_INTEGER = 2**53
 FIELD_KINDS = ("text", "integer", "flag", "amount", "object", "names")
 FIELDS: dict[str, dict[str, str]] = {
     "subscribe": {"plan": "text", "account": "text?", "period": "text?", "trial": "flag?",
-                  "seats": "integer?", "customer": "object?"},
+                  "seats": "integer?", "customer": "object?", "coupon": "text?"},
+    "apply_coupon": {"coupon": "text"},
     "change_plan": {"plan": "text", "keep_workspace": "text?"},
     "cancel": {}, "reactivate": {}, "advance": {},
     "add_seats": {"count": "integer"},
@@ -187,8 +189,10 @@ COMMAND_PERIODS_AHEAD = 24
 
 
 def execute(subscription: Subscription | None, command: Command,
-            catalog: Catalog) -> tuple[Subscription, Outcome]:
-    """Run a command; returns the (new or changed) aggregate with pending events."""
+            catalog: Catalog, redeem: Redeem | None = None) -> tuple[Subscription, Outcome]:
+    """Run a command; returns the (new or changed) aggregate with pending events. `redeem`
+    records a coupon's redemption where the caller keeps its aggregate (none in a preview:
+    a coupon's redemption limit is then not checked)."""
     if command.type == "subscribe":
         if subscription is not None:
             raise CommandRefused(f"subscription {command.subscription} exists",
@@ -200,6 +204,9 @@ def execute(subscription: Subscription | None, command: Command,
             seats=command.integer("seats") if "seats" in command.fields else None,
             customer=command.mapping("customer"),
         )
+        coupon = command.text("coupon", False)
+        if coupon:
+            created.apply_coupon(catalog.coupon(coupon), command.at, redeem)
         return created, Outcome(command, "applied", len(created.pending_events))
     if subscription is None:
         raise CommandRefused(f"no subscription {command.subscription!r}", "unknown_subscription")
@@ -210,7 +217,11 @@ def execute(subscription: Subscription | None, command: Command,
     subscription.check_not_too_far_ahead(command.at, periods=COMMAND_PERIODS_AHEAD)
     before = len(subscription.pending_events)
     subscription.advance_to(command.at, catalog)
-    result = HANDLERS[command.type](subscription, command, catalog)
+    if command.type == "apply_coupon":
+        subscription.apply_coupon(catalog.coupon(command.required("coupon")), command.at, redeem)
+        result = "applied"
+    else:
+        result = HANDLERS[command.type](subscription, command, catalog)
     return subscription, Outcome(command, result, len(subscription.pending_events) - before)
 
 
@@ -324,6 +335,7 @@ def _cmd_advance(s: Subscription, c: Command, catalog: Catalog) -> str:
 
 HANDLERS: dict[str, Handler] = {
     "subscribe": lambda s, c, k: "applied",  # handled in execute (creates the aggregate)
+    "apply_coupon": lambda s, c, k: "applied",  # handled in execute (may redeem a coupon)
     "change_plan": _cmd_change_plan,
     "cancel": _cmd_cancel,
     "reactivate": _cmd_reactivate,

@@ -37,6 +37,7 @@ from domain.shared.events import DomainEvent, Snapshot
 from domain.shared.periods import add_months, require_aware
 from domain.shared.topics import keep_topics
 from domain.subscription import (
+    coupons,
     cycles,
     events,
     extras,
@@ -64,6 +65,8 @@ class Subscription(BaseAggregate[str]):
     # What metrics billed on use have been charged in the open cycle (metric -> amount, as
     # text); absent likewise: read with getattr.
     advance_billed: dict[str, str]
+    # The active coupon (domain/subscription/coupons.py); absent likewise.
+    coupon: dict[str, Any] | None
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -88,6 +91,7 @@ class Subscription(BaseAggregate[str]):
     UserPlanUnassigned = events.UserPlanUnassigned
     PackPurchased = events.PackPurchased
     UsageCharged = events.UsageCharged
+    CouponApplied = events.CouponApplied
     AddOnAdded = events.AddOnAdded
     AddOnRemovalScheduled = events.AddOnRemovalScheduled
     WorkspaceCreated = events.WorkspaceCreated
@@ -355,6 +359,13 @@ class Subscription(BaseAggregate[str]):
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
+
+    # ------------------------------------------------------------------------ coupons --
+    # in domain/subscription/coupons.py
+    apply_coupon = coupons.apply_coupon
+    _coupon_applied = event(CouponApplied)(coupons._coupon_applied)
+    coupon_now = coupons.coupon_now
+    _spend_coupon_period = coupons._spend_coupon_period
 
     # ---------------------------------------------------------------------- payments --
     # in domain/subscription/invoicing.py

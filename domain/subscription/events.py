@@ -212,6 +212,14 @@ class PackPurchased(DomainEvent):
     charges: list[Charge]
 
 
+class CouponApplied(DomainEvent):
+    """A coupon's terms as the catalog said when it was applied (id, name, percent_off or
+    amount_off, applies_to, periods)."""
+
+    class_version = 1
+    coupon: dict[str, Any]
+
+
 class UsageCharged(DomainEvent):
     """Usage of metrics billed on use (`billed = "in_advance"`) charged as it was recorded:
     the lines, and what each metric has been charged in the cycle so far."""

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from domain.billing.charges import Charge
+from domain.billing.discounts import discount_lines, uses_a_period
 from domain.billing.invoice_document import build_invoice, credit_lines
 from domain.shared.errors import (
     CommandRefused,
@@ -73,6 +74,7 @@ def preview_invoice(self: Subscription, issuer: dict[str, Any], at: datetime,
     """The draft as it would be issued at `at` (no number): a dry run. An invoice holds
     the lines of the events up to its trigger, however late the invoicer runs."""
     lines = self.lines_due(self.version if through_version is None else through_version)
+    lines = lines + discount_lines(self.coupon_now(), lines)
     return build_invoice(number=None, subscription=self.id, account=self.account,
                          customer=self.customer, issuer=issuer,
                          currency=str(self.terms["currency"]), lines=lines, issued_at=at)
@@ -98,6 +100,8 @@ def _invoice_issued(self: Subscription, document: dict[str, Any], invoiced_throu
     self.invoiced_through = invoiced_through
     self.invoices[document["number"]] = {"total": document["total"], "status": "issued",
                                          "kind": "invoice", "document": document}
+    if uses_a_period(document):
+        self._spend_coupon_period()
 
 
 def void_invoice(self: Subscription, number: str, at: datetime) -> None:

@@ -343,6 +343,8 @@ RULES = {
     "proration_credit": "credit for the unused rest of the period: -price x (end - t)/(end - s)",
     "proration_charge": "charge for the rest of the period: price x (end - t)/(end - start)",
     "credit": "credit note: the invoice line negated",
+    "discount": "coupon: percent_off x (the plan fee lines, or every line of the invoice), or "
+                "amount_off capped at it; on invoices that charge a period's plan fee",
     "true_up": "minimum spend of an allowance per period, less its usage charges; prorated "
                "by (end - start) / (a full period) when the cycle was cut short",
 }
@@ -351,6 +353,7 @@ RULES = {
 def explain_invoice(app: Any, document: dict[str, Any]) -> dict[str, Any]:
     """Each line with the event that produced it, the catalog version in force and the rule;
     and the invoice recomputed from those events, which must equal it to the cent."""
+    from domain.billing.discounts import discount_lines
     from domain.billing.invoice_document import build_invoice
 
     sid = document["subscription"]
@@ -371,6 +374,11 @@ def explain_invoice(app: Any, document: dict[str, Any]) -> dict[str, Any]:
     for version in sorted({x.get("source_version") for x in document["lines"]} - {None}):
         charges = getattr(events[version], "charges", [])
         recompute += [{**c, "event_version": version} for c in charges]
+    issued = [v for v, e in events.items() if type(e).__qualname__.endswith("InvoiceIssued")
+              and e.document["number"] == document["number"]]
+    if issued:  # the coupon as it stood when the invoice was issued
+        coupon = app.repository.get(sid, version=issued[0] - 1).coupon_now()
+        recompute += discount_lines(coupon, recompute)
     again = build_invoice(
         number=document["number"], subscription=sid, account=document["account"],
         customer={**document["buyer"]}, issuer={**document["seller"]},

@@ -103,12 +103,12 @@ class Journey:
     the invoicer runs after every step."""
 
     def __init__(self, catalog: Catalog, subscription_id: str, plan: str, at: datetime,
-                 customer: dict[str, Any], period: str = "month") -> None:
+                 customer: dict[str, Any], period: str = "month", **options: Any) -> None:
         self.catalog = catalog
         self.subscription_id = subscription_id
         self.commands = self.usages = 0
         created, _ = execute(None, self._parse("subscribe", at, plan=plan, period=period,
-                                               customer=customer), catalog)
+                                               customer=customer, **options), catalog)
         self.sub = created
         self.invoicer = Invoicer(created, issuer_with_defaults(catalog.issuer))
         self.invoicer.run()

@@ -17,7 +17,8 @@ import domain
 
 SUBSCRIPTION_EVENTS = (
     "AddOnAdded", "AddOnRemovalScheduled", "AgreementRenewed", "BillingPeriodChangeScheduled",
-    "CancellationScheduled", "CancellationWithdrawn", "CountReported", "CreditNoteIssued",
+    "CancellationScheduled", "CancellationWithdrawn", "CountReported", "CouponApplied",
+    "CreditNoteIssued",
     "CustomerUpdated", "CycleRolled", "DailyAllowanceReset", "DailyCapReached",
     "DowngradeScheduled", "FeatureActivated", "FeatureDeactivated", "InvoiceIssued",
     "InvoiceVoided", "LateUsageRecorded", "MemberAdded", "PackPurchased", "PaymentFailed",
@@ -32,6 +33,9 @@ STORED_TOPICS = {
     "domain.catalog_versions:DeploymentCatalog",
     "domain.catalog_versions:DeploymentCatalog.Chosen",
     "domain.clock:BillingClock",
+    "domain.coupon_redemptions:CouponRedemptions",
+    "domain.coupon_redemptions:CouponRedemptions.Opened",
+    "domain.coupon_redemptions:CouponRedemptions.Redeemed",
     "domain.clock:BillingClock.Advanced",
     "domain.clock:BillingClock.Started",
     "domain.invoice_series:InvoiceSeries",

@@ -1,0 +1,79 @@
+"""Coupons through the real command paths (PostgreSQL, and Kafka for the topic): a coupon's
+redemptions are written in the transaction of the subscription that redeems it, so its limit
+holds across subscriptions and across the command topic's batches; a refusal is dead-lettered
+with its code; the discounted invoice comes from the invoicer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from domain.contracts.commands import parse_command
+from domain.shared.errors import BillingError
+from infra.config import Settings
+from infra.wiring.engine import Engine
+from tests.conftest import TestStack
+from tests.integration.helpers import invoice_everything, publish, read_topic
+from tests.integration.test_commands import command, run_commands
+
+pytestmark = pytest.mark.integration
+
+CATALOG = """
+[catalog]
+id = "shop"
+currency = "EUR"
+
+[plans.team]
+name = "Team"
+price = "50.00"
+
+[coupons.LAUNCH]
+name = "Launch"
+percent_off = 20
+applies_to = "plan"
+max_redemptions = 2
+"""
+
+
+@pytest.fixture
+def shop(settings: Settings, database_url: str, stack: TestStack,
+         tmp_path: Path) -> Iterator[Engine]:
+    catalog = tmp_path / "shop.toml"
+    catalog.write_text(CATALOG)
+    opened = Engine.open(dataclasses.replace(settings, catalog_path=catalog), database_url,
+                         stack.kafka_bootstrap)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_a_coupons_limit_holds_across_the_api_and_the_command_topic(shop: Engine) -> None:
+    t = "2026-11-01T00:00:00+00:00"
+    shop.app.handle(parse_command({"id": "c1", "type": "subscribe", "subscription": "s1",
+                                   "at": t, "plan": "team", "coupon": "LAUNCH"}))
+    stream = [command("c2", "subscribe", "s2", t, plan="team"),
+              command("c3", "apply_coupon", "s2", t, coupon="LAUNCH"),
+              command("c4", "subscribe", "s3", t, plan="team", coupon="LAUNCH")]
+    run_commands(shop, publish(shop, stream, shop.settings.topics.commands))
+    letters = [orjson.loads(r.value) for r in read_topic(shop, shop.settings.topics.dlq, 1)]
+    assert [x["code"] for x in letters] == ["coupon_exhausted"]
+    assert shop.app.load_as_stored("s2").coupon_now()["id"] == "LAUNCH"
+    with pytest.raises(BillingError) as refused:
+        shop.app.handle(parse_command({"id": "c5", "type": "apply_coupon", "subscription": "s2",
+                                       "at": t, "coupon": "LAUNCH"}))
+    assert refused.value.code == "coupon_active"
+    redeemed = shop.app.repository.get("coupon:shop:LAUNCH")
+    assert redeemed.redeemed_by == ["s1", "s2"]
+
+    shop.app.advance_clock(datetime(2026, 12, 1, 2, tzinfo=UTC), ["s1"])
+    invoice_everything(shop)
+    documents = [i["document"] for i in shop.app.load_as_stored("s1").invoices.values()]
+    assert [[(x["description"], x["amount"]) for x in d["lines"]] for d in documents] == [
+        [("Team (month)", "50.00"), ("Coupon Launch: 20 % off the plan fee", "-10.00")],
+        [("Team (month)", "50.00")]]  # `once`, the default
