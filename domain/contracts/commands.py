@@ -93,6 +93,9 @@ FIELDS: dict[str, dict[str, str]] = {
     "subscribe": {"plan": "text", "account": "text?", "period": "text?", "trial": "flag?",
                   "seats": "integer?", "customer": "object?", "coupon": "text?"},
     "apply_coupon": {"coupon": "text"},
+    "grant_credits": {"amount": "amount", "priority": "integer?", "expires_at": "text?",
+                      "purchased": "flag?", "reason": "text?"},
+    "configure_auto_top_up": {"threshold": "amount", "amount": "amount"},
     "change_plan": {"plan": "text", "keep_workspace": "text?"},
     "cancel": {}, "reactivate": {}, "advance": {},
     "add_seats": {"count": "integer"},
@@ -329,6 +332,22 @@ def _cmd_void_invoice(s: Subscription, c: Command, catalog: Catalog) -> str:
     return "applied"
 
 
+def _cmd_grant_credits(s: Subscription, c: Command, catalog: Catalog) -> str:
+    expires = c.text("expires_at", False)
+    try:
+        expires_at = None if expires is None else parse_rfc3339(expires)
+    except ValueError as e:
+        raise InvalidCommand(f"grant_credits: 'expires_at': {e}", "invalid_field") from None
+    s.grant_credits(c.amount("amount"), c.at, priority=c.integer("priority", 0),
+                    expires_at=expires_at, purchased=c.flag("purchased"),
+                    reason=c.text("reason", False))
+    return "applied"
+
+
+def _cmd_configure_auto_top_up(s: Subscription, c: Command, catalog: Catalog) -> str:
+    return _applied(s.configure_auto_top_up(c.amount("threshold"), c.amount("amount"), c.at))
+
+
 def _cmd_advance(s: Subscription, c: Command, catalog: Catalog) -> str:
     return "applied"  # `execute` already advanced the subscription to the command's time
 
@@ -358,4 +377,6 @@ HANDLERS: dict[str, Handler] = {
     "update_customer": _cmd_update_customer,
     "void_invoice": _cmd_void_invoice,
     "update_profile": _cmd_update_profile,
+    "grant_credits": _cmd_grant_credits,
+    "configure_auto_top_up": _cmd_configure_auto_top_up,
 }

@@ -38,6 +38,7 @@ from domain.shared.periods import add_months, require_aware
 from domain.shared.topics import keep_topics
 from domain.subscription import (
     coupons,
+    credits,
     cycles,
     events,
     extras,
@@ -67,6 +68,9 @@ class Subscription(BaseAggregate[str]):
     advance_billed: dict[str, str]
     # The active coupon (domain/subscription/coupons.py); absent likewise.
     coupon: dict[str, Any] | None
+    # Prepaid credits and the automatic top-up (domain/subscription/credits.py); absent likewise.
+    credit_grants: list[dict[str, Any]]
+    auto_top_up: dict[str, str] | None
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -92,6 +96,8 @@ class Subscription(BaseAggregate[str]):
     PackPurchased = events.PackPurchased
     UsageCharged = events.UsageCharged
     CouponApplied = events.CouponApplied
+    CreditsGranted = events.CreditsGranted
+    AutoTopUpConfigured = events.AutoTopUpConfigured
     AddOnAdded = events.AddOnAdded
     AddOnRemovalScheduled = events.AddOnRemovalScheduled
     WorkspaceCreated = events.WorkspaceCreated
@@ -355,7 +361,7 @@ class Subscription(BaseAggregate[str]):
     # such as user plans assigned on subscribing) opens that period and is invoiced at once.
     # Lines not invoiced by their own event go on the next invoice.
     INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased",
-                                    "UsageCharged"})
+                                    "UsageCharged", "CreditsGranted"})
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
@@ -366,6 +372,18 @@ class Subscription(BaseAggregate[str]):
     _coupon_applied = event(CouponApplied)(coupons._coupon_applied)
     coupon_now = coupons.coupon_now
     _spend_coupon_period = coupons._spend_coupon_period
+
+    # ------------------------------------------------------------------------ credits --
+    # in domain/subscription/credits.py
+    grant_credits = credits.grant_credits
+    _credits_granted = event(CreditsGranted)(credits._credits_granted)
+    configure_auto_top_up = credits.configure_auto_top_up
+    _auto_top_up_configured = event(AutoTopUpConfigured)(credits._auto_top_up_configured)
+    credit_grants_now = credits.credit_grants_now
+    credit_balance = credits.credit_balance
+    with_credits = credits.with_credits
+    _spend_credits = credits._spend_credits
+    top_up_if_low = credits.top_up_if_low
 
     # ---------------------------------------------------------------------- payments --
     # in domain/subscription/invoicing.py

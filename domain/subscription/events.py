@@ -212,6 +212,25 @@ class PackPurchased(DomainEvent):
     charges: list[Charge]
 
 
+class CreditsGranted(DomainEvent):
+    """Prepaid credits: `grant` (g1, g2, ...), `amount`, `priority`, `expires_at` (or None),
+    `purchased` (a top-up, charged in `charges`) and `reason`."""
+
+    class_version = 1
+    grant: str
+    amount: str
+    priority: int
+    expires_at: str | None
+    purchased: bool
+    reason: str | None
+    charges: list[Charge]
+
+
+class AutoTopUpConfigured(DomainEvent):
+    class_version = 1
+    setting: dict[str, str] | None  # {"threshold", "amount"}, or None: off
+
+
 class CouponApplied(DomainEvent):
     """A coupon's terms as the catalog said when it was applied (id, name, percent_off or
     amount_off, applies_to, periods)."""

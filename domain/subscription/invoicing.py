@@ -75,9 +75,9 @@ def preview_invoice(self: Subscription, issuer: dict[str, Any], at: datetime,
     the lines of the events up to its trigger, however late the invoicer runs."""
     lines = self.lines_due(self.version if through_version is None else through_version)
     lines = lines + discount_lines(self.coupon_now(), lines)
-    return build_invoice(number=None, subscription=self.id, account=self.account,
-                         customer=self.customer, issuer=issuer,
-                         currency=str(self.terms["currency"]), lines=lines, issued_at=at)
+    return self.with_credits(build_invoice(
+        number=None, subscription=self.id, account=self.account, customer=self.customer,
+        issuer=issuer, currency=str(self.terms["currency"]), lines=lines, issued_at=at), at)
 
 
 def issue_invoice(self: Subscription, number: str, issuer: dict[str, Any], trigger_version: int,
@@ -91,6 +91,7 @@ def issue_invoice(self: Subscription, number: str, issuer: dict[str, Any], trigg
         draft = self.preview_invoice(issuer, at, trigger_version)
     document = {**draft, "number": number}
     self._invoice_issued(document=document, invoiced_through=trigger_version, timestamp=at)
+    self.top_up_if_low(at)
     return document
 
 
@@ -102,6 +103,10 @@ def _invoice_issued(self: Subscription, document: dict[str, Any], invoiced_throu
                                          "kind": "invoice", "document": document}
     if uses_a_period(document):
         self._spend_coupon_period()
+    if "credits_applied" in document:
+        self._spend_credits(document["credits_applied"], -1)
+        if Decimal(document["amount_due"]) == 0:
+            self.invoices[document["number"]]["status"] = "paid"
 
 
 def void_invoice(self: Subscription, number: str, at: datetime) -> None:
@@ -139,12 +144,16 @@ def issue_credit_note(self: Subscription, invoice_number: str, number: str, issu
                                       ("country", "vat_id", "business")}},
         issuer=issuer, currency=original["currency"], lines=credit_lines(original),
         issued_at=at, kind="credit_note", references=invoice_number)
+    if "credits_applied" in original:  # what credits paid goes back to their grants
+        document["credits_returned"] = original["credits_applied"]
     self._credit_note_issued(document=document, timestamp=at)
     return document
 
 
 def _credit_note_issued(self: Subscription, document: dict[str, Any], timestamp: datetime) -> None:
     self.invoices[document["references"]]["status"] = "credited"
+    if "credits_returned" in document:
+        self._spend_credits(document["credits_returned"], +1)
     self.invoices[document["number"]] = {"total": document["total"], "status": "issued",
                                          "kind": "credit_note"}
 

@@ -53,6 +53,8 @@ def invoice_html(doc: dict[str, Any]) -> str:
     breakdown = "\n".join(
         f"<tr><td>VAT {e(b['rate'])} % on {_money(b['base'], cur)}</td>"
         f"<td class=num>{_money(b['tax'], cur)}</td></tr>" for b in doc["tax_breakdown"])
+    credits = "\n".join(f"<tr><td>{e(label)}</td><td class=num>{_money(value, cur)}</td></tr>"
+                        for label, value in credit_rows(doc))
     status = doc.get("status")
     refers = (f"<p>Credit note for invoice <b>{e(doc['references'])}</b></p>"
               if doc.get("references") else "")
@@ -85,11 +87,20 @@ th, td {{ padding: 6px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
 <tr><td>Subtotal</td><td class=num>{_money(doc['subtotal'], cur)}</td></tr>
 {breakdown}
 <tr class=total><td>Total</td><td class=num>{_money(doc['total'], cur)}</td></tr>
+{credits}
 </table>
 <p class=muted>{e(doc['tax_note'])}. Amounts in {cur}; each line rounded half up to the cent.
 Subscription {e(doc['subscription'])}.</p>
 </body></html>
 """
+
+
+def credit_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Prepaid credits that paid the invoice, by grant, and what is left to pay."""
+    if "credits_applied" not in doc:
+        return []
+    return [*((f"Prepaid credits ({a['grant']})", f"-{a['amount']}")
+              for a in doc["credits_applied"]), ("Amount due", doc["amount_due"])]
 
 
 def invoice_pdf(doc: dict[str, Any]) -> bytes:
@@ -158,6 +169,10 @@ def invoice_pdf(doc: dict[str, Any]) -> bytes:
     pdf.cell(154, 8, "Total", align="R", border="T")
     pdf.cell(36, 8, _money(doc["total"], cur), align="R", border="T", new_x="LMARGIN",
              new_y="NEXT")
+    pdf.set_font(FONT, "", 10)
+    for label, value in credit_rows(doc):
+        pdf.cell(154, 6, _printable(label), align="R")
+        pdf.cell(36, 6, _money(value, cur), align="R", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
     pdf.set_font(FONT, "", 8)
     pdf.multi_cell(0, 4, _printable(f"{doc['tax_note']}. Amounts in {cur}; each line rounded half "

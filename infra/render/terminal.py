@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from domain.shared.money import MINOR_UNITS, plain
+from infra.render.invoice import credit_rows
 
 if TYPE_CHECKING:
     from domain.catalog.model import Allowance, Catalog
@@ -47,6 +48,8 @@ def print_invoice(doc: dict[str, Any]) -> None:
     for b in doc["tax_breakdown"]:
         print(f"  {'VAT ' + b['rate'] + ' % on ' + b['base']:>74} {b['tax']:>10} {cur}")
     print(f"  {'total':>74} {doc['total']:>10} {cur}")
+    for label, value in credit_rows(doc):
+        print(f"  {label:>74} {value:>10} {cur}")
     print(f"  {doc['tax_note']}")
     if doc.get("tax_warning"):
         print(f"  WARNING: {doc['tax_warning']}")

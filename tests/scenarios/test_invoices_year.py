@@ -83,17 +83,18 @@ class Invoicer:
     def run(self) -> list[dict[str, Any]]:
         """Invoice the triggers among the events collected since the last run."""
         sub = self.subscription
-        events = sub.collect_events()
-        self.history.extend(events)
         issued = []
-        for event in events:
-            version = event.originator_version
-            if version <= sub.invoiced_through or not sub.lines_due(version) \
-                    or not sub.invoices_on(type(event).__name__, version):
-                continue
-            number = self.numbers(event.timestamp).assign(sub.id, event.timestamp)
-            issued.append(sub.issue_invoice(number, self.issuer, version, event.timestamp))
-        self.history.extend(sub.collect_events())
+        events = sub.collect_events()
+        while events:  # issuing may trigger more (an automatic top-up of credits)
+            self.history.extend(events)
+            for event in events:
+                version = event.originator_version
+                if version <= sub.invoiced_through or not sub.lines_due(version) \
+                        or not sub.invoices_on(type(event).__name__, version):
+                    continue
+                number = self.numbers(event.timestamp).assign(sub.id, event.timestamp)
+                issued.append(sub.issue_invoice(number, self.issuer, version, event.timestamp))
+            events = sub.collect_events()
         self.issued.extend(issued)
         return issued
 

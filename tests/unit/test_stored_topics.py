@@ -17,8 +17,8 @@ import domain
 
 SUBSCRIPTION_EVENTS = (
     "AddOnAdded", "AddOnRemovalScheduled", "AgreementRenewed", "BillingPeriodChangeScheduled",
-    "CancellationScheduled", "CancellationWithdrawn", "CountReported", "CouponApplied",
-    "CreditNoteIssued",
+    "AutoTopUpConfigured", "CancellationScheduled", "CancellationWithdrawn", "CountReported",
+    "CouponApplied", "CreditNoteIssued", "CreditsGranted",
     "CustomerUpdated", "CycleRolled", "DailyAllowanceReset", "DailyCapReached",
     "DowngradeScheduled", "FeatureActivated", "FeatureDeactivated", "InvoiceIssued",
     "InvoiceVoided", "LateUsageRecorded", "MemberAdded", "PackPurchased", "PaymentFailed",

@@ -1,0 +1,147 @@
+"""Prepaid credits on a subscription (docs/domain.md, "Prepaid credits"): money granted (free,
+or bought as a top-up) with a priority and an expiry, applied to invoices as they are issued,
+each application naming the grant it came from; an automatic top-up when the balance falls
+under a threshold. Commands and appliers of `Subscription`, named in its class body.
+
+Credits pay an invoice's total (tax included), like a prepayment: the invoice's tax is that of
+its lines, and `amount_due` is what is left to pay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from domain.billing.charges import Charge, charge
+from domain.shared.errors import CommandRefused
+from domain.shared.periods import require_aware
+
+if TYPE_CHECKING:
+    from domain.subscription.aggregate import Subscription
+
+CENT = Decimal("0.01")
+NEVER = "9999-12-31T23:59:59+00:00"  # sorts after every expiry
+
+
+def grant_credits(self: Subscription, amount: Decimal, at: datetime, *, priority: int = 0,
+                  expires_at: datetime | None = None, purchased: bool = False,
+                  reason: str | None = None) -> None:
+    """`purchased`: a top-up the customer pays for, charged (and invoiced) at once; otherwise
+    a grant (a goodwill credit, a promotion)."""
+    require_aware(at)
+    self.check_not_ended()
+    check_credit_amount(amount, "amount")
+    if expires_at is not None and expires_at <= at:
+        raise CommandRefused(f"credits expiring {expires_at.isoformat()} would never be usable",
+                             "invalid_expiry")
+    grants = self.credit_grants_now()
+    charges: list[Charge] = []
+    if purchased:
+        label = f"Prepaid credits ({reason})" if reason else "Prepaid credits"
+        charges = [charge("credit_purchase", label, 1, amount.quantize(CENT), amount)]
+    self._credits_granted(grant=f"g{len(grants) + 1}", amount=str(amount.quantize(CENT)),
+                          priority=priority,
+                          expires_at=None if expires_at is None else expires_at.isoformat(),
+                          purchased=purchased, reason=reason, charges=charges, timestamp=at)
+
+
+def check_credit_amount(amount: Decimal, name: str) -> None:
+    if amount <= 0 or amount != amount.quantize(CENT):
+        raise CommandRefused(f"{name} is an amount above 0 with at most two decimals",
+                             "invalid_amount")
+
+
+def _credits_granted(self: Subscription, grant: str, amount: str, priority: int,
+                     expires_at: str | None, purchased: bool, reason: str | None,
+                     charges: list[Charge], timestamp: datetime) -> None:
+    self._bill(charges)
+    self.credit_grants = [*self.credit_grants_now(), {
+        "id": grant, "amount": amount, "remaining": amount, "priority": priority,
+        "expires_at": expires_at, "purchased": purchased}]
+
+
+def configure_auto_top_up(self: Subscription, threshold: Decimal, amount: Decimal,
+                          at: datetime) -> bool:
+    """When an issued invoice leaves less than `threshold` of credits, buy `amount` more. An
+    amount of 0 turns it off."""
+    require_aware(at)
+    self.check_not_ended()
+    if amount:
+        check_credit_amount(amount, "amount")
+    setting = {"threshold": str(threshold.quantize(CENT)),
+               "amount": str(amount.quantize(CENT))} if amount else None
+    if setting == getattr(self, "auto_top_up", None):
+        return False
+    self._auto_top_up_configured(setting=setting, timestamp=at)
+    return True
+
+
+def _auto_top_up_configured(self: Subscription, setting: dict[str, str] | None,
+                            timestamp: datetime) -> None:
+    self.auto_top_up = setting
+
+
+def credit_grants_now(self: Subscription) -> list[dict[str, Any]]:
+    """Every grant with what remains of it (absent from subscriptions that never had one)."""
+    return getattr(self, "credit_grants", [])
+
+
+def credit_balance(self: Subscription, at: datetime) -> Decimal:
+    return sum((Decimal(g["remaining"]) for g in usable_grants(self.credit_grants_now(), at)),
+               Decimal(0))
+
+
+def usable_grants(grants: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
+    """Grants with credit left and not expired at `at`, in the order they are spent: priority
+    (lowest first), then the soonest expiry, then the oldest."""
+    usable = [g for g in grants if Decimal(g["remaining"]) > 0
+              and (g["expires_at"] is None or datetime.fromisoformat(g["expires_at"]) > at)]
+    return sorted(usable, key=lambda g: (g["priority"], g["expires_at"] or NEVER,
+                                         int(g["id"][1:])))
+
+
+def credits_applied(grants: list[dict[str, Any]], total: Decimal,
+                    at: datetime) -> list[dict[str, str]]:
+    """Which grants pay how much of an invoice's `total` issued at `at`."""
+    applied = []
+    left = total
+    for grant in usable_grants(grants, at):
+        if left <= 0:
+            break
+        take = min(Decimal(grant["remaining"]), left)
+        applied.append({"grant": grant["id"], "amount": str(take)})
+        left -= take
+    return applied
+
+
+def with_credits(self: Subscription, document: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """An invoice document with the credits it would use (none: unchanged)."""
+    # Credits never pay for credits: a top-up's own lines (with their tax) stay due.
+    total = Decimal(document["total"]) - sum(
+        (Decimal(line["amount"]) + Decimal(line["tax"]) for line in document["lines"]
+         if line["kind"] == "credit_purchase"), Decimal(0))
+    if total <= 0 or not self.credit_grants_now():
+        return document
+    applied = credits_applied(self.credit_grants_now(), total, at)
+    if not applied:
+        return document
+    paid = sum((Decimal(a["amount"]) for a in applied), Decimal(0))
+    return {**document, "credits_applied": applied,
+            "amount_due": str(Decimal(document["total"]) - paid)}
+
+
+def _spend_credits(self: Subscription, applied: list[dict[str, str]], sign: int) -> None:
+    """Move grants' remaining credit by an invoice's applications (sign -1) or a credit
+    note's return of them (+1)."""
+    spent = {a["grant"]: Decimal(a["amount"]) for a in applied}
+    self.credit_grants = [
+        {**g, "remaining": str(Decimal(g["remaining"]) + sign * spent[g["id"]])}
+        if g["id"] in spent else g for g in self.credit_grants_now()]
+
+
+def top_up_if_low(self: Subscription, at: datetime) -> None:
+    """After an invoice: an automatic top-up when the usable balance fell under the threshold."""
+    setting = getattr(self, "auto_top_up", None)
+    if setting is None or self.credit_balance(at) >= Decimal(setting["threshold"]):
+        return
+    self.grant_credits(Decimal(setting["amount"]), at, purchased=True, reason="automatic top-up")
