@@ -77,3 +77,27 @@ def test_a_coupons_limit_holds_across_the_api_and_the_command_topic(shop: Engine
     assert [[(x["description"], x["amount"]) for x in d["lines"]] for d in documents] == [
         [("Team (month)", "50.00"), ("Coupon Launch: 20 % off the plan fee", "-10.00")],
         [("Team (month)", "50.00")]]  # `once`, the default
+
+
+def test_prepaid_credits_pay_invoices_through_the_invoicer_and_top_up(shop: Engine) -> None:
+    t = "2026-11-01T00:00:00+00:00"
+    for cid, kind, fields in (
+            ("k1", "subscribe", {"plan": "team"}),
+            ("k2", "grant_credits", {"amount": "70.00"}),
+            ("k3", "configure_auto_top_up", {"threshold": "25.00", "amount": "100.00"})):
+        shop.app.handle(parse_command({"id": cid, "type": kind, "subscription": "p1",
+                                       "at": t, **fields}))
+    invoice_everything(shop)  # 50.00 + 25 % VAT paid by the grant: 7.50 left, so the
+    # automatic top-up is bought (its invoice comes when its event is relayed, below)
+    shop.app.advance_clock(datetime(2026, 12, 1, 2, tzinfo=UTC), ["p1"])
+    invoice_everything(shop)
+    sub = shop.app.load_as_stored("p1")
+    documents = [i["document"] for i in sub.invoices.values()]
+    assert [(d["total"], d.get("credits_applied"), d.get("amount_due")) for d in documents] == [
+        ("62.50", [{"grant": "g1", "amount": "62.50"}], "0.00"),
+        ("125.00", None, None),  # the automatic top-up, 100.00 + VAT: never paid by credits
+        ("62.50", [{"grant": "g1", "amount": "7.50"}, {"grant": "g2", "amount": "55.00"}],
+         "0.00")]
+    assert [(g["id"], g["remaining"]) for g in sub.credit_grants_now()] == [
+        ("g1", "0.00"), ("g2", "45.00")]
+    assert [i["status"] for i in sub.invoices.values()] == ["paid", "issued", "paid"]
