@@ -243,7 +243,10 @@ def catalog() -> dict[str, Any]:
         "available_from": {"type": "string", "pattern": f"^{MOMENT}$"},
         "available_until": {"type": "string", "pattern": f"^{MOMENT}$"},
         "upgrade_proration": {"enum": ["prorate", "full"]},
-        "change_invoicing": {"enum": ["now", "next_invoice"]}}
+        "change_invoicing": {"enum": ["now", "next_invoice"]},
+        "progressive_billing": _closed({"thresholds": {"type": "array", "minItems": 1,
+                                                       "items": MONEY}, "every": MONEY},
+                                       ("thresholds",))}
     assert set(plan_properties) == PLAN_KEYS and set(allowance["properties"]) == ALLOWANCE_KEYS
     head = {"id": NAME, "version": {"anyOf": [NAME, WHOLE]}, "currency": NAME,
             "free_plan": NAME, "thresholds": {"type": "array", "items": {

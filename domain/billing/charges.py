@@ -93,15 +93,15 @@ def minimum_spend_line(metric: str, allowance: dict[str, Any], spent: Decimal,
 def settled_at_close(metric: str, allowance: dict[str, Any], lines: list[Charge],
                      billed: Decimal, start: datetime, end: datetime) -> tuple[list[Charge],
                                                                             Decimal]:
-    """A metric billed on use, at its cycle's close: `lines` (the cycle's usage priced in
-    arrears) less what was `billed` on use, when more (late usage); and what the cycle's
-    usage charges came to."""
+    """A metric charged during its cycle (billed on use, or progressively), at the cycle's
+    close: `lines` (the cycle's usage priced in arrears) less what was `billed` during it, when
+    more; and what the cycle's usage charges came to."""
     due = total(lines)
     if due <= billed:
         return [], billed
     rest = due - billed
     return [charge("overage", f"{measured_name(metric, allowance)} over allowance, settled at "
-                   f"close: {due} for the cycle, {billed} billed on use", 1, rest, rest,
+                   f"close: {due} for the cycle, {billed} billed during it", 1, rest, rest,
                    start, end, metric=metric)], due
 
 

@@ -161,6 +161,9 @@ class Plan:
     countries: tuple[str, ...] = ()  # sold only to customers in these (ISO 3166); () = all
     available_from: datetime | None = None  # a campaign window: sold from (inclusive) ...
     available_until: datetime | None = None  # ... until (exclusive)
+    # Progressive billing: the cycle's usage charges are invoiced when they reach each amount
+    # ("thresholds", increasing), then every "every" past the last; empty: at the close only.
+    progressive_billing: dict[str, Any] = field(default_factory=dict)
 
     def check_offered(self, at: datetime, country: str | None) -> None:
         """Whether a subscription may start on, or change to, this plan at `at` for a
@@ -217,6 +220,8 @@ class Plan:
             "auto_renew": self.auto_renew,
             # absent from terms written before, and when false: a released seat stays paid
             **({"credit_released_seats": True} if self.credit_released_seats else {}),
+            **({"progressive_billing": self.progressive_billing}
+               if self.progressive_billing else {}),
         }
 
 
@@ -627,7 +632,8 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "allowances", "included_seats", "extra_seat_price", "limits", "features",
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
-             "credit_released_seats", "countries", "available_from", "available_until"}
+             "credit_released_seats", "countries", "available_from", "available_until",
+             "progressive_billing"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
                   "aggregation", "unique_of", "of", "where", "billed"}
@@ -674,11 +680,31 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         user_plans=fields.flag(body, "user_plans", where, False),
         downgrade_usage_check=fields.flag(body, "downgrade_usage_check", where, True),
         credit_released_seats=_released_seats(body, where),
+        progressive_billing=_progressive_billing(body, where),
         countries=_countries(body, where),
         available_from=_moment(body, "available_from", where),
         available_until=_moment(body, "available_until", where),
         recommended_for=fields.names(body, "recommended_for", where),
     )
+
+
+def _progressive_billing(body: dict[str, Any], where: str) -> dict[str, Any]:
+    raw = body.get("progressive_billing")
+    if raw is None:
+        return {}
+    here = f"{where}.progressive_billing"
+    fields.known_keys(raw, {"thresholds", "every"}, here)
+    thresholds = raw.get("thresholds")
+    if not isinstance(thresholds, list) or not thresholds:
+        raise CatalogError(f"{here}: thresholds is a list of amounts, like [\"100.00\"]")
+    amounts = [fields.money(t, f"{here}.thresholds") for t in thresholds]
+    if amounts[0] <= 0 or any(b <= a for a, b in itertools.pairwise(amounts)):
+        raise CatalogError(f"{here}: thresholds above 0, each above the one before")
+    every = None if raw.get("every") is None else fields.money(raw["every"], f"{here}.every")
+    if every is not None and every <= 0:
+        raise CatalogError(f"{here}.every: above 0")
+    return {"thresholds": [str(a) for a in amounts],
+            **({"every": str(every)} if every is not None else {})}
 
 
 def _countries(body: dict[str, Any], where: str) -> tuple[str, ...]:

@@ -268,6 +268,7 @@ class Subscription(BaseAggregate[str]):
     _quota_threshold_crossed = event(QuotaThresholdCrossed)(metering._quota_threshold_crossed)
     _daily_cap_reached = event(DailyCapReached)(metering._daily_cap_reached)
     _charge_on_use = metering._charge_on_use
+    _usage_charges_so_far = metering._usage_charges_so_far
     _usage_charged = event(UsageCharged)(metering._usage_charged)
 
     # --------------------------------------------------------------------- plan changes --

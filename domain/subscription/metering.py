@@ -191,7 +191,8 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool) ->
     at = max(i.at for i in items)
     self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
     self._report_thresholds(before, at)
-    if any(a.get("billed") == "in_advance" for a in allowances.values()):
+    if "progressive_billing" in self.terms or any(
+            a.get("billed") == "in_advance" for a in allowances.values()):
         self._charge_on_use(totals, at)
     if capped:
         self._report_daily_caps(daily_before, day_before, at)
@@ -240,32 +241,64 @@ def _late_usage_recorded(self: Subscription, period_start: datetime, period_end:
 
 
 def _charge_on_use(self: Subscription, metrics: Iterable[str], at: datetime) -> None:
-    """Metrics billed on use: what the cycle's usage so far costs under the charge model, less
-    what was charged already, is charged now (never credited back: a pack bought or an
-    upgrade later in the cycle lowers what later usage costs). Each step charges the
-    difference of two amounts rounded to the cent, so the steps add up to the cycle's amount
-    exactly. Usage in a trial is free."""
+    """Usage charged during the cycle: metrics billed on use (`billed = "in_advance"`) as their
+    usage is recorded, and every overage metric of a plan with progressive billing when the
+    cycle's usage charges reach its next threshold. What a metric's usage so far costs under its
+    charge model, less what the cycle was charged for it already, is charged now (never
+    credited back: a pack bought or an upgrade later in the cycle lowers what later usage
+    costs). Each step is a difference of amounts rounded to the cent, so the steps add up to
+    the cycle's amount exactly; the close settles the rest. Usage in a trial is free."""
     if self.status == "trialing":
         return
     allowances = self.terms["allowances"]
     billed = dict(getattr(self, "advance_billed", {}))
-    fees = getattr(self, "cycle_fees", {})
+    due = {m: self._usage_charges_so_far(m) for m in sorted(metrics)
+           if allowances.get(m, {}).get("billed") == "in_advance"}
+    reason = {m: "billed on use" for m in due}
+    progressive = self.terms.get("progressive_billing")
+    if progressive:
+        arrears = {m: self._usage_charges_so_far(m) for m, a in sorted(allowances.items())
+                   if a["limit"] == "overage" and a.get("billed") != "in_advance"}
+        total_due = sum(arrears.values(), ZERO)
+        threshold = next_threshold(progressive, sum((dec(billed.get(m, "0")) for m in arrears),
+                                                    ZERO))
+        if total_due >= threshold:
+            due.update(arrears)
+            reason.update({m: f"billed progressively (usage charges reached {threshold})"
+                           for m in arrears})
     lines: list[Charge] = []
-    for metric in sorted(metrics):
-        allowance = allowances.get(metric)
-        if allowance is None or allowance.get("billed") != "in_advance":
-            continue
+    for metric, amount in due.items():
         so_far = dec(billed.get(metric, "0"))
-        due = total(overage_lines(metric, allowance, self.used.get(metric, ZERO),
-                                  self.extra.get(metric, ZERO), self.cycle_start,
-                                  self.cycle_end, dec(fees[metric]) if metric in fees else None))
-        if due > so_far:
-            lines.append(charge("overage", f"{measured_name(metric, allowance)} over allowance, "
-                                f"billed on use: {due} for the cycle so far", 1, due - so_far,
-                                due - so_far, self.cycle_start, self.cycle_end, metric=metric))
-            billed[metric] = str(due)
+        if amount > so_far:
+            lines.append(charge("overage", f"{measured_name(metric, allowances[metric])} over "
+                                f"allowance, {reason[metric]}: {amount} for the cycle so far",
+                                1, amount - so_far, amount - so_far, self.cycle_start,
+                                self.cycle_end, metric=metric))
+            billed[metric] = str(amount)
     if lines:
         self._usage_charged(charges=lines, billed=billed, timestamp=at)
+
+
+def _usage_charges_so_far(self: Subscription, metric: str) -> Decimal:
+    """What the open cycle's usage of `metric` costs so far, under its charge model."""
+    fees = getattr(self, "cycle_fees", {})
+    return total(overage_lines(metric, self.terms["allowances"][metric],
+                               self.used.get(metric, ZERO), self.extra.get(metric, ZERO),
+                               self.cycle_start, self.cycle_end,
+                               dec(fees[metric]) if metric in fees else None))
+
+
+def next_threshold(progressive: dict[str, Any], billed: Decimal) -> Decimal:
+    """The first progressive-billing amount above what the cycle's usage was billed so far."""
+    amounts = [Decimal(t) for t in progressive["thresholds"]]
+    for amount in amounts:
+        if amount > billed:
+            return amount
+    if "every" not in progressive:
+        return Decimal("Infinity")
+    every = Decimal(progressive["every"])
+    steps = ((billed - amounts[-1]) // every) + 1
+    return amounts[-1] + steps * every
 
 
 def _usage_charged(self: Subscription, charges: list[Charge], billed: dict[str, str],

@@ -80,8 +80,8 @@ def test_usage_billed_on_use_is_invoiced_as_it_comes_and_late_usage_is_settled()
         on_use(2, utc(2026, 1, 12), "5.00", "5.00"),
         on_use(3, utc(2026, 1, 20), "12.50", "7.50"),
         Expected(inv(2026, 4), utc(2026, 2, 1, 1), [FEE, (
-            "api_calls over allowance, settled at close: 12.51 for the cycle, 12.50 billed on "
-            "use", "0.01", "0.00")], "10.01", "0.00", "10.01"),
+            "api_calls over allowance, settled at close: 12.51 for the cycle, 12.50 billed "
+            "during it", "0.01", "0.00")], "10.01", "0.00", "10.01"),
         on_use(5, utc(2026, 2, 5), "15.00", "15.00"),
         *(fee_only(number, month) for number, month in zip(range(6, 16), range(3, 13),
                                                              strict=True)),
