@@ -244,6 +244,7 @@ def catalog() -> dict[str, Any]:
         "available_until": {"type": "string", "pattern": f"^{MOMENT}$"},
         "upgrade_proration": {"enum": ["prorate", "full"]},
         "change_invoicing": {"enum": ["now", "next_invoice"]},
+        "minimum_commitment": MONEY,
         "progressive_billing": _closed({"thresholds": {"type": "array", "minItems": 1,
                                                        "items": MONEY}, "every": MONEY},
                                        ("thresholds",))}

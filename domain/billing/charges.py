@@ -76,18 +76,25 @@ def percentage_fee(rule: dict[str, str], quantity: Decimal) -> Decimal:
 def minimum_spend_line(metric: str, allowance: dict[str, Any], spent: Decimal,
                        start: datetime, end: datetime, full_end: datetime) -> list[Charge]:
     """The true-up of an allowance's `minimum_spend` for the cycle [start, end): what its usage
-    charges (`spent`) fall short of the minimum, prorated when the cycle was cut short (an
-    upgrade that restarts the cycle) by (end - start) / (full_end - start)."""
+    charges (`spent`) fall short of the minimum."""
     if "minimum_spend" not in allowance:
         return []
+    return true_up_line(f"{metric}: minimum spend", Decimal(allowance["minimum_spend"]), spent,
+                        start, end, full_end, metric=metric)
+
+
+def true_up_line(label: str, minimum: Decimal, spent: Decimal, start: datetime, end: datetime,
+                 full_end: datetime, **extra: Any) -> list[Charge]:
+    """What `spent` falls short of `minimum` for the cycle [start, end), the minimum prorated
+    when the cycle was cut short (an upgrade that restarts the cycle) by (end - start) /
+    (full_end - start)."""
     share = Decimal(1) - remaining_fraction(end, start, full_end)
-    minimum = round_money(Decimal(allowance["minimum_spend"]) * share)
-    if spent >= minimum:
+    due = round_money(minimum * share)
+    if spent >= due:
         return []
     prorated_note = "" if share == 1 else f" ({share.quantize(Decimal('0.000001'))} of it)"
-    return [charge("true_up", f"{metric}: minimum spend of {allowance['minimum_spend']} per "
-                   f"period{prorated_note}, true-up", 1, minimum - spent, minimum - spent,
-                   start, end, metric=metric)]
+    return [charge("true_up", f"{label} of {minimum} per period{prorated_note}, true-up", 1,
+                   due - spent, due - spent, start, end, **extra)]
 
 
 def settled_at_close(metric: str, allowance: dict[str, Any], lines: list[Charge],

@@ -164,6 +164,7 @@ class Plan:
     # Progressive billing: the cycle's usage charges are invoiced when they reach each amount
     # ("thresholds", increasing), then every "every" past the last; empty: at the close only.
     progressive_billing: dict[str, Any] = field(default_factory=dict)
+    minimum_commitment: Decimal | None = None  # per month: a true-up at each cycle's close
 
     def check_offered(self, at: datetime, country: str | None) -> None:
         """Whether a subscription may start on, or change to, this plan at `at` for a
@@ -222,6 +223,8 @@ class Plan:
             **({"credit_released_seats": True} if self.credit_released_seats else {}),
             **({"progressive_billing": self.progressive_billing}
                if self.progressive_billing else {}),
+            **({"minimum_commitment": str(self.minimum_commitment * months)}
+               if self.minimum_commitment is not None else {}),
         }
 
 
@@ -633,7 +636,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
              "credit_released_seats", "countries", "available_from", "available_until",
-             "progressive_billing"}
+             "progressive_billing", "minimum_commitment"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
                   "aggregation", "unique_of", "of", "where", "billed"}
@@ -681,6 +684,8 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         downgrade_usage_check=fields.flag(body, "downgrade_usage_check", where, True),
         credit_released_seats=_released_seats(body, where),
         progressive_billing=_progressive_billing(body, where),
+        minimum_commitment=None if body.get("minimum_commitment") is None
+        else fields.money(body["minimum_commitment"], f"{where}.minimum_commitment"),
         countries=_countries(body, where),
         available_from=_moment(body, "available_from", where),
         available_until=_moment(body, "available_until", where),

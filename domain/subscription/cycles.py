@@ -6,6 +6,7 @@ daily resets. Commands and appliers of `Subscription`, named in its class body.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from domain.billing.charges import (
@@ -14,6 +15,7 @@ from domain.billing.charges import (
     overage_lines,
     settled_at_close,
     total,
+    true_up_line,
 )
 from domain.billing.pricing import (
     dec,
@@ -220,7 +222,8 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
                     "extra": {m: str(q) for m, q in self.extra.items()},
                     "allowances": self.terms["allowances"],
                     "period_months": self.terms["period_months"],
-                    "trial": bool(changes.get("trial_ended"))}
+                    "trial": bool(changes.get("trial_ended")),
+                    **commitment_of(self.terms)}
     if getattr(self, "cycle_fees", None):
         self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
     if changes.get("trial_ended") or "cancelled_to_free" in changes:
@@ -261,12 +264,22 @@ def _agreement_renewed(self: Subscription, agreement_end: datetime, renews: str,
     self.commitment_end = None
 
 
+def commitment_of(terms: dict[str, Any]) -> dict[str, Any]:
+    """What a closing cycle keeps of a plan's minimum commitment: the minimum and the period's
+    fee, which counts towards it."""
+    if "minimum_commitment" not in terms:
+        return {}
+    return {"commitment": {"minimum": terms["minimum_commitment"], "price": terms["price"]}}
+
+
 def _close_period(self: Subscription, at: datetime) -> None:
     closing = self.closing
     assert closing is not None
     start = datetime.fromisoformat(closing["start"])
     end = datetime.fromisoformat(closing["end"])
     charges: list[Charge] = []
+    full_end = add_months(start, int(closing.get("period_months") or 1))
+    usage_spent = Decimal(0)
     for metric, allowance in sorted(closing["allowances"].items()):
         if closing.get("trial"):
             break  # usage during a trial is free
@@ -279,9 +292,13 @@ def _close_period(self: Subscription, at: datetime) -> None:
         if metric in closing.get("advance", {}):
             lines, spent = settled_at_close(metric, allowance, lines,
                                             dec(closing["advance"][metric]), start, end)
-        charges += lines + minimum_spend_line(
-            metric, allowance, spent, start, end,
-            add_months(start, int(closing.get("period_months") or 1)))
+        true_up = minimum_spend_line(metric, allowance, spent, start, end, full_end)
+        charges += lines + true_up
+        usage_spent += spent + total(true_up)
+    commitment = closing.get("commitment")
+    if commitment is not None and not closing.get("trial"):
+        charges += true_up_line("Minimum commitment", dec(commitment["minimum"]),
+                                dec(commitment["price"]) + usage_spent, start, end, full_end)
     self._usage_period_closed(period_start=start, period_end=end,
                               usage=dict(closing["usage"]), charges=charges, timestamp=at)
 

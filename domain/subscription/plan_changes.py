@@ -22,6 +22,7 @@ from domain.shared.errors import (
     CommandRefused,
 )
 from domain.shared.periods import add_months, require_aware
+from domain.subscription.cycles import commitment_of
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -155,7 +156,8 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
                         "end": cycle_start.isoformat(), "usage": dict(closed_usage),
                         "extra": {m: str(q) for m, q in self.extra.items()},
                         "allowances": self.terms["allowances"],
-                        "period_months": self.terms["period_months"]}
+                        "period_months": self.terms["period_months"],
+                        **commitment_of(self.terms)}
         if getattr(self, "cycle_fees", None):
             self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
