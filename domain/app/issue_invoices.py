@@ -44,6 +44,24 @@ def series_as_stored(app: BillingApplication, prefix: str, at: datetime,
     return found
 
 
+def refund_notes(app: BillingApplication, refunds: list[tuple[Subscription, datetime]],
+                 series: dict[str, InvoiceSeries]) -> list[dict[str, Any]]:
+    """Terminations' refunds, as credit notes numbered from the credit-note series (taken
+    after the invoice series, always in that order)."""
+    if not refunds:
+        return []
+    issuer = app.issuer
+    prefix = issuer["credit_note_prefix"]
+    notes = []
+    with numbering(app, prefix):
+        for subscription, at in sorted(refunds, key=lambda r: r[1]):
+            numbers = series_as_stored(app, prefix, at, series)
+            issued_at = numbers.issue_dates([at])[-1]
+            number = numbers.assign(subscription.id, issued_at)
+            notes.append(subscription.issue_refund_note(number, issuer, issued_at))
+    return notes
+
+
 def numbering(app: BillingApplication, prefix: str) -> AbstractContextManager[object]:
     """Issuers take turns from reading a series to committing its numbers. Correctness does
     not depend on it (the series' version check refuses a second writer), but without it
@@ -66,9 +84,13 @@ def invoice_batch(app: BillingApplication, triggers: Sequence[tuple[str, int, da
     issuer = app.issuer
     subscriptions: dict[str, Subscription] = {}
     due: list[Due] = []
+    refunds: dict[str, tuple[Subscription, datetime]] = {}  # terminations' credit notes
     through: dict[str, int] = {}  # invoiced-through, counting this batch's invoices
     for subscription_id, version, at, kind in triggers:
         subscription = subscriptions.get(subscription_id) or app.find(subscription_id)
+        if subscription is not None and kind == "Terminated" and subscription.refund_due_now():
+            refunds[subscription_id] = (subscription, at)
+            subscriptions[subscription_id] = subscription
         if subscription is None or not subscription.invoices_on(kind, version):
             continue
         done = through.get(subscription_id, subscription.invoiced_through)
@@ -82,7 +104,7 @@ def invoice_batch(app: BillingApplication, triggers: Sequence[tuple[str, int, da
         due.append((subscription, version, at, draft))
         through[subscription_id] = version
         subscriptions[subscription_id] = subscription
-    if not due:
+    if not due and not refunds:
         if tracking is not None:
             app.save_batch([], tracking)
         return []
@@ -105,6 +127,7 @@ def invoice_batch(app: BillingApplication, triggers: Sequence[tuple[str, int, da
                     issued.append(subscription.issue_invoice(
                         number, issuer, version, issued_at,
                         draft=draft if issued_at == at else None))
+            issued += refund_notes(app, list(refunds.values()), series)
             app.save_batch([*subscriptions.values(), *series.values()], tracking)
         except Exception:  # the aggregates in hand hold unsaved changes
             app.evict([*subscriptions, *series])

@@ -96,6 +96,7 @@ FIELDS: dict[str, dict[str, str]] = {
     "grant_credits": {"amount": "amount", "priority": "integer?", "expires_at": "text?",
                       "purchased": "flag?", "reason": "text?"},
     "configure_auto_top_up": {"threshold": "amount", "amount": "amount"},
+    "terminate": {"refund": "flag?"},
     "change_plan": {"plan": "text", "keep_workspace": "text?"},
     "cancel": {}, "reactivate": {}, "advance": {},
     "add_seats": {"count": "integer"},
@@ -344,6 +345,11 @@ def _cmd_grant_credits(s: Subscription, c: Command, catalog: Catalog) -> str:
     return "applied"
 
 
+def _cmd_terminate(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.terminate(c.at, catalog, refund=c.fields.get("refund") is not False)
+    return "applied"
+
+
 def _cmd_configure_auto_top_up(s: Subscription, c: Command, catalog: Catalog) -> str:
     return _applied(s.configure_auto_top_up(c.amount("threshold"), c.amount("amount"), c.at))
 
@@ -379,4 +385,5 @@ HANDLERS: dict[str, Handler] = {
     "update_profile": _cmd_update_profile,
     "grant_credits": _cmd_grant_credits,
     "configure_auto_top_up": _cmd_configure_auto_top_up,
+    "terminate": _cmd_terminate,
 }

@@ -46,6 +46,7 @@ from domain.subscription import (
     metering,
     plan_changes,
     seats,
+    termination,
 )
 from domain.subscription.customer import customer_details
 from domain.subscription.cycles import commitment_end
@@ -66,6 +67,9 @@ class Subscription(BaseAggregate[str]):
     # What metrics billed on use have been charged in the open cycle (metric -> amount, as
     # text); absent likewise: read with getattr.
     advance_billed: dict[str, str]
+    # A termination's refund not yet issued as a credit note (termination.py); absent likewise.
+    refund_due: list[dict[str, Any]] | None
+    terminated_at: datetime
     # The active coupon (domain/subscription/coupons.py); absent likewise.
     coupon: dict[str, Any] | None
     # Prepaid credits and the automatic top-up (domain/subscription/credits.py); absent likewise.
@@ -96,6 +100,7 @@ class Subscription(BaseAggregate[str]):
     PackPurchased = events.PackPurchased
     UsageCharged = events.UsageCharged
     CouponApplied = events.CouponApplied
+    Terminated = events.Terminated
     CreditsGranted = events.CreditsGranted
     AutoTopUpConfigured = events.AutoTopUpConfigured
     AddOnAdded = events.AddOnAdded
@@ -249,6 +254,7 @@ class Subscription(BaseAggregate[str]):
     _keep_only_capped_metrics = cycles._keep_only_capped_metrics
     _agreement_renewed = event(AgreementRenewed)(cycles._agreement_renewed)
     _close_period = cycles._close_period
+    _open_closing = cycles._open_closing
     _usage_period_closed = event(UsagePeriodClosed)(cycles._usage_period_closed)
     _daily_allowance_reset = event(DailyAllowanceReset)(cycles._daily_allowance_reset)
 
@@ -362,10 +368,17 @@ class Subscription(BaseAggregate[str]):
     # such as user plans assigned on subscribing) opens that period and is invoiced at once.
     # Lines not invoiced by their own event go on the next invoice.
     INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased",
-                                    "UsageCharged", "CreditsGranted"})
+                                    "UsageCharged", "CreditsGranted", "Terminated"})
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
+
+    # -------------------------------------------------------------------- termination --
+    # in domain/subscription/termination.py
+    terminate = termination.terminate
+    _terminated = event(Terminated)(termination._terminated)
+    refund_due_now = termination.refund_due_now
+    issue_refund_note = termination.issue_refund_note
 
     # ------------------------------------------------------------------------ coupons --
     # in domain/subscription/coupons.py

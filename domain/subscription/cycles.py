@@ -217,15 +217,8 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
                   seats: int | None, archived_workspaces: list[str], charges: list[Charge],
                   timestamp: datetime) -> None:
     self._bill(charges)
-    self.closing = {"start": closed_start.isoformat(), "end": closed_end.isoformat(),
-                    "usage": dict(closed_usage),
-                    "extra": {m: str(q) for m, q in self.extra.items()},
-                    "allowances": self.terms["allowances"],
-                    "period_months": self.terms["period_months"],
-                    "trial": bool(changes.get("trial_ended")),
-                    **commitment_of(self.terms)}
-    if getattr(self, "cycle_fees", None):
-        self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
+    self._open_closing(closed_start, closed_end, closed_usage,
+                       trial=bool(changes.get("trial_ended")))
     if changes.get("trial_ended") or "cancelled_to_free" in changes:
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
     elif "period" in changes:
@@ -262,6 +255,19 @@ def _keep_only_capped_metrics(self: Subscription) -> None:
 def _agreement_renewed(self: Subscription, agreement_end: datetime, renews: str,
                        timestamp: datetime) -> None:
     self.commitment_end = None
+
+
+def _open_closing(self: Subscription, start: datetime, end: datetime, usage: dict[str, str],
+                  trial: bool | None = None) -> None:
+    """The cycle [start, end) stops taking usage: what it measured, its packs, the terms it
+    bills under and its percentage fees wait in `closing` for late usage and the close."""
+    self.closing = {"start": start.isoformat(), "end": end.isoformat(), "usage": dict(usage),
+                    "extra": {m: str(q) for m, q in self.extra.items()},
+                    "allowances": self.terms["allowances"],
+                    "period_months": self.terms["period_months"],
+                    **({} if trial is None else {"trial": trial}), **commitment_of(self.terms)}
+    if getattr(self, "cycle_fees", None):
+        self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
 
 
 def commitment_of(terms: dict[str, Any]) -> dict[str, Any]:

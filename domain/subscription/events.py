@@ -231,6 +231,15 @@ class AutoTopUpConfigured(DomainEvent):
     setting: dict[str, str] | None  # {"threshold", "amount"}, or None: off
 
 
+class Terminated(DomainEvent):
+    """The subscription ended at once: its open cycle closed at this time with `closed_usage`,
+    and `refund` (prorated credit lines for the unused rest of the period, or none)."""
+
+    class_version = 1
+    closed_usage: dict[str, str]
+    refund: list[Charge]
+
+
 class CouponApplied(DomainEvent):
     """A coupon's terms as the catalog said when it was applied (id, name, percent_off or
     amount_off, applies_to, periods)."""

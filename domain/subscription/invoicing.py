@@ -151,7 +151,10 @@ def issue_credit_note(self: Subscription, invoice_number: str, number: str, issu
 
 
 def _credit_note_issued(self: Subscription, document: dict[str, Any], timestamp: datetime) -> None:
-    self.invoices[document["references"]]["status"] = "credited"
+    if document.get("refund"):  # a termination's refund: the period's invoice stands
+        self.refund_due = None
+    else:
+        self.invoices[document["references"]]["status"] = "credited"
     if "credits_returned" in document:
         self._spend_credits(document["credits_returned"], +1)
     self.invoices[document["number"]] = {"total": document["total"], "status": "issued",

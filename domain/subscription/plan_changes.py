@@ -22,7 +22,6 @@ from domain.shared.errors import (
     CommandRefused,
 )
 from domain.shared.periods import add_months, require_aware
-from domain.subscription.cycles import commitment_of
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -152,14 +151,7 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
                    timestamp: datetime) -> None:
     self._bill(charges)
     if restarted_cycle:
-        self.closing = {"start": self.cycle_start.isoformat(),
-                        "end": cycle_start.isoformat(), "usage": dict(closed_usage),
-                        "extra": {m: str(q) for m, q in self.extra.items()},
-                        "allowances": self.terms["allowances"],
-                        "period_months": self.terms["period_months"],
-                        **commitment_of(self.terms)}
-        if getattr(self, "cycle_fees", None):
-            self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
+        self._open_closing(self.cycle_start, cycle_start, closed_usage)
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
         self.extra = {}
     self.cycle_start, self.cycle_end = cycle_start, cycle_end

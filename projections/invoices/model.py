@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 
@@ -21,11 +22,15 @@ def changes(message: dict[str, Any]) -> Changes:
     data = message.get("data", {})
     out = Changes()
     if kind == "InvoiceIssued":
-        out.issue.append(data["document"])
+        document = data["document"]
+        out.issue.append(document)
         out.clear_draft_through = int(data["invoiced_through"])
+        if "amount_due" in document and Decimal(document["amount_due"]) == 0:
+            out.status.append((document["number"], "paid", None))  # prepaid credits paid it
     elif kind == "CreditNoteIssued":
         out.issue.append(data["document"])
-        out.status.append((data["document"]["references"], "credited", None))
+        if not data["document"].get("refund"):  # a termination's refund leaves it standing
+            out.status.append((data["document"]["references"], "credited", None))
     elif kind == "InvoiceVoided":
         out.status.append((data["number"], "void", None))
     elif kind == "PaymentFailed":

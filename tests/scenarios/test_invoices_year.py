@@ -71,14 +71,15 @@ class Invoicer:
     def __init__(self, subscription: Subscription, issuer: dict[str, Any]) -> None:
         self.subscription = subscription
         self.issuer = issuer
-        self.series: dict[int, InvoiceSeries] = {}
+        self.series: dict[tuple[str, int], InvoiceSeries] = {}
         self.issued: list[dict[str, Any]] = []
         self.history: list[Any] = []  # every event of the subscription, in order
 
-    def numbers(self, at: datetime) -> InvoiceSeries:
-        if at.year not in self.series:
-            self.series[at.year] = InvoiceSeries.open(self.issuer["invoice_prefix"], at.year, at)
-        return self.series[at.year]
+    def numbers(self, at: datetime, prefix: str = "invoice_prefix") -> InvoiceSeries:
+        key = (self.issuer[prefix], at.year)
+        if key not in self.series:
+            self.series[key] = InvoiceSeries.open(self.issuer[prefix], at.year, at)
+        return self.series[key]
 
     def run(self) -> list[dict[str, Any]]:
         """Invoice the triggers among the events collected since the last run."""
@@ -94,6 +95,11 @@ class Invoicer:
                     continue
                 number = self.numbers(event.timestamp).assign(sub.id, event.timestamp)
                 issued.append(sub.issue_invoice(number, self.issuer, version, event.timestamp))
+            for event in events:
+                if type(event).__name__ == "Terminated" and sub.refund_due_now():
+                    number = self.numbers(event.timestamp, "credit_note_prefix").assign(
+                        sub.id, event.timestamp)
+                    issued.append(sub.issue_refund_note(number, self.issuer, event.timestamp))
             events = sub.collect_events()
         self.issued.extend(issued)
         return issued

@@ -24,8 +24,8 @@ SUBSCRIPTION_EVENTS = (
     "InvoiceVoided", "LateUsageRecorded", "MemberAdded", "PackPurchased", "PaymentFailed",
     "PaymentSucceeded", "PlanChangedInTrial", "PlanUpgraded", "ProfileUpdated",
     "QuotaThresholdCrossed", "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
-    "Subscribed", "UsageCharged", "UsagePeriodClosed", "UsageRecorded", "UserPlanAssigned",
-    "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
+    "Subscribed", "Terminated", "UsageCharged", "UsagePeriodClosed", "UsageRecorded",
+    "UserPlanAssigned", "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
 STORED_TOPICS = {
     "domain.catalog_versions:CatalogVersions",
     "domain.catalog_versions:CatalogVersions.Registered",

@@ -1,7 +1,9 @@
-"""Coupons through the real command paths (PostgreSQL, and Kafka for the topic): a coupon's
-redemptions are written in the transaction of the subscription that redeems it, so its limit
-holds across subscriptions and across the command topic's batches; a refusal is dead-lettered
-with its code; the discounted invoice comes from the invoicer."""
+"""Coupons, prepaid credits and termination through the real command paths and the real
+invoicer (PostgreSQL, and Kafka for the command topic): a coupon's redemptions are written in
+the transaction of the subscription that redeems it, so its limit holds across subscriptions
+and across the command topic's batches, a refusal dead-lettered with its code; credits pay
+invoices and the automatic top-up is invoiced; a termination's refund becomes a credit note
+numbered from the credit-note series."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
 from domain.contracts.commands import parse_command
 from domain.shared.errors import BillingError
 from infra.config import Settings
+from projections.invoices import store as invoices
 from infra.wiring.engine import Engine
 from tests.conftest import TestStack
 from tests.integration.helpers import invoice_everything, publish, read_topic
@@ -101,3 +105,23 @@ def test_prepaid_credits_pay_invoices_through_the_invoicer_and_top_up(shop: Engi
     assert [(g["id"], g["remaining"]) for g in sub.credit_grants_now()] == [
         ("g1", "0.00"), ("g2", "45.00")]
     assert [i["status"] for i in sub.invoices.values()] == ["paid", "issued", "paid"]
+    with psycopg.connect(shop.database_url) as conn:  # the invoice read model agrees
+        listed = [r["status"] for r in invoices.list_invoices(conn, "p1")]
+    assert listed == ["paid", "issued", "paid"]
+
+
+def test_a_termination_is_invoiced_and_refunded_by_the_invoicer(shop: Engine) -> None:
+    for cid, kind, at in (("t1", "subscribe", "2026-11-01T00:00:00+00:00"),
+                          ("t2", "terminate", "2026-11-16T00:00:00+00:00")):
+        shop.app.handle(parse_command({"id": cid, "type": kind, "subscription": "e1",
+                                       "at": at, **({"plan": "team"} if kind == "subscribe"
+                                                    else {})}))
+    invoice_everything(shop)
+    sub = shop.app.load_as_stored("e1")
+    assert [(n, i["kind"], i["total"]) for n, i in sub.invoices.items()] == [
+        ("INV-2026-000001", "invoice", "62.50"),
+        ("CN-2026-000001", "credit_note", "-31.25")]  # 15 of 30 days of 50.00, + 25 % VAT
+    assert sub.refund_due_now() is None and sub.ended
+    with psycopg.connect(shop.database_url) as conn:
+        listed = {r["number"]: r["status"] for r in invoices.list_invoices(conn, "e1")}
+    assert listed == {"INV-2026-000001": "issued", "CN-2026-000001": "issued"}
