@@ -19,8 +19,8 @@ import pytest
 from domain.contracts.commands import parse_command
 from domain.shared.errors import BillingError
 from infra.config import Settings
-from projections.invoices import store as invoices
 from infra.wiring.engine import Engine
+from projections.invoices import store as invoices
 from tests.conftest import TestStack
 from tests.integration.helpers import invoice_everything, publish, read_topic
 from tests.integration.test_commands import command, run_commands
