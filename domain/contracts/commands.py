@@ -97,6 +97,7 @@ FIELDS: dict[str, dict[str, str]] = {
                       "purchased": "flag?", "reason": "text?"},
     "configure_auto_top_up": {"threshold": "amount", "amount": "amount"},
     "terminate": {"refund": "flag?"},
+    "pause": {}, "resume": {},
     "change_plan": {"plan": "text", "keep_workspace": "text?"},
     "cancel": {}, "reactivate": {}, "advance": {},
     "add_seats": {"count": "integer"},
@@ -221,6 +222,7 @@ def execute(subscription: Subscription | None, command: Command,
     subscription.check_not_too_far_ahead(command.at, periods=COMMAND_PERIODS_AHEAD)
     before = len(subscription.pending_events)
     subscription.advance_to(command.at, catalog)
+    subscription.check_not_paused(command.type)
     if command.type == "apply_coupon":
         subscription.apply_coupon(catalog.coupon(command.required("coupon")), command.at, redeem)
         result = "applied"
@@ -386,4 +388,6 @@ HANDLERS: dict[str, Handler] = {
     "grant_credits": _cmd_grant_credits,
     "configure_auto_top_up": _cmd_configure_auto_top_up,
     "terminate": _cmd_terminate,
+    "pause": lambda s, c, k: _applied(s.pause(c.at)),
+    "resume": lambda s, c, k: s.resume(c.at, k),
 }

@@ -44,6 +44,7 @@ from domain.subscription import (
     extras,
     invoicing,
     metering,
+    pausing,
     plan_changes,
     seats,
     termination,
@@ -70,6 +71,7 @@ class Subscription(BaseAggregate[str]):
     # A termination's refund not yet issued as a credit note (termination.py); absent likewise.
     refund_due: list[dict[str, Any]] | None
     terminated_at: datetime
+    pause_at: datetime | None  # a pause scheduled for the period's end (pausing.py); absent
     # The active coupon (domain/subscription/coupons.py); absent likewise.
     coupon: dict[str, Any] | None
     # Prepaid credits and the automatic top-up (domain/subscription/credits.py); absent likewise.
@@ -101,6 +103,10 @@ class Subscription(BaseAggregate[str]):
     UsageCharged = events.UsageCharged
     CouponApplied = events.CouponApplied
     Terminated = events.Terminated
+    PauseScheduled = events.PauseScheduled
+    PauseWithdrawn = events.PauseWithdrawn
+    Paused = events.Paused
+    Resumed = events.Resumed
     CreditsGranted = events.CreditsGranted
     AutoTopUpConfigured = events.AutoTopUpConfigured
     AddOnAdded = events.AddOnAdded
@@ -368,10 +374,23 @@ class Subscription(BaseAggregate[str]):
     # such as user plans assigned on subscribing) opens that period and is invoiced at once.
     # Lines not invoiced by their own event go on the next invoice.
     INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased",
-                                    "UsageCharged", "CreditsGranted", "Terminated"})
+                                    "UsageCharged", "CreditsGranted", "Terminated",
+                                    "Resumed"})
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
+
+    # ---------------------------------------------------------------- pause and resume --
+    # in domain/subscription/pausing.py
+    pause = pausing.pause
+    _pause_scheduled = event(PauseScheduled)(pausing._pause_scheduled)
+    pause_scheduled_at = pausing.pause_scheduled_at
+    _pause = pausing._pause
+    _paused = event(Paused)(pausing._paused)
+    resume = pausing.resume
+    _pause_withdrawn = event(PauseWithdrawn)(pausing._pause_withdrawn)
+    _resumed = event(Resumed)(pausing._resumed)
+    check_not_paused = pausing.check_not_paused
 
     # -------------------------------------------------------------------- termination --
     # in domain/subscription/termination.py

@@ -50,7 +50,7 @@ def next_boundary(anchor: datetime, months: int, after: datetime,
 
 def next_due(self: Subscription) -> datetime | None:
     """The next moment at which time alone changes this subscription."""
-    if self.ended:  # only the last cycle's closing is still to come
+    if self.ended or self.status == "paused":  # only the last cycle's closing is to come
         if self.closing is None:
             return None
         return datetime.fromisoformat(self.closing["end"]) + self.grace
@@ -82,7 +82,10 @@ def advance_to(self: Subscription, at: datetime, catalog: Catalog) -> int:
 
 
 def time_limit(self: Subscription, periods: int = 1) -> datetime:
-    """The first time `check_not_too_far_ahead` refuses."""
+    """The first time `check_not_too_far_ahead` refuses. Paused, the subscription has no open
+    cycle: the limit counts periods of its plan from the pause."""
+    if self.status == "paused":
+        return add_months(self.cycle_end, periods * int(self.terms["period_months"]))
     return self.cycle_end + periods * (self.cycle_end - self.cycle_start)
 
 
@@ -110,6 +113,10 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
     if self.closing is not None:
         self._close_period(self.cycle_end)  # a late-usage window never spans two cycles
     boundary = self.cycle_end
+    pause_at = self.pause_scheduled_at()
+    if pause_at is not None and boundary >= pause_at:
+        self._pause(boundary)
+        return
     changes: dict[str, Any] = {}
     status = self.status
     plan_id, period = self.plan_id, str(self.terms["period"])

@@ -231,6 +231,33 @@ class AutoTopUpConfigured(DomainEvent):
     setting: dict[str, str] | None  # {"threshold", "amount"}, or None: off
 
 
+class PauseScheduled(DomainEvent):
+    class_version = 1
+    pause_at: datetime
+
+
+class PauseWithdrawn(DomainEvent):
+    class_version = 1
+
+
+class Paused(DomainEvent):
+    """The paid period ended into a pause: its usage closed with `closed_usage`."""
+
+    class_version = 1
+    closed_usage: dict[str, str]
+
+
+class Resumed(DomainEvent):
+    """A paused subscription starts a new period: `terms`, `seats` and its `charges`."""
+
+    class_version = 1
+    cycle_start: datetime
+    cycle_end: datetime
+    terms: dict[str, Any]
+    seats: int | None
+    charges: list[Charge]
+
+
 class Terminated(DomainEvent):
     """The subscription ended at once: its open cycle closed at this time with `closed_usage`,
     and `refund` (prorated credit lines for the unused rest of the period, or none)."""

@@ -95,6 +95,8 @@ def check_usage(self: Subscription, item: UsageItem, pending: Pending | None = N
             )
         allowances = closing["allowances"]
     else:
+        if self.status == "paused":
+            raise CommandRefused(f"subscription {self.id} is paused", "subscription_paused")
         allowances = self.terms["allowances"]
     if item.workspace is not None and self.workspaces.get(item.workspace) == "archived":
         raise CommandRefused(f"workspace {item.workspace} is archived", "workspace_archived")
@@ -317,7 +319,7 @@ def _closed_usage(self: Subscription, at: datetime) -> dict[str, str]:
                         self.cycle_start, self.cycle_end, at)
 
 
-def _start_measures(self: Subscription, at: datetime) -> None:
+def _start_measures(self: Subscription, at: datetime, carry: bool = True) -> None:
     """Open a cycle's measures (after `closing` and the new terms are set): recurring levels
     carry on from `at`, every other amount starts from nothing; the closed cycle keeps its
     meters for late usage, and what was billed on use for its close."""
@@ -327,7 +329,8 @@ def _start_measures(self: Subscription, at: datetime) -> None:
         self.closing["meters"] = meters
     if getattr(self, "advance_billed", None):
         self.closing["advance"], self.advance_billed = self.advance_billed, {}
-    self.used, carried = carried_levels(self.terms["allowances"], self.used, at)
+    self.used, carried = carried_levels(self.terms["allowances"], self.used, at) if carry \
+        else ({}, {})
     if meters or carried:
         self.meters = carried
 

@@ -5,6 +5,8 @@ today's usage and the request, shared by the HTTP API and the portal.
   packs) with `limit_reached` (nothing left) or `would_exceed_limit` (less left than asked).
 - An overage allowance always gives access; the units past the usable amount are `overage`,
   billed in arrears.
+- A paused or ended subscription refuses everything (`subscription_paused`,
+  `subscription_ended`).
 - A daily cap refuses past what is left today (`daily_cap_reached`, `would_exceed_daily_cap`),
   whatever the limit kind, and says when it resets (the next UTC midnight).
 
@@ -48,7 +50,9 @@ def decide(row: dict[str, Any], used_today: Decimal, requested: Decimal, now: da
     remaining = max(usable - used, Decimal(0))
     hard = row["limit_kind"] == "hard"
     reason: str | None = None
-    if hard and remaining <= 0:
+    if row["limit_kind"] in ("paused", "ended"):  # quota model's STOPPED
+        reason = f"subscription_{row['limit_kind']}"
+    elif hard and remaining <= 0:
         reason = "limit_reached"
     elif hard and requested > remaining:
         reason = "would_exceed_limit"

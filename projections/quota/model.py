@@ -9,6 +9,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+# A row's `limit_kind` when its subscription takes no usage at all: paused, or ended (cancelled
+# at a period's end, or terminated). Entitlements then refuse with `subscription_<kind>`.
+STOPPED = ("paused", "ended")
+
 
 @dataclass
 class QuotaRow:
@@ -30,6 +34,8 @@ class QuotaRow:
 
     @property
     def exhausted(self) -> bool:
+        if self.limit_kind in STOPPED:
+            return True
         return self.limit_kind == "hard" and self.used >= self.included + self.packs
 
     def values(self) -> tuple[Any, ...]:
@@ -99,6 +105,16 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         row = rows.get(data["metric"])
         if row is not None:
             rows[data["metric"]] = replace(row, packs=row.packs + Decimal(data["quantity"]))
+    elif kind in ("Paused", "Terminated") and rows:
+        stopped = "paused" if kind == "Paused" else "ended"
+        state.rows = {m: replace(r, limit_kind=stopped) for m, r in rows.items()}
+        state.replaced = True
+    elif kind == "Resumed" and rows:
+        any_row = next(iter(rows.values()))
+        state.rows = _rows_for(state.subscription_id, any_row.account, data["terms"]["plan_id"],
+                               data["terms"]["allowances"], _time(data["cycle_start"]),
+                               _time(data["cycle_end"]))
+        state.replaced = True
     elif kind in ("CycleRolled", "PlanUpgraded", "PlanChangedInTrial") and rows:
         any_row = next(iter(rows.values()))
         terms = data["terms"]
@@ -115,6 +131,8 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
             for metric, allowance in terms["allowances"].items():
                 if metric in rows and allowance.get("aggregation") == "recurring":
                     fresh[metric] = replace(fresh[metric], used=rows[metric].used)
+        if data.get("status") == "cancelled":  # ended with the period: no usage from here
+            fresh = {m: replace(r, limit_kind="ended") for m, r in fresh.items()}
         state.rows = fresh
         state.replaced = True
     state.version = version

@@ -22,8 +22,9 @@ SUBSCRIPTION_EVENTS = (
     "CustomerUpdated", "CycleRolled", "DailyAllowanceReset", "DailyCapReached",
     "DowngradeScheduled", "FeatureActivated", "FeatureDeactivated", "InvoiceIssued",
     "InvoiceVoided", "LateUsageRecorded", "MemberAdded", "PackPurchased", "PaymentFailed",
-    "PaymentSucceeded", "PlanChangedInTrial", "PlanUpgraded", "ProfileUpdated",
-    "QuotaThresholdCrossed", "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
+    "PaymentSucceeded", "PauseScheduled", "PauseWithdrawn", "Paused", "PlanChangedInTrial",
+    "PlanUpgraded", "ProfileUpdated", "QuotaThresholdCrossed", "Resumed",
+    "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
     "Subscribed", "Terminated", "UsageCharged", "UsagePeriodClosed", "UsageRecorded",
     "UserPlanAssigned", "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
 STORED_TOPICS = {
