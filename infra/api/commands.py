@@ -22,7 +22,9 @@ from infra.api.keys import Principal
 
 router = APIRouter(tags=["commands"])
 
-OPERATORS_ONLY = frozenset({"record_payment", "void_invoice", "advance"})
+# What a tenant's key may not do to its own subscriptions: record money, end one at once with
+# a refund, give itself credits (buying them, `purchased: true`, is the customer's own).
+OPERATORS_ONLY = frozenset({"record_payment", "void_invoice", "advance", "terminate"})
 COMMAND_EXAMPLE = {"id": "cmd-0001", "type": "change_plan", "subscription": "sub-1",
                    "plan": "pro"}
 
@@ -34,7 +36,8 @@ def publish_command(ctx: ApiContext, who: Principal, raw: dict[str, Any]) -> dic
         command = parse_command(raw)
     except BillingError as e:
         raise ApiError(422, e.code, str(e)) from None
-    if command.type in OPERATORS_ONLY and not who.admin:
+    if not who.admin and (command.type in OPERATORS_ONLY or (
+            command.type == "grant_credits" and command.fields.get("purchased") is not True)):
         raise ApiError(403, "admin_only", f"{command.type} needs an operator's key")
     existing = ctx.subscriptions([command.subscription]).get(command.subscription)
     if command.type == "subscribe":

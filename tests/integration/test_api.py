@@ -356,6 +356,16 @@ def test_a_command_tells_whether_it_was_applied_or_refused_and_why(api: RunningA
                                                "subscription": "a-free", "reference": "r",
                                                "outcome": "paid", "amount": "1.00"})
     assert tenant_only.status_code == 403 and tenant_only.json()["code"] == "admin_only"
+    for n, fields in enumerate(({"type": "terminate"},
+                                {"type": "grant_credits", "amount": "1000.00"},
+                                {"type": "grant_credits", "amount": "5", "purchased": False})):
+        gift = a.post("/v1/commands", json={"id": f"c4-{n}", "subscription": "a-free",
+                                            **fields})
+        assert gift.status_code == 403 and gift.json()["code"] == "admin_only", fields
+    bought = a.post("/v1/commands", json={"id": "c4-b", "type": "grant_credits",
+                                          "subscription": "a-free", "amount": "5",
+                                          "purchased": True})
+    assert bought.status_code == 202, bought.text
     other_account = a.post("/v1/commands", json={"id": "c5", "type": "subscribe",
                                                  "subscription": "a-new", "plan": "free",
                                                  "account": "acct-b"})
