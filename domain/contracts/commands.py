@@ -98,7 +98,7 @@ FIELDS: dict[str, dict[str, str]] = {
     "configure_auto_top_up": {"threshold": "amount", "amount": "amount"},
     "terminate": {"refund": "flag?"},
     "pause": {}, "resume": {},
-    "change_plan": {"plan": "text", "keep_workspace": "text?"},
+    "change_plan": {"plan": "text", "keep_workspace": "text?", "period": "text?"},
     "cancel": {}, "reactivate": {}, "advance": {},
     "add_seats": {"count": "integer"},
     "add_member": {"member": "text"}, "release_seat": {"member": "text"},
@@ -236,7 +236,8 @@ def _applied(changed: bool) -> str:
 
 
 def _cmd_change_plan(s: Subscription, c: Command, catalog: Catalog) -> str:
-    return s.change_plan(c.required("plan"), c.at, catalog, c.text("keep_workspace", False))
+    return s.change_plan(c.required("plan"), c.at, catalog, c.text("keep_workspace", False),
+                         c.text("period", False))
 
 
 def _cmd_cancel(s: Subscription, c: Command, catalog: Catalog) -> str:

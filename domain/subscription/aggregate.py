@@ -289,6 +289,8 @@ class Subscription(BaseAggregate[str]):
     check_not_ended = plan_changes.check_not_ended
     check_can_move_to = plan_changes.check_can_move_to
     _upgrade = plan_changes._upgrade
+    change_plan_and_period = plan_changes.change_plan_and_period
+    _switch_period_now = plan_changes._switch_period_now
     _extra_seats = plan_changes._extra_seats
     _plan_upgraded = event(PlanUpgraded)(plan_changes._plan_upgraded)
     _plan_changed_in_trial = event(PlanChangedInTrial)(plan_changes._plan_changed_in_trial)

@@ -136,8 +136,8 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
         target = self.scheduled_plan["plan_id"]
         keep = self.scheduled_plan.get("keep_workspace")
         try:  # things may have changed since it was scheduled
-            self.check_can_move_to(self._renewed_terms(target, period, catalog), keep,
-                                   usage=False)
+            self.check_can_move_to(self._renewed_terms(target, self.scheduled_period or period,
+                                                       catalog), keep, usage=False)
         except CommandRefused as refused:
             changes["downgrade_refused"] = {"to": target, "code": refused.code}
             keep = None

@@ -27,19 +27,23 @@ if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
 def change_plan(self: Subscription, plan_id: str, at: datetime, catalog: Catalog,
-                keep_workspace: str | None = None) -> str:
+                keep_workspace: str | None = None, period: str | None = None) -> str:
     """Upgrade at once (prorated, or full price with a new cycle if the plan says so),
-    downgrade at the next cycle. Returns "unchanged", "upgraded", "changed_in_trial" or
-    "downgrade_scheduled"."""
+    downgrade at the next cycle. With another billing `period`: see `change_plan_and_period`.
+    Returns "unchanged", "upgraded", "changed_in_trial" or "downgrade_scheduled"."""
     require_aware(at)
     self.check_not_ended()
+    if period is not None and period != self.terms["period"]:
+        return self.change_plan_and_period(plan_id, period, at, catalog, keep_workspace)
     if plan_id == self.plan_id and self.scheduled_plan is None:
         return "unchanged"
     plan = catalog.plan(plan_id)
     plan.check_offered(at, self.customer.get("country"))
     period = str(self.terms["period"])
     if period not in plan.prices:
-        raise CommandRefused(f"plan {plan_id} is not sold per {period}", "period_not_offered")
+        raise CommandRefused(f"plan {plan_id} is not sold per {period}: give the `period` to "
+                             f"move to ({', '.join(sorted(plan.prices))})",
+                             "period_not_offered")
     if plan_id == self.plan_id:  # back to the current plan: drop the scheduled change
         self._scheduled_change_cancelled(timestamp=at)
         return "scheduled_change_cancelled"
@@ -55,6 +59,58 @@ def change_plan(self: Subscription, plan_id: str, at: datetime, catalog: Catalog
     self._downgrade_scheduled(to_plan=plan_id, effective_at=self.cycle_end,
                               keep_workspace=keep_workspace, timestamp=at)
     return "downgrade_scheduled"
+
+
+def change_plan_and_period(self: Subscription, plan_id: str, period: str, at: datetime,
+                           catalog: Catalog, keep_workspace: str | None) -> str:
+    """A plan (or the same plan) on another billing period. To a longer period on a plan of
+    the same rank or higher: at once, a new period starting now (the unused rest of the
+    current one credited, prorated); otherwise when the current period ends, as a downgrade
+    (with its checks) and a period change together."""
+    if period not in PERIODS:
+        raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
+    if self.cancel_at is not None:
+        raise CommandRefused("a cancellation is scheduled: reactivate first",
+                             "cancellation_scheduled")
+    plan = catalog.plan(plan_id)
+    plan.check_offered(at, self.customer.get("country"))
+    if period not in plan.prices:
+        raise CommandRefused(f"plan {plan_id} is not sold per {period}", "period_not_offered")
+    terms = plan_terms(plan, period, catalog)
+    longer = PERIODS[period] > int(self.terms["period_months"])
+    if self.status != "trialing" and longer and int(terms["rank"]) >= int(self.terms["rank"]):
+        self._switch_period_now(terms, at, catalog)
+        return "upgraded"
+    self.check_can_move_to(terms, keep_workspace)
+    if plan_id != self.plan_id:
+        self._downgrade_scheduled(to_plan=plan_id, effective_at=self.cycle_end,
+                                  keep_workspace=keep_workspace, timestamp=at)
+    self._billing_period_change_scheduled(period=period, effective_at=self.cycle_end,
+                                          timestamp=at)
+    return "downgrade_scheduled"
+
+
+def _switch_period_now(self: Subscription, terms: dict[str, Any], at: datetime,
+                       catalog: Catalog) -> None:
+    """A new cycle from `at` on `terms`: the current period's fees credited for their unused
+    rest, the new period charged in full, the usage so far closed as at a roll."""
+    old_start, old_end = self.cycle_start, self.cycle_end
+    paid = period_charges(self.terms, self.seats, self.addons, self.members, old_start,
+                          old_end, catalog)
+    credits = [prorated("proration_credit", f"Unused time on {line['description']}",
+                        dec(line["quantity"]), dec(line["unit_price"]), at, old_start, old_end,
+                        credit=True) for line in paid]
+    if self.closing is not None:  # the new cycle ends the last one's late window
+        self._close_period(at)
+    end = add_months(at, int(terms["period_months"]))
+    seats = self.seats if terms.get("included_seats") is None or self.seats is None \
+        else max(self.seats, int(terms["included_seats"]))
+    charges = [c for c in credits if dec(c["amount"]) != 0] + period_charges(
+        terms, seats, self.addons, self.members, at, end, catalog)
+    self._plan_upgraded(from_plan=str(self.terms["plan_id"]), terms=terms, charges=charges,
+                        restarted_cycle=True, cycle_start=at, cycle_end=end,
+                        closed_usage=self._closed_usage(at),
+                        cancelled=["downgrade"] if self.scheduled_plan else [], timestamp=at)
 
 
 def check_not_ended(self: Subscription) -> None:
@@ -150,6 +206,8 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
                    closed_usage: dict[str, str], cancelled: list[str],
                    timestamp: datetime) -> None:
     self._bill(charges)
+    if restarted_cycle and terms["period"] != self.terms["period"]:
+        self.scheduled_period = None  # the period changed now
     if restarted_cycle:
         self._open_closing(self.cycle_start, cycle_start, closed_usage)
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
