@@ -166,10 +166,11 @@ class Plan:
     progressive_billing: dict[str, Any] = field(default_factory=dict)
     minimum_commitment: Decimal | None = None  # per month: a true-up at each cycle's close
 
-    def check_offered(self, at: datetime, country: str | None) -> None:
+    def check_offered(self, at: datetime, country: str | None, deal: bool = False) -> None:
         """Whether a subscription may start on, or change to, this plan at `at` for a
-        customer in `country` (subscriptions already on it keep renewing either way)."""
-        if not self.available:
+        customer in `country` (subscriptions already on it keep renewing either way). A plan
+        not `available` is sold only on a `deal` (custom prices agreed with the customer)."""
+        if not self.available and not deal:
             raise CommandRefused(f"plan {self.id} is not available", "plan_unavailable")
         if self.countries and country not in self.countries:
             raise CommandRefused(

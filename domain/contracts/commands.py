@@ -91,7 +91,9 @@ SAFE_INTEGER = 2**53
 FIELD_KINDS = ("text", "integer", "flag", "amount", "object", "names")
 FIELDS: dict[str, dict[str, str]] = {
     "subscribe": {"plan": "text", "account": "text?", "period": "text?", "trial": "flag?",
-                  "seats": "integer?", "customer": "object?", "coupon": "text?"},
+                  "seats": "integer?", "customer": "object?", "coupon": "text?",
+                  "overrides": "object?"},
+    "override_prices": {"overrides": "object"},
     "apply_coupon": {"coupon": "text"},
     "grant_credits": {"amount": "amount", "priority": "integer?", "expires_at": "text?",
                       "purchased": "flag?", "reason": "text?"},
@@ -208,6 +210,8 @@ def execute(subscription: Subscription | None, command: Command,
             period=command.text("period", False) or "month", trial=command.flag("trial"),
             seats=command.integer("seats") if "seats" in command.fields else None,
             customer=command.mapping("customer"),
+            overrides=command.mapping("overrides") if command.fields.get("overrides")
+            is not None else None,
         )
         coupon = command.text("coupon", False)
         if coupon:
@@ -353,6 +357,11 @@ def _cmd_terminate(s: Subscription, c: Command, catalog: Catalog) -> str:
     return "applied"
 
 
+def _cmd_override_prices(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.override_prices(c.mapping("overrides"), c.at)
+    return "applied"
+
+
 def _cmd_configure_auto_top_up(s: Subscription, c: Command, catalog: Catalog) -> str:
     return _applied(s.configure_auto_top_up(c.amount("threshold"), c.amount("amount"), c.at))
 
@@ -389,6 +398,7 @@ HANDLERS: dict[str, Handler] = {
     "grant_credits": _cmd_grant_credits,
     "configure_auto_top_up": _cmd_configure_auto_top_up,
     "terminate": _cmd_terminate,
+    "override_prices": _cmd_override_prices,
     "pause": lambda s, c, k: _applied(s.pause(c.at)),
     "resume": lambda s, c, k: s.resume(c.at, k),
 }

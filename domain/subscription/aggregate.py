@@ -22,6 +22,7 @@ from eventsourcing.domain import (
 )
 
 from domain.billing.charges import Charge
+from domain.billing.overrides import checked_overrides, with_overrides
 from domain.billing.pricing import (
     ZERO,
     dec,
@@ -72,6 +73,7 @@ class Subscription(BaseAggregate[str]):
     refund_due: list[dict[str, Any]] | None
     terminated_at: datetime
     pause_at: datetime | None  # a pause scheduled for the period's end (pausing.py); absent
+    pending_overrides: dict[str, Any] | None  # prices agreed from the next period; absent
     # The active coupon (domain/subscription/coupons.py); absent likewise.
     coupon: dict[str, Any] | None
     # Prepaid credits and the automatic top-up (domain/subscription/credits.py); absent likewise.
@@ -107,6 +109,7 @@ class Subscription(BaseAggregate[str]):
     PauseWithdrawn = events.PauseWithdrawn
     Paused = events.Paused
     Resumed = events.Resumed
+    PriceOverridesScheduled = events.PriceOverridesScheduled
     CreditsGranted = events.CreditsGranted
     AutoTopUpConfigured = events.AutoTopUpConfigured
     AddOnAdded = events.AddOnAdded
@@ -172,12 +175,15 @@ class Subscription(BaseAggregate[str]):
     @classmethod
     def subscribe(cls, subscription_id: str, account: str, plan_id: str, catalog: Catalog,
                   at: datetime, *, period: str = "month", trial: bool = False,
-                  seats: int | None = None,
-                  customer: dict[str, Any] | None = None) -> Subscription:
+                  seats: int | None = None, customer: dict[str, Any] | None = None,
+                  overrides: dict[str, Any] | None = None) -> Subscription:
         require_aware(at)
         plan = catalog.plan(plan_id)
-        plan.check_offered(at, customer_details(customer).get("country"))
+        plan.check_offered(at, customer_details(customer).get("country"),
+                           deal=overrides is not None)
         terms = plan_terms(plan, period, catalog)
+        if overrides is not None:  # a deal: "contact us for custom pricing"
+            terms = with_overrides(terms, checked_overrides(overrides, terms))
         if seats is not None and plan.included_seats is None:
             raise CommandRefused(f"plan {plan_id} has no seats", "seats_not_for_sale")
         seat_count = plan.included_seats if seats is None else seats
@@ -289,6 +295,9 @@ class Subscription(BaseAggregate[str]):
     check_not_ended = plan_changes.check_not_ended
     check_can_move_to = plan_changes.check_can_move_to
     _upgrade = plan_changes._upgrade
+    override_prices = plan_changes.override_prices
+    _price_overrides_scheduled = event(PriceOverridesScheduled)(
+        plan_changes._price_overrides_scheduled)
     change_plan_and_period = plan_changes.change_plan_and_period
     _switch_period_now = plan_changes._switch_period_now
     _extra_seats = plan_changes._extra_seats

@@ -17,6 +17,7 @@ from domain.billing.charges import (
     total,
     true_up_line,
 )
+from domain.billing.overrides import with_overrides
 from domain.billing.pricing import (
     dec,
     period_charges,
@@ -190,14 +191,21 @@ def billing_day(self: Subscription) -> int:
 
 def _renewed_terms(self: Subscription, plan_id: str, period: str, catalog: Catalog) -> dict[str,
                    Any]:
-    """The current catalog's terms for the plan (a new price version applies from here);
-    the old terms if the catalog no longer sells the plan for that period."""
+    """The current catalog's terms for the plan (a new price version applies from here), with
+    the subscription's custom prices while it stays on that plan and period; the old terms if
+    the catalog no longer sells the plan for that period."""
+    same = plan_id == self.plan_id and period == self.terms["period"]
     try:
-        return plan_terms(catalog.plan(plan_id), period, catalog)
+        terms = plan_terms(catalog.plan(plan_id), period, catalog)
     except BillingError:
-        if plan_id == self.plan_id and period == self.terms["period"]:
+        if same:
             return dict(self.terms)
         raise
+    if not same:
+        return terms  # a deal is for the plan and period it was agreed on
+    pending = getattr(self, "pending_overrides", None)
+    return with_overrides(terms, self.terms.get("overrides", {}) if pending is None
+                          else pending)
 
 
 def _workspaces_over_limit(self: Subscription, terms: dict[str, Any],
@@ -245,6 +253,7 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
     self._start_measures(cycle_start)  # no rollover; daily caps follow UTC days, not cycles
     self.scheduled_plan = None
     self.scheduled_period = None
+    self.pending_overrides = None
     for addon in changes.get("addons_removed", []):
         self.addons.pop(addon, None)
     for workspace in archived_workspaces:

@@ -258,6 +258,14 @@ class Resumed(DomainEvent):
     charges: list[Charge]
 
 
+class PriceOverridesScheduled(DomainEvent):
+    """Custom prices agreed with the customer, from the next period on (`{}`: back to the
+    catalog's)."""
+
+    class_version = 1
+    overrides: dict[str, Any]
+
+
 class Terminated(DomainEvent):
     """The subscription ended at once: its open cycle closed at this time with `closed_usage`,
     and `refund` (prorated credit lines for the unused rest of the period, or none)."""

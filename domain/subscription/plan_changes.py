@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.billing.charges import Charge, prorated
+from domain.billing.overrides import checked_overrides
 from domain.billing.pricing import (
     ZERO,
     blended_allowances,
@@ -111,6 +112,20 @@ def _switch_period_now(self: Subscription, terms: dict[str, Any], at: datetime,
                         restarted_cycle=True, cycle_start=at, cycle_end=end,
                         closed_usage=self._closed_usage(at),
                         cancelled=["downgrade"] if self.scheduled_plan else [], timestamp=at)
+
+
+def override_prices(self: Subscription, overrides: dict[str, Any], at: datetime) -> None:
+    """Custom prices on the current plan and period from the next period (`{}`: back to the
+    catalog's). A plan or period change drops them: a deal is for what it was agreed on."""
+    require_aware(at)
+    self.check_not_ended()
+    checked = checked_overrides(overrides, self.terms) if overrides else {}
+    self._price_overrides_scheduled(overrides=checked, timestamp=at)
+
+
+def _price_overrides_scheduled(self: Subscription, overrides: dict[str, Any],
+                               timestamp: datetime) -> None:
+    self.pending_overrides = overrides
 
 
 def check_not_ended(self: Subscription) -> None:

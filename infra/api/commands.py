@@ -24,7 +24,8 @@ router = APIRouter(tags=["commands"])
 
 # What a tenant's key may not do to its own subscriptions: record money, end one at once with
 # a refund, give itself credits (buying them, `purchased: true`, is the customer's own).
-OPERATORS_ONLY = frozenset({"record_payment", "void_invoice", "advance", "terminate"})
+OPERATORS_ONLY = frozenset({"record_payment", "void_invoice", "advance", "terminate",
+                            "override_prices"})
 COMMAND_EXAMPLE = {"id": "cmd-0001", "type": "change_plan", "subscription": "sub-1",
                    "plan": "pro"}
 
@@ -37,7 +38,8 @@ def publish_command(ctx: ApiContext, who: Principal, raw: dict[str, Any]) -> dic
     except BillingError as e:
         raise ApiError(422, e.code, str(e)) from None
     if not who.admin and (command.type in OPERATORS_ONLY or (
-            command.type == "grant_credits" and command.fields.get("purchased") is not True)):
+            command.type == "grant_credits" and command.fields.get("purchased") is not True)
+            or command.fields.get("overrides") is not None):
         raise ApiError(403, "admin_only", f"{command.type} needs an operator's key")
     existing = ctx.subscriptions([command.subscription]).get(command.subscription)
     if command.type == "subscribe":

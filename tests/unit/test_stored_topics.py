@@ -23,7 +23,7 @@ SUBSCRIPTION_EVENTS = (
     "DowngradeScheduled", "FeatureActivated", "FeatureDeactivated", "InvoiceIssued",
     "InvoiceVoided", "LateUsageRecorded", "MemberAdded", "PackPurchased", "PaymentFailed",
     "PaymentSucceeded", "PauseScheduled", "PauseWithdrawn", "Paused", "PlanChangedInTrial",
-    "PlanUpgraded", "ProfileUpdated", "QuotaThresholdCrossed", "Resumed",
+    "PlanUpgraded", "PriceOverridesScheduled", "ProfileUpdated", "QuotaThresholdCrossed", "Resumed",
     "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
     "Subscribed", "Terminated", "UsageCharged", "UsagePeriodClosed", "UsageRecorded",
     "UserPlanAssigned", "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
