@@ -358,7 +358,10 @@ def test_a_command_tells_whether_it_was_applied_or_refused_and_why(api: RunningA
     assert tenant_only.status_code == 403 and tenant_only.json()["code"] == "admin_only"
     for n, fields in enumerate(({"type": "terminate"},
                                 {"type": "grant_credits", "amount": "1000.00"},
-                                {"type": "grant_credits", "amount": "5", "purchased": False})):
+                                {"type": "grant_credits", "amount": "5", "purchased": False},
+                                {"type": "override_prices", "overrides": {"price": "1.00"}},
+                                {"type": "subscribe", "plan": "free", "account": "acct-a",
+                                 "overrides": {"price": "0"}})):
         gift = a.post("/v1/commands", json={"id": f"c4-{n}", "subscription": "a-free",
                                             **fields})
         assert gift.status_code == 403 and gift.json()["code"] == "admin_only", fields
