@@ -92,7 +92,7 @@ FIELD_KINDS = ("text", "integer", "flag", "amount", "object", "names")
 FIELDS: dict[str, dict[str, str]] = {
     "subscribe": {"plan": "text", "account": "text?", "period": "text?", "trial": "flag?",
                   "seats": "integer?", "customer": "object?", "coupon": "text?",
-                  "overrides": "object?"},
+                  "overrides": "object?", "billing_day": "integer?"},
     "override_prices": {"overrides": "object"},
     "apply_coupon": {"coupon": "text"},
     "grant_credits": {"amount": "amount", "priority": "integer?", "expires_at": "text?",
@@ -211,6 +211,8 @@ def execute(subscription: Subscription | None, command: Command,
             seats=command.integer("seats") if "seats" in command.fields else None,
             customer=command.mapping("customer"),
             overrides=command.mapping("overrides") if command.fields.get("overrides")
+            is not None else None,
+            billing_day=command.integer("billing_day") if command.fields.get("billing_day")
             is not None else None,
         )
         coupon = command.text("coupon", False)

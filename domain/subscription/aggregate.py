@@ -21,6 +21,7 @@ from eventsourcing.domain import (
     event,
 )
 
+from domain.billing.calendar import first_boundary, first_period
 from domain.billing.charges import Charge
 from domain.billing.overrides import checked_overrides, with_overrides
 from domain.billing.pricing import (
@@ -148,7 +149,10 @@ class Subscription(BaseAggregate[str]):
         self.terms = terms
         self.status = status
         self.started_at = cycle_start
-        self.anchor = cycle_start if trial_end is None else cycle_end
+        # Anniversary billing counts periods from the start; after a trial, or a calendar
+        # subscription's shorter first period, from that first period's end.
+        whole = add_months(cycle_start, int(terms["period_months"])) == cycle_end
+        self.anchor = cycle_start if trial_end is None and whole else cycle_end
         self.anchor_day = self.anchor.day  # the billing day, kept when the anchor moves
         self.cycle_start = cycle_start
         self.cycle_end = cycle_end
@@ -176,7 +180,8 @@ class Subscription(BaseAggregate[str]):
     def subscribe(cls, subscription_id: str, account: str, plan_id: str, catalog: Catalog,
                   at: datetime, *, period: str = "month", trial: bool = False,
                   seats: int | None = None, customer: dict[str, Any] | None = None,
-                  overrides: dict[str, Any] | None = None) -> Subscription:
+                  overrides: dict[str, Any] | None = None,
+                  billing_day: int | None = None) -> Subscription:
         require_aware(at)
         plan = catalog.plan(plan_id)
         plan.check_offered(at, customer_details(customer).get("country"),
@@ -192,6 +197,9 @@ class Subscription(BaseAggregate[str]):
                 seat_count = plan.included_seats
             if seat_count > plan.included_seats and plan.extra_seat_monthly_price is None:
                 raise CommandRefused(f"plan {plan_id} sells no extra seats", "seats_not_for_sale")
+        if trial and billing_day is not None:
+            raise CommandRefused("a trial bills from its end: no billing_day with it",
+                                 "invalid_billing_day")
         if trial:
             if plan.trial_days <= 0:
                 raise CommandRefused(f"plan {plan_id} has no trial", "no_trial")
@@ -204,6 +212,10 @@ class Subscription(BaseAggregate[str]):
             return subscription
         end = add_months(at, PERIODS[period])
         charges = period_charges(terms, seat_count, {}, {}, at, end, catalog)
+        if billing_day is not None:  # calendar billing: a prorated first period
+            end = first_boundary(at, billing_day, PERIODS[period])
+            terms, charges = first_period(
+                terms, period_charges(terms, seat_count, {}, {}, at, end, catalog), at, end)
         subscription = cls(id=subscription_id, account=account, terms=terms, status="active",
                            cycle_start=at, cycle_end=end, trial_end=None,
                            commitment_end=commitment_end(plan, at), seats=seat_count,

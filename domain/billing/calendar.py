@@ -1,0 +1,45 @@
+"""Calendar billing (docs/domain.md, "Calendar billing"): a subscription billed on a chosen day
+of the month (every subscription of an account on the same day, for one invoice date), whose
+first period runs from the start to that day and is charged prorated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from domain.billing.charges import Charge, remaining_fraction, round_money
+from domain.shared.errors import CommandRefused
+from domain.shared.periods import add_months
+
+MAX_BILLING_DAY = 28  # a day every month has
+
+
+def first_boundary(at: datetime, billing_day: int, months: int) -> datetime:
+    """The end of a calendar subscription's first period: the next `billing_day` at 00:00 UTC
+    after `at`, or a whole period when `at` is that moment."""
+    if not 1 <= billing_day <= MAX_BILLING_DAY:
+        raise CommandRefused(f"billing_day is a day of the month from 1 to {MAX_BILLING_DAY}",
+                             "invalid_billing_day")
+    day = at.astimezone(UTC).date().replace(day=billing_day)
+    boundary = datetime.combine(day, time(), UTC)
+    if boundary == at:
+        return add_months(at, months)
+    return boundary if boundary > at else add_months(boundary, 1)
+
+
+def first_period(terms: dict[str, Any], charges: list[Charge], at: datetime,
+                 end: datetime) -> tuple[dict[str, Any], list[Charge]]:
+    """The first period [at, end) as a share of a whole one ending at `end`: its charges
+    prorated (each rounded HALF_UP to the cent, with the share shown) and its allowances'
+    `included` prorated in whole units (HALF_UP), as an upgrade blends them."""
+    months = int(terms["period_months"])
+    share = remaining_fraction(at, add_months(end, -months), end)
+    if share == 1:
+        return terms, charges
+    shown = str(share.quantize(Decimal("0.000001")))
+    prorated = [{**c, "amount": str(round_money(Decimal(c["amount"]) * share)),
+                 "fraction": shown, "period_start": at.isoformat()} for c in charges]
+    allowances = {m: {**a, "included": str((Decimal(a["included"]) * share).quantize(
+        Decimal(1), ROUND_HALF_UP))} for m, a in terms["allowances"].items()}
+    return {**terms, "allowances": allowances}, prorated
