@@ -62,6 +62,17 @@ def invoice(ctx: ApiContext, who: Principal, number: str) -> dict[str, Any]:
     return document
 
 
+def account_invoice_list(ctx: ApiContext, who: Principal, account: str) -> dict[str, Any]:
+    from projections.invoices import store as invoices
+    from projections.invoices.accounts import account_invoices
+
+    if not who.may_see(account):
+        raise not_found(f"account {account!r}")
+    with ctx.pool.connection() as conn:
+        documents = invoices.account_documents(conn, account)
+    return {"account": account, "invoices": account_invoices(account, documents)}
+
+
 def recommendation(ctx: ApiContext, who: Principal, sid: str) -> dict[str, Any]:
     from projections.recommendations.model import recommend
     from projections.recommendations.store import read_inputs
@@ -113,6 +124,13 @@ async def get_monitor(subscription: str, who: Caller, ctx: Context) -> JsonRespo
 @router.get("/v1/subscriptions/{subscription}/invoices", summary="A subscription's invoices")
 async def get_invoices(subscription: str, who: Caller, ctx: Context) -> JsonResponse:
     return JsonResponse(await run_in_threadpool(invoice_list, ctx, who, subscription))
+
+
+@router.get("/v1/accounts/{account}/invoices",
+            summary="An account's invoices grouped per issue date and currency (a view of the "
+                    "numbered per-subscription invoices)")
+async def get_account_invoices(account: str, who: Caller, ctx: Context) -> JsonResponse:
+    return JsonResponse(await run_in_threadpool(account_invoice_list, ctx, who, account))
 
 
 @router.get("/v1/invoices/{number}", summary="An invoice as a document (JSON)")

@@ -12,6 +12,7 @@ from infra.render.terminal import print_invoice, print_invoice_list, print_json
 from infra.stack.embedded import Stack
 
 NEEDS_TARGET = {"show": "an invoice number", "credit": "an invoice number",
+                "account": "an account",
                 "explain": "an invoice number", "preview": "a subscription"}
 
 
@@ -36,6 +37,17 @@ def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
         return OK
     if args.verb == "preview":
         return _invoice_write(args, settings)
+    if args.verb == "account":
+        from projections.invoices.accounts import account_invoices
+
+        with psycopg.connect(stack.database_url) as conn:
+            grouped = account_invoices(args.target, invoices.account_documents(conn,
+                                                                               args.target))
+        if args.json:
+            print_json({"account": args.target, "invoices": grouped})
+        else:
+            print_account_invoices(grouped)
+        return OK
     document = _read_invoice(stack, args.target)
     if args.verb == "credit":
         return _invoice_write(args, settings, document["subscription"])
@@ -54,6 +66,15 @@ def cmd_invoice(args: argparse.Namespace, settings: Settings) -> int:
     elif not (args.html or args.pdf):
         print_invoice(document)
     return OK
+
+
+def print_account_invoices(grouped: list[dict[str, Any]]) -> None:
+    for group in grouped:
+        print(f"{group['date']}  {group['kind']:<12} {group['total']:>12} {group['currency']}"
+              f"  (due {group['amount_due']})")
+        for invoice in group["invoices"]:
+            print(f"    {invoice['number']:<18} {invoice['subscription']:<24} "
+                  f"{invoice['total']:>12}  {invoice['status'] or ''}")
 
 
 def _read_invoice(stack: Stack, number: str) -> dict[str, Any]:

@@ -224,11 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("invoice", help="invoices: show (text, --json, --html, --pdf), list, "
                        "preview (the open draft), credit (a credit note), explain (each line's "
-                       "event and rule)")
-    p.add_argument("verb", choices=["show", "list", "preview", "credit", "explain"],
+                       "event and rule), account (an account's invoices per issue date)")
+    p.add_argument("verb", choices=["show", "list", "preview", "credit", "explain", "account"],
                    help="what to do")
-    p.add_argument("target", nargs="?", help="invoice number (show, credit, explain) or "
-                                             "subscription (list: optional, preview)")
+    p.add_argument("target", nargs="?", help="invoice number (show, credit, explain), "
+                                             "subscription (list: optional, preview) or "
+                                             "account (account)")
     _json(p)
     p.add_argument("--html", metavar="FILE", help="show: write the invoice as HTML")
     p.add_argument("--pdf", metavar="FILE", help="show: write the invoice as PDF")

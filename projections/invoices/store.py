@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS invoices (
     document jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS invoices_subscription ON invoices (subscription_id, issued_at);
+CREATE INDEX IF NOT EXISTS invoices_account ON invoices (account, issued_at);
 CREATE TABLE IF NOT EXISTS invoice_lines (
     number text NOT NULL,
     line_no int NOT NULL,
@@ -240,6 +241,14 @@ def list_invoices(conn: psycopg.Connection[Any],
     rows = conn.execute(sql, params).fetchall()
     conn.commit()
     return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
+def account_documents(conn: psycopg.Connection[Any], account: str) -> list[dict[str, Any]]:
+    """Every invoice and credit note of an account, as documents with their status."""
+    rows = conn.execute("SELECT document, status FROM invoices WHERE account = %s "
+                        "ORDER BY issued_at, number", (account,)).fetchall()
+    conn.commit()
+    return [{**dict(document), "status": status} for document, status in rows]
 
 
 def draft_lines(conn: psycopg.Connection[Any], subscription_id: str) -> Iterable[tuple[Any, ...]]:

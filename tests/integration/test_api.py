@@ -404,6 +404,10 @@ def test_the_reads_show_state_monitor_invoices_recommendation_history_and_catalo
     assert document["subscription"] == "a-pro" and document["currency"] == "EUR"
     html = a.get(f"/v1/invoices/{number}/html")
     assert html.headers["content-type"].startswith("text/html") and number in html.text
+    grouped = a.get("/v1/accounts/acct-a/invoices").json()
+    assert number in [i["number"] for g in grouped["invoices"] for i in g["invoices"]]
+    assert all(g["total"] == str(sum(Decimal(i["total"]) for i in g["invoices"]))
+               for g in grouped["invoices"])
     pdf = a.get(f"/v1/invoices/{number}/pdf")
     assert pdf.content.startswith(b"%PDF") and "attachment" in pdf.headers[
         "content-disposition"]
@@ -461,7 +465,7 @@ def _every_route(api: RunningApi) -> list[tuple[str, str]]:
         if isinstance(route, APIRoute):
             path = (route.path.replace("{subscription}", "a-pro")
                     .replace("{name}", "credits").replace("{number}", "A-INVOICE")
-                    .replace("{command_id}", "c-a"))
+                    .replace("{command_id}", "c-a").replace("{account}", "acct-a"))
             routes.extend((method, path) for method in sorted(route.methods or ()))
     return routes
 
@@ -517,7 +521,8 @@ def test_the_openapi_document_lists_every_route_and_the_docs_page_serves(
     spec = httpx.get(f"{api.url}/openapi.json").json()
     for _, path in _every_route(api):
         template = (path.replace("a-pro", "{subscription}").replace("credits", "{name}")
-                    .replace("A-INVOICE", "{number}").replace("c-a", "{command_id}"))
+                    .replace("A-INVOICE", "{number}").replace("c-a", "{command_id}")
+                    .replace("acct-a", "{account}"))
         assert template in spec["paths"], template
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     docs = httpx.get(f"{api.url}/docs")

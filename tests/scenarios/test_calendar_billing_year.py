@@ -59,3 +59,21 @@ def test_a_billing_day_must_exist_every_month_and_not_follow_a_trial(options: di
     with pytest.raises(BillingError) as refused:
         Journey(TEAM, "cal-bad", "team", utc(2026, 1, 20), US_BUSINESS, **options)
     assert refused.value.code == "invalid_billing_day"
+
+
+def test_an_accounts_subscriptions_on_one_billing_day_make_one_account_invoice() -> None:
+    from projections.invoices.accounts import account_invoices
+
+    first = Journey(TEAM, "cal-a", "team", utc(2026, 1, 1), US_BUSINESS)
+    second = Journey(TEAM, "cal-b", "team", utc(2026, 1, 20), US_BUSINESS, billing_day=1)
+    second.use(utc(2026, 1, 25), "api_calls", 500)
+    for j in (first, second):
+        j.advance(utc(2026, 3, 1, 1))
+    numbered = [{**d, "number": f"{d['subscription']}/{d['number']}"}  # two test series
+                for j in (first, second) for d in j.issued]
+    grouped = account_invoices("acme", numbered)
+    assert [(g["date"], [i["subscription"] for i in g["invoices"]], g["total"])
+            for g in grouped] == [
+        ("2026-01-01", ["cal-a"], "40.00"), ("2026-01-20", ["cal-b"], "15.48"),
+        ("2026-02-01", ["cal-a", "cal-b"], "85.65"), ("2026-03-01", ["cal-a", "cal-b"], "80.00")]
+    assert grouped[2]["invoices"][1]["lines"][1]["description"] == "api_calls over allowance"
