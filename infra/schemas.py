@@ -268,9 +268,11 @@ def catalog() -> dict[str, Any]:
             {"name": NAME, "metric": NAME, "quantity": AMOUNT, "price": MONEY},
             ("name", "metric", "quantity", "price"))},
         "addons": {"type": "object", "additionalProperties": _closed(
-            {"name": NAME, "price": MONEY, "features": NAMES}, ("name", "price"))},
+            {"name": NAME, "price": MONEY, "features": NAMES, "per_user": FLAG,
+             "solution": NAME}, ("name", "price"))},
         "user_plans": {"type": "object", "additionalProperties": {
-            "type": "object", "additionalProperties": MONEY}},
+            "type": "object", "additionalProperties": {"anyOf": [
+                MONEY, _closed({"price": MONEY, "features": NAMES}, ("price",))]}}},
         "issuer": _closed(issuer),
         "coupons": {"type": "object", "additionalProperties": _closed(coupon, ("name",))}}
     assert set(top) == TOP_KEYS and set(coupon) == COUPON_KEYS

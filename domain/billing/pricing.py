@@ -23,7 +23,23 @@ def plan_terms(plan: Plan, period: str, catalog: Catalog) -> dict[str, Any]:
     terms["catalog_version"] = catalog.version
     terms["thresholds"] = list(catalog.thresholds)
     terms["late_usage_grace_minutes"] = catalog.late_usage_grace_minutes
+    if plan.user_plans and catalog.user_plan_features:  # absent otherwise, as before
+        terms["user_plan_features"] = {s: {level: list(features) for level, features in
+                                           sorted(levels.items())}
+                                       for s, levels in sorted(catalog.user_plan_features.items())}
     return terms
+
+
+def addon_users(addon: dict[str, Any], members: dict[str, dict[str, str]]) -> int:
+    """How many times an add-on is charged: once, or per member (`users = "members"`), or per
+    member holding a user plan of a solution (`users = "solution:<name>"`)."""
+    users = addon.get("users")
+    if users is None:
+        return 1
+    if users == "members":
+        return len(members)
+    solution = users.removeprefix("solution:")
+    return sum(1 for plans in members.values() if solution in plans)
 
 
 def is_upgrade(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -72,9 +88,11 @@ def period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, A
                                 extra * dec(seat_price), start, end))
     months = int(terms["period_months"])
     for addon_id, addon in sorted(addons.items()):
+        users = addon_users(addon, members)
         amount = dec(addon["monthly_price"]) * months
-        lines.append(charge("addon", str(addon["name"]), 1, amount, amount, start, end,
-                            addon=addon_id))
+        if users:
+            lines.append(charge("addon", str(addon["name"]), users, amount, users * amount,
+                                start, end, addon=addon_id))
     if catalog is not None and terms.get("user_plans"):
         for member, plans in sorted(members.items()):
             for solution, level in sorted(plans.items()):

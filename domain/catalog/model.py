@@ -134,6 +134,10 @@ class AddOn:
     name: str
     monthly_price: Decimal
     features: tuple[str, ...] = ()
+    # Priced per user: `per_user` counts the members; `solution` the members holding a user
+    # plan of that solution (counted at each period's start, and when the add-on is added).
+    per_user: bool = False
+    solution: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,8 @@ class Catalog:
     packs: dict[str, Pack] = field(default_factory=dict)
     addons: dict[str, AddOn] = field(default_factory=dict)
     user_plans: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # solution->level->€
+    # The features each user-plan level brings its holder (solution -> level -> features).
+    user_plan_features: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     free_plan: str | None = None
     thresholds: tuple[int, ...] = (80, 100)
     late_usage_grace_minutes: int = 60
@@ -316,11 +322,18 @@ class Catalog:
         coupons = {cid: parse_coupon(cid, body, set(plans))
                    for cid, body in fields.table(raw, "coupons", "catalog file").items()}
         solutions = fields.table(raw, "user_plans", "catalog file")
-        user_plans = {
-            solution: {level: fields.money(price, f"user_plans.{solution}.{level}")
-                       for level, price in fields.table(solutions, solution, "user_plans").items()}
-            for solution in solutions
-        }
+        levels = {solution: {level: _user_plan_level(value, f"user_plans.{solution}.{level}")
+                             for level, value in fields.table(solutions, solution,
+                                                              "user_plans").items()}
+                  for solution in solutions}
+        user_plans = {s: {lv: price for lv, (price, _) in by.items()} for s, by in levels.items()}
+        user_plan_features = {s: {lv: feats for lv, (_, feats) in by.items() if feats}
+                              for s, by in levels.items()}
+        user_plan_features = {s: by for s, by in user_plan_features.items() if by}
+        for addon in addons.values():
+            if addon.solution is not None and addon.solution not in user_plans:
+                raise CatalogError(f"add-on {addon.id}: no user plans of solution "
+                                   f"{addon.solution!r}")
         free_plan = head.get("free_plan")
         if free_plan is not None and (not isinstance(free_plan, str) or free_plan not in plans):
             raise CatalogError(f"free_plan {free_plan!r} is not a plan")
@@ -355,6 +368,7 @@ class Catalog:
             addons=addons,
             coupons=coupons,
             user_plans=user_plans,
+            user_plan_features=user_plan_features,
             free_plan=free_plan,
             thresholds=tuple(sorted(thresholds)),
             late_usage_grace_minutes=fields.whole(head, "late_usage_grace_minutes", "[catalog]", 60)
@@ -752,7 +766,23 @@ def _pack(pid: str, body: dict[str, Any]) -> Pack:
 
 def _addon(aid: str, body: dict[str, Any]) -> AddOn:
     where = f"add-on {aid}"
-    fields.known_keys(body, {"name", "price", "features"}, where)
+    fields.known_keys(body, {"name", "price", "features", "per_user", "solution"}, where)
+    solution = body.get("solution")
+    if solution is not None and (not isinstance(solution, str) or not solution):
+        raise CatalogError(f"{where}: solution names a user-plan solution")
+    per_user = fields.flag(body, "per_user", where, False)
+    if per_user and solution is not None:
+        raise CatalogError(f"{where}: per_user counts every member, solution the members of "
+                           f"one solution: give one of them")
     return AddOn(aid, fields.text(body, "name", where),
                  fields.money(body.get("price"), f"{where}.price"),
-                 fields.names(body, "features", where))
+                 fields.names(body, "features", where), per_user=per_user, solution=solution)
+
+
+def _user_plan_level(value: object, where: str) -> tuple[Decimal, tuple[str, ...]]:
+    """A level's price per user per month, as an amount or `{ price, features }`."""
+    if isinstance(value, dict):
+        fields.known_keys(value, {"price", "features"}, where)
+        return (fields.money(value.get("price"), f"{where}.price"),
+                fields.names(value, "features", where))
+    return fields.money(value, where), ()

@@ -308,6 +308,7 @@ class Subscription(BaseAggregate[str]):
     check_can_move_to = plan_changes.check_can_move_to
     _upgrade = plan_changes._upgrade
     override_prices = plan_changes.override_prices
+    member_features = extras.member_features
     _price_overrides_scheduled = event(PriceOverridesScheduled)(
         plan_changes._price_overrides_scheduled)
     change_plan_and_period = plan_changes.change_plan_and_period

@@ -293,12 +293,16 @@ class UsageCharged(DomainEvent):
 
 
 class AddOnAdded(DomainEvent):
+    """`users`: how the add-on is counted, "members" or "solution:<name>" (per user), or None
+    (once); absent from events written before add-ons per user (read as None)."""
+
     class_version = 1
     addon_id: str
     name: str
     monthly_price: str
     features: list[str]
     charges: list[Charge]
+    users: str | None
 
 
 class AddOnRemovalScheduled(DomainEvent):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from domain.billing.charges import Charge, charge, prorated
 from domain.billing.pricing import (
     ZERO,
+    addon_users,
 )
 from domain.catalog.model import Catalog
 from domain.shared.errors import (
@@ -48,21 +49,36 @@ def add_addon(self: Subscription, addon_id: str, at: datetime, catalog: Catalog)
     if addon_id in self.addons and self.addons[addon_id].get("remove_at") is None:
         return False
     months = int(self.terms["period_months"])
-    charges = [] if self.status == "trialing" or addon_id in self.addons else [
-        prorated("addon", addon.name, 1, addon.monthly_price * months, at,
+    users = "members" if addon.per_user else (
+        None if addon.solution is None else f"solution:{addon.solution}")
+    count = addon_users({"users": users}, self.members)
+    charges = [] if self.status == "trialing" or addon_id in self.addons or not count else [
+        prorated("addon", addon.name, count, addon.monthly_price * months, at,
                  self.cycle_start, self.cycle_end, addon=addon_id)]
     self._addon_added(addon_id=addon_id, name=addon.name,
                       monthly_price=str(addon.monthly_price), features=list(addon.features),
-                      charges=charges, timestamp=at)
+                      charges=charges, timestamp=at, users=users)
     return True
 
 
 def _addon_added(self: Subscription, addon_id: str, name: str, monthly_price: str,
                  features: list[str],
-                 charges: list[Charge], timestamp: datetime) -> None:
+                 charges: list[Charge], timestamp: datetime, users: str | None = None) -> None:
     self._bill(charges)
     self.addons[addon_id] = {"name": name, "monthly_price": monthly_price,
-                             "features": features, "remove_at": None}
+                             "features": features, "remove_at": None,
+                             **({"users": users} if users is not None else {})}
+
+
+def member_features(self: Subscription, member: str) -> dict[str, str]:
+    """The features a member's user plans bring (feature -> `user_plan:<solution>-<level>`),
+    from the terms the subscription is billed under."""
+    by_level = self.terms.get("user_plan_features", {})
+    granted: dict[str, str] = {}
+    for solution, level in sorted(self.members.get(member, {}).items()):
+        for feature in by_level.get(solution, {}).get(level, []):
+            granted.setdefault(feature, f"user_plan:{solution}-{level}")
+    return granted
 
 
 def remove_addon(self: Subscription, addon_id: str, at: datetime) -> bool:

@@ -71,7 +71,9 @@ PARAMETERS = [
      "description": "a metric of the plan, or a feature"},
     {"name": "requested", "in": "query", "required": False,
      "schema": {"type": "string", "default": "0", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-     "description": "units about to be used (metrics; default 0)"}]
+     "description": "units about to be used (metrics; default 0)"},
+    {"name": "member", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "features: also those this member's user plans bring"}]
 METRIC_COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs",
                   "used", "limit_kind", "cycle_start", "cycle_end", "daily_cap", "used_today",
                   "projected_version", "stored_version", "as_of")
@@ -82,7 +84,7 @@ RENDERED_KEPT = 100_000
 
 
 async def check(ctx: ApiContext, authorization: str, subscription: str, name: str,
-                requested: str) -> dict[str, Any]:
+                requested: str, member: str | None = None) -> dict[str, Any]:
     """The answer to one entitlement question, for the route and for the fast path."""
     who = await principal_of(ctx, authorization)
     quantity = requested_quantity(requested)
@@ -108,7 +110,7 @@ async def check(ctx: ApiContext, authorization: str, subscription: str, name: st
                            checked_at)
     if row is not None:
         return _decided(ctx, who, subscription, row, checked_at, quantity, now)
-    return await run_in_threadpool(_feature_or_unknown, ctx, who, subscription, name)
+    return await run_in_threadpool(_feature_or_unknown, ctx, who, subscription, name, member)
 
 
 def refresh_kept(ctx: ApiContext) -> None:
@@ -194,7 +196,7 @@ async def entitlement(request: Request) -> JsonResponse:
     return JsonResponse(await check(
         context_of(request), request.headers.get("authorization", ""),
         request.path_params["subscription"], request.path_params["name"],
-        request.query_params.get("requested", "0")))
+        request.query_params.get("requested", "0"), request.query_params.get("member")))
 
 
 def is_check(scope: Any) -> bool:
@@ -235,16 +237,16 @@ class EntitlementFastPath:
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
-        requested = "0"
+        requested, member = "0", None
         if scope["query_string"]:
             from urllib.parse import parse_qsl
 
-            requested = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get(
-                "requested", "0")
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            requested, member = query.get("requested", "0"), query.get("member")
         headers: list[tuple[bytes, bytes]] = []
         try:
             body, status = await check(self.ctx, authorization, subscription, name,
-                                       requested), 200
+                                       requested, member), 200
         except ApiError as e:
             body, status = error_body(e.code, e.message), e.status
             if status == 401:
@@ -259,8 +261,8 @@ class EntitlementFastPath:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _feature_or_unknown(ctx: ApiContext, who: Any, subscription: str, name: str
-                        ) -> dict[str, Any]:
+def _feature_or_unknown(ctx: ApiContext, who: Any, subscription: str, name: str,
+                        member: str | None = None) -> dict[str, Any]:
     sub = ctx.own_subscription(who, subscription)
     with ctx.pool.connection() as conn:
         projected, stored = conn.execute(FRESHNESS_SQL, {"sub": subscription}).fetchone() or (
@@ -273,8 +275,10 @@ def _feature_or_unknown(ctx: ApiContext, who: Any, subscription: str, name: str
                        f"({freshness.pending_events} events pending); ask again shortly")
     catalog = ctx.engine.app.catalog
     known_features = {f for p in catalog.plans.values() for f in p.features} | {
-        f for a in catalog.addons.values() for f in a.features}
-    granted = _granted_by(sub, name)
+        f for a in catalog.addons.values() for f in a.features} | {
+        f for levels in catalog.user_plan_features.values() for fs in levels.values()
+        for f in fs}
+    granted = _granted_by(sub, name, member)
     if granted is None and name not in known_features and name not in sub.features():
         raise ApiError(404, "unknown_entitlement",
                        f"{subscription} has no metric or feature {name!r}; metrics: "
@@ -282,10 +286,15 @@ def _feature_or_unknown(ctx: ApiContext, who: Any, subscription: str, name: str
     return feature(subscription, sub.plan_id, name, granted, freshness)
 
 
-def _granted_by(sub: Any, name: str) -> str | None:
+def _granted_by(sub: Any, name: str, member: str | None) -> str | None:
+    """What gives the subscription (or, with `member`, that member) the feature: the plan, an
+    add-on, or the member's user plan (`user_plan:sales-premium`)."""
     if name in sub.terms.get("features", []):
         return "plan"
     for addon_id, addon in sorted(sub.addons.items()):
         if name in addon.get("features", []):
             return f"addon:{addon_id}"
+    if member is not None:
+        granted: str | None = sub.member_features(member).get(name)
+        return granted
     return None
