@@ -241,10 +241,13 @@ class PauseWithdrawn(DomainEvent):
 
 
 class Paused(DomainEvent):
-    """The paid period ended into a pause: its usage closed with `closed_usage`."""
+    """The paid period ended into a pause: its usage closed with `closed_usage`; `plan_id`
+    and `currency`: what was paused."""
 
     class_version = 1
     closed_usage: dict[str, str]
+    plan_id: str
+    currency: str
 
 
 class Resumed(DomainEvent):
@@ -268,11 +271,14 @@ class PriceOverridesScheduled(DomainEvent):
 
 class Terminated(DomainEvent):
     """The subscription ended at once: its open cycle closed at this time with `closed_usage`,
-    and `refund` (prorated credit lines for the unused rest of the period, or none)."""
+    and `refund` (prorated credit lines for the unused rest of the period, or none); `plan_id`
+    and `currency`: what ended."""
 
     class_version = 1
     closed_usage: dict[str, str]
     refund: list[Charge]
+    plan_id: str
+    currency: str
 
 
 class CouponApplied(DomainEvent):

@@ -54,10 +54,12 @@ def pause_scheduled_at(self: Subscription) -> datetime | None:
 
 def _pause(self: Subscription, boundary: datetime) -> None:
     """At the period's end, instead of the next period (called by the roll)."""
-    self._paused(closed_usage=self._closed_usage(boundary), timestamp=boundary)
+    self._paused(closed_usage=self._closed_usage(boundary), plan_id=self.plan_id,
+                 currency=str(self.terms["currency"]), timestamp=boundary)
 
 
-def _paused(self: Subscription, closed_usage: dict[str, str], timestamp: datetime) -> None:
+def _paused(self: Subscription, closed_usage: dict[str, str], plan_id: str, currency: str,
+            timestamp: datetime) -> None:
     self._open_closing(self.cycle_start, timestamp, closed_usage, trial=False)
     self._start_measures(timestamp, carry=False)  # a paused level bills nothing
     self.status = "paused"

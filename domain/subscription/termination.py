@@ -37,12 +37,13 @@ def terminate(self: Subscription, at: datetime, catalog: Catalog, refund: bool =
                           dec(line["quantity"]), dec(line["unit_price"]), at, self.cycle_start,
                           self.cycle_end, credit=True) for line in paid]
         lines = [line for line in lines if dec(line["amount"]) != 0]
-    self._terminated(closed_usage=self._closed_usage(at), refund=lines, timestamp=at)
+    self._terminated(closed_usage=self._closed_usage(at), refund=lines, plan_id=self.plan_id,
+                     currency=str(self.terms["currency"]), timestamp=at)
     self._close_period(at)  # the usage so far, billed (and invoiced) at once
 
 
 def _terminated(self: Subscription, closed_usage: dict[str, str], refund: list[Charge],
-                timestamp: datetime) -> None:
+                plan_id: str, currency: str, timestamp: datetime) -> None:
     self._open_closing(self.cycle_start, timestamp, closed_usage,
                        trial=self.status == "trialing")
     self._start_measures(timestamp)

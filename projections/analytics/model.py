@@ -1,5 +1,5 @@
 """The analytics read model, pure: the lifecycle fact an event message records (new, upgrade,
-downgrade, churn, period change), with the recurring monthly price after it."""
+downgrade, churn, period change, pause, resume), with the recurring monthly price after it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | 
         return ("new", *_recurring(data["terms"]))
     if kind == "PlanUpgraded":
         return ("upgrade", *_recurring(data["terms"]))
+    if kind == "Terminated":  # ended at once
+        return ("churn", data["plan_id"], Decimal(0), data["currency"])
+    if kind == "Paused":  # still a customer, paying nothing until it resumes
+        return ("pause", data["plan_id"], Decimal(0), data["currency"])
+    if kind == "Resumed":
+        return ("resume", *_recurring(data["terms"]))
     if kind == "CycleRolled":
         changes = data.get("changes", {})
         if changes.get("cancelled"):

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS subscription_changes (
     subscription_id text NOT NULL,
     version bigint NOT NULL,
     at timestamptz NOT NULL,
-    kind text NOT NULL,            -- new, upgrade, downgrade, churn, period_change
+    kind text NOT NULL,  -- new, upgrade, downgrade, churn, period_change, pause, resume
     plan_id text,
     monthly_price numeric NOT NULL,  -- recurring price per month after the change (0 = churned)
     currency text,
@@ -77,7 +77,9 @@ CREATE OR REPLACE VIEW billing_read.movements_by_month AS
            count(*) FILTER (WHERE kind = 'new') AS new,
            count(*) FILTER (WHERE kind = 'upgrade') AS upgrades,
            count(*) FILTER (WHERE kind = 'downgrade') AS downgrades,
-           count(*) FILTER (WHERE kind = 'churn') AS churned
+           count(*) FILTER (WHERE kind = 'churn') AS churned,
+           count(*) FILTER (WHERE kind = 'pause') AS paused,
+           count(*) FILTER (WHERE kind = 'resume') AS resumed
     FROM subscription_changes GROUP BY 1;
 
 CREATE OR REPLACE VIEW billing_read.revenue_by_invoice_month AS

@@ -40,8 +40,8 @@ def test_mrr_movements_and_revenue_views_and_the_read_only_analyst(engine: Engin
         _, revenue = analytics.report(conn, "revenue_by_invoice_month")
         _, active = analytics.report(conn, "active_subscriptions")
     nov, dec = date(2026, 11, 1), date(2026, 12, 1)
-    assert (nov, 3, 1, 0, 0) in movements  # three new, one upgrade
-    assert (dec, 0, 0, 1, 1) in movements  # the downgrade and the churn apply Dec 1
+    assert (nov, 3, 1, 0, 0, 0, 0) in movements  # three new, one upgrade
+    assert (dec, 0, 0, 1, 1, 0, 0) in movements  # the downgrade and the churn apply Dec 1
     mrr_dec = {plan: m for month, plan, cur, m, arr, paying in mrr if month == dec}
     # a: scale 490; b: basic 190 (downgraded); c: churned (no plan catalog free -> 0)
     assert mrr_dec == {"scale": Decimal("490.0000"), "basic": Decimal("190.0000")}
@@ -90,3 +90,27 @@ def test_no_amount_is_ever_printed_in_scientific_notation(engine: Engine) -> Non
     assert '"price": "190.00"' in catalog.stdout
     found = [m.group(0) for text in outputs for m in exponent.finditer(text)]
     assert not found, found
+
+
+def test_terminations_pauses_and_resumes_move_mrr(engine: Engine) -> None:
+    app = engine.app
+
+    def run(cid: str, ctype: str, sub: str, at: str, **fields: object) -> None:
+        app.handle(parse_command({"id": cid, "type": ctype, "subscription": sub, "at": at,
+                                  **fields}))
+
+    run("d1", "subscribe", "d", "2026-11-01T00:00:00+00:00", plan="basic", period="month")
+    run("e1", "subscribe", "e", "2026-11-01T00:00:00+00:00", plan="basic", period="month")
+    run("d2", "terminate", "d", "2026-11-20T00:00:00+00:00")  # ends at once: churn in Nov
+    run("e2", "pause", "e", "2026-11-05T00:00:00+00:00")  # from Dec 1
+    app.advance_clock(datetime(2026, 12, 10, tzinfo=UTC), ["d", "e"])
+    run("e3", "resume", "e", "2027-01-15T00:00:00+00:00")
+    invoice_everything(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        _, movements = analytics.report(conn, "movements_by_month")
+        _, active = analytics.report(conn, "active_subscriptions")
+    nov, dec, jan = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1)
+    assert {row[0]: row[1:] for row in movements} == {
+        nov: (2, 0, 0, 1, 0, 0), dec: (0, 0, 0, 0, 1, 0), jan: (0, 0, 0, 0, 0, 1)}
+    # the paused one stays a customer (active) without paying; the terminated one is gone
+    assert {m: (a, p) for m, a, p in active} == {nov: (1, 1), dec: (1, 0), jan: (1, 1)}
