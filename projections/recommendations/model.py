@@ -8,8 +8,9 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from domain.billing.charges import overage_lines, total
+from domain.billing.charges import minimum_spend_line, overage_lines, total, true_up_line
 from domain.catalog.model import Catalog, Plan
+from domain.shared.periods import add_months
 
 HISTORY = 12  # closed cycles kept
 
@@ -66,19 +67,24 @@ def _pct(x: Decimal) -> str:
 
 
 def cycle_cost(plan: Plan, period: str, usage: dict[str, str]) -> WhatIf:
-    """The cycle's cost on `plan`: its price plus overage on the cycle's usage."""
+    """The cycle's cost on `plan`: its price plus overage on the cycle's usage, with the true-ups
+    of its minimum spends and minimum commitment (as a whole cycle's)."""
     terms = plan.terms(period if period in plan.prices else "month")
+    start = _anytime()
+    end = add_months(start, int(terms["period_months"]))
     lines = []
-    fits = True
-    for metric, used in usage.items():
-        allowance = terms["allowances"].get(metric)
-        if allowance is None:
-            fits = False
-            continue
-        if Decimal(used) > Decimal(allowance["included"]) and "percentage" not in allowance:
+    fits = not set(usage) - set(terms["allowances"])
+    for metric, allowance in sorted(terms["allowances"].items()):
+        used = Decimal(usage.get(metric, "0"))
+        if used > Decimal(allowance["included"]) and "percentage" not in allowance:
             fits = False  # a percentage is paid per event: nothing to outgrow
-        lines += overage_lines(metric, allowance, Decimal(used), Decimal(0),
-                               _anytime(), _anytime())
+        charged = overage_lines(metric, allowance, used, Decimal(0), start, start)
+        lines += charged + minimum_spend_line(metric, allowance, total(charged), start, end,
+                                              end)
+    spent = Decimal(terms["price"]) + total(lines)
+    if "minimum_commitment" in terms:
+        lines += true_up_line("Minimum commitment", Decimal(terms["minimum_commitment"]), spent,
+                              start, end, end)
     cost = (Decimal(terms["price"]) + total(lines)).quantize(Decimal("0.01"))
     return WhatIf(plan.id, cost, fits)
 

@@ -68,3 +68,34 @@ def test_trial_usage_is_projected_to_a_month() -> None:
     assert (result["recommended_plan"], result["kind"]) == ("scale", "trial_usage")
     assert result["reason"] == ("your trial usage projects to 66429 conversations a month, "
                                 "which fits Scale")
+
+
+def test_what_if_costs_count_minimum_spends_and_commitments() -> None:
+    from domain.catalog.model import Catalog
+    from projections.recommendations.model import cycle_cost
+
+    catalog = Catalog.from_toml("""
+[catalog]
+id = "minimums"
+currency = "USD"
+[plans.committed]
+name = "Committed"
+price = "30.00"
+minimum_commitment = "100.00"
+[plans.committed.allowances.api_calls]
+included = 1000
+limit = "overage"
+overage_unit_price = "0.05"
+[plans.metered]
+name = "Metered"
+price = "0"
+[plans.metered.allowances.api_calls]
+limit = "overage"
+overage_unit_price = "0.01"
+minimum_spend = "25.00"
+""")
+    # 2,000 calls: 50.00 of overage, 80.00 with the fee: trued up to 100.00
+    assert cycle_cost(catalog.plan("committed"), "month", {"api_calls": "2000"}).cost == 100
+    # 500 calls: 5.00 of usage, trued up to the 25.00 minimum spend; none: 25.00 still
+    assert cycle_cost(catalog.plan("metered"), "month", {"api_calls": "500"}).cost == 25
+    assert cycle_cost(catalog.plan("metered"), "month", {}).cost == 25
