@@ -88,7 +88,8 @@ limit = "overage"
 overage_unit_price = "0.05"
 [plans.metered]
 name = "Metered"
-price = "0"
+rank = 1
+price = "40.00"
 [plans.metered.allowances.api_calls]
 limit = "overage"
 overage_unit_price = "0.01"
@@ -97,5 +98,5 @@ minimum_spend = "25.00"
     # 2,000 calls: 50.00 of overage, 80.00 with the fee: trued up to 100.00
     assert cycle_cost(catalog.plan("committed"), "month", {"api_calls": "2000"}).cost == 100
     # 500 calls: 5.00 of usage, trued up to the 25.00 minimum spend; none: 25.00 still
-    assert cycle_cost(catalog.plan("metered"), "month", {"api_calls": "500"}).cost == 25
-    assert cycle_cost(catalog.plan("metered"), "month", {}).cost == 25
+    assert cycle_cost(catalog.plan("metered"), "month", {"api_calls": "500"}).cost == 65
+    assert cycle_cost(catalog.plan("metered"), "month", {}).cost == 65
