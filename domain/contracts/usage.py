@@ -75,18 +75,20 @@ class UsageItem:
     # tz-aware isoformat costs 2-4 us: a tenth of ingesting an event).
     at_text: str | None = field(default=None, compare=False)
 
-    def as_record(self, metric: str | None = None) -> dict[str, Any]:
-        """The compact form stored in a UsageRecorded event (strings keep it exact);
-        `metric`: the charge the plan routes the event to, when not its own metric."""
-        record: dict[str, Any] = {"id": self.id, "metric": metric or self.metric,
+    def as_record(self, kept: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The compact form stored in a UsageRecorded event (strings keep it exact), with the
+        properties named in `kept` (those the plan prices on)."""
+        record: dict[str, Any] = {"id": self.id, "metric": self.metric,
                                   "quantity": str(self.quantity),
                                   "at": self.at_text or self.at.isoformat()}
         if self.member is not None:
             record["member"] = self.member
         if self.workspace is not None:
             record["workspace"] = self.workspace
-        if self.properties:
-            record["properties"] = self.properties
+        if self.properties and kept:
+            properties = {k: v for k, v in self.properties.items() if k in kept}
+            if properties:
+                record["properties"] = properties
         return record
 
     def dimension(self, name: str) -> str | None:

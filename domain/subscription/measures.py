@@ -49,6 +49,17 @@ def _filtered(allowances: Mapping[str, Any], metric: str) -> bool:
     return any(a.get("of") == metric for a in allowances.values())
 
 
+def priced_properties(allowances: Mapping[str, Any]) -> frozenset[str]:
+    """The event properties these terms price on (counted distinct, or filtered by): the only
+    ones a stored usage record keeps; the others have no effect on billing, and would only
+    grow the store (the usage topic keeps the events whole)."""
+    if not any("unique_of" in a or "of" in a for a in allowances.values()):
+        return frozenset()
+    names = {a["unique_of"] for a in allowances.values() if "unique_of" in a}
+    names |= {name for a in allowances.values() for name in a.get("where", {})}
+    return frozenset(names - {"member", "workspace"})
+
+
 def routes(allowances: Mapping[str, Any]) -> bool:
     """Whether any charge of these terms is filtered (events then need routing)."""
     return any("of" in a for a in allowances.values())

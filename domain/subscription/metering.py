@@ -38,6 +38,7 @@ from domain.subscription.measures import (
     closed_usage,
     measured_totals,
     measures_levels,
+    priced_properties,
     routes,
 )
 
@@ -161,7 +162,8 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
     if late:
         closing = self.closing
         assert closing is not None
-        records = [i.as_record() for i in late]
+        kept = priced_properties(closing["allowances"])
+        records = [i.as_record(kept) for i in late]
         totals = metric_totals(late) if not measures_levels(closing["allowances"]) else \
             measured_totals(closing["allowances"], _closed_amounts(closing),
                             closing.get("meters", {}), records)
@@ -183,8 +185,9 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
 
 
 def _record_current(self: Subscription, items: list[UsageItem], capped: bool) -> None:
-    records = [i.as_record() for i in items]
     allowances = self.terms["allowances"]
+    kept = priced_properties(allowances)
+    records = [i.as_record(kept) for i in items]
     totals = metric_totals(items) if not measures_levels(allowances) else \
         measured_totals(allowances, self.used, self.meters_now(), records)
     before = {metric: self.used.get(metric, ZERO) for metric in totals}

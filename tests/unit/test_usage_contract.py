@@ -263,8 +263,11 @@ def test_properties_are_kept_exactly_and_only_when_given() -> None:
     item = parse_usage(valid(properties={"model": "gpt-4o", "region.eu": "fr-1"}))
     assert item.properties == {"model": "gpt-4o", "region.eu": "fr-1"}
     assert item.dimension("model") == "gpt-4o" and item.dimension("other") is None
-    assert item.as_record()["properties"] == {"model": "gpt-4o", "region.eu": "fr-1"}
-    assert "properties" not in parse_usage(valid()).as_record()
+    # stored: only the properties the plan prices on
+    assert item.as_record(frozenset({"model"}))["properties"] == {"model": "gpt-4o"}
+    assert "properties" not in item.as_record()
+    assert "properties" not in item.as_record(frozenset({"team"}))
+    assert "properties" not in parse_usage(valid()).as_record(frozenset({"model"}))
     assert parse_usage(valid(properties={})).properties is None
 
 
