@@ -22,7 +22,8 @@ def discount_lines(coupon: dict[str, Any] | None, lines: list[Charge]) -> list[C
         return []
     scope = coupon["applies_to"]
     base = sum((Decimal(line["amount"]) for line in lines
-                if scope == "invoice" or line["kind"] == "plan"), ZERO)
+                if line["kind"] == "plan" or (scope == "invoice" and discountable(line))),
+               ZERO)
     if base <= 0:
         return []
     what = "the plan fee" if scope == "plan" else "the invoice"
@@ -35,6 +36,16 @@ def discount_lines(coupon: dict[str, Any] | None, lines: list[Charge]) -> list[C
     if not off:
         return []
     return [charge("discount", description, 1, -off, -off, coupon=coupon["id"])]
+
+
+# Lines a coupon on the whole invoice leaves alone: money bought in advance (prepaid credits,
+# packs) and usage charged during the cycle (each invoiced on its own, when it happened), which
+# may share the cycle's invoice only by arriving in its grace window.
+NOT_DISCOUNTED = ("credit_purchase", "pack")
+
+
+def discountable(line: Charge) -> bool:
+    return line["kind"] not in NOT_DISCOUNTED and not line.get("during_cycle")
 
 
 def uses_a_period(document: dict[str, Any]) -> bool:

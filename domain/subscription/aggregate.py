@@ -75,6 +75,7 @@ class Subscription(BaseAggregate[str]):
     terminated_at: datetime
     pause_at: datetime | None  # a pause scheduled for the period's end (pausing.py); absent
     pending_overrides: dict[str, Any] | None  # prices agreed from the next period; absent
+    coupons_redeemed: list[str]  # every coupon this subscription has redeemed; absent
     # The active coupon (domain/subscription/coupons.py); absent likewise.
     coupon: dict[str, Any] | None
     # Prepaid credits and the automatic top-up (domain/subscription/credits.py); absent likewise.
@@ -421,6 +422,7 @@ class Subscription(BaseAggregate[str]):
     terminate = termination.terminate
     _terminated = event(Terminated)(termination._terminated)
     refund_due_now = termination.refund_due_now
+    unused_credits = termination.unused_credits
     issue_refund_note = termination.issue_refund_note
 
     # ------------------------------------------------------------------------ coupons --

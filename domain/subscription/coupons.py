@@ -30,6 +30,9 @@ def apply_coupon(self: Subscription, coupon: Coupon, at: datetime,
     if active is not None:
         raise CommandRefused(f"coupon {active['id']} is still active on {self.id}",
                              "coupon_active")
+    if coupon.id in getattr(self, "coupons_redeemed", []):
+        raise CommandRefused(f"{self.id} has redeemed coupon {coupon.id} already",
+                             "coupon_already_redeemed")
     coupon.check_redeemable(self.plan_id, at)
     if redeem is not None:
         redeem(coupon, self.id, at)
@@ -38,6 +41,7 @@ def apply_coupon(self: Subscription, coupon: Coupon, at: datetime,
 
 def _coupon_applied(self: Subscription, coupon: dict[str, Any], timestamp: datetime) -> None:
     self.coupon = {**coupon, "periods_left": coupon["periods"]}
+    self.coupons_redeemed = [*getattr(self, "coupons_redeemed", []), coupon["id"]]
 
 
 def coupon_now(self: Subscription) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
 CENT = Decimal("0.01")
+MAX_TOP_UP_THRESHOLD = Decimal(10) ** 9
 NEVER = "9999-12-31T23:59:59+00:00"  # sorts after every expiry
 
 
@@ -68,6 +69,11 @@ def configure_auto_top_up(self: Subscription, threshold: Decimal, amount: Decima
     self.check_not_ended()
     if amount:
         check_credit_amount(amount, "amount")
+        check_credit_amount(threshold, "threshold")
+        if amount < threshold or threshold > MAX_TOP_UP_THRESHOLD:
+            raise CommandRefused(f"a top-up buys at least its threshold (one reaches it), and "
+                                 f"the threshold is at most {MAX_TOP_UP_THRESHOLD}",
+                                 "invalid_amount")
     setting = {"threshold": str(threshold.quantize(CENT)),
                "amount": str(amount.quantize(CENT))} if amount else None
     if setting == getattr(self, "auto_top_up", None):
@@ -139,9 +145,11 @@ def _spend_credits(self: Subscription, applied: list[dict[str, str]], sign: int)
         if g["id"] in spent else g for g in self.credit_grants_now()]
 
 
-def top_up_if_low(self: Subscription, at: datetime) -> None:
-    """After an invoice: an automatic top-up when the usable balance fell under the threshold."""
+def top_up_if_low(self: Subscription, document: dict[str, Any], at: datetime) -> None:
+    """After an invoice that credits paid: an automatic top-up when the usable balance fell
+    under the threshold (not after a top-up's own invoice, nor once the subscription ended)."""
     setting = getattr(self, "auto_top_up", None)
-    if setting is None or self.credit_balance(at) >= Decimal(setting["threshold"]):
+    if setting is None or self.ended or "credits_applied" not in document \
+            or self.credit_balance(at) >= Decimal(setting["threshold"]):
         return
     self.grant_credits(Decimal(setting["amount"]), at, purchased=True, reason="automatic top-up")

@@ -91,7 +91,7 @@ def issue_invoice(self: Subscription, number: str, issuer: dict[str, Any], trigg
         draft = self.preview_invoice(issuer, at, trigger_version)
     document = {**draft, "number": number}
     self._invoice_issued(document=document, invoiced_through=trigger_version, timestamp=at)
-    self.top_up_if_low(at)
+    self.top_up_if_low(document, at)
     return document
 
 
@@ -137,6 +137,9 @@ def issue_credit_note(self: Subscription, invoice_number: str, number: str, issu
     if invoice["status"] in ("void", "credited"):
         raise CommandRefused(f"invoice {invoice_number} is {invoice['status']}",
                              "invoice_closed")
+    if invoice.get("refunded"):
+        raise CommandRefused(f"invoice {invoice_number} has a termination's refund already: "
+                             f"a full credit would credit that part twice", "invoice_closed")
     original = invoice["document"]
     document = build_invoice(
         number=number, subscription=self.id, account=self.account,
@@ -146,6 +149,8 @@ def issue_credit_note(self: Subscription, invoice_number: str, number: str, issu
         issued_at=at, kind="credit_note", references=invoice_number)
     if "credits_applied" in original:  # what credits paid goes back to their grants
         document["credits_returned"] = original["credits_applied"]
+        returned = sum((Decimal(a["amount"]) for a in original["credits_applied"]), Decimal(0))
+        document["amount_due"] = str(Decimal(document["total"]) + returned)  # the cash part
     self._credit_note_issued(document=document, timestamp=at)
     return document
 
@@ -153,6 +158,8 @@ def issue_credit_note(self: Subscription, invoice_number: str, number: str, issu
 def _credit_note_issued(self: Subscription, document: dict[str, Any], timestamp: datetime) -> None:
     if document.get("refund"):  # a termination's refund: the period's invoice stands
         self.refund_due = None
+        if document.get("references") in self.invoices:
+            self.invoices[document["references"]]["refunded"] = True
     else:
         self.invoices[document["references"]]["status"] = "credited"
     if "credits_returned" in document:

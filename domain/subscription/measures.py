@@ -147,7 +147,9 @@ def recurring_units(level: Decimal, meter: Meter | None, start: datetime,
 
 
 def _seconds(delta: timedelta) -> Decimal:
-    return Decimal(delta // MICROSECOND) / 1_000_000
+    """Non-negative: a close or change timed before the level's last change (a command dated
+    before future-dated usage) holds the level for no time, never for less than none."""
+    return Decimal(max(delta // MICROSECOND, 0)) / 1_000_000
 
 
 def measured_totals(allowances: Mapping[str, Any], used: Mapping[str, Decimal],

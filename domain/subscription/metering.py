@@ -263,7 +263,8 @@ def _charge_on_use(self: Subscription, metrics: Iterable[str], at: datetime) -> 
     progressive = self.terms.get("progressive_billing")
     if progressive:
         arrears = {m: self._usage_charges_so_far(m) for m, a in sorted(allowances.items())
-                   if a["limit"] == "overage" and a.get("billed") != "in_advance"}
+                   if a["limit"] == "overage" and a.get("billed") != "in_advance"
+                   and a.get("aggregation") not in ("latest", "recurring")}
         total_due = sum(arrears.values(), ZERO)
         threshold = next_threshold(progressive, sum((dec(billed.get(m, "0")) for m in arrears),
                                                     ZERO))
@@ -278,7 +279,7 @@ def _charge_on_use(self: Subscription, metrics: Iterable[str], at: datetime) -> 
             lines.append(charge("overage", f"{measured_name(metric, allowances[metric])} over "
                                 f"allowance, {reason[metric]}: {amount} for the cycle so far",
                                 1, amount - so_far, amount - so_far, self.cycle_start,
-                                self.cycle_end, metric=metric))
+                                self.cycle_end, metric=metric, during_cycle=True))
             billed[metric] = str(amount)
     if lines:
         self._usage_charged(charges=lines, billed=billed, timestamp=at)

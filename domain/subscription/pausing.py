@@ -62,6 +62,7 @@ def _paused(self: Subscription, closed_usage: dict[str, str], plan_id: str, curr
             timestamp: datetime) -> None:
     self._open_closing(self.cycle_start, timestamp, closed_usage, trial=False)
     self._start_measures(timestamp, carry=False)  # a paused level bills nothing
+    self.extra = {}  # packs end with their cycle, as at a roll
     self.status = "paused"
     self.cycle_start = self.cycle_end = timestamp
     self.pause_at = None
@@ -100,8 +101,16 @@ def _resumed(self: Subscription, cycle_start: datetime, cycle_end: datetime,
     self.terms = terms
     self.seats = seats
     self._keep_only_capped_metrics()
+    self._note_user_plan_lines(charges, reset=True)
+
+
+# Changes that take effect at the period's end, where a scheduled pause takes effect instead.
+AT_PERIOD_END = frozenset({"change_plan", "cancel", "change_billing_period", "remove_addon"})
 
 
 def check_not_paused(self: Subscription, command: str) -> None:
     if self.status == "paused" and command not in WHILE_PAUSED:
         raise CommandRefused(f"{self.id} is paused: resume it first", "subscription_paused")
+    if self.pause_scheduled_at() is not None and command in AT_PERIOD_END:
+        raise CommandRefused(f"{self.id} pauses at the period's end: `resume` withdraws the "
+                             f"pause, then {command}", "pause_scheduled")

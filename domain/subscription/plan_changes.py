@@ -95,18 +95,13 @@ def _switch_period_now(self: Subscription, terms: dict[str, Any], at: datetime,
                        catalog: Catalog) -> None:
     """A new cycle from `at` on `terms`: the current period's fees credited for their unused
     rest, the new period charged in full, the usage so far closed as at a roll."""
-    old_start, old_end = self.cycle_start, self.cycle_end
-    paid = period_charges(self.terms, self.seats, self.addons, self.members, old_start,
-                          old_end, catalog)
-    credits = [prorated("proration_credit", f"Unused time on {line['description']}",
-                        dec(line["quantity"]), dec(line["unit_price"]), at, old_start, old_end,
-                        credit=True) for line in paid]
+    credits = self.unused_credits(at)
     if self.closing is not None:  # the new cycle ends the last one's late window
         self._close_period(at)
     end = add_months(at, int(terms["period_months"]))
     seats = self.seats if terms.get("included_seats") is None or self.seats is None \
         else max(self.seats, int(terms["included_seats"]))
-    charges = [c for c in credits if dec(c["amount"]) != 0] + period_charges(
+    charges = credits + period_charges(
         terms, seats, self.addons, self.members, at, end, catalog)
     self._plan_upgraded(from_plan=str(self.terms["plan_id"]), terms=terms, charges=charges,
                         restarted_cycle=True, cycle_start=at, cycle_end=end,
@@ -229,8 +224,10 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
         self.extra = {}
     self.cycle_start, self.cycle_end = cycle_start, cycle_end
     self.terms = terms
+    self.pending_overrides = None  # a deal is for the plan it was agreed on
     if restarted_cycle:
         self._start_measures(cycle_start)
+        self._note_user_plan_lines(charges, reset=True)  # the new period's user plans
     self._keep_only_capped_metrics()
     self.scheduled_plan = None
     self.cancel_at = None
@@ -239,6 +236,7 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
 def _plan_changed_in_trial(self: Subscription, from_plan: str, terms: dict[str, Any],
                            timestamp: datetime) -> None:
     self.terms = terms
+    self.pending_overrides = None
     if self.seats is not None and terms.get("included_seats") is not None:
         self.seats = max(self.seats, int(terms["included_seats"]))
 

@@ -5,11 +5,12 @@ credit note. Commands and appliers of `Subscription`, named in its class body.""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from domain.billing.charges import Charge, prorated
+from domain.billing.charges import Charge, charge, remaining_fraction, round_money
 from domain.billing.invoice_document import build_invoice
-from domain.billing.pricing import dec, period_charges
+from domain.billing.pricing import dec
 from domain.catalog.model import Catalog
 from domain.shared.errors import CommandRefused
 from domain.shared.periods import require_aware
@@ -30,23 +31,21 @@ def terminate(self: Subscription, at: datetime, catalog: Catalog, refund: bool =
     if self.closing is not None:
         self._close_period(at)  # the last cycle's late window ends with the subscription
     lines: list[Charge] = []
-    if refund and self.status != "trialing":
-        paid = period_charges(self.terms, self.seats, self.addons, self.members,
-                              self.cycle_start, self.cycle_end, catalog)
-        lines = [prorated("proration_credit", f"Unused time on {line['description']}",
-                          dec(line["quantity"]), dec(line["unit_price"]), at, self.cycle_start,
-                          self.cycle_end, credit=True) for line in paid]
-        lines = [line for line in lines if dec(line["amount"]) != 0]
-    self._terminated(closed_usage=self._closed_usage(at), refund=lines, plan_id=self.plan_id,
-                     currency=str(self.terms["currency"]), timestamp=at)
-    self._close_period(at)  # the usage so far, billed (and invoiced) at once
+    if refund and self.status not in ("trialing", "paused"):
+        lines = self.unused_credits(at)
+    paused = self.status == "paused"
+    self._terminated(closed_usage={} if paused else self._closed_usage(at), refund=lines,
+                     plan_id=self.plan_id, currency=str(self.terms["currency"]), timestamp=at)
+    if not paused:  # a paused subscription has no open cycle to close
+        self._close_period(at)  # the usage so far, billed (and invoiced) at once
 
 
 def _terminated(self: Subscription, closed_usage: dict[str, str], refund: list[Charge],
                 plan_id: str, currency: str, timestamp: datetime) -> None:
-    self._open_closing(self.cycle_start, timestamp, closed_usage,
-                       trial=self.status == "trialing")
-    self._start_measures(timestamp)
+    if self.status != "paused":
+        self._open_closing(self.cycle_start, timestamp, closed_usage,
+                           trial=self.status == "trialing")
+        self._start_measures(timestamp)
     self.status = "cancelled"
     self.terminated_at = timestamp
     self.cycle_end = timestamp
@@ -54,6 +53,44 @@ def _terminated(self: Subscription, closed_usage: dict[str, str], refund: list[C
     self.scheduled_plan = None
     self.scheduled_period = None
     self.refund_due = refund or None
+
+
+# What a period is charged in advance, and may be credited for its unused rest.
+PERIOD_KINDS = ("plan", "seats", "addon", "user_plan", "proration_charge", "proration_credit",
+                "discount")
+
+
+def unused_credits(self: Subscription, at: datetime) -> list[Charge]:
+    """Credits for the open cycle's rest from `at`, from what was charged for it (not the list
+    price): each line covering the cycle up to its end, on an invoice still owed (not void or
+    credited) or still on the draft, credited by the share of its own span left, with a
+    coupon's discount on it taken back the same way. A calendar first period, a custom price,
+    an upgrade's proration and a coupon are all refunded as they were charged."""
+    end = self.cycle_end.isoformat()
+    covering: list[tuple[Charge, str]] = []  # (line, the start of what it charged for)
+    for invoice in self.invoices.values():
+        if invoice["kind"] != "invoice" or invoice["status"] in ("void", "credited") \
+                or "document" not in invoice:
+            continue
+        lines = invoice["document"]["lines"]
+        fee_start = next((line["period_start"] for line in lines
+                          if line["kind"] == "plan" and line.get("period_end") == end), None)
+        for line in lines:
+            if line["kind"] == "discount" and fee_start is not None:
+                covering.append((line, fee_start))
+            elif line["kind"] in PERIOD_KINDS and line.get("period_end") == end:
+                covering.append((line, line["period_start"]))
+    covering += [(line, line["period_start"]) for line in self.uninvoiced
+                 if line["kind"] in PERIOD_KINDS and line.get("period_end") == end]
+    credits = []
+    for line, start in covering:
+        share = remaining_fraction(at, datetime.fromisoformat(start), self.cycle_end)
+        amount = round_money(-dec(line["amount"]) * share)
+        if amount:
+            credits.append(charge("proration_credit", f"Unused time on {line['description']}",
+                                  1, amount, amount, at, self.cycle_end,
+                                  fraction=str(share.quantize(Decimal("0.000001")))))
+    return credits
 
 
 def refund_due_now(self: Subscription) -> list[Charge] | None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+# What is still owed on a document (an invoice unpaid, or paid by nobody yet).
+OPEN = ("issued", "payment_failed")
+
 
 def account_invoices(account: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One document per (issue date in UTC, currency, kind), in date order."""
@@ -21,8 +24,9 @@ def account_invoices(account: str, documents: list[dict[str, Any]]) -> list[dict
 
 def _grouped(account: str, date: str, currency: str, kind: str,
              members: list[dict[str, Any]]) -> dict[str, Any]:
-    def summed(key: str) -> str:
-        return str(sum((Decimal(d.get(key, d["total"])) for d in members), Decimal(0)))
+    def summed(key: str, only_open: bool = False) -> str:
+        return str(sum((Decimal(d.get(key, d["total"])) for d in members
+                        if not only_open or d.get("status") in OPEN), Decimal(0)))
 
     return {
         "account": account, "date": date, "currency": currency, "kind": kind,
@@ -33,5 +37,5 @@ def _grouped(account: str, date: str, currency: str, kind: str,
                                                        "unit_price", "amount", "tax")}
                                 for line in d["lines"]]} for d in members],
         "subtotal": summed("subtotal"), "tax": summed("tax"), "total": summed("total"),
-        "amount_due": summed("amount_due"),
+        "amount_due": summed("amount_due", only_open=True),
     }

@@ -176,12 +176,18 @@ def test_a_fixed_amount_never_makes_an_invoice_negative_and_needs_a_plan_fee() -
     fee = {"kind": "plan", "description": "Team (month)", "amount": "50.00"}
     pack = {"kind": "pack", "description": "Pack", "amount": "20.00"}
     assert [line["amount"] for line in discount_lines(coupon, [fee, pack])] == ["-50.00"]
-    assert discount_lines({**coupon, "applies_to": "invoice"}, [fee, pack])[0]["amount"] == \
+    addon = {"kind": "addon", "description": "SSO", "amount": "20.00"}
+    assert discount_lines({**coupon, "applies_to": "invoice"}, [fee, addon])[0]["amount"] == \
         "-70.00"
+    # money bought in advance and usage charged during the cycle are not discounted
+    on_use = {"kind": "overage", "description": "x", "amount": "9.00", "during_cycle": True}
+    credits = {"kind": "credit_purchase", "description": "Prepaid credits", "amount": "900"}
+    assert discount_lines({**coupon, "applies_to": "invoice"}, [fee, pack, on_use, credits]
+                          )[0]["amount"] == "-50.00"
     assert discount_lines(coupon, [pack]) == []  # no period fee on this invoice
     percent = {"id": "P", "name": "P", "percent_off": "12.5", "applies_to": "invoice",
                "periods": None}
-    assert discount_lines(percent, [fee, {**pack, "amount": "0.05"}])[0]["amount"] == "-6.26"
+    assert discount_lines(percent, [fee, {**addon, "amount": "0.05"}])[0]["amount"] == "-6.26"
 
 
 @pytest.mark.parametrize(("change", "message"), [
