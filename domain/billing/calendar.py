@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from domain.billing.charges import Charge, remaining_fraction, round_money
+from domain.catalog.model import LEVEL_AGGREGATIONS
 from domain.shared.errors import CommandRefused
 from domain.shared.periods import add_months
 
@@ -32,7 +33,10 @@ def first_period(terms: dict[str, Any], charges: list[Charge], at: datetime,
                  end: datetime) -> tuple[dict[str, Any], list[Charge]]:
     """The first period [at, end) as a share of a whole one ending at `end`: its charges
     prorated (each rounded HALF_UP to the cent, with the share shown) and its allowances'
-    `included` prorated in whole units (HALF_UP), as an upgrade blends them."""
+    `included` prorated in whole units (HALF_UP), as an upgrade blends them; a level's (a
+    peak, distinct values, a last reading, a recurring level) is not: a recurring level is
+    weighted by the whole period already, the others are levels whatever the period's
+    length."""
     months = int(terms["period_months"])
     share = remaining_fraction(at, add_months(end, -months), end)
     if share == 1:
@@ -40,6 +44,8 @@ def first_period(terms: dict[str, Any], charges: list[Charge], at: datetime,
     shown = str(share.quantize(Decimal("0.000001")))
     prorated = [{**c, "amount": str(round_money(Decimal(c["amount"]) * share)),
                  "fraction": shown, "period_start": at.isoformat()} for c in charges]
-    allowances = {m: {**a, "included": str((Decimal(a["included"]) * share).quantize(
-        Decimal(1), ROUND_HALF_UP))} for m, a in terms["allowances"].items()}
+    allowances = {m: a if a.get("aggregation") in LEVEL_AGGREGATIONS else {
+        **a, "included": str((Decimal(a["included"]) * share).quantize(Decimal(1),
+                                                                         ROUND_HALF_UP))}
+        for m, a in terms["allowances"].items()}
     return {**terms, "allowances": allowances}, prorated

@@ -13,6 +13,7 @@ from domain.billing.charges import (
     Charge,
     minimum_spend_line,
     overage_lines,
+    remaining_fraction,
     settled_at_close,
     total,
     true_up_line,
@@ -319,8 +320,12 @@ def _close_period(self: Subscription, at: datetime) -> None:
         usage_spent += spent + total(true_up)
     commitment = closing.get("commitment")
     if commitment is not None and not closing.get("trial"):
+        # The fee counts for the share of a period the cycle ran (what a calendar first period
+        # was charged, what a termination did not refund), as the minimum does.
+        share = Decimal(1) - remaining_fraction(end, start, full_end)
         charges += true_up_line("Minimum commitment", dec(commitment["minimum"]),
-                                dec(commitment["price"]) + usage_spent, start, end, full_end)
+                                dec(commitment["price"]) * share + usage_spent, start, end,
+                                full_end)
     self._usage_period_closed(period_start=start, period_end=end,
                               usage=dict(closing["usage"]), charges=charges, timestamp=at)
 

@@ -29,6 +29,7 @@ from domain.shared.errors import (
     InvalidUsage,
     UsageTooLate,
 )
+from domain.shared.periods import add_months
 from domain.subscription.measures import (
     Meter,
     apply_measures,
@@ -318,9 +319,14 @@ def _closed_amounts(closing: dict[str, Any]) -> dict[str, Decimal]:
 
 
 def _closed_usage(self: Subscription, at: datetime) -> dict[str, str]:
-    """What the open cycle, closing at `at`, bills for each metric."""
-    return closed_usage(self.terms["allowances"], self.used, self.meters_now(),
-                        self.cycle_start, self.cycle_end, at)
+    """What the open cycle, closing at `at`, bills for each metric. A recurring level is
+    weighted by a whole period's length (a calendar first period is a part of one)."""
+    months = int(self.terms["period_months"])
+    whole = add_months(self.cycle_start, months) == self.cycle_end
+    start = self.cycle_start if whole or self.cycle_start == self.cycle_end \
+        else add_months(self.cycle_end, -months)
+    return closed_usage(self.terms["allowances"], self.used, self.meters_now(), start,
+                        self.cycle_end, at)
 
 
 def _start_measures(self: Subscription, at: datetime, carry: bool = True) -> None:
