@@ -25,6 +25,9 @@ PAYMENT_RETRY_DAYS = (1, 3, 7)  # after the 1st, 2nd and 3rd failure; none after
 
 
 def _bill(self: Subscription, charges: list[Charge]) -> None:
+    for line in charges:  # unused time credited: no full credit note on that invoice after
+        if line.get("credits_invoice") in getattr(self, "invoices", {}):
+            self.invoices[line["credits_invoice"]]["refunded"] = True
     if charges:
         version = self.version + 1  # applied before the library advances the version
         self.uninvoiced = [*getattr(self, "uninvoiced", []),

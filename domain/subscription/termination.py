@@ -67,8 +67,9 @@ def unused_credits(self: Subscription, at: datetime) -> list[Charge]:
     coupon's discount on it taken back the same way. A calendar first period, a custom price,
     an upgrade's proration and a coupon are all refunded as they were charged."""
     end = self.cycle_end.isoformat()
-    covering: list[tuple[Charge, str]] = []  # (line, the start of what it charged for)
-    for invoice in self.invoices.values():
+    # (line, the start of what it charged for, the invoice it is on)
+    covering: list[tuple[Charge, str, str | None]] = []
+    for number, invoice in self.invoices.items():
         if invoice["kind"] != "invoice" or invoice["status"] in ("void", "credited") \
                 or "document" not in invoice:
             continue
@@ -77,19 +78,20 @@ def unused_credits(self: Subscription, at: datetime) -> list[Charge]:
                           if line["kind"] == "plan" and line.get("period_end") == end), None)
         for line in lines:
             if line["kind"] == "discount" and fee_start is not None:
-                covering.append((line, fee_start))
+                covering.append((line, fee_start, number))
             elif line["kind"] in PERIOD_KINDS and line.get("period_end") == end:
-                covering.append((line, line["period_start"]))
-    covering += [(line, line["period_start"]) for line in self.uninvoiced
+                covering.append((line, line["period_start"], number))
+    covering += [(line, line["period_start"], None) for line in self.uninvoiced
                  if line["kind"] in PERIOD_KINDS and line.get("period_end") == end]
     credits = []
-    for line, start in covering:
+    for line, start, source in covering:
         share = remaining_fraction(at, datetime.fromisoformat(start), self.cycle_end)
         amount = round_money(-dec(line["amount"]) * share)
         if amount:
             credits.append(charge("proration_credit", f"Unused time on {line['description']}",
                                   1, amount, amount, at, self.cycle_end,
-                                  fraction=str(share.quantize(Decimal("0.000001")))))
+                                  fraction=str(share.quantize(Decimal("0.000001"))),
+                                  **({"credits_invoice": source} if source else {})))
     return credits
 
 

@@ -83,13 +83,20 @@ CREATE OR REPLACE VIEW billing_read.movements_by_month AS
     FROM subscription_changes GROUP BY 1;
 
 CREATE OR REPLACE VIEW billing_read.revenue_by_invoice_month AS
-    SELECT date_trunc('month', issued_at)::date AS month, currency,
-           count(*) FILTER (WHERE kind = 'invoice') AS invoices,
-           count(*) FILTER (WHERE kind = 'credit_note') AS credit_notes,
-           sum(subtotal) FILTER (WHERE status <> 'void') AS net_revenue,
-           sum(tax) FILTER (WHERE status <> 'void') AS tax,
-           sum(total) FILTER (WHERE status <> 'void') AS gross
-    FROM invoices GROUP BY 1, 2;
+    -- Prepaid credits sold are money received for later, not revenue: the invoices they pay
+    -- count when issued, so counting the purchase too would count that revenue twice.
+    SELECT date_trunc('month', i.issued_at)::date AS month, i.currency,
+           count(*) FILTER (WHERE i.kind = 'invoice') AS invoices,
+           count(*) FILTER (WHERE i.kind = 'credit_note') AS credit_notes,
+           sum(i.subtotal - coalesce(p.sold, 0)) FILTER (WHERE i.status <> 'void')
+               AS net_revenue,
+           sum(i.tax) FILTER (WHERE i.status <> 'void') AS tax,
+           sum(i.total) FILTER (WHERE i.status <> 'void') AS gross,
+           coalesce(sum(p.sold) FILTER (WHERE i.status <> 'void'), 0) AS prepaid_credits_sold
+    FROM invoices i
+    LEFT JOIN LATERAL (SELECT sum(l.amount) AS sold FROM invoice_lines l
+                       WHERE l.number = i.number AND l.kind = 'credit_purchase') p ON true
+    GROUP BY 1, 2;
 
 CREATE OR REPLACE VIEW billing_read.usage_per_metric_day AS
     SELECT day, metric, sum(quantity) AS quantity, count(DISTINCT subscription_id) AS subscriptions

@@ -105,6 +105,8 @@ def test_terminations_pauses_and_resumes_move_mrr(engine: Engine) -> None:
     run("e2", "pause", "e", "2026-11-05T00:00:00+00:00")  # from Dec 1
     app.advance_clock(datetime(2026, 12, 10, tzinfo=UTC), ["d", "e"])
     run("e3", "resume", "e", "2027-01-15T00:00:00+00:00")
+    run("e4", "grant_credits", "e", "2027-01-16T00:00:00+00:00", amount="100.00",
+        purchased=True)
     invoice_everything(engine)
     with psycopg.connect(engine.database_url) as conn:
         _, movements = analytics.report(conn, "movements_by_month")
@@ -114,3 +116,8 @@ def test_terminations_pauses_and_resumes_move_mrr(engine: Engine) -> None:
         nov: (2, 0, 0, 1, 0, 0), dec: (0, 0, 0, 0, 1, 0), jan: (0, 0, 0, 0, 0, 1)}
     # the paused one stays a customer (active) without paying; the terminated one is gone
     assert {m: (a, p) for m, a, p in active} == {nov: (1, 1), dec: (1, 0), jan: (1, 1)}
+    with psycopg.connect(engine.database_url) as conn:
+        _, revenue = analytics.report(conn, "revenue_by_invoice_month")
+    january = next(row for row in revenue if row[0] == jan)
+    # credits sold are not revenue (the invoices they pay are): only e's resumed period
+    assert (january[4], january[7]) == (Decimal("190.00"), Decimal("100.00"))

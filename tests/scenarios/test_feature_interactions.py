@@ -168,3 +168,12 @@ def test_a_coupon_is_redeemed_once_per_subscription() -> None:
     assert j.sub.coupon_now() is None
     assert refused(j, utc(2026, 2, 2), "apply_coupon", coupon="FREE1") == \
         "coupon_already_redeemed"
+
+
+def test_no_full_credit_note_on_an_invoice_whose_unused_time_was_credited() -> None:
+    j = journey("fi-10")
+    j.command(utc(2026, 1, 16), "change_plan", plan="team", period="year")
+    first = j.issued[0]["number"]
+    with pytest.raises(BillingError) as refused_note:
+        j.sub.issue_credit_note(first, "CN-1", j.invoicer.issuer, utc(2026, 1, 17))
+    assert refused_note.value.code == "invoice_closed"
