@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +21,20 @@ from infra.wiring.engine import Engine, Monitor
 from projections.quota import store as quota_store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@contextmanager
+def engine_on_catalog(settings: Any, database_url: str, kafka_bootstrap: str, folder: Path,
+                      catalog_text: str) -> Iterator[Engine]:
+    """An engine billing with a catalog written for the test (in `folder`)."""
+    catalog = folder / "catalog.toml"
+    catalog.write_text(catalog_text)
+    opened = Engine.open(dataclasses.replace(settings, catalog_path=catalog), database_url,
+                         kafka_bootstrap)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def usage(uid: str, sub: str, metric: str = "tokens", quantity: Any = 10,

@@ -6,7 +6,6 @@ and what an aggregation refuses is dead-lettered with its code."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,6 +18,7 @@ from infra.config import Settings
 from infra.wiring.engine import Engine
 from tests.conftest import TestStack
 from tests.integration.helpers import (
+    engine_on_catalog,
     ingest_all,
     project_all,
     publish,
@@ -68,14 +68,9 @@ overage_unit_price = "0.03"
 @pytest.fixture
 def cloud_engine(settings: Settings, database_url: str, stack: TestStack,
                  tmp_path: Path) -> Iterator[Engine]:
-    catalog = tmp_path / "cloud.toml"
-    catalog.write_text(CATALOG)
-    opened = Engine.open(dataclasses.replace(settings, catalog_path=catalog), database_url,
-                         stack.kafka_bootstrap)
-    try:
+    with engine_on_catalog(settings, database_url, stack.kafka_bootstrap, tmp_path,
+                           CATALOG) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def test_properties_route_and_aggregations_measure_through_the_pipeline(

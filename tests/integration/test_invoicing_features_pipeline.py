@@ -7,7 +7,6 @@ numbered from the credit-note series."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from infra.config import Settings
 from infra.wiring.engine import Engine
 from projections.invoices import store as invoices
 from tests.conftest import TestStack
-from tests.integration.helpers import invoice_everything, publish, read_topic
+from tests.integration.helpers import engine_on_catalog, invoice_everything, publish, read_topic
 from tests.integration.test_commands import command, run_commands
 
 pytestmark = pytest.mark.integration
@@ -47,14 +46,9 @@ max_redemptions = 2
 @pytest.fixture
 def shop(settings: Settings, database_url: str, stack: TestStack,
          tmp_path: Path) -> Iterator[Engine]:
-    catalog = tmp_path / "shop.toml"
-    catalog.write_text(CATALOG)
-    opened = Engine.open(dataclasses.replace(settings, catalog_path=catalog), database_url,
-                         stack.kafka_bootstrap)
-    try:
+    with engine_on_catalog(settings, database_url, stack.kafka_bootstrap, tmp_path,
+                           CATALOG) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def test_a_coupons_limit_holds_across_the_api_and_the_command_topic(shop: Engine) -> None:
