@@ -188,6 +188,14 @@ class Plan:
             raise CommandRefused(f"plan {self.id} is sold {window}; not at {at.isoformat()}",
                                  "plan_not_offered_now")
 
+    def offered(self, at: datetime, country: str | None) -> bool:
+        """Whether `check_offered` lets a customer in `country` move to this plan at `at`."""
+        try:
+            self.check_offered(at, country)
+        except CommandRefused:
+            return False
+        return True
+
     @property
     def price(self) -> Money:
         """The monthly price (or the shortest period's), for display."""

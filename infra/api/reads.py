@@ -82,7 +82,7 @@ def recommendation(ctx: ApiContext, who: Principal, sid: str) -> dict[str, Any]:
         inputs = read_inputs(conn, sid)
     if inputs is None:
         raise not_found(f"recommendation inputs for {sid!r}")
-    return {"subscription": sid, **recommend(inputs, ctx.engine.app.catalog)}
+    return {"subscription": sid, **recommend(inputs, ctx.engine.app.catalog, ctx.clock.now())}
 
 
 def history_page(ctx: ApiContext, who: Principal, sid: str, after: int,

@@ -93,9 +93,11 @@ def _overview(ctx: ApiContext, who: links.Visitor) -> dict[str, Any]:
     scheduled = state["scheduled"]["plan"]  # {"plan_id", "keep_workspace"} or None
     scheduled_plan = scheduled.get("plan_id") if isinstance(scheduled, dict) else scheduled
     plans = []
-    for plan in catalog_view(ctx.engine.app.catalog)["plans"]:
-        if not plan["available"] and plan["id"] != state["plan"]:
-            continue
+    catalog = ctx.engine.app.catalog
+    now, country = ctx.clock.now(), sub.customer.get("country")
+    for plan in catalog_view(catalog)["plans"]:
+        if plan["id"] != state["plan"] and not catalog.plan(plan["id"]).offered(now, country):
+            continue  # not for sale to this customer now (availability, country, window)
         plans.append({**plan, "period_price": plan["prices"].get(period),
                       "current": plan["id"] == state["plan"],
                       "scheduled": plan["id"] == scheduled_plan,

@@ -32,8 +32,12 @@ def update_inputs(inputs: dict[str, Any], message: dict[str, Any]) -> bool:
         if kind == "Subscribed":
             inputs["trial"] = data.get("trial_end") is not None
             inputs["started"] = data["cycle_start"]
+            inputs["country"] = (data.get("customer") or {}).get("country")
         if kind == "CycleRolled" and data.get("changes", {}).get("trial_ended"):
             inputs["trial_cycle"] = {"start": data["closed_start"], "end": data["closed_end"]}
+        return True
+    if kind == "CustomerUpdated":  # where the customer is: which plans are sold to them
+        inputs["country"] = (data.get("customer") or {}).get("country")
         return True
     if kind == "ProfileUpdated":
         inputs["template"] = data.get("template")
@@ -52,7 +56,7 @@ def update_inputs(inputs: dict[str, Any], message: dict[str, Any]) -> bool:
 
 
 RELEVANT = {"Subscribed", "CycleRolled", "PlanUpgraded", "PlanChangedInTrial", "ProfileUpdated",
-            "UsagePeriodClosed"}
+            "UsagePeriodClosed", "CustomerUpdated"}
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,15 @@ def _shares(plan: Plan, period: str, usage: dict[str, str]) -> dict[str, Decimal
     return shares
 
 
-def recommend(inputs: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+def recommend(inputs: dict[str, Any], catalog: Catalog,
+              at: datetime | None = None) -> dict[str, Any]:
+    """What fits; the plans offered are those the customer could move to at `at` (sold, in
+    their country, in their campaign window), and the current one."""
     current = inputs.get("plan")
     period = inputs.get("period", "month")
-    plans = sorted((p for p in catalog.plans.values() if p.available), key=lambda p: p.rank)
+    country = inputs.get("country")
+    plans = sorted((p for p in catalog.plans.values() if p.id == current or (
+        p.offered(at, country) if at is not None else p.available)), key=lambda p: p.rank)
     cycles = inputs.get("cycles", [])
     what_if: list[WhatIf] = []
     if cycles:

@@ -100,3 +100,45 @@ minimum_spend = "25.00"
     # 500 calls: 5.00 of usage, trued up to the 25.00 minimum spend; none: 25.00 still
     assert cycle_cost(catalog.plan("metered"), "month", {"api_calls": "500"}).cost == 65
     assert cycle_cost(catalog.plan("metered"), "month", {}).cost == 65
+
+
+def test_plans_not_sold_to_the_customer_now_are_not_offered() -> None:
+    from datetime import UTC, datetime
+
+    catalog = Catalog.from_toml("""
+[catalog]
+id = "offers"
+currency = "EUR"
+[plans.basic]
+name = "Basic"
+price = "10.00"
+[plans.nordic]
+name = "Nordic"
+rank = 1
+price = "20.00"
+countries = ["NO", "SE"]
+[plans.winter]
+name = "Winter deal"
+rank = 1
+price = "20.00"
+available_from = "2026-12-01T00:00:00Z"
+available_until = "2027-01-01T00:00:00Z"
+[plans.enterprise]
+name = "Enterprise"
+rank = 2
+price = "900.00"
+available = false
+""")
+    inputs: dict = {}
+    update_inputs(inputs, {"type": "Subscribed", "data": {
+        "terms": {"plan_id": "basic", "period": "month"}, "cycle_start": "2026-11-01",
+        "customer": {"country": "FR"}}})
+    offered = {w["plan"] for w in recommend(
+        {**inputs, "cycles": [{"usage": {}}]}, catalog,
+        datetime(2026, 12, 10, tzinfo=UTC))["what_if"]}
+    assert offered == {"basic", "winter"}
+    update_inputs(inputs, {"type": "CustomerUpdated", "data": {"customer": {"country": "NO"}}})
+    offered = {w["plan"] for w in recommend(
+        {**inputs, "cycles": [{"usage": {}}]}, catalog,
+        datetime(2027, 2, 1, tzinfo=UTC))["what_if"]}
+    assert offered == {"basic", "nordic"}
