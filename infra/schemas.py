@@ -222,7 +222,7 @@ def catalog() -> dict[str, Any]:
         "tiers": {"type": "array", "items": _closed(
             {"up_to": AMOUNT, "unit_price": AMOUNT, "flat_fee": MONEY}, ("unit_price",))},
         "aggregation": {"enum": list(AGGREGATIONS)}, "billed": {"enum": list(BILLED)},
-        "unique_of": DIMENSION, "of": NAME,
+        "unique_of": DIMENSION, "of": NAME, "group_by": DIMENSION,
         "where": {"type": "object", "minProperties": 1, "propertyNames": DIMENSION,
                   "additionalProperties": {"anyOf": [NAME, {
                       "type": "array", "minItems": 1, "items": NAME}]}}})

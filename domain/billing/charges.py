@@ -112,6 +112,22 @@ def settled_at_close(metric: str, allowance: dict[str, Any], lines: list[Charge]
                    start, end, metric=metric)], due
 
 
+def usage_lines(metric: str, allowance: dict[str, Any], used: Decimal, extra: Decimal,
+                meter: dict[str, Any] | None, start: datetime, end: datetime,
+                fees: Decimal | None = None) -> list[Charge]:
+    """A metric's usage lines for a cycle: `overage_lines`, or with `group_by` the same
+    pricing for each value of the dimension apart (its own allowance each), one set of lines
+    per group in the order of their values."""
+    if "group_by" not in allowance:
+        return overage_lines(metric, allowance, used, extra, start, end, fees)
+    lines = []
+    for group, amount in sorted((meter or {}).get("groups", {}).items()):
+        label = f"{metric} ({allowance['group_by']} {group or '(none)'})"
+        lines += [{**line, "metric": metric, "group": group} for line in overage_lines(
+            label, allowance, Decimal(amount), Decimal(0), start, end)]
+    return lines
+
+
 def measured_name(metric: str, allowance: dict[str, Any]) -> str:
     """The metric as an invoice line names it, with what was measured when not a sum."""
     aggregation = allowance.get("aggregation", "sum")

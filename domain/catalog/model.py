@@ -75,6 +75,7 @@ class Allowance:
     of: str = ""  # a filtered charge: the reported metric whose events it counts...
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # ...when every dimension matches
     billed: str = "in_arrears"
+    group_by: str = ""  # a dimension: each of its values priced apart, with its own allowance
 
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
@@ -113,6 +114,8 @@ class Allowance:
             d["unique_of"] = self.unique_of
         if self.billed != "in_arrears":
             d["billed"] = self.billed
+        if self.group_by:
+            d["group_by"] = self.group_by
         if self.of:
             d["of"] = self.of
             d["where"] = {name: list(values) for name, values in self.where}
@@ -357,6 +360,10 @@ class Catalog:
                    if pack.metric in p.allowances):
                 raise CatalogError(f"pack {pack.id}: {pack.metric!r} is priced by percentage "
                                    f"on some plan: a pack of it would add nothing")
+            if any(p.allowances[pack.metric].group_by for p in plans.values()
+                   if pack.metric in p.allowances):
+                raise CatalogError(f"pack {pack.id}: {pack.metric!r} is priced per group on "
+                                   f"some plan: a pack would belong to no group")
         _check_ranks(plans)
         _check_one_measure_per_metric(plans)
         issuer = dict(fields.table(raw, "issuer", "catalog file"))
@@ -498,6 +505,12 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
                            f"aggregation = \"sum\"")
     of, matches = _filter(metric, a, where)
     billed = _billed(a, limit, aggregation, where)
+    group_by = a.get("group_by")
+    if group_by is not None:
+        dimension = _dimension(group_by, f"{where}.group_by")
+        if aggregation != "sum" or limit != "overage" or model == "percentage":
+            raise CatalogError(f"{where}: group_by prices each {dimension} apart: it needs "
+                               f"limit = \"overage\", a sum, and a charge model on units")
     return Allowance(
         metric=metric,
         included=fields.amount(a.get("included", 0), f"{where}.included"),
@@ -520,6 +533,7 @@ def _allowance(metric: str, a: dict[str, Any], where: str) -> Allowance:
         of=of,
         where=matches,
         billed=billed,
+        group_by=group_by or "",
     )
 
 
@@ -662,7 +676,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "progressive_billing", "minimum_commitment"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
-                  "aggregation", "unique_of", "of", "where", "billed"}
+                  "aggregation", "unique_of", "of", "where", "billed", "group_by"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer", "coupons"}
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",

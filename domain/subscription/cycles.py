@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from domain.billing.charges import (
     Charge,
     minimum_spend_line,
-    overage_lines,
     remaining_fraction,
     settled_at_close,
     total,
     true_up_line,
+    usage_lines,
 )
 from domain.billing.overrides import with_overrides
 from domain.billing.pricing import (
@@ -310,7 +310,8 @@ def _close_period(self: Subscription, at: datetime) -> None:
         extra = dec(closing["extra"].get(metric, "0"))
         fees = dec(closing.get("fees", {}).get(metric, "0")) if "percentage" in allowance \
             else None
-        lines = overage_lines(metric, allowance, used, extra, start, end, fees)
+        lines = usage_lines(metric, allowance, used, extra,
+                            closing.get("meters", {}).get(metric), start, end, fees)
         spent = total(lines)
         if metric in closing.get("advance", {}):
             lines, spent = settled_at_close(metric, allowance, lines,

@@ -53,9 +53,10 @@ def priced_properties(allowances: Mapping[str, Any]) -> frozenset[str]:
     """The event properties these terms price on (counted distinct, or filtered by): the only
     ones a stored usage record keeps; the others have no effect on billing, and would only
     grow the store (the usage topic keeps the events whole)."""
-    if not any("unique_of" in a or "of" in a for a in allowances.values()):
+    if not any("unique_of" in a or "of" in a or "group_by" in a for a in allowances.values()):
         return frozenset()
-    names = {a["unique_of"] for a in allowances.values() if "unique_of" in a}
+    names = {a[key] for a in allowances.values() for key in ("unique_of", "group_by")
+             if key in a}
     names |= {name for a in allowances.values() for name in a.get("where", {})}
     return frozenset(names - {"member", "workspace"})
 
@@ -96,6 +97,12 @@ def measured(allowance: Mapping[str, Any], used: Decimal, meter: Meter | None,
              items: list[dict[str, Any]]) -> tuple[Decimal, Meter | None]:
     """The measured amount and meter after `items` (records of one metric, checked)."""
     aggregation = allowance.get("aggregation", "sum")
+    if "group_by" in allowance:  # a sum, kept per value of the dimension too
+        groups = dict(meter["groups"]) if meter else {}
+        for item in items:
+            group = _group(item, allowance["group_by"])
+            groups[group] = str(Decimal(groups.get(group, "0")) + Decimal(item["quantity"]))
+        return used + sum((Decimal(i["quantity"]) for i in items), ZERO), {"groups": groups}
     if aggregation == "sum":
         return used + sum((Decimal(i["quantity"]) for i in items), ZERO), meter
     if aggregation == "count":
@@ -126,6 +133,13 @@ def measured(allowance: Mapping[str, Any], used: Decimal, meter: Meter | None,
         since, used = at, Decimal(item["quantity"])
     assert since is not None
     return used, {"since": since.isoformat(), "held": str(held)}
+
+
+def _group(record: dict[str, Any], name: str) -> str:
+    """The group an event counts in ("" for an event without the dimension)."""
+    value = record.get(name) if name in ("member", "workspace") else \
+        record.get("properties", {}).get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _dimension(record: dict[str, Any], name: str) -> str:
@@ -174,7 +188,7 @@ def apply_measures(allowances: Mapping[str, Any], used: dict[str, Decimal],
     others measured again from the records."""
     levels: dict[str, list[dict[str, Any]]] = {}
     for metric, total in totals.items():
-        if allowances.get(metric, {}).get("aggregation", "sum") == "sum":
+        if not measured_apart(allowances.get(metric, {})):
             used[metric] = used.get(metric, ZERO) + Decimal(total)
         else:
             levels[metric] = []
@@ -190,9 +204,14 @@ def apply_measures(allowances: Mapping[str, Any], used: dict[str, Decimal],
             meters[metric] = meter
 
 
+def measured_apart(allowance: Mapping[str, Any]) -> bool:
+    """Whether a metric needs more than its running sum: another aggregation, or groups."""
+    return "aggregation" in allowance or "group_by" in allowance
+
+
 def measures_levels(allowances: Mapping[str, Any]) -> bool:
-    """Whether any metric of these terms is measured other than by a sum."""
-    return any("aggregation" in a for a in allowances.values())
+    """Whether any metric of these terms is measured other than by a plain sum."""
+    return any(measured_apart(a) for a in allowances.values())
 
 
 def closed_usage(allowances: Mapping[str, Any], used: Mapping[str, Decimal],

@@ -15,9 +15,9 @@ from domain.billing.charges import (
     Charge,
     charge,
     measured_name,
-    overage_lines,
     percentage_fee,
     total,
+    usage_lines,
 )
 from domain.billing.pricing import (
     ZERO,
@@ -289,10 +289,10 @@ def _charge_on_use(self: Subscription, metrics: Iterable[str], at: datetime) -> 
 def _usage_charges_so_far(self: Subscription, metric: str) -> Decimal:
     """What the open cycle's usage of `metric` costs so far, under its charge model."""
     fees = getattr(self, "cycle_fees", {})
-    return total(overage_lines(metric, self.terms["allowances"][metric],
-                               self.used.get(metric, ZERO), self.extra.get(metric, ZERO),
-                               self.cycle_start, self.cycle_end,
-                               dec(fees[metric]) if metric in fees else None))
+    return total(usage_lines(metric, self.terms["allowances"][metric],
+                             self.used.get(metric, ZERO), self.extra.get(metric, ZERO),
+                             self.meters_now().get(metric), self.cycle_start, self.cycle_end,
+                             dec(fees[metric]) if metric in fees else None))
 
 
 def next_threshold(progressive: dict[str, Any], billed: Decimal) -> Decimal:

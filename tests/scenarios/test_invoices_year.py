@@ -131,12 +131,14 @@ class Journey:
         return self.invoicer.run()
 
     def use(self, at: datetime, metric: str, quantity: int | str,
-            properties: dict[str, str] | None = None) -> list[dict[str, Any]]:
+            properties: dict[str, str] | None = None,
+            workspace: str | None = None) -> list[dict[str, Any]]:
         """What the ingestion does: the clock first, then the usage."""
         self.usages += 1
         self.sub.advance_to(at, self.catalog)
         self.sub.record_usage([UsageItem(f"u-{self.usages}", self.subscription_id, metric,
-                                         Decimal(quantity), at, properties=properties)])
+                                         Decimal(quantity), at, workspace=workspace,
+                                         properties=properties)])
         return self.invoicer.run()
 
     def advance(self, to: datetime) -> list[dict[str, Any]]:
