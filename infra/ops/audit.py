@@ -324,7 +324,20 @@ def state_summary(sub: Any) -> dict[str, Any]:
         "draft_lines": len(sub.uninvoiced),
         "invoices": {n: i["status"] for n, i in sorted(sub.invoices.items())},
         "payment_state": sub.payment_state,
+        "billing_day": sub.billing_day,
+        "coupon": sub.coupon_now(),
+        "credits": {"usable_at_cycle_end": str(sub.credit_balance(sub.cycle_end)),
+                    "grants": sub.credit_grants_now(),
+                    "auto_top_up": getattr(sub, "auto_top_up", None)},
+        "custom_prices": sub.terms.get("overrides"),
+        "pause_at": _iso(sub.pause_scheduled_at()),
+        "terminated_at": _iso(getattr(sub, "terminated_at", None)),
+        "refund_due": sub.refund_due_now(),
     }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 # ------------------------------------------------------------------------------ explain --

@@ -81,6 +81,11 @@ def test_grants_pay_invoices_in_priority_order_and_the_balance_is_topped_up() ->
     assert sub.invoices[j.issued[2]["number"]]["status"] == "paid"  # nothing left to pay
     replayed = replay(j.invoicer.history)
     assert replayed.credit_grants_now() == sub.credit_grants_now()
+    from infra.ops.audit import state_summary  # what the API and `billing state` show
+    shown = state_summary(sub)
+    assert shown["credits"]["usable_at_cycle_end"] == "60.00"
+    assert shown["credits"]["auto_top_up"] == {"threshold": "20.00", "amount": "50.00"}
+    assert shown["coupon"] is None and shown["pause_at"] is None
 
 
 def test_an_expired_grant_pays_nothing_and_a_credit_note_gives_credits_back() -> None:
