@@ -56,6 +56,12 @@ included = 10000
 limit = "overage"
 overage_unit_price = "0.001"
 
+[plans.cloud.allowances.api_calls]
+included = 100
+limit = "overage"
+overage_unit_price = "0.10"
+group_by = "workspace"
+
 [plans.cloud.allowances.tokens_frontier]
 of = "tokens"
 where = { model = ["gpt-4", "gpt-4o"] }
@@ -92,10 +98,13 @@ def test_properties_route_and_aggregations_measure_through_the_pipeline(
         usage("s3", "cl-1", "storage_gb", 80, at(6)),
         usage("z1", "cl-1", "tokens", 0, at(6)),  # zero adds nothing to a sum
         usage("f1", "cl-1", "tokens_frontier", 5, at(6)),  # a charge is not a metric
+        usage("g1", "cl-1", "api_calls", 150, at(2), workspace="ws-a"),
+        usage("g2", "cl-1", "api_calls", 90, at(3), workspace="ws-b"),
     ]
     ingest_all(engine, publish(engine, messages))
     expected = {("cl-1", "tokens"): Decimal(350), ("cl-1", "tokens_frontier"): Decimal(700),
-                ("cl-1", "active_users"): Decimal(2), ("cl-1", "storage_gb"): Decimal(80)}
+                ("cl-1", "active_users"): Decimal(2), ("cl-1", "storage_gb"): Decimal(80),
+                ("cl-1", "api_calls"): Decimal(240)}  # the groups' total
     assert store_totals(engine) == expected
     relay_all(engine)
     project_all(engine)
@@ -115,6 +124,9 @@ def test_properties_route_and_aggregations_measure_through_the_pipeline(
     # days 14 hours: (120 x 3 + 80 x 24.583333...) / 30 = 77.555556 GB-months, 27.555556 past
     # the 50 included, at 0.10 = 2.7555556.
     assert [(c["quantity"], c["amount"]) for c in storage] == [("27.555556", "2.76")]
+    calls = [(c["description"], c["amount"]) for c in _overage_lines(engine)
+             if c["metric"] == "api_calls"]  # ws-a 50 past its own 100, ws-b within its own
+    assert calls == [("api_calls (workspace ws-a) over allowance", "5.00")]
 
 
 def _overage_lines(engine: Engine) -> list[dict[str, object]]:
