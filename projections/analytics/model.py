@@ -16,9 +16,9 @@ def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | 
     if kind == "PlanUpgraded":
         return ("upgrade", *_recurring(data["terms"]))
     if kind == "Terminated":  # ended at once
-        return ("churn", data["plan_id"], Decimal(0), data["currency"])
+        return ("churn", data.get("plan_id"), Decimal(0), data.get("currency"))
     if kind == "Paused":  # still a customer, paying nothing until it resumes
-        return ("pause", data["plan_id"], Decimal(0), data["currency"])
+        return ("pause", data.get("plan_id"), Decimal(0), data.get("currency"))
     if kind == "Resumed":
         return ("resume", *_recurring(data["terms"]))
     if kind == "CycleRolled":
