@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from domain.billing.invoice_document import build_invoice
-from domain.contracts.commands import Command, execute
+from domain.contracts.commands import COMMAND_PERIODS_AHEAD, Command, execute
 from domain.shared.errors import BillingError
 
 if TYPE_CHECKING:
@@ -20,6 +20,10 @@ def preview_command(app: BillingApplication, command: Command) -> dict[str, Any]
     "events": [type, ...], "charges": the invoice the command's own lines would make (no
     number; None without lines), "state": the copy afterwards}."""
     copy = app.load_as_stored(command.subscription)  # never the cached aggregate
+    try:  # as `execute` would refuse it, before moving the copy that far
+        copy.check_not_too_far_ahead(command.at, periods=COMMAND_PERIODS_AHEAD)
+    except BillingError as e:
+        return {"allowed": False, "code": e.code, "reason": str(e)}
     copy.advance_to(command.at, app.catalog)  # what is due by then is not the command's
     copy.collect_events()
     before = {id(c) for c in copy.uninvoiced}

@@ -15,6 +15,7 @@ from domain.contracts.usage import DECIMAL_STRING
 from domain.shared.errors import CommandRefused
 
 CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal(10) ** 15
 KEYS = {"price", "extra_seat_price", "allowances"}
 ALLOWANCE_KEYS = {"included", "overage_unit_price"}
 
@@ -40,6 +41,8 @@ def checked_overrides(raw: object, terms: dict[str, Any]) -> dict[str, Any]:
             raise _refused(f"plan {terms['plan_id']} has no metric {metric!r}")
         if not isinstance(fields, dict) or not fields or set(fields) - ALLOWANCE_KEYS:
             raise _refused(f"{metric}: an object of {', '.join(sorted(ALLOWANCE_KEYS))}")
+        if "included" in fields and "percentage" in allowance:
+            raise _refused(f"{metric}: a percentage includes nothing")
         if "overage_unit_price" in fields and (
                 allowance["limit"] != "overage" or "tiers" in allowance
                 or allowance.get("charge_model", "per_unit") != "per_unit"):
@@ -68,9 +71,11 @@ def with_overrides(terms: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 def _amount(value: object, name: str, money: bool) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str) or (
-            isinstance(value, str) and not DECIMAL_STRING.fullmatch(value)):
+            isinstance(value, str) and (len(value) > 40 or not DECIMAL_STRING.fullmatch(value))):
         raise _refused(f"{name}: an amount (an integer or a plain decimal string)")
     amount = Decimal(value)
+    if amount >= MAX_AMOUNT:
+        raise _refused(f"{name}: below 10^15")
     if amount < 0 or (money and amount != amount.quantize(CENT)):
         raise _refused(f"{name}: an amount >= 0" + (" with two decimals" if money else ""))
     return amount.quantize(CENT) if money else amount

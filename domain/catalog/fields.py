@@ -15,6 +15,10 @@ CENT = Decimal("0.01")
 # A catalog's times (a campaign window, a coupon's last day): RFC 3339 with its offset, to the
 # microsecond.
 MOMENT = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})"
+MAX_AMOUNT = Decimal(10) ** 15
+# The largest whole numbers that keep every date the engine computes from them in range.
+WHOLE_LIMITS = {"trial_days": 3650, "commitment_months": 1200,
+                "late_usage_grace_minutes": 525_600, "payment_terms_days": 3650}
 PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
@@ -32,6 +36,9 @@ def whole(d: dict[str, Any], key: str, where: str, default: int | None) -> int |
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise CatalogError(f"{where}: '{key}' must be a whole number >= 0")
+    limit = WHOLE_LIMITS.get(key, 10**9)
+    if value > limit:  # time and counts a calendar can hold
+        raise CatalogError(f"{where}: '{key}' is at most {limit}")
     return value
 
 
@@ -57,11 +64,15 @@ def amount(value: object, where: str) -> Decimal:
     if isinstance(value, int):
         if value < 0:
             raise CatalogError(f"{where}: must be an amount >= 0")
-        return Decimal(value)
-    if not isinstance(value, str) or not PLAIN_DECIMAL.fullmatch(value):
+        amount = Decimal(value)
+    elif not isinstance(value, str) or len(value) > 40 or not PLAIN_DECIMAL.fullmatch(value):
         raise CatalogError(f"{where}: not a plain decimal amount (like \"0.004\" or 50): "
-                           f"{value!r}")
-    return Decimal(value)
+                           f"{str(value)[:40]!r}")
+    else:
+        amount = Decimal(value)
+    if amount >= MAX_AMOUNT:  # every sum of such amounts stays exact in 60 digits
+        raise CatalogError(f"{where}: amounts are below 10^15")
+    return amount
 
 
 def flag(d: dict[str, Any], key: str, where: str, default: bool) -> bool:

@@ -77,6 +77,13 @@ class Allowance:
     billed: str = "in_arrears"
     group_by: str = ""  # a dimension: each of its values priced apart, with its own allowance
 
+    @property
+    def measure(self) -> str:
+        """How the metric is measured: `sum`, `unique of user`, `sum by workspace`, …"""
+        return " ".join(part for part in (
+            self.aggregation, self.unique_of and f"of {self.unique_of}",
+            self.group_by and f"by {self.group_by}") if part)
+
     def for_months(self, months: int) -> Allowance:
         """The allowance of a billing period of `months` months: `included` is per month."""
         if months == 1:
@@ -264,8 +271,9 @@ class Catalog:
     coupons: dict[str, Coupon] = field(default_factory=dict)
 
     def aggregations(self) -> dict[str, str]:
-        """Each metric's aggregation (one per catalog: checked when it is read)."""
-        return {m: a.aggregation for p in self.plans.values() for m, a in p.allowances.items()}
+        """How each metric is measured (one way per catalog: checked when it is read): its
+        aggregation, with what it counts distinct values of or groups by."""
+        return {m: a.measure for p in self.plans.values() for m, a in p.allowances.items()}
 
     def coupon(self, coupon_id: str) -> Coupon:
         try:
@@ -401,10 +409,10 @@ def _check_one_measure_per_metric(plans: dict[str, Plan]) -> None:
     seen: dict[str, tuple[str, str]] = {}
     for pid, plan in plans.items():
         for metric, allowance in plan.allowances.items():
-            first = seen.setdefault(metric, (pid, allowance.aggregation))
-            if first[1] != allowance.aggregation:
+            first = seen.setdefault(metric, (pid, allowance.measure))
+            if first[1] != allowance.measure:
                 raise CatalogError(f"{metric}: aggregation {first[1]} on plan {first[0]}, "
-                                   f"{allowance.aggregation} on plan {pid}: one per metric")
+                                   f"{allowance.measure} on plan {pid}: one per metric")
 
 
 def _check_ranks(plans: dict[str, Plan]) -> None:

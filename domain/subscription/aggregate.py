@@ -12,7 +12,7 @@ events, so replay never needs the catalog and a new catalog version applies from
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +53,10 @@ from domain.subscription import (
 )
 from domain.subscription.customer import customer_details
 from domain.subscription.cycles import commitment_end
+
+# When a subscription may start: every date computed from it (trials, agreements, periods far
+# ahead) stays within the years a datetime holds.
+FIRST_YEAR, LAST_YEAR = 1970, 9000
 
 
 class Subscription(BaseAggregate[str]):
@@ -184,6 +188,11 @@ class Subscription(BaseAggregate[str]):
                   overrides: dict[str, Any] | None = None,
                   billing_day: int | None = None) -> Subscription:
         require_aware(at)
+        if period not in PERIODS:
+            raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
+        if not FIRST_YEAR <= at.astimezone(UTC).year <= LAST_YEAR:
+            raise CommandRefused(f"a subscription starts between {FIRST_YEAR} and {LAST_YEAR}",
+                                 "invalid_timestamp")
         plan = catalog.plan(plan_id)
         plan.check_offered(at, customer_details(customer).get("country"),
                            deal=overrides is not None)

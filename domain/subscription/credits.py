@@ -8,7 +8,7 @@ its lines, and `amount_due` is what is left to pay."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
 CENT = Decimal("0.01")
+MAX_CREDIT = Decimal(10) ** 9  # per grant or top-up
 MAX_TOP_UP_THRESHOLD = Decimal(10) ** 9
 NEVER = "9999-12-31T23:59:59+00:00"  # sorts after every expiry
 
@@ -41,15 +42,16 @@ def grant_credits(self: Subscription, amount: Decimal, at: datetime, *, priority
         label = f"Prepaid credits ({reason})" if reason else "Prepaid credits"
         charges = [charge("credit_purchase", label, 1, amount.quantize(CENT), amount)]
     self._credits_granted(grant=f"g{len(grants) + 1}", amount=str(amount.quantize(CENT)),
-                          priority=priority,
-                          expires_at=None if expires_at is None else expires_at.isoformat(),
+                          priority=priority,  # expiries in UTC: they sort as times
+                          expires_at=None if expires_at is None
+                          else expires_at.astimezone(UTC).isoformat(),
                           purchased=purchased, reason=reason, charges=charges, timestamp=at)
 
 
 def check_credit_amount(amount: Decimal, name: str) -> None:
-    if amount <= 0 or amount != amount.quantize(CENT):
-        raise CommandRefused(f"{name} is an amount above 0 with at most two decimals",
-                             "invalid_amount")
+    if amount <= 0 or amount >= MAX_CREDIT or amount != amount.quantize(CENT):
+        raise CommandRefused(f"{name} is an amount above 0 and below {MAX_CREDIT}, with at "
+                             f"most two decimals", "invalid_amount")
 
 
 def _credits_granted(self: Subscription, grant: str, amount: str, priority: int,

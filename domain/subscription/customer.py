@@ -17,11 +17,16 @@ def customer_details(fields: dict[str, Any] | None) -> dict[str, Any]:
         raise CommandRefused(f"unknown customer field(s): {', '.join(unknown)}",
                              "invalid_customer")
     customer = {k: fields[k] for k in CUSTOMER_FIELDS if fields.get(k) is not None}
+    for key, value in customer.items():
+        if key == "business":
+            if not isinstance(value, bool):  # "false" would read as a business (no VAT)
+                raise CommandRefused("business is true or false", "invalid_customer")
+        elif not isinstance(value, str) or len(value) > 256:
+            raise CommandRefused(f"customer {key} is a string of at most 256 characters",
+                                 "invalid_customer")
     if "country" in customer:
-        country = str(customer["country"]).upper()
-        if len(country) != 2 or not country.isalpha():
+        country = customer["country"].upper()
+        if len(country) != 2 or not (country.isascii() and country.isalpha()):
             raise CommandRefused("country is an ISO 3166 two-letter code", "invalid_customer")
         customer["country"] = country
-    if "business" in customer:
-        customer["business"] = bool(customer["business"])
     return customer

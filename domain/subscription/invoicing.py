@@ -20,6 +20,8 @@ from domain.subscription.customer import customer_details
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
+# An invoice no payment outcome reopens (a credit note or a void is final).
+CLOSED = ("void", "credited")
 PAYMENT_FAILURE_REASONS = ("declined", "insufficient_funds", "expired_card")
 PAYMENT_RETRY_DAYS = (1, 3, 7)  # after the 1st, 2nd and 3rd failure; none after the 4th
 
@@ -194,7 +196,8 @@ def record_payment(self: Subscription, reference: str, outcome: str, amount: Dec
 def _payment_succeeded(self: Subscription, reference: str, amount: str,
                        timestamp: datetime) -> None:
     self.payment_attempts.pop(reference, None)
-    if reference in getattr(self, "invoices", {}):
+    if reference in getattr(self, "invoices", {}) and \
+            self.invoices[reference]["status"] not in CLOSED:
         self.invoices[reference]["status"] = "paid"
     if not self.payment_attempts:
         self.payment_state = "ok"
@@ -203,6 +206,7 @@ def _payment_succeeded(self: Subscription, reference: str, amount: str,
 def _payment_failed(self: Subscription, reference: str, amount: str, reason: str, attempt: int,
                     next_retry_at: datetime | None, timestamp: datetime) -> None:
     self.payment_attempts[reference] = attempt
-    if reference in getattr(self, "invoices", {}):
+    if reference in getattr(self, "invoices", {}) and \
+            self.invoices[reference]["status"] not in CLOSED:
         self.invoices[reference]["status"] = "payment_failed"
     self.payment_state = "retrying" if next_retry_at is not None else "past_due"

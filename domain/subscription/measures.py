@@ -20,6 +20,7 @@ from domain.shared.errors import CommandRefused, InvalidUsage, UnknownMetric
 
 ZERO = Decimal(0)
 MAX_UNIQUE_VALUES = 100_000  # per metric and cycle: a meter is part of the aggregate's state
+MAX_GROUPS = 10_000  # per grouped metric and cycle: each is a line on the cycle's invoice
 LEVEL_UNITS = Decimal("0.000001")  # a recurring metric's billed units, rounded half up
 
 MICROSECOND = timedelta(microseconds=1)
@@ -75,6 +76,10 @@ def check_measurable(allowance: Mapping[str, Any], item: UsageItem, meter: Meter
     if aggregation == "sum" and not item.quantity:
         raise InvalidUsage(f"quantity 0 adds nothing to {item.metric} (summed)",
                            "invalid_quantity")
+    if "group_by" in allowance and meter and len(meter["groups"]) >= MAX_GROUPS \
+            and (item.dimension(allowance["group_by"]) or "") not in meter["groups"]:
+        raise CommandRefused(f"{item.metric}: {MAX_GROUPS} groups this cycle already",
+                             "too_many_values")
     if aggregation == "unique":
         value = item.dimension(allowance["unique_of"])
         if value is None:
@@ -98,7 +103,7 @@ def measured(allowance: Mapping[str, Any], used: Decimal, meter: Meter | None,
     """The measured amount and meter after `items` (records of one metric, checked)."""
     aggregation = allowance.get("aggregation", "sum")
     if "group_by" in allowance:  # a sum, kept per value of the dimension too
-        groups = dict(meter["groups"]) if meter else {}
+        groups = dict(meter["groups"]) if meter else {}  # at most MAX_GROUPS: check_measurable
         for item in items:
             group = _group(item, allowance["group_by"])
             groups[group] = str(Decimal(groups.get(group, "0")) + Decimal(item["quantity"]))

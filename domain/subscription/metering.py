@@ -109,7 +109,7 @@ def check_usage(self: Subscription, item: UsageItem, pending: Pending | None = N
     charge = charge_of(allowances, item) if routes(allowances) or item.metric not in allowances \
         else item.metric
     allowance = allowances[charge]
-    if "aggregation" in allowance or not item.quantity:
+    if "aggregation" in allowance or "group_by" in allowance or not item.quantity:
         meters = (self.closing or {}).get("meters", {}) if late else self.meters_now()
         check_measurable(allowance, item, meters.get(charge), late)
     if allowance.get("on_daily_cap") == "refuse":

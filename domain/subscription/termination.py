@@ -116,5 +116,25 @@ def issue_refund_note(self: Subscription, number: str, issuer: dict[str, Any],
         issuer=issuer, currency=str(self.terms["currency"]), lines=lines, issued_at=at,
         kind="credit_note", references=charged[-1] if charged else None)
     document["refund"] = True
+    paid_by_credits = self.invoices[charged[-1]]["document"].get("credits_applied", []) \
+        if charged else []
+    if paid_by_credits:  # what credits paid goes back to them first, the rest in cash
+        returned = credits_back(paid_by_credits, -dec(document["total"]))
+        document["credits_returned"] = returned
+        document["amount_due"] = str(dec(document["total"]) + sum(
+            (dec(r["amount"]) for r in returned), Decimal(0)))
     self._credit_note_issued(document=document, timestamp=at)
     return document
+
+
+def credits_back(applied: list[dict[str, str]], refund: Decimal) -> list[dict[str, str]]:
+    """Up to `refund` given back to the grants that paid an invoice, the last one spent
+    first (so a grant spent first, often the one expiring soonest, is the last refilled)."""
+    returned = []
+    for application in reversed(applied):
+        if refund <= 0:
+            break
+        back = min(dec(application["amount"]), refund)
+        returned.append({"grant": application["grant"], "amount": str(back)})
+        refund -= back
+    return returned

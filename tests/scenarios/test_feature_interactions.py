@@ -177,3 +177,46 @@ def test_no_full_credit_note_on_an_invoice_whose_unused_time_was_credited() -> N
     with pytest.raises(BillingError) as refused_note:
         j.sub.issue_credit_note(first, "CN-1", j.invoicer.issuer, utc(2026, 1, 17))
     assert refused_note.value.code == "invoice_closed"
+
+
+def test_a_refund_of_an_invoice_credits_paid_goes_back_to_the_credits() -> None:
+    j = journey("fi-11")
+    j.command(utc(2026, 1, 2), "grant_credits", amount="30.00")  # pays part of February
+    j.advance(utc(2026, 2, 1, 1))
+    february = j.issued[-1]
+    assert february["credits_applied"] == [{"grant": "g1", "amount": "30.00"}]
+    j.command(utc(2026, 2, 15), "terminate")  # 14 of 28 days left: 50.00 back
+    note = j.issued[-1]
+    assert (note["kind"], note["total"], note["credits_returned"], note["amount_due"]) == (
+        "credit_note", "-50.00", [{"grant": "g1", "amount": "30.00"}], "-20.00")
+    assert j.sub.credit_balance(utc(2026, 2, 16)) == Decimal("30.00")
+
+
+def test_hostile_amounts_and_times_are_refused_with_codes() -> None:
+    for fields, code in (({"amount": "1000000000.00"}, "invalid_amount"),
+                         ({"amount": "5", "expires_at": "2026-01-01T00:00:00Z"},
+                          "invalid_expiry")):
+        assert refused(journey(f"fi-12-{code}"), utc(2026, 1, 2), "grant_credits",
+                       **fields) == code
+    for options, code in (({"period": "week"}, "unknown_period"),
+                          ({"overrides": {"price": "9" * 30}}, "invalid_override"),
+                          ({"customer": {"country": "DE", "business": "false"}},
+                           "invalid_customer"),
+                          ({"customer": {"vat_id": 12345}}, "invalid_customer")):
+        customer = options.pop("customer", US_BUSINESS)
+        with pytest.raises(BillingError) as error:
+            Journey(SHOP, "fi-13", "team", utc(2026, 1, 1), customer, **options)
+        assert error.value.code == code, options
+    with pytest.raises(BillingError) as error:
+        Journey(SHOP, "fi-14", "team", utc(9999, 12, 15), US_BUSINESS)
+    assert error.value.code == "invalid_timestamp"
+
+
+def test_one_metric_is_grouped_or_counted_one_way_on_every_plan() -> None:
+    from domain.shared.errors import CatalogError
+    grouped = TEXT.split("[packs.calls]")[0].replace('''[plans.scale.allowances.api_calls]
+included = 5000''', '''[plans.scale.allowances.api_calls]
+group_by = "workspace"
+included = 5000''')
+    with pytest.raises(CatalogError, match="one per metric"):
+        Catalog.from_toml(grouped)
