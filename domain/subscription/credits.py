@@ -111,15 +111,20 @@ def usable_grants(grants: list[dict[str, Any]], at: datetime) -> list[dict[str, 
 def credits_applied(grants: list[dict[str, Any]], total: Decimal,
                     at: datetime) -> list[dict[str, str]]:
     """Which grants pay how much of an invoice's `total` issued at `at`."""
-    applied = []
-    left = total
-    for grant in usable_grants(grants, at):
-        if left <= 0:
+    return allocated([(g["id"], Decimal(g["remaining"])) for g in usable_grants(grants, at)],
+                     total)
+
+
+def allocated(sources: list[tuple[str, Decimal]], amount: Decimal) -> list[dict[str, str]]:
+    """`amount` taken from each (grant, available) in turn, as far as it goes."""
+    taken = []
+    for grant, available in sources:
+        if amount <= 0:
             break
-        take = min(Decimal(grant["remaining"]), left)
-        applied.append({"grant": grant["id"], "amount": str(take)})
-        left -= take
-    return applied
+        take = min(available, amount)
+        taken.append({"grant": grant, "amount": str(take)})
+        amount -= take
+    return taken
 
 
 def with_credits(self: Subscription, document: dict[str, Any], at: datetime) -> dict[str, Any]:

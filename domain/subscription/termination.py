@@ -14,6 +14,7 @@ from domain.billing.pricing import dec
 from domain.catalog.model import Catalog
 from domain.shared.errors import CommandRefused
 from domain.shared.periods import require_aware
+from domain.subscription.credits import allocated
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -130,11 +131,4 @@ def issue_refund_note(self: Subscription, number: str, issuer: dict[str, Any],
 def credits_back(applied: list[dict[str, str]], refund: Decimal) -> list[dict[str, str]]:
     """Up to `refund` given back to the grants that paid an invoice, the last one spent
     first (so a grant spent first, often the one expiring soonest, is the last refilled)."""
-    returned = []
-    for application in reversed(applied):
-        if refund <= 0:
-            break
-        back = min(dec(application["amount"]), refund)
-        returned.append({"grant": application["grant"], "amount": str(back)})
-        refund -= back
-    return returned
+    return allocated([(a["grant"], dec(a["amount"])) for a in reversed(applied)], refund)
