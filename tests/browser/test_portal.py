@@ -180,7 +180,18 @@ def test_team_and_cancel_say_what_happens_and_an_expired_link_is_refused(
     from playwright.sync_api import expect
 
     api_engine.app.handle(_command("m1", "add_member", "a-pro", member="ann@a.example"))
+    api_engine.app.handle(_command("k1", "grant_credits", "a-pro", amount="25.00"))
+    api_engine.app.handle(_command("k2", "configure_auto_top_up", "a-pro", threshold="10.00",
+                                   amount="40.00"))
     page.goto(link(api, "a-pro"))
+    expect(page.get_by_test_id("credits")).to_contain_text("Prepaid credits: 25.00")
+    expect(page.get_by_test_id("credits")).to_contain_text("40.00 EUR more is bought")
+    api_engine.app.handle(_command("p1", "pause", "a-pro"))
+    page.reload()
+    expect(page.get_by_test_id("pause")).to_contain_text("Pauses on 2027-04-01")
+    api_engine.app.handle(_command("p2", "resume", "a-pro"))  # withdrawn before the cancel
+    page.reload()
+    expect(page.get_by_test_id("pause")).to_have_count(0)
     page.goto(f"{api.url}/portal/team")
     expect(page.get_by_test_id("members")).to_contain_text("ann@a.example")
     page.goto(f"{api.url}/portal/cancel")
