@@ -44,21 +44,28 @@ class Command:
         assert value is not None
         return value
 
+    # An optional field given as null is absent, as the contract (and its schema) says.
     def integer(self, name: str, default: int | None = None) -> int:
-        value = self.fields.get(name, default)
+        value = self.fields.get(name)
+        if value is None:
+            value = default
         if not _of_kind("integer", value):
             raise InvalidCommand(f"{self.type}: '{name}' must be an integer", "invalid_field")
         assert isinstance(value, int | float)
         return int(value)  # a JSON number with a zero fraction (3.0) is an integer
 
     def mapping(self, name: str) -> dict[str, Any]:
-        value = self.fields.get(name, {})
+        value = self.fields.get(name)
+        if value is None:
+            return {}
         if not isinstance(value, dict):
             raise InvalidCommand(f"{self.type}: '{name}' must be an object", "invalid_field")
         return value
 
     def flag(self, name: str) -> bool:
-        value = self.fields.get(name, False)
+        value = self.fields.get(name)
+        if value is None:
+            return False
         if not isinstance(value, bool):
             raise InvalidCommand(f"{self.type}: '{name}' must be true or false", "invalid_field")
         return value
@@ -208,7 +215,8 @@ def execute(subscription: Subscription | None, command: Command,
             command.subscription, command.text("account", False) or command.subscription,
             command.required("plan"), catalog, command.at,
             period=command.text("period", False) or "month", trial=command.flag("trial"),
-            seats=command.integer("seats") if "seats" in command.fields else None,
+            seats=command.integer("seats") if command.fields.get("seats") is not None
+            else None,
             customer=command.mapping("customer"),
             overrides=command.mapping("overrides") if command.fields.get("overrides")
             is not None else None,

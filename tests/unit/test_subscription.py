@@ -234,3 +234,31 @@ def test_input_more_than_a_period_ahead_is_refused_before_it_rolls_anything() ->
             sub.check_not_too_far_ahead(far)
         assert info.value.code == "time_too_far_ahead"
     assert sub.cycle_start == ANCHOR  # nothing moved
+
+
+def test_optional_command_fields_given_as_null_are_absent() -> None:
+    """The published schema allows null for an optional field: the engine reads it as absent
+    (it used to refuse it with invalid_field after parsing had accepted it)."""
+    from domain.catalog.model import Catalog
+    from domain.contracts.commands import execute, parse_command
+
+    catalog = Catalog.from_toml("""
+[catalog]
+id = "nulls"
+currency = "EUR"
+[plans.team]
+name = "Team"
+price = "10.00"
+included_seats = 2
+extra_seat_price = "5.00"
+trial_days = 7
+""")
+    created, _ = execute(None, parse_command({
+        "id": "n1", "type": "subscribe", "subscription": "s-null", "plan": "team",
+        "at": "2026-01-01T00:00:00Z", "trial": None, "seats": None, "customer": None,
+        "coupon": None, "overrides": None, "billing_day": None}), catalog)
+    assert (created.status, created.seats) == ("active", 2)
+    changed, outcome = execute(created, parse_command({
+        "id": "n2", "type": "grant_credits", "subscription": "s-null", "amount": "5",
+        "at": "2026-01-02T00:00:00Z", "priority": None, "purchased": None}), catalog)
+    assert outcome.result == "applied" and changed.credit_grants_now()[0]["priority"] == 0
