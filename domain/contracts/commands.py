@@ -363,7 +363,7 @@ def _cmd_grant_credits(s: Subscription, c: Command, catalog: Catalog) -> str:
 
 
 def _cmd_terminate(s: Subscription, c: Command, catalog: Catalog) -> str:
-    s.terminate(c.at, catalog, refund=c.fields.get("refund") is not False)
+    s.terminate(c.at, refund=c.fields.get("refund") is not False)
     return "applied"
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from domain.billing.charges import Charge, charge, remaining_fraction, round_money
 from domain.billing.invoice_document import build_invoice
 from domain.billing.pricing import dec
-from domain.catalog.model import Catalog
 from domain.shared.errors import CommandRefused
 from domain.shared.periods import require_aware
 from domain.subscription.credits import allocated
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
 
-def terminate(self: Subscription, at: datetime, catalog: Catalog, refund: bool = True) -> None:
+def terminate(self: Subscription, at: datetime, refund: bool = True) -> None:
     """`refund`: credit the unused rest of the period's fees (plan, extra seats, add-ons,
     user plans) prorated to the microsecond; without it they stay paid."""
     require_aware(at)
