@@ -53,6 +53,7 @@ from domain.subscription import (
 )
 from domain.subscription.customer import customer_details
 from domain.subscription.cycles import commitment_end
+from domain.subscription.seats import check_seat_count
 
 # When a subscription may start: every date computed from it (trials, agreements, periods far
 # ahead) stays within the years a datetime holds.
@@ -202,6 +203,8 @@ class Subscription(BaseAggregate[str]):
         if seats is not None and plan.included_seats is None:
             raise CommandRefused(f"plan {plan_id} has no seats", "seats_not_for_sale")
         seat_count = plan.included_seats if seats is None else seats
+        if seat_count is not None:
+            check_seat_count(seat_count)
         if seat_count is not None and plan.included_seats is not None:
             if seat_count < plan.included_seats:
                 seat_count = plan.included_seats

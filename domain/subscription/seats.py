@@ -20,6 +20,13 @@ from domain.shared.periods import require_aware
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
+MAX_SEATS = 1_000_000  # per subscription: beyond it is a typo, not a customer
+
+
+def check_seat_count(seats: int) -> None:
+    if seats > MAX_SEATS:
+        raise CommandRefused(f"a subscription has at most {MAX_SEATS:,} seats", "too_many_seats")
+
 def add_seats(self: Subscription, count: int, at: datetime) -> None:
     require_aware(at)
     self.check_not_ended()
@@ -29,6 +36,7 @@ def add_seats(self: Subscription, count: int, at: datetime) -> None:
     if self.seats is None or price is None:
         raise CommandRefused(f"plan {self.plan_id} sells no extra seats",
                              "seats_not_for_sale")
+    check_seat_count(self.seats + count)
     charges = [] if self.status == "trialing" else [
         prorated("seats", "Extra seats", count, dec(price), at, self.cycle_start,
                  self.cycle_end)]

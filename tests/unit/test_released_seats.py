@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from domain.catalog.model import Catalog
-from domain.shared.errors import CatalogError
+from domain.shared.errors import CatalogError, CommandRefused
 from domain.subscription.aggregate import Subscription
 from tests.scenarios.test_invoices_year import US_BUSINESS, Journey, utc
 
@@ -92,3 +92,17 @@ def test_credit_released_seats_needs_seats_that_are_sold() -> None:
     with pytest.raises(CatalogError, match="credit_released_seats needs included_seats and "
                                            "extra_seat_price"):
         Catalog.from_toml(TEAM.replace('extra_seat_price = "10.00"\n', ""))
+
+
+def test_seat_counts_are_bounded_on_subscribe_and_add_seats() -> None:
+    catalog = Catalog.from_toml(TEAM)
+    with pytest.raises(CommandRefused) as refused:
+        Subscription.subscribe("tm-big", "acc", "team", catalog, utc(2026, 1, 1),
+                               seats=2**53 - 1)
+    assert refused.value.code == "too_many_seats"
+    sub = Subscription.subscribe("tm-2", "acc", "team", catalog, utc(2026, 1, 1),
+                                 seats=1_000_000)
+    with pytest.raises(CommandRefused) as refused:
+        sub.add_seats(1, utc(2026, 1, 2))
+    assert refused.value.code == "too_many_seats"
+    assert sub.seats == 1_000_000
