@@ -122,7 +122,7 @@ def write_artifacts(conn: Any, directory: Path, subscription: str) -> dict[str, 
                              (subscription, row["cycle_start"])).fetchone()
         conn.commit()
         closed = found[0] if found and found[0] else row["cycle_start"]  # the month just billed
-        days, _ = quota_store.usage_history(conn, subscription, closed)
+        days, *_ = quota_store.usage_history(conn, subscription, closed)
         per_day = {d: q for m, d, q in days if m == "tokens"}
         chart = directory / f"usage-{subscription}.svg"
         chart.write_text(usage_chart_svg(subscription, "tokens", closed, row["cycle_start"],

@@ -105,7 +105,7 @@ def measured(allowance: Mapping[str, Any], used: Decimal, meter: Meter | None,
     if "group_by" in allowance:  # a sum, kept per value of the dimension too
         groups = dict(meter["groups"]) if meter else {}  # at most MAX_GROUPS: check_measurable
         for item in items:
-            group = _group(item, allowance["group_by"])
+            group = group_of(item, allowance["group_by"])
             groups[group] = str(Decimal(groups.get(group, "0")) + Decimal(item["quantity"]))
         return used + sum((Decimal(i["quantity"]) for i in items), ZERO), {"groups": groups}
     if aggregation == "sum":
@@ -140,7 +140,7 @@ def measured(allowance: Mapping[str, Any], used: Decimal, meter: Meter | None,
     return used, {"since": since.isoformat(), "held": str(held)}
 
 
-def _group(record: dict[str, Any], name: str) -> str:
+def group_of(record: Mapping[str, Any], name: str) -> str:
     """The group an event counts in ("" for an event without the dimension)."""
     value = record.get(name) if name in ("member", "workspace") else \
         record.get("properties", {}).get(name)

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from domain.contracts.usage import MAX_TEXT
 from infra.api.access import context_of, known_principal, principal_of
 from infra.api.context import ApiContext
 from infra.api.errors import ApiError, JsonResponse, error_body, not_found
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["entitlements"])
 
 READING = """q.subscription_id, q.metric, q.account, q.plan_id, q.included, q.packs, q.used,
-       q.limit_kind, q.cycle_start, q.cycle_end, q.daily_cap,
+       q.limit_kind, q.cycle_start, q.cycle_end, q.daily_cap, q.group_by,
        coalesce((SELECT d.quantity FROM usage_daily d WHERE d.subscription_id = q.subscription_id
                  AND d.metric = q.metric AND d.cycle_start = q.cycle_start AND d.day = {day}),
                 0) AS used_today,
@@ -73,9 +74,14 @@ PARAMETERS = [
      "schema": {"type": "string", "default": "0", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
      "description": "units about to be used (metrics; default 0)"},
     {"name": "member", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "features: also those this member's user plans bring"}]
+     "description": "features: also those this member's user plans bring"},
+    {"name": "group", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "grouped charges (required for them): the value of the charge's "
+                    "`group_by` dimension asked about, e.g. a workspace; empty for usage "
+                    "without it"}]
 METRIC_COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs",
-                  "used", "limit_kind", "cycle_start", "cycle_end", "daily_cap", "used_today",
+                  "used", "limit_kind", "cycle_start", "cycle_end", "daily_cap", "group_by",
+                  "used_today",
                   "projected_version", "stored_version", "as_of")
 PROJECTED, STORED = METRIC_COLUMNS.index("projected_version"), METRIC_COLUMNS.index(
     "stored_version")
@@ -84,13 +90,16 @@ RENDERED_KEPT = 100_000
 
 
 async def check(ctx: ApiContext, authorization: str, subscription: str, name: str,
-                requested: str, member: str | None = None) -> dict[str, Any]:
+                requested: str, member: str | None = None,
+                group: str | None = None) -> dict[str, Any]:
     """The answer to one entitlement question, for the route and for the fast path."""
     who = await principal_of(ctx, authorization)
     quantity = requested_quantity(requested)
     now = ctx.clock.cached()
     if now is None:
         now = await run_in_threadpool(ctx.clock.now)
+    if group is not None:
+        return await _check_group(ctx, who, subscription, name, quantity, now, group)
     key = (subscription, name, now.astimezone(UTC).date())
     cache = ctx.entitlements
     kept = cache.get(key, PROJECTED)
@@ -174,16 +183,58 @@ def kept_body(ctx: ApiContext, rendered: Rendered, authorization: str, subscript
     return body
 
 
+async def _check_group(ctx: ApiContext, who: Principal, subscription: str, name: str,
+                       quantity: Decimal, now: datetime, group: str) -> dict[str, Any]:
+    """A grouped charge's question about one group: its own `included` against its own use
+    (read each time: groups are many, and not kept)."""
+    if len(group) > MAX_TEXT:
+        raise ApiError(422, "invalid_group", f"group: at most {MAX_TEXT} characters")
+    checked_at = datetime.now(UTC)
+    assert ctx.apool is not None
+    async with ctx.apool.connection() as conn:
+        cur = await conn.execute(METRIC_SQL, {"sub": subscription, "metric": name,
+                                              "day": now.astimezone(UTC).date()})
+        row = await cur.fetchone()
+        if row is None:  # not projected yet, a feature, or unknown: answered as without group
+            return await run_in_threadpool(_feature_or_unknown, ctx, who, subscription, name)
+        reading = dict(zip(METRIC_COLUMNS, row, strict=True))
+        if not who.may_see(reading["account"]):
+            raise not_found(f"subscription {subscription!r}")
+        if reading["group_by"] is None:
+            raise ApiError(422, "not_grouped", f"{name} is not a grouped charge: ask "
+                                               f"without ?group=")
+        cur = await conn.execute(GROUP_SQL, {"sub": subscription, "metric": name,
+                                             "cycle": reading["cycle_start"], "group": group})
+        used = await cur.fetchone()
+    return _decided(ctx, who, subscription, row, checked_at, quantity, now,
+                    (group, Decimal(0) if used is None else used[0]))
+
+
+GROUP_SQL = """SELECT quantity FROM usage_by_group WHERE subscription_id = %(sub)s
+AND metric = %(metric)s AND cycle_start = %(cycle)s AND grp = %(group)s"""
+
+
 def _decided(ctx: ApiContext, who: Principal, subscription: str, row: tuple[Any, ...],
-             checked_at: datetime, quantity: Decimal, now: datetime) -> dict[str, Any]:
+             checked_at: datetime, quantity: Decimal, now: datetime,
+             group: tuple[str, Decimal] | None = None) -> dict[str, Any]:
     reading: dict[str, Any] = dict(zip(METRIC_COLUMNS, row, strict=True))
     if not who.may_see(reading["account"]):
         raise not_found(f"subscription {subscription!r}")
+    grouped_by = reading["group_by"]
+    if grouped_by is not None and group is None:
+        raise ApiError(422, "group_required",
+                       f"{reading['metric']} is priced per {grouped_by}, each with its own "
+                       f"allowance: ask with ?group=<{grouped_by}>")
+    if group is not None:
+        reading["used"] = group[1]
     freshness = Freshness(reading["projected_version"],
                           max(reading["stored_version"] or 0,
                               ctx.entitlements.newest(subscription)),
                           reading["as_of"], checked_at)
-    return decide(reading, reading["used_today"], quantity, now, freshness)
+    answer = decide(reading, reading["used_today"], quantity, now, freshness)
+    if group is not None:
+        answer.update(group_by=grouped_by, group=group[0])
+    return answer
 
 
 @router.get("/v1/subscriptions/{subscription}/entitlements/{name}",
@@ -196,7 +247,8 @@ async def entitlement(request: Request) -> JsonResponse:
     return JsonResponse(await check(
         context_of(request), request.headers.get("authorization", ""),
         request.path_params["subscription"], request.path_params["name"],
-        request.query_params.get("requested", "0"), request.query_params.get("member")))
+        request.query_params.get("requested", "0"), request.query_params.get("member"),
+        request.query_params.get("group")))
 
 
 def is_check(scope: Any) -> bool:
@@ -237,16 +289,18 @@ class EntitlementFastPath:
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
-        requested, member = "0", None
+        requested, member, group = "0", None, None
         if scope["query_string"]:
             from urllib.parse import parse_qsl
 
-            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-            requested, member = query.get("requested", "0"), query.get("member")
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
+                                   keep_blank_values=True))
+            requested, member = query.get("requested") or "0", query.get("member")
+            group = query.get("group")
         headers: list[tuple[bytes, bytes]] = []
         try:
             body, status = await check(self.ctx, authorization, subscription, name,
-                                       requested, member), 200
+                                       requested, member, group), 200
         except ApiError as e:
             body, status = error_body(e.code, e.message), e.status
             if status == 401:

@@ -18,7 +18,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from domain.contracts.commands import Command
+from domain.contracts.commands import Command, parse_command
+from domain.shared.errors import InvalidCommand
 from infra.api.context import ApiContext
 from infra.api.errors import ApiError
 from infra.api.keys import Principal
@@ -138,12 +139,36 @@ async def change_plan_page(plan: str, request: Request) -> HTMLResponse:
 
 def _publish(ctx: ApiContext, who: links.Visitor, kind: str, **fields: Any) -> str:
     _as_tenant(ctx, who)
-    command_id = f"portal-{uuid.uuid4().hex}"
-    raw = {"id": command_id, "type": kind, "subscription": who.subscription,
-           "at": ctx.clock.now().isoformat(), **fields}
+    raw = _raw_command(ctx, who, kind, fields)
     ctx.publish(ctx.engine.settings.topics.commands,
                 [(who.subscription.encode(), orjson.dumps(raw))])
-    return command_id
+    return str(raw["id"])
+
+
+def _raw_command(ctx: ApiContext, who: links.Visitor, kind: str,
+                 fields: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"portal-{uuid.uuid4().hex}", "type": kind, "subscription": who.subscription,
+            "at": ctx.clock.now().isoformat(), **fields}
+
+
+def _publish_if_allowed(ctx: ApiContext, who: links.Visitor, kind: str,
+                        fields: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Publish a command the form filled in, if it parses and its preview allows it:
+    (command id, None), else (None, why not) for the page to show beside the form. What
+    changes between the preview and the worker is still refused there, and shown by the
+    command's page."""
+    _as_tenant(ctx, who)
+    raw = _raw_command(ctx, who, kind, fields)
+    try:
+        command = parse_command(raw)
+    except InvalidCommand as e:
+        return None, f"{e} ({e.code})"
+    preview = ctx.preview(command)
+    if not preview["allowed"]:
+        return None, f"{preview['reason']} ({preview['code']})"
+    ctx.publish(ctx.engine.settings.topics.commands,
+                [(who.subscription.encode(), orjson.dumps(raw))])
+    return str(raw["id"]), None
 
 
 @router.post("/plans/{plan}")
@@ -295,3 +320,61 @@ async def cancel(request: Request) -> RedirectResponse:
         return RedirectResponse("/portal/cancel", status_code=303)
     command_id = await run_in_threadpool(_publish, _ctx(request), who, "cancel")
     return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
+
+
+def _billing(ctx: ApiContext, who: links.Visitor) -> dict[str, Any]:
+    """Coupon, prepaid credits and their automatic top-up, pause and resume: what applies now
+    and what each action would do (the pause's preview says whether it is possible)."""
+    from infra.ops.audit import state_summary
+
+    sub, _ = _as_tenant(ctx, who)
+    state = state_summary(sub)
+    now = ctx.clock.now()
+    if sub.status == "paused":
+        action = ctx.preview(Command("preview", "resume", who.subscription, now))
+    elif state["pause_at"] is None:
+        action = ctx.preview(Command("preview", "pause", who.subscription, now))
+    else:
+        action = {"allowed": True}  # withdrawing a scheduled pause
+    action.pop("state", None)
+    return {"state": state, "pause_action": action}
+
+
+BILLING_ACTIONS = {  # form action -> (command, its fields from the form's inputs)
+    "coupon": ("apply_coupon", {"coupon": "code"}),
+    "credits": ("grant_credits", {"amount": "amount"}),
+    "top-up": ("configure_auto_top_up", {"threshold": "threshold", "amount": "amount"}),
+    "pause": ("pause", {}),
+    "resume": ("resume", {}),
+}
+
+
+@router.get("/billing", response_class=HTMLResponse)
+async def billing_page(request: Request) -> HTMLResponse:
+    who = await visitor(request)
+    values = await run_in_threadpool(_billing, _ctx(request), who)
+    return _page(request, "billing.html", tab="billing", **values)
+
+
+@router.post("/billing/{action}", response_model=None)
+async def billing_action(action: str, request: Request) -> RedirectResponse | HTMLResponse:
+    from urllib.parse import parse_qs
+
+    who = await visitor(request)
+    if action not in BILLING_ACTIONS:
+        raise ApiError(404, "not_found", f"no such action {action[:32]!r}")
+    kind, inputs = BILLING_ACTIONS[action]
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    fields: dict[str, Any] = {name: form.get(field, [""])[0].strip()
+                              for name, field in inputs.items()}
+    if kind == "grant_credits":
+        fields["purchased"] = True  # a customer buys credits; only an operator grants them
+    ctx = _ctx(request)
+    command_id, refusal = await run_in_threadpool(_publish_if_allowed, ctx, who, kind, fields)
+    if command_id is not None:
+        return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
+    values = await run_in_threadpool(_billing, ctx, who)
+    response = _page(request, "billing.html", tab="billing", refusal=refusal,
+                     refused_action=action, **values)
+    response.status_code = 422
+    return response

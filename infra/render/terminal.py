@@ -91,6 +91,11 @@ def print_monitor(monitor: dict[str, Any]) -> None:
         if m["per_member"]:
             people = ", ".join(f"{who}: {q}" for who, q in m["per_member"].items())
             print(f"  {m['metric']} per member: {people}")
+        if m.get("group_by"):
+            groups = ", ".join(f"{g or '(none)'}: {v['used']} used, {v['remaining']} left"
+                               for g, v in m["per_group"].items())
+            print(f"  {m['metric']} per {m['group_by']} ({m['included']} included in each): "
+                  f"{groups or 'no usage yet'}")
 
 
 def _minutes(iso: str) -> str:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from domain.subscription.measures import group_of
+
 # A row's `limit_kind` when its subscription takes no usage at all: paused, or ended (cancelled
 # at a period's end, or terminated). Entitlements then refuse with `subscription_<kind>`.
 STOPPED = ("paused", "ended")
@@ -27,6 +29,8 @@ class QuotaRow:
     cycle_end: datetime
     packs: Decimal = Decimal(0)
     daily_cap: Decimal | None = None
+    # A grouped charge's dimension: `included` is then each group's, `used` the groups' total.
+    group_by: str | None = None
 
     @property
     def remaining(self) -> Decimal:
@@ -40,7 +44,7 @@ class QuotaRow:
 
     def values(self) -> tuple[Any, ...]:
         return (self.account, self.plan_id, self.included, self.packs, self.used,
-                self.limit_kind, self.cycle_start, self.cycle_end, self.daily_cap)
+                self.limit_kind, self.cycle_start, self.cycle_end, self.daily_cap, self.group_by)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class SubscriptionQuota:
     daily: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
     # ^ (metric, cycle start, UTC day)
     by_member: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
+    # ^ (metric, cycle start, member); and for grouped charges, per value of the dimension:
+    by_group: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
     replaced: bool = False  # the set of metric rows was replaced in this batch
     # What the table holds for each metric row (as `QuotaRow.values`), so a write can skip the
     # rows a batch did not change; empty for a state not read from or written to the table.
@@ -73,7 +79,8 @@ def _rows_for(sub: str, account: str, plan_id: str, allowances: dict[str, Any],
     return {
         metric: QuotaRow(sub, metric, account, plan_id, Decimal(a["included"]), Decimal(0),
                          a.get("limit", "hard"), start, end,
-                         daily_cap=Decimal(a["daily_cap"]) if "daily_cap" in a else None)
+                         daily_cap=Decimal(a["daily_cap"]) if "daily_cap" in a else None,
+                         group_by=a.get("group_by"))
         for metric, a in allowances.items()
     }
 
@@ -139,10 +146,11 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     return True
 
 
-def _count_items(state: SubscriptionQuota, items: list[dict[str, str]],
+def _count_items(state: SubscriptionQuota, items: list[dict[str, Any]],
                  cycle_start: datetime | None = None) -> None:
-    """Usage per UTC day and per member of a cycle (the credit monitor's history): the open
-    cycle, or the closed one that late usage belongs to."""
+    """Usage per UTC day, per member and per group of a cycle (the credit monitor's history,
+    and a grouped charge's entitlements): the open cycle, or the closed one that late usage
+    belongs to."""
     rows = state.metrics()
     for item in items:
         metric, quantity = item["metric"], Decimal(item["quantity"])
@@ -158,6 +166,9 @@ def _count_items(state: SubscriptionQuota, items: list[dict[str, str]],
         if member:
             key = (metric, cycle, member)
             state.by_member[key] = state.by_member.get(key, Decimal(0)) + quantity
+        if row is not None and row.group_by is not None:  # kept across plans and versions
+            key = (metric, cycle, group_of(item, row.group_by))
+            state.by_group[key] = state.by_group.get(key, Decimal(0)) + quantity
 
 
 def _time(value: str | datetime) -> datetime:

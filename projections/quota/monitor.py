@@ -16,12 +16,13 @@ from projections.quota import store
 
 @dataclass(frozen=True)
 class Readings:
-    """What the monitor is made of: the quota rows (one per metric), (metric, day, quantity)
-    and (metric, member, quantity) for the open cycle."""
+    """What the monitor is made of: the quota rows (one per metric), (metric, day, quantity),
+    (metric, member, quantity) and (metric, group, quantity) for the open cycle."""
 
     rows: list[dict[str, Any]]
     days: list[tuple[Any, ...]]
     members: list[tuple[Any, ...]]
+    groups: list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ def read(conn: psycopg.Connection[Any], subscription_id: str) -> Readings | None
     rows = store.read(conn, subscription_id)
     if not rows:
         return None
-    days, members = store.usage_history(conn, subscription_id, rows[0]["cycle_start"])
-    return Readings(rows, days, members)
+    days, members, groups = store.usage_history(conn, subscription_id, rows[0]["cycle_start"])
+    return Readings(rows, days, members, groups)
 
 
 def chart_series(readings: Readings, metric: str | None = None) -> ChartSeries:
@@ -82,6 +83,10 @@ def view(readings: Readings, now: datetime) -> dict[str, Any]:
             "per_day": per_day,
             "per_member": {who: str(q) for m, who, q in readings.members if m == r["metric"]},
         })
+        if r.get("group_by") is not None:  # `included` is each group's: its own remaining
+            metrics[-1].update(group_by=r["group_by"], per_group={
+                group: {"used": str(q), "remaining": str(max(r["included"] - q, 0))}
+                for m, group, q in readings.groups if m == r["metric"]})
     first = readings.rows[0]
     return {"subscription": first["subscription_id"], "account": first["account"],
             "plan": first["plan_id"], "cycle_start": first["cycle_start"].isoformat(),

@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS usage_by_member (
     quantity numeric NOT NULL,
     PRIMARY KEY (subscription_id, metric, cycle_start, member)
 );
+-- A grouped charge's dimension (added after the table was first created).
+ALTER TABLE quota ADD COLUMN IF NOT EXISTS group_by text;
+CREATE TABLE IF NOT EXISTS usage_by_group (
+    subscription_id text NOT NULL,
+    metric text NOT NULL,
+    cycle_start timestamptz NOT NULL,
+    grp text NOT NULL,
+    quantity numeric NOT NULL,
+    PRIMARY KEY (subscription_id, metric, cycle_start, grp)
+);
 CREATE INDEX IF NOT EXISTS quota_account ON quota (account);
 CREATE TABLE IF NOT EXISTS projection_versions (
     projection text NOT NULL,
@@ -69,7 +79,8 @@ CREATE TABLE IF NOT EXISTS projection_positions (
 """
 
 COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs", "used",
-           "remaining", "limit_kind", "exhausted", "cycle_start", "cycle_end", "daily_cap")
+           "remaining", "limit_kind", "exhausted", "cycle_start", "cycle_end", "daily_cap",
+           "group_by")
 
 
 class PositionConflict(RuntimeError):
@@ -124,7 +135,8 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
                 (unread,))
     for r in cur.fetchall():
         row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
-                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11], daily_cap=r[12])
+                       limit_kind=r[8], cycle_start=r[10], cycle_end=r[11], daily_cap=r[12],
+                       group_by=r[13])
         state = states[row.subscription_id]
         state.metrics()[row.metric] = row
         state.stored[row.metric] = row.values()
@@ -192,6 +204,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             "plan_id": r.plan_id, "included": r.included, "packs": r.packs, "used": r.used,
             "remaining": r.remaining, "limit_kind": r.limit_kind, "exhausted": r.exhausted,
             "cycle_start": r.cycle_start, "cycle_end": r.cycle_end, "daily_cap": r.daily_cap,
+            "group_by": r.group_by,
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
     # Last, as the versions always were: a rebuild locks `quota` before it touches the versions,
@@ -222,18 +235,21 @@ def _add_usage_history(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]
             (orjson.dumps([{"subscription_id": sid, "metric": m, "cycle_start": c, "day": d,
                             "quantity": q} for sid, m, c, d, q in daily],
                           default=_decimal_text).decode(),))
-    members = [(s.subscription_id, m, c, who, q)
-               for s in states for (m, c, who), q in s.by_member.items()]
-    if members:
-        cur.execute(
-            "INSERT INTO usage_by_member SELECT * FROM unnest(%b::text[], %b::text[], "
-            "%b::timestamptz[], %b::text[], %b::numeric[]) ON CONFLICT "
-            "(subscription_id, metric, cycle_start, member) DO UPDATE SET "
-            "quantity = usage_by_member.quantity + EXCLUDED.quantity",
-            tuple(list(column) for column in zip(*members, strict=True)), binary=True)
+    for table, key in (("usage_by_member", "member"), ("usage_by_group", "grp")):
+        increments = [(s.subscription_id, m, c, who, q) for s in states
+                      for (m, c, who), q in (s.by_member if key == "member"
+                                             else s.by_group).items()]
+        if increments:
+            cur.execute(
+                f"INSERT INTO {table} SELECT * FROM unnest(%b::text[], %b::text[], "
+                f"%b::timestamptz[], %b::text[], %b::numeric[]) ON CONFLICT "
+                f"(subscription_id, metric, cycle_start, {key}) DO UPDATE SET "
+                f"quantity = {table}.quantity + EXCLUDED.quantity",
+                tuple(list(column) for column in zip(*increments, strict=True)), binary=True)
     for s in states:
         s.daily.clear()
         s.by_member.clear()
+        s.by_group.clear()
 
 
 def record_positions(cur: psycopg.Cursor[Any], topic: str, positions: Mapping[int, int],
@@ -266,23 +282,37 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
     cur.execute("DELETE FROM quota")
     cur.execute("DELETE FROM usage_daily")
     cur.execute("DELETE FROM usage_by_member")
+    cur.execute("DELETE FROM usage_by_group")
     cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
     if positions_too:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))
 
 
-def usage_history(conn: psycopg.Connection[Any], subscription_id: str,
-                  since: datetime) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """(metric, day, quantity) per UTC day, and (metric, member, quantity), for the cycle
-    starting at `since`."""
+def usage_history(conn: psycopg.Connection[Any], subscription_id: str, since: datetime
+                  ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(metric, day, quantity) per UTC day, (metric, member, quantity) and, for grouped
+    charges, (metric, group, quantity), for the cycle starting at `since`."""
     days = conn.execute("SELECT metric, day, quantity FROM usage_daily WHERE subscription_id = %s"
                         " AND cycle_start = %s ORDER BY metric, day",
                         (subscription_id, since)).fetchall()
     members = conn.execute("SELECT metric, member, quantity FROM usage_by_member WHERE "
                            "subscription_id = %s AND cycle_start = %s ORDER BY metric, "
                            "quantity DESC, member", (subscription_id, since)).fetchall()
+    groups = conn.execute("SELECT metric, grp, quantity FROM usage_by_group WHERE "
+                          "subscription_id = %s AND cycle_start = %s ORDER BY metric, "
+                          "quantity DESC, grp", (subscription_id, since)).fetchall()
     conn.commit()
-    return days, members
+    return days, members, groups
+
+
+def group_used(conn: psycopg.Connection[Any], subscription_id: str, metric: str,
+               cycle_start: datetime, group: str) -> Decimal:
+    """What one group of a grouped charge has used in the cycle starting at `cycle_start`."""
+    row = conn.execute("SELECT quantity FROM usage_by_group WHERE subscription_id = %s AND "
+                       "metric = %s AND cycle_start = %s AND grp = %s",
+                       (subscription_id, metric, cycle_start, group)).fetchone()
+    conn.commit()
+    return Decimal(0) if row is None else Decimal(row[0])
 
 
 def read(conn: psycopg.Connection[Any], subscription_id: str | None = None,

@@ -215,6 +215,61 @@ def test_team_and_cancel_say_what_happens_and_an_expired_link_is_refused(
     expect(page.locator("h1")).to_have_text("This link is invalid or has expired")
 
 
+def test_billing_applies_a_coupon_buys_credits_sets_a_top_up_and_pauses(
+        api: RunningApi, api_engine: Engine, page: Any, screenshots: Path) -> None:
+    """Each form is checked (and previewed) before its command is published: what the engine
+    would refuse is shown beside the form with its code, and nothing is sent."""
+    from playwright.sync_api import expect
+
+    page.goto(link(api, "a-pro"))
+    page.get_by_role("link", name="Billing").click()
+    expect(page.get_by_test_id("pause-state")).to_contain_text(
+        "You can pause at the end of this period, 2027-04-01")
+
+    def submit(button: str, **inputs: str) -> None:
+        for field, value in inputs.items():
+            page.get_by_test_id(field).fill(value)
+        page.get_by_test_id(button).click()
+
+    def applied() -> None:
+        expect(page.get_by_test_id("outcome")).to_have_attribute("data-status", "applied",
+                                                                 timeout=30_000)
+        page.goto(f"{api.url}/portal/billing")
+
+    submit("apply-coupon", **{"coupon-code": "NOPE"})
+    expect(page.get_by_test_id("refusal")).to_contain_text("unknown_coupon")
+    submit("buy-credits", **{"credit-amount": "12.345"})
+    expect(page.get_by_test_id("refusal")).to_contain_text("invalid_amount")
+    with working(command_applied(api_engine)):
+        submit("apply-coupon", **{"coupon-code": "SPRING10"})
+        applied()
+        expect(page.get_by_test_id("coupon")).to_contain_text("Spring 10 %: 10 % off")
+        submit("buy-credits", **{"credit-amount": "30.00"})
+        applied()
+        expect(page.get_by_test_id("credit-balance")).to_have_text("30.00 EUR")
+        submit("configure-top-up", **{"top-up-threshold": "10.00", "top-up-amount": "25.00"})
+        applied()
+        expect(page.get_by_test_id("credits-section")).to_contain_text(
+            "Currently: 25.00 EUR more when fewer than 10.00 are left")
+        submit("pause")
+        applied()
+        expect(page.get_by_test_id("pause-state")).to_contain_text("Pauses on 2027-04-01")
+        page.screenshot(path=screenshots / "portal-billing.png", full_page=True)
+        submit("resume")
+        applied()
+    expect(page.get_by_test_id("pause-state")).to_contain_text("You can pause")
+    sub = api_engine.app.load_as_stored("a-pro")
+    assert sub.coupon_now()["name"] == "Spring 10 %"
+    assert [(g["amount"], g["purchased"]) for g in sub.credit_grants_now()] == [("30.00", True)]
+    assert sub.auto_top_up == {"threshold": "10.00", "amount": "25.00"}
+    assert sub.pause_scheduled_at() is None and sub.status == "active"
+    charged = [c["amount"] for c in sub.uninvoiced if c["kind"] == "credit_purchase"] + [
+        line["amount"] for invoice in sub.invoices.values()
+        for line in invoice.get("document", {}).get("lines", [])
+        if line.get("kind") == "credit_purchase"]
+    assert charged == ["30.00"]  # the purchase is charged, once
+
+
 def _command(command_id: str, kind: str, subscription: str, **fields: Any) -> Any:
     from domain.contracts.commands import Command
 

@@ -57,6 +57,10 @@ features = ["ai_assistant", "custom_domains", "saml_sso"]
 name = "SSO"
 price = "10.00"
 features = ["saml_sso"]
+
+[coupons.SPRING10]
+name = "Spring 10 %"
+percent_off = 10
 """
 START = datetime(2027, 3, 1, tzinfo=UTC)
 NOW = datetime(2027, 3, 10, 12, tzinfo=UTC)  # the billing clock, ahead of the wall clock

@@ -12,11 +12,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
 from infra.config import Settings
 from infra.wiring.engine import Engine
+from projections.quota import store as quota_store
 from tests.conftest import TestStack
+from tests.integration.api_server import running_api
 from tests.integration.helpers import (
     engine_on_catalog,
     ingest_all,
@@ -112,6 +115,7 @@ def test_properties_route_and_aggregations_measure_through_the_pipeline(
     letters = [orjson.loads(r.value) for r in read_topic(engine, engine.settings.topics.dlq, 3)]
     assert sorted(letter["code"] for letter in letters) == [
         "invalid_quantity", "missing_property", "unknown_metric"]
+    _grouped_entitlements_answer_per_group(engine)
 
     # The next cycle: the storage level carries on, everything else starts from nothing.
     engine.app.advance_clock(datetime(2026, 12, 1, 2, tzinfo=UTC), ["cl-1"])
@@ -127,6 +131,35 @@ def test_properties_route_and_aggregations_measure_through_the_pipeline(
     calls = [(c["description"], c["amount"]) for c in _overage_lines(engine)
              if c["metric"] == "api_calls"]  # ws-a 50 past its own 100, ws-b within its own
     assert calls == [("api_calls (workspace ws-a) over allowance", "5.00")]
+
+
+def _grouped_entitlements_answer_per_group(engine: Engine) -> None:
+    """A grouped charge's allowance is each group's own: the quota model keeps each group's
+    use, the API answers per group (and refuses to answer for the total), the monitor shows
+    every group."""
+    with psycopg.connect(engine.database_url) as conn:
+        _days, _members, groups = quota_store.usage_history(
+            conn, "cl-1", datetime(2026, 11, 1, tzinfo=UTC))
+    assert groups == [("api_calls", "ws-a", Decimal(150)), ("api_calls", "ws-b", Decimal(90))]
+    with running_api(engine) as api, api.client(api.key()) as client:
+        path = "/v1/subscriptions/cl-1/entitlements/api_calls"
+        a = client.get(path, params={"group": "ws-a", "requested": "5"}).json()
+        assert (a["group_by"], a["group"], a["used"], a["limit"], a["remaining"],
+                a["overage_units"], a["has_access"]) == (
+            "workspace", "ws-a", "150", "100", "0", "5", True)
+        b = client.get(path, params={"group": "ws-b", "requested": "20"}).json()
+        assert (b["used"], b["remaining"], b["overage_units"]) == ("90", "10", "10")
+        fresh = client.get(path, params={"group": "ws-new"}).json()
+        assert (fresh["used"], fresh["remaining"]) == ("0", "100")
+        total = client.get(path)
+        assert total.status_code == 422 and total.json()["code"] == "group_required"
+        plain = client.get("/v1/subscriptions/cl-1/entitlements/tokens", params={"group": "x"})
+        assert plain.status_code == 422 and plain.json()["code"] == "not_grouped"
+        monitor = client.get("/v1/subscriptions/cl-1/monitor").json()
+        calls = next(m for m in monitor["metrics"] if m["metric"] == "api_calls")
+        assert calls["group_by"] == "workspace"
+        assert calls["per_group"] == {"ws-a": {"used": "150", "remaining": "0"},
+                                      "ws-b": {"used": "90", "remaining": "10"}}
 
 
 def _overage_lines(engine: Engine) -> list[dict[str, object]]:

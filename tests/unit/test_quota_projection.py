@@ -140,3 +140,23 @@ def test_applying_the_stream_twice_equals_once() -> None:
     apply_all(twice, STREAM)
     assert apply_all(twice, STREAM) == 0
     assert twice == once
+
+
+def test_a_grouped_charge_keeps_each_groups_use_and_its_own_allowance() -> None:
+    grouped = {"plan_id": "team", "allowances": {"calls": {
+        "included": "100", "limit": "overage", "overage_unit_price": "0.10",
+        "group_by": "workspace"}, "tokens": {"included": "5", "limit": "hard"}}}
+    item = {"metric": "calls", "quantity": "7", "at": "2025-02-01T00:00:00+00:00"}
+    state = state_after(
+        msg(1, "Subscribed", {"account": "acct-1", "terms": grouped, "cycle_start": JAN,
+                              "cycle_end": FEB}),
+        msg(2, "UsageRecorded", {"items": [{**item, "workspace": "ws-a"},
+                                           {**item, "workspace": "ws-a"}, item,
+                                           {**item, "metric": "tokens", "workspace": "ws-a"}],
+                                 "totals": {"calls": "21", "tokens": "7"}}))
+    start = datetime(2025, 1, 31, tzinfo=UTC)
+    assert state.by_group == {("calls", start, "ws-a"): Decimal(14),
+                              ("calls", start, ""): Decimal(7)}  # "": without a workspace
+    rows = state.metrics()
+    assert (rows["calls"].group_by, rows["calls"].used) == ("workspace", Decimal(21))
+    assert rows["tokens"].group_by is None

@@ -3,9 +3,10 @@
 "use strict";
 
 function rows(tbody, entries) {
-  tbody.replaceChildren(...entries.map(([name, value]) => {
+  if (!tbody) return;
+  tbody.replaceChildren(...entries.map(([name, ...values]) => {
     const tr = document.createElement("tr");
-    for (const [text, cls] of [[name, ""], [value, "amount"]]) {
+    for (const [text, cls] of [[name, ""], ...values.map((v) => [v, "amount"])]) {
       const td = document.createElement("td");
       td.textContent = text;
       if (cls) td.className = cls;
@@ -25,6 +26,10 @@ function showMonitor(root, view) {
     }
     rows(section.querySelector('[data-field="per_day"]'), Object.entries(metric.per_day));
     rows(section.querySelector('[data-field="per_member"]'), Object.entries(metric.per_member));
+    if (metric.per_group) {
+      rows(section.querySelector('[data-field="per_group"]'), Object.entries(metric.per_group)
+        .map(([group, v]) => [group || "(none)", v.used, v.remaining]));
+    }
   }
   const live = root.querySelector('[data-field="live"]');
   if (live) live.textContent = `Live · updated ${new Date().toLocaleTimeString()}`;
