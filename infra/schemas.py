@@ -23,6 +23,7 @@ from domain.catalog.model import (
     CHARGE_MODELS,
     DAILY_CAP_ACTIONS,
     HEAD_KEYS,
+    INTERVALS,
     ISSUER_KEYS,
     LIMIT_KINDS,
     PERIODS,
@@ -244,7 +245,7 @@ def catalog() -> dict[str, Any]:
         "available_until": {"type": "string", "pattern": f"^{MOMENT}$"},
         "upgrade_proration": {"enum": ["prorate", "full"]},
         "change_invoicing": {"enum": ["now", "next_invoice"]},
-        "minimum_commitment": MONEY,
+        "minimum_commitment": MONEY, "interval": {"enum": list(INTERVALS)},
         "progressive_billing": _closed({"thresholds": {"type": "array", "minItems": 1,
                                                        "items": MONEY}, "every": MONEY},
                                        ("thresholds",))}

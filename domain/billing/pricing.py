@@ -9,6 +9,7 @@ from typing import Any
 
 from domain.billing.charges import Charge, charge, remaining_fraction
 from domain.catalog.model import Catalog, Plan
+from domain.shared.periods import length_of
 
 ZERO = Decimal(0)
 
@@ -86,7 +87,7 @@ def period_charges(terms: dict[str, Any], seats: int | None, addons: dict[str, A
         if extra > 0:
             lines.append(charge("seats", "Extra seats", extra, dec(seat_price),
                                 extra * dec(seat_price), start, end))
-    months = int(terms["period_months"])
+    months = length_of(terms).count  # add-ons and user plans: on month-counted plans only
     for addon_id, addon in sorted(addons.items()):
         users = addon_users(addon, members)
         amount = dec(addon["monthly_price"]) * months

@@ -22,6 +22,7 @@ from domain.catalog.fields import CENT
 from domain.contracts.usage import PROPERTY_NAME
 from domain.shared.errors import CatalogError, CommandRefused, UnknownPlan
 from domain.shared.money import Money
+from domain.shared.periods import Length
 from domain.shared.text import InvalidText, check_all_text
 
 LIMIT_KINDS = ("hard", "overage")
@@ -38,7 +39,20 @@ AGGREGATIONS = ("sum", "count", "max", "unique", "latest", "recurring")
 # When usage past the usable amount is charged: when the cycle closes, or as it is recorded.
 BILLED = ("in_arrears", "in_advance")
 LEVEL_AGGREGATIONS = ("max", "unique", "latest", "recurring")
-PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
+PERIODS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}  # periods counted in months
+# Every period a plan may be sold per, shortest first: a weekly plan (`interval = "week"`) is
+# sold per week only, and states its amounts per week.
+PERIOD_NAMES = ("week", "month", "quarter", "half-year", "year")
+INTERVALS = ("month", "week")
+
+
+def period_rank(period: str) -> int:
+    """Periods ordered by length (a week is shorter than any month-counted period)."""
+    return PERIOD_NAMES.index(period)
+
+
+def period_length(period: str) -> Length:
+    return Length(weeks=1) if period == "week" else Length(months=PERIODS[period])
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,8 @@ class Plan:
     # ("thresholds", increasing), then every "every" past the last; empty: at the close only.
     progressive_billing: dict[str, Any] = field(default_factory=dict)
     minimum_commitment: Decimal | None = None  # per month: a true-up at each cycle's close
+    # "week": a weekly plan; its price, allowances, seat price and minimums are per week
+    interval: str = "month"
 
     def check_offered(self, at: datetime, country: str | None, deal: bool = False) -> None:
         """Whether a subscription may start on, or change to, this plan at `at` for a
@@ -209,7 +225,7 @@ class Plan:
     @property
     def price(self) -> Money:
         """The monthly price (or the shortest period's), for display."""
-        period = min(self.prices, key=lambda p: PERIODS[p])
+        period = min(self.prices, key=period_rank)
         return Money(self.prices[period], self.currency)
 
     def price_for(self, period: str) -> Decimal:
@@ -220,8 +236,10 @@ class Plan:
                                "period_not_offered") from None
 
     def terms(self, period: str) -> dict[str, Any]:
-        """Everything a subscription needs to bill this plan for this period, as plain data."""
-        months = PERIODS[period]
+        """Everything a subscription needs to bill this plan for this period, as plain data.
+        Amounts per month (per week on a weekly plan) are multiplied for the period's length."""
+        length = period_length(period)
+        months = length.count  # a weekly plan's amounts are per week: x 1
         seat_price = self.extra_seat_monthly_price
         return {
             "plan_id": self.id,
@@ -229,7 +247,7 @@ class Plan:
             "rank": self.rank,
             "currency": self.currency,
             "period": period,
-            "period_months": months,
+            **({"period_weeks": length.weeks} if length.weeks else {"period_months": months}),
             "price": str(self.price_for(period)),
             "included_seats": self.included_seats,
             "extra_seat_price": None if seat_price is None else str(seat_price * months),
@@ -681,7 +699,7 @@ PLAN_KEYS = {"name", "rank", "price", "prices", "periods", "annual_discount_perc
              "trial_days", "commitment_months", "auto_renew", "available", "upgrade_proration",
              "change_invoicing", "user_plans", "downgrade_usage_check", "recommended_for",
              "credit_released_seats", "countries", "available_from", "available_until",
-             "progressive_billing", "minimum_commitment"}
+             "progressive_billing", "minimum_commitment", "interval"}
 ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap",
                   "charge_model", "package", "on_daily_cap", "percentage", "minimum_spend",
                   "aggregation", "unique_of", "of", "where", "billed", "group_by"}
@@ -707,12 +725,15 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
     invoicing = body.get("change_invoicing", "now")
     if not isinstance(invoicing, str) or invoicing not in CHANGE_INVOICING:
         raise CatalogError(f"{where}: change_invoicing is 'now' or 'next_invoice'")
+    interval = _interval(body, where)
     return Plan(
+        interval=interval,
         id=pid,
         name=fields.text(body, "name", where),
         rank=fields.whole(body, "rank", where, 0) or 0,
         currency=currency,
-        prices=_prices(body, where),
+        prices=_prices(body, where) if interval == "month"
+        else {"week": fields.money(body.get("price"), f"{where}.price")},
         allowances=allowances,
         included_seats=seats,
         extra_seat_monthly_price=None if seat_price is None else fields.money(seat_price, where),
@@ -736,6 +757,25 @@ def _plan(pid: str, body: dict[str, Any], currency: str) -> Plan:
         available_until=_moment(body, "available_until", where),
         recommended_for=fields.names(body, "recommended_for", where),
     )
+
+
+def _interval(body: dict[str, Any], where: str) -> str:
+    """A weekly plan states every amount per week and is sold per week only. What is priced
+    per month elsewhere in the catalog (add-ons, user plans) and agreements counted in months
+    do not go with it."""
+    interval = body.get("interval", "month")
+    if not isinstance(interval, str) or interval not in INTERVALS:
+        raise CatalogError(f"{where}: interval is \"month\" (the default) or \"week\"")
+    if interval == "week":
+        wrong = sorted(k for k in ("prices", "periods", "annual_discount_percent",
+                                   "commitment_months", "user_plans") if k in body)
+        if wrong:
+            raise CatalogError(f"{where}: a weekly plan has one `price`, per week, and no "
+                               f"{', '.join(wrong)} (periods, agreements and user plans "
+                               f"are counted in months)")
+        if "price" not in body:
+            raise CatalogError(f"{where}: needs `price` (per week)")
+    return interval
 
 
 def _progressive_billing(body: dict[str, Any], where: str) -> dict[str, Any]:

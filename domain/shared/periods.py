@@ -1,9 +1,13 @@
-"""Billing periods: calendar arithmetic on timezone-aware datetimes, anchored on a day of month."""
+"""Billing periods: calendar arithmetic on timezone-aware datetimes, anchored on a day of month,
+and the length of a period in months or weeks."""
 
 from __future__ import annotations
 
 import calendar
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 
 def require_aware(at: datetime, what: str = "time") -> datetime:
@@ -43,3 +47,47 @@ def cycle_bounds(anchor: datetime, at: datetime, months: int = 1) -> tuple[datet
         n += 1
         start, end = end, add_months(anchor, (n + 1) * months)
     return start, end
+
+
+WEEK = timedelta(weeks=1)
+
+
+@dataclass(frozen=True)
+class Length:
+    """A billing period's length: whole months (anchored on a day of month, as `add_months`)
+    or whole weeks (seven days of elapsed time). Terms say which: `period_months`, or
+    `period_weeks` for a weekly plan (whose terms have no `period_months`, so that nothing
+    multiplies a per-month amount by a count of weeks)."""
+
+    months: int = 0
+    weeks: int = 0
+
+    def after(self, start: datetime, periods: int = 1, day: int | None = None) -> datetime:
+        """The boundary `periods` periods after `start` (before it when negative); `day`: a
+        monthly period's billing day of month."""
+        if self.weeks:
+            return start + self.weeks * periods * WEEK
+        return add_months(start, self.months * periods, day)
+
+    @property
+    def unit(self) -> str:
+        return "week" if self.weeks else "month"
+
+    @property
+    def count(self) -> int:
+        """How many of its unit: what a price per month (or per week) is multiplied by."""
+        return self.weeks or self.months
+
+
+def length_of(terms: Mapping[str, Any]) -> Length:
+    """The period length of terms (or of a closing cycle, which copies it)."""
+    weeks = terms.get("period_weeks")
+    if weeks:
+        return Length(weeks=int(weeks))
+    return Length(months=int(terms.get("period_months") or 1))
+
+
+def period_length_keys(terms: Mapping[str, Any]) -> dict[str, int]:
+    """The keys of terms that say their period's length, to copy (into a closing cycle)."""
+    length = length_of(terms)
+    return {"period_weeks": length.weeks} if length.weeks else {"period_months": length.months}

@@ -30,13 +30,13 @@ from domain.billing.pricing import (
     period_charges,
     plan_terms,
 )
-from domain.catalog.model import PERIODS, Catalog
+from domain.catalog.model import PERIOD_NAMES, Catalog
 from domain.shared.errors import (
     CommandRefused,
     UnknownMetric,
 )
 from domain.shared.events import DomainEvent, Snapshot
-from domain.shared.periods import add_months, require_aware
+from domain.shared.periods import length_of, require_aware
 from domain.shared.topics import keep_topics
 from domain.subscription import (
     coupons,
@@ -157,7 +157,7 @@ class Subscription(BaseAggregate[str]):
         self.started_at = cycle_start
         # Anniversary billing counts periods from the start; after a trial, or a calendar
         # subscription's shorter first period, from that first period's end.
-        whole = add_months(cycle_start, int(terms["period_months"])) == cycle_end
+        whole = length_of(terms).after(cycle_start) == cycle_end
         self.anchor = cycle_start if trial_end is None and whole else cycle_end
         self.anchor_day = self.anchor.day  # the billing day, kept when the anchor moves
         self.cycle_start = cycle_start
@@ -189,7 +189,7 @@ class Subscription(BaseAggregate[str]):
                   overrides: dict[str, Any] | None = None,
                   billing_day: int | None = None) -> Subscription:
         require_aware(at)
-        if period not in PERIODS:
+        if period not in PERIOD_NAMES:
             raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
         if not FIRST_YEAR <= at.astimezone(UTC).year <= LAST_YEAR:
             raise CommandRefused(f"a subscription starts between {FIRST_YEAR} and {LAST_YEAR}",
@@ -223,10 +223,10 @@ class Subscription(BaseAggregate[str]):
                                charges=[], customer=customer_details(customer), timestamp=at)
             subscription._end_agreement_unless_renewed(at)
             return subscription
-        end = add_months(at, PERIODS[period])
+        end = length_of(terms).after(at)
         charges = period_charges(terms, seat_count, {}, {}, at, end, catalog)
         if billing_day is not None:  # calendar billing: a prorated first period
-            end = first_boundary(at, billing_day, PERIODS[period])
+            end = first_boundary(at, billing_day, length_of(terms))
             terms, charges = first_period(
                 terms, period_charges(terms, seat_count, {}, {}, at, end, catalog), at, end)
         subscription = cls(id=subscription_id, account=account, terms=terms, status="active",

@@ -5,7 +5,7 @@ daily resets. Commands and appliers of `Subscription`, named in its class body.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,13 @@ from domain.shared.errors import (
     CycleNotOver,
     TimeTooFarAhead,
 )
-from domain.shared.periods import add_months, require_aware
+from domain.shared.periods import (
+    Length,
+    add_months,
+    length_of,
+    period_length_keys,
+    require_aware,
+)
 from domain.subscription.metering import next_utc_midnight, utc_day
 
 if TYPE_CHECKING:
@@ -41,11 +47,11 @@ def commitment_end(plan: Plan, start: datetime) -> datetime | None:
     return add_months(start, plan.commitment_months) if plan.commitment_months else None
 
 
-def next_boundary(anchor: datetime, months: int, after: datetime,
-                   day: int | None = None) -> datetime:
+def next_boundary(anchor: datetime, length: Length, after: datetime,
+                  day: int | None = None) -> datetime:
     """The first anchor-based boundary after `after` (a 31st anchor returns to the 31st)."""
     n = 1
-    while (boundary := add_months(anchor, n * months, day)) <= after:
+    while (boundary := length.after(anchor, n, day)) <= after:
         n += 1
     return boundary
 
@@ -87,7 +93,7 @@ def time_limit(self: Subscription, periods: int = 1) -> datetime:
     """The first time `check_not_too_far_ahead` refuses. Paused, the subscription has no open
     cycle: the limit counts periods of its plan from the pause."""
     if self.status == "paused":
-        return add_months(self.cycle_end, periods * int(self.terms["period_months"]))
+        return length_of(self.terms).after(self.cycle_end, periods)
     return self.cycle_end + periods * (self.cycle_end - self.cycle_start)
 
 
@@ -165,8 +171,7 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
         anchor, day = boundary, boundary.day
     elif "period" in changes:
         anchor = boundary
-    months = int(terms["period_months"])
-    end = next_boundary(anchor, months, boundary, day)
+    end = next_boundary(anchor, length_of(terms), boundary, day)
     addons = {a: v for a, v in self.addons.items() if a not in removed}
     charges: list[Charge] = []
     if status != "cancelled":
@@ -187,6 +192,9 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
 
 
 def billing_day(self: Subscription) -> int:
+    """The day of the month periods end on; of the week (1 = Monday) for weekly periods."""
+    if length_of(self.terms).weeks:
+        return self.anchor.astimezone(UTC).isoweekday()
     return int(getattr(self, "anchor_day", self.anchor.day))
 
 
@@ -281,7 +289,7 @@ def _open_closing(self: Subscription, start: datetime, end: datetime, usage: dic
     self.closing = {"start": start.isoformat(), "end": end.isoformat(), "usage": dict(usage),
                     "extra": {m: str(q) for m, q in self.extra.items()},
                     "allowances": self.terms["allowances"],
-                    "period_months": self.terms["period_months"],
+                    **period_length_keys(self.terms),
                     **({} if trial is None else {"trial": trial}), **commitment_of(self.terms)}
     if getattr(self, "cycle_fees", None):
         self.closing["fees"], self.cycle_fees = self.cycle_fees, {}
@@ -301,7 +309,7 @@ def _close_period(self: Subscription, at: datetime) -> None:
     start = datetime.fromisoformat(closing["start"])
     end = datetime.fromisoformat(closing["end"])
     charges: list[Charge] = []
-    full_end = add_months(start, int(closing.get("period_months") or 1))
+    full_end = length_of(closing).after(start)
     usage_spent = Decimal(0)
     for metric, allowance in sorted(closing["allowances"].items()):
         if closing.get("trial"):

@@ -17,7 +17,7 @@ from domain.catalog.model import Catalog
 from domain.shared.errors import (
     CommandRefused,
 )
-from domain.shared.periods import require_aware
+from domain.shared.periods import length_of, require_aware
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -48,7 +48,11 @@ def add_addon(self: Subscription, addon_id: str, at: datetime, catalog: Catalog)
     addon = catalog.addon(addon_id)
     if addon_id in self.addons and self.addons[addon_id].get("remove_at") is None:
         return False
-    months = int(self.terms["period_months"])
+    length = length_of(self.terms)
+    if length.weeks or self.scheduled_period == "week":
+        raise CommandRefused(f"add-on {addon_id} is priced per month: a weekly plan takes no "
+                             f"add-ons", "period_not_offered")
+    months = length.months
     users = "members" if addon.per_user else (
         None if addon.solution is None else f"solution:{addon.solution}")
     count = addon_users({"users": users}, self.members)

@@ -29,7 +29,7 @@ from domain.shared.errors import (
     InvalidUsage,
     UsageTooLate,
 )
-from domain.shared.periods import add_months
+from domain.shared.periods import length_of
 from domain.subscription.measures import (
     Meter,
     apply_measures,
@@ -321,10 +321,10 @@ def _closed_amounts(closing: dict[str, Any]) -> dict[str, Decimal]:
 def _closed_usage(self: Subscription, at: datetime) -> dict[str, str]:
     """What the open cycle, closing at `at`, bills for each metric. A recurring level is
     weighted by a whole period's length (a calendar first period is a part of one)."""
-    months = int(self.terms["period_months"])
-    whole = add_months(self.cycle_start, months) == self.cycle_end
+    length = length_of(self.terms)
+    whole = length.after(self.cycle_start) == self.cycle_end
     start = self.cycle_start if whole or self.cycle_start == self.cycle_end \
-        else add_months(self.cycle_end, -months)
+        else length.after(self.cycle_end, -1)
     return closed_usage(self.terms["allowances"], self.used, self.meters_now(), start,
                         self.cycle_end, at)
 

@@ -12,7 +12,7 @@ from domain.billing.charges import Charge
 from domain.billing.pricing import period_charges
 from domain.catalog.model import Catalog
 from domain.shared.errors import CommandRefused
-from domain.shared.periods import add_months, require_aware
+from domain.shared.periods import length_of, require_aware
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -79,7 +79,7 @@ def resume(self: Subscription, at: datetime, catalog: Catalog) -> str:
         self._pause_withdrawn(timestamp=at)
         return "pause_withdrawn"
     terms = self._renewed_terms(self.plan_id, str(self.terms["period"]), catalog)
-    end = add_months(at, int(terms["period_months"]))
+    end = length_of(terms).after(at)
     seats = self._seats_for_next_period(terms)
     charges = period_charges(terms, seats, self.addons, self.members, at, end, catalog)
     self._resumed(cycle_start=at, cycle_end=end, terms=terms, seats=seats, charges=charges,

@@ -18,11 +18,11 @@ from domain.billing.pricing import (
     period_charges,
     plan_terms,
 )
-from domain.catalog.model import PERIODS, Catalog
+from domain.catalog.model import PERIOD_NAMES, Catalog, period_rank
 from domain.shared.errors import (
     CommandRefused,
 )
-from domain.shared.periods import add_months, require_aware
+from domain.shared.periods import length_of, require_aware
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -68,7 +68,7 @@ def change_plan_and_period(self: Subscription, plan_id: str, period: str, at: da
     the same rank or higher: at once, a new period starting now (the unused rest of the
     current one credited, prorated); otherwise when the current period ends, as a downgrade
     (with its checks) and a period change together."""
-    if period not in PERIODS:
+    if period not in PERIOD_NAMES:
         raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
     if self.cancel_at is not None:
         raise CommandRefused("a cancellation is scheduled: reactivate first",
@@ -78,7 +78,7 @@ def change_plan_and_period(self: Subscription, plan_id: str, period: str, at: da
     if period not in plan.prices:
         raise CommandRefused(f"plan {plan_id} is not sold per {period}", "period_not_offered")
     terms = plan_terms(plan, period, catalog)
-    longer = PERIODS[period] > int(self.terms["period_months"])
+    longer = period_rank(period) > period_rank(str(self.terms["period"]))
     if self.status != "trialing" and longer and int(terms["rank"]) >= int(self.terms["rank"]):
         self._switch_period_now(terms, at, catalog)
         return "upgraded"
@@ -98,7 +98,7 @@ def _switch_period_now(self: Subscription, terms: dict[str, Any], at: datetime,
     credits = self.unused_credits(at)
     if self.closing is not None:  # the new cycle ends the last one's late window
         self._close_period(at)
-    end = add_months(at, int(terms["period_months"]))
+    end = length_of(terms).after(at)
     seats = self.seats if terms.get("included_seats") is None or self.seats is None \
         else max(self.seats, int(terms["included_seats"]))
     charges = credits + period_charges(
@@ -143,6 +143,10 @@ def check_can_move_to(self: Subscription, terms: dict[str, Any], keep_workspace:
                 raise CommandRefused(
                     f"{metric}: {used} used this cycle, plan {terms['plan_id']} allows "
                     f"{usable}", "usage_above_limit")
+    kept = sorted(a for a, v in self.addons.items() if v.get("remove_at") is None)
+    if kept and length_of(terms).weeks:
+        raise CommandRefused(f"add-ons are priced per month and a weekly plan takes none: "
+                             f"remove {', '.join(kept)} first", "period_not_offered")
     available = set(terms.get("features", [])) | {
         f for a in self.addons.values() for f in a.get("features", [])}
     missing = sorted(set(self.features_active) - available)
@@ -174,7 +178,7 @@ def _upgrade(self: Subscription, terms: dict[str, Any], at: datetime, catalog: C
     if terms.get("upgrade_proration") == "full":
         if self.closing is not None:  # the new cycle ends the last one's late window
             self._close_period(at)
-        end = add_months(at, int(terms["period_months"]))
+        end = length_of(terms).after(at)
         charges = period_charges(terms, self.seats, self.addons, self.members, at, end,
                                   catalog)
         self._plan_upgraded(from_plan=str(old["plan_id"]), terms=terms, charges=charges,
@@ -253,7 +257,7 @@ def _scheduled_change_cancelled(self: Subscription, timestamp: datetime) -> None
 def change_billing_period(self: Subscription, period: str, at: datetime, catalog: Catalog) -> bool:
     require_aware(at)
     self.check_not_ended()
-    if period not in PERIODS:
+    if period not in PERIOD_NAMES:
         raise CommandRefused(f"unknown billing period {period!r}", "unknown_period")
     if period == self.terms["period"] and self.scheduled_period is None:
         return False

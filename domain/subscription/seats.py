@@ -15,7 +15,7 @@ from domain.catalog.model import Catalog
 from domain.shared.errors import (
     CommandRefused,
 )
-from domain.shared.periods import require_aware
+from domain.shared.periods import length_of, require_aware
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -123,7 +123,7 @@ def assign_user_plan(self: Subscription, member: str, solution: str, level: str,
                              "solution (switch to change it)", "one_level_per_solution")
     if member not in self.members:
         self.check_member_can_join(member)
-    months = int(self.terms["period_months"])
+    months = length_of(self.terms).count
     paid = self.user_plans_paid()
     charges: list[Charge] = []
     if self.status != "trialing":
@@ -157,7 +157,7 @@ def user_plans_paid(self: Subscription) -> dict[str, str]:
 
 def _note_user_plan_lines(self: Subscription, charges: list[Charge], reset: bool = False) -> None:
     paid = {} if reset else self.user_plans_paid()
-    months = int(self.terms["period_months"])
+    months = length_of(self.terms).count
     for line in charges:
         if "solution" not in line:
             continue

@@ -9,9 +9,9 @@ from infra.cli.common import OK, Refused, billing_now, open_app
 from infra.config import Settings
 
 CUSTOMER_OPTIONS = ("name", "address", "country", "vat_id", "email")
-# The billing periods a catalog may sell (domain/catalog/model.py PERIODS; a unit test keeps
-# them equal). Which ones a plan sells is checked against the catalog in force.
-PERIODS = ("month", "quarter", "half-year", "year")
+# The billing periods a catalog may sell (domain/catalog/model.py PERIOD_NAMES; a unit test
+# keeps them equal). Which ones a plan sells is checked against the catalog in force.
+PERIODS = ("week", "month", "quarter", "half-year", "year")
 
 
 def cmd_subscribe(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from domain.shared.periods import length_of
+
 
 def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | None] | None:
     """(kind, plan, monthly price, currency) for a lifecycle event; None for the others."""
@@ -35,5 +37,7 @@ def change_of(message: dict[str, Any]) -> tuple[str, str | None, Decimal, str | 
 
 
 def _recurring(terms: dict[str, Any]) -> tuple[str, Decimal, str]:
-    monthly = Decimal(terms["price"]) / int(terms["period_months"])
+    length = length_of(terms)  # a month is 52/12 weeks
+    monthly = Decimal(terms["price"]) / length.weeks * 52 / 12 if length.weeks \
+        else Decimal(terms["price"]) / length.months
     return terms["plan_id"], monthly.quantize(Decimal("0.0001")), terms["currency"]

@@ -9,8 +9,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from domain.billing.charges import minimum_spend_line, overage_lines, total, true_up_line
-from domain.catalog.model import Catalog, Plan
-from domain.shared.periods import add_months
+from domain.catalog.model import Catalog, Plan, period_rank
+from domain.shared.periods import length_of
 
 HISTORY = 12  # closed cycles kept
 
@@ -73,9 +73,9 @@ def _pct(x: Decimal) -> str:
 def cycle_cost(plan: Plan, period: str, usage: dict[str, str]) -> WhatIf:
     """The cycle's cost on `plan`: its price plus overage on the cycle's usage, with the true-ups
     of its minimum spends and minimum commitment (as a whole cycle's)."""
-    terms = plan.terms(period if period in plan.prices else "month")
+    terms = _terms(plan, period)
     start = _anytime()
-    end = add_months(start, int(terms["period_months"]))
+    end = length_of(terms).after(start)
     lines = []
     fits = not set(usage) - set(terms["allowances"])
     for metric, allowance in sorted(terms["allowances"].items()):
@@ -99,8 +99,13 @@ def _anytime() -> Any:
     return datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def _terms(plan: Plan, period: str) -> dict[str, Any]:
+    """The plan's terms for the customer's period, else for its shortest one."""
+    return plan.terms(period if period in plan.prices else min(plan.prices, key=period_rank))
+
+
 def _shares(plan: Plan, period: str, usage: dict[str, str]) -> dict[str, Decimal]:
-    terms = plan.terms(period if period in plan.prices else "month")
+    terms = _terms(plan, period)
     shares = {}
     for metric, used in usage.items():
         allowance = terms["allowances"].get(metric)
@@ -112,12 +117,18 @@ def _shares(plan: Plan, period: str, usage: dict[str, str]) -> dict[str, Decimal
 def recommend(inputs: dict[str, Any], catalog: Catalog,
               at: datetime | None = None) -> dict[str, Any]:
     """What fits; the plans offered are those the customer could move to at `at` (sold, in
-    their country, in their campaign window), and the current one."""
+    their country, in their campaign window) and billed in the same unit (a weekly customer's
+    cycles are weeks: weekly plans are compared on them, monthly ones otherwise), and the
+    current one."""
     current = inputs.get("plan")
     period = inputs.get("period", "month")
     country = inputs.get("country")
+    interval = "week" if period == "week" else "month"
+    unit = f"{interval}s"
     plans = sorted((p for p in catalog.plans.values() if p.id == current or (
-        p.offered(at, country) if at is not None else p.available)), key=lambda p: p.rank)
+        p.interval == interval
+        and (p.offered(at, country) if at is not None else p.available))),
+        key=lambda p: p.rank)
     cycles = inputs.get("cycles", [])
     what_if: list[WhatIf] = []
     if cycles:
@@ -152,7 +163,7 @@ def recommend(inputs: dict[str, Any], catalog: Catalog,
                 result.update(
                     recommended_plan=bigger.id, kind="near_limit",
                     reason=(f"you used {_pct(min(shares))} or more of your {metric} in "
-                            f"{len(shares)} of the last {len(recent)} months"))
+                            f"{len(shares)} of the last {len(recent)} {unit}"))
                 return result
         lows = recent[-3:]
         for lower in (p for p in plans if p.rank < current_plan.rank):
@@ -167,8 +178,8 @@ def recommend(inputs: dict[str, Any], catalog: Catalog,
                     result.update(
                         recommended_plan=lower.id, kind="savings",
                         reason=(f"you used at most {_pct(peak)} of your allowances in the last "
-                                f"{len(lows)} months; {lower.name} would have saved "
-                                f"{saved} {lower.currency} last month"))
+                                f"{len(lows)} {unit}; {lower.name} would have saved "
+                                f"{saved} {lower.currency} last {interval}"))
                     return result
     trial = inputs.get("trial_usage")
     if trial and not cycles:
@@ -176,14 +187,15 @@ def recommend(inputs: dict[str, Any], catalog: Catalog,
 
         days = max((datetime.fromisoformat(trial["end"]) -
                     datetime.fromisoformat(trial["start"])).days, 1)
-        projected = {m: str((Decimal(q) * 30 / days).quantize(Decimal(1), ROUND_HALF_UP))
+        per = 7 if interval == "week" else 30
+        projected = {m: str((Decimal(q) * per / days).quantize(Decimal(1), ROUND_HALF_UP))
                      for m, q in trial["usage"].items()}
-        fitting = next((p for p in plans if cycle_cost(p, "month", projected).fits), None)
+        fitting = next((p for p in plans if cycle_cost(p, interval, projected).fits), None)
         if fitting is not None:
             metric, amount = max(projected.items(), key=lambda kv: Decimal(kv[1]),
                                  default=("usage", "0"))
             result.update(recommended_plan=fitting.id, kind="trial_usage",
-                          reason=(f"your trial usage projects to {amount} {metric} a month, "
+                          reason=(f"your trial usage projects to {amount} {metric} a {interval}, "
                                   f"which fits {fitting.name}"))
             return result
     template = inputs.get("template")

@@ -198,7 +198,8 @@ def test_hostile_amounts_and_times_are_refused_with_codes() -> None:
                           "invalid_expiry")):
         assert refused(journey(f"fi-12-{code}"), utc(2026, 1, 2), "grant_credits",
                        **fields) == code
-    for options, code in (({"period": "week"}, "unknown_period"),
+    for options, code in (({"period": "fortnight"}, "unknown_period"),
+                          ({"period": "week"}, "period_not_offered"),
                           ({"overrides": {"price": "9" * 30}}, "invalid_override"),
                           ({"customer": {"country": "DE", "business": "false"}},
                            "invalid_customer"),

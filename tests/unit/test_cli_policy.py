@@ -111,7 +111,7 @@ def test_version_and_help_for_every_command_and_option(
 
 
 def test_help_names_real_roles_reports_and_documents() -> None:
-    from domain.catalog.model import PERIODS
+    from domain.catalog.model import PERIOD_NAMES
     from infra.cli.rebuild import READ_MODELS
     from infra.cli.report import REPORTS
     from infra.cli.run import ROLES
@@ -121,7 +121,7 @@ def test_help_names_real_roles_reports_and_documents() -> None:
     from projections.analytics.store import VIEWS
 
     parser_lists = (ROLES, REPORTS, READ_MODELS, SOLD)
-    assert parser_lists == (ENGINE_ROLES, VIEWS, tuple(TABLES), tuple(PERIODS))
+    assert parser_lists == (ENGINE_ROLES, VIEWS, tuple(TABLES), PERIOD_NAMES)
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     run_help = sub.choices["run"].format_help()
