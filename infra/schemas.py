@@ -26,6 +26,7 @@ from domain.catalog.model import (
     INTERVALS,
     ISSUER_KEYS,
     LIMIT_KINDS,
+    PACK_KEYS,
     PERIODS,
     PLAN_KEYS,
     TOP_KEYS,
@@ -260,14 +261,16 @@ def catalog() -> dict[str, Any]:
               "applies_to": {"enum": list(COUPON_SCOPES)}, "max_redemptions": WHOLE,
               "redeem_by": {"type": "string", "pattern": f"^{MOMENT}$"}, "plans": NAMES}
     assert set(head) == HEAD_KEYS
+    pack = {"name": NAME, "metric": NAME, "quantity": AMOUNT, "price": MONEY,
+            "lasts_days": WHOLE}
+    assert set(pack) == PACK_KEYS
     top = {
         "catalog": _closed(head, ("id", "currency")),
         "plans": {"type": "object", "minProperties": 1, "additionalProperties": {
             "allOf": [_closed(plan_properties, ("name",)),
                       {"anyOf": [{"required": ["price"]}, {"required": ["prices"]}]}]}},
         "packs": {"type": "object", "additionalProperties": _closed(
-            {"name": NAME, "metric": NAME, "quantity": AMOUNT, "price": MONEY},
-            ("name", "metric", "quantity", "price"))},
+            pack, ("name", "metric", "quantity", "price"))},
         "addons": {"type": "object", "additionalProperties": _closed(
             {"name": NAME, "price": MONEY, "features": NAMES, "per_user": FLAG,
              "solution": NAME}, ("name", "price"))},

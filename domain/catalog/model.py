@@ -150,6 +150,9 @@ class Pack:
     metric: str
     quantity: Decimal
     price: Decimal
+    # A pack that lasts this many days from its purchase, across cycles (unit credits drawn as
+    # usage needs them); None: its units are the current cycle's, gone at its end.
+    lasts_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -390,6 +393,11 @@ class Catalog:
                    if pack.metric in p.allowances):
                 raise CatalogError(f"pack {pack.id}: {pack.metric!r} is priced per group on "
                                    f"some plan: a pack would belong to no group")
+            if pack.lasts_days is not None and any(
+                    p.allowances[pack.metric].aggregation not in ("sum", "count")
+                    for p in plans.values() if pack.metric in p.allowances):
+                raise CatalogError(f"pack {pack.id}: a pack that lasts holds units drawn by "
+                                   f"usage: {pack.metric!r} must be summed or counted")
         _check_ranks(plans)
         _check_one_measure_per_metric(plans)
         issuer = dict(fields.table(raw, "issuer", "catalog file"))
@@ -705,6 +713,8 @@ ALLOWANCE_KEYS = {"included", "limit", "overage_unit_price", "tiers", "daily_cap
                   "aggregation", "unique_of", "of", "where", "billed", "group_by"}
 HEAD_KEYS = {"id", "version", "currency", "free_plan", "thresholds", "late_usage_grace_minutes"}
 TOP_KEYS = {"catalog", "plans", "packs", "addons", "user_plans", "issuer", "coupons"}
+PACK_KEYS = {"name", "metric", "quantity", "price", "lasts_days"}
+MAX_LASTS_DAYS = 3660  # ten years
 ISSUER_KEYS = {"name", "address", "country", "vat_id", "invoice_prefix", "credit_note_prefix",
                "payment_terms_days"}
 
@@ -828,10 +838,13 @@ def _released_seats(body: dict[str, Any], where: str) -> bool:
 
 def _pack(pid: str, body: dict[str, Any]) -> Pack:
     where = f"pack {pid}"
-    fields.known_keys(body, {"name", "metric", "quantity", "price"}, where)
+    fields.known_keys(body, PACK_KEYS, where)
+    lasts = fields.whole(body, "lasts_days", where, None)
+    if lasts is not None and not 1 <= lasts <= MAX_LASTS_DAYS:
+        raise CatalogError(f"{where}.lasts_days: from 1 to {MAX_LASTS_DAYS} days")
     return Pack(pid, fields.text(body, "name", where), fields.text(body, "metric", where),
                 fields.amount(body.get("quantity"), f"{where}.quantity"),
-                fields.money(body.get("price"), f"{where}.price"))
+                fields.money(body.get("price"), f"{where}.price"), lasts_days=lasts)
 
 
 def _addon(aid: str, body: dict[str, Any]) -> AddOn:

@@ -105,6 +105,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "grant_credits": {"amount": "amount", "priority": "integer?", "expires_at": "text?",
                       "purchased": "flag?", "reason": "text?"},
     "configure_auto_top_up": {"threshold": "amount", "amount": "amount"},
+    "grant_units": {"metric": "text", "quantity": "amount", "priority": "integer?",
+                    "expires_at": "text?", "reason": "text?"},
     "terminate": {"refund": "flag?"},
     "pause": {}, "resume": {},
     "change_plan": {"plan": "text", "keep_workspace": "text?", "period": "text?"},
@@ -350,15 +352,25 @@ def _cmd_void_invoice(s: Subscription, c: Command, catalog: Catalog) -> str:
     return "applied"
 
 
-def _cmd_grant_credits(s: Subscription, c: Command, catalog: Catalog) -> str:
+def _expires_at(c: Command) -> datetime | None:
     expires = c.text("expires_at", False)
     try:
-        expires_at = None if expires is None else parse_rfc3339(expires)
+        return None if expires is None else parse_rfc3339(expires)
     except ValueError as e:
-        raise InvalidCommand(f"grant_credits: 'expires_at': {e}", "invalid_field") from None
+        raise InvalidCommand(f"{c.type}: 'expires_at': {e}", "invalid_field") from None
+
+
+def _cmd_grant_credits(s: Subscription, c: Command, catalog: Catalog) -> str:
     s.grant_credits(c.amount("amount"), c.at, priority=c.integer("priority", 0),
-                    expires_at=expires_at, purchased=c.flag("purchased"),
+                    expires_at=_expires_at(c), purchased=c.flag("purchased"),
                     reason=c.text("reason", False))
+    return "applied"
+
+
+def _cmd_grant_units(s: Subscription, c: Command, catalog: Catalog) -> str:
+    s.grant_units(c.required("metric"), c.amount("quantity"), c.at,
+                  priority=c.integer("priority", 0), expires_at=_expires_at(c),
+                  reason=c.text("reason", False))
     return "applied"
 
 
@@ -406,6 +418,7 @@ HANDLERS: dict[str, Handler] = {
     "void_invoice": _cmd_void_invoice,
     "update_profile": _cmd_update_profile,
     "grant_credits": _cmd_grant_credits,
+    "grant_units": _cmd_grant_units,
     "configure_auto_top_up": _cmd_configure_auto_top_up,
     "terminate": _cmd_terminate,
     "override_prices": _cmd_override_prices,

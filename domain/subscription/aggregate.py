@@ -50,6 +50,7 @@ from domain.subscription import (
     plan_changes,
     seats,
     termination,
+    unit_credits,
 )
 from domain.subscription.customer import customer_details
 from domain.subscription.cycles import commitment_end
@@ -86,6 +87,8 @@ class Subscription(BaseAggregate[str]):
     # Prepaid credits and the automatic top-up (domain/subscription/credits.py); absent likewise.
     credit_grants: list[dict[str, Any]]
     auto_top_up: dict[str, str] | None
+    # Unit credits (domain/subscription/unit_credits.py); absent likewise.
+    unit_grants: list[dict[str, Any]]
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -118,6 +121,9 @@ class Subscription(BaseAggregate[str]):
     Resumed = events.Resumed
     PriceOverridesScheduled = events.PriceOverridesScheduled
     CreditsGranted = events.CreditsGranted
+    UnitsGranted = events.UnitsGranted
+    UnitsDrawn = events.UnitsDrawn
+    UnitsExpired = events.UnitsExpired
     AutoTopUpConfigured = events.AutoTopUpConfigured
     AddOnAdded = events.AddOnAdded
     AddOnRemovalScheduled = events.AddOnRemovalScheduled
@@ -317,6 +323,8 @@ class Subscription(BaseAggregate[str]):
     # --------------------------------------------------------------------- plan changes --
     # in domain/subscription/plan_changes.py
     change_plan = plan_changes.change_plan
+    _change_plan = plan_changes._change_plan
+    _drop_unsold_period = plan_changes._drop_unsold_period
     check_not_ended = plan_changes.check_not_ended
     check_can_move_to = plan_changes.check_can_move_to
     _upgrade = plan_changes._upgrade
@@ -412,7 +420,7 @@ class Subscription(BaseAggregate[str]):
     # Lines not invoiced by their own event go on the next invoice.
     INVOICED_WHEN_MADE = frozenset({"UsagePeriodClosed", "Subscribed", "PackPurchased",
                                     "UsageCharged", "CreditsGranted", "Terminated",
-                                    "Resumed"})
+                                    "Resumed", "UnitsGranted"})
     INVOICED_PER_PLAN = frozenset({"PlanUpgraded", "SeatsAdded", "UserPlanAssigned",
                                    "AddOnAdded"})
     INVOICE_TRIGGERS = INVOICED_WHEN_MADE | INVOICED_PER_PLAN
@@ -455,6 +463,20 @@ class Subscription(BaseAggregate[str]):
     with_credits = credits.with_credits
     _spend_credits = credits._spend_credits
     top_up_if_low = credits.top_up_if_low
+
+    # ------------------------------------------------------------------- unit credits --
+    # in domain/subscription/unit_credits.py
+    grant_units = unit_credits.grant_units
+    check_units = unit_credits.check_units
+    _add_unit_grant = unit_credits._add_unit_grant
+    buy_lasting_pack = unit_credits.buy_lasting_pack
+    _units_granted = event(UnitsGranted)(unit_credits._units_granted)
+    unit_grants_now = unit_credits.unit_grants_now
+    draw_units = unit_credits.draw_units
+    _units_drawn = event(UnitsDrawn)(unit_credits._units_drawn)
+    next_unit_expiry = unit_credits.next_unit_expiry
+    expire_units = unit_credits.expire_units
+    _units_expired = event(UnitsExpired)(unit_credits._units_expired)
 
     # ---------------------------------------------------------------------- payments --
     # in domain/subscription/invoicing.py

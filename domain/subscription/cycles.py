@@ -24,10 +24,9 @@ from domain.billing.pricing import (
     period_charges,
     plan_terms,
 )
-from domain.catalog.model import Catalog, Plan
+from domain.catalog.model import Catalog, Plan, period_rank
 from domain.shared.errors import (
     BillingError,
-    CommandRefused,
     CycleNotOver,
     TimeTooFarAhead,
 )
@@ -67,6 +66,9 @@ def next_due(self: Subscription) -> datetime | None:
         due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
     if self.daily_capped and self.daily_day is not None:
         due.append(next_utc_midnight(self.daily_day))
+    expiry = self.next_unit_expiry()
+    if expiry is not None:
+        due.append(expiry)
     return min(due)
 
 
@@ -84,6 +86,8 @@ def advance_to(self: Subscription, at: datetime, catalog: Catalog) -> int:
         elif self.closing is not None and \
                 due == datetime.fromisoformat(self.closing["end"]) + self.grace:
             self._close_period(due)
+        elif due == self.next_unit_expiry():
+            self.expire_units(due)
         else:
             self.roll_cycle(due, catalog)
     return len(self.pending_events) - before
@@ -135,7 +139,8 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
     if self.cancel_at is not None and boundary >= self.cancel_at:
         if catalog.free_plan is not None:
             changes["cancelled_to_free"] = catalog.free_plan
-            plan_id, period = catalog.free_plan, "month"
+            plan_id = catalog.free_plan  # per month, or per week for a weekly free plan
+            period = min(catalog.plan(plan_id).prices, key=period_rank)
             keep = None
         else:
             changes["cancelled"] = True
@@ -146,15 +151,20 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
         try:  # things may have changed since it was scheduled
             self.check_can_move_to(self._renewed_terms(target, self.scheduled_period or period,
                                                        catalog), keep, usage=False)
-        except CommandRefused as refused:
+        except BillingError as refused:  # incl. a plan no longer sold for that period
             changes["downgrade_refused"] = {"to": target, "code": refused.code}
             keep = None
         else:
             changes["plan"] = {"from": plan_id, "to": target}
             plan_id = target
     if self.scheduled_period is not None and "cancelled_to_free" not in changes:
-        changes["period"] = {"from": period, "to": self.scheduled_period}
-        period = self.scheduled_period
+        try:  # the plan it renews on may not sell that period (a downgrade refused above)
+            self._renewed_terms(plan_id, self.scheduled_period, catalog)
+        except BillingError as refused:
+            changes["period_refused"] = {"to": self.scheduled_period, "code": refused.code}
+        else:
+            changes["period"] = {"from": period, "to": self.scheduled_period}
+            period = self.scheduled_period
     terms = self._renewed_terms(plan_id, period, catalog)
     if terms["plan_id"] != self.plan_id:
         changes.setdefault("plan", {"from": self.plan_id, "to": terms["plan_id"]})
@@ -167,8 +177,9 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
     if seats != self.seats:
         changes["seats"] = {"from": self.seats, "to": seats}
     anchor, day = self.anchor, self.billing_day
-    if changes.get("trial_ended") or "cancelled_to_free" in changes:
-        anchor, day = boundary, boundary.day
+    if changes.get("trial_ended") or "cancelled_to_free" in changes \
+            or length_of(terms).unit != length_of(self.terms).unit:
+        anchor, day = boundary, boundary.day  # weeks <-> months: counted from here
     elif "period" in changes:
         anchor = boundary
     end = next_boundary(anchor, length_of(terms), boundary, day)
@@ -243,7 +254,9 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
     self._bill(charges)
     self._open_closing(closed_start, closed_end, closed_usage,
                        trial=bool(changes.get("trial_ended")))
-    if changes.get("trial_ended") or "cancelled_to_free" in changes:
+    if changes.get("trial_ended") or "cancelled_to_free" in changes \
+            or length_of(terms).unit != length_of(self.terms).unit:  # (only weekly plans
+        # change the unit: no history from before them replays differently)
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
     elif "period" in changes:
         self.anchor = cycle_start

@@ -226,6 +226,39 @@ class CreditsGranted(DomainEvent):
     charges: list[Charge]
 
 
+class UnitsGranted(DomainEvent):
+    """Unit credits: `grant` {"id" (u1, u2, ...), "metric", "quantity", "remaining",
+    "priority", "expires_at" (or None), "pack_id" (a lasting pack bought, charged in
+    `charges`; None: given)}, `reason`, and the metric's usable `balance` after it."""
+
+    class_version = 1
+    grant: dict[str, Any]
+    reason: str | None
+    charges: list[Charge]
+    balance: str
+
+
+class UnitsDrawn(DomainEvent):
+    """Usage of `metric` past the usable amount drew unit credits: `drawn` [{"grant",
+    "quantity"}], added to the open cycle's pack units (or the closing cycle's, for late usage:
+    `closing`); `balance`: the metric's usable units left."""
+
+    class_version = 1
+    metric: str
+    drawn: list[dict[str, str]]
+    closing: bool
+    balance: str
+
+
+class UnitsExpired(DomainEvent):
+    """Unit grants expired with units left: `expired` [{"grant", "metric", "quantity"}], and
+    each metric's usable `balances` after."""
+
+    class_version = 1
+    expired: list[dict[str, str]]
+    balances: dict[str, str]
+
+
 class AutoTopUpConfigured(DomainEvent):
     class_version = 1
     setting: dict[str, str] | None  # {"threshold", "amount"}, or None: off

@@ -4,7 +4,7 @@ and appliers of `Subscription`, named in its class body.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -23,13 +23,19 @@ if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
 
 def buy_pack(self: Subscription, pack_id: str, at: datetime, catalog: Catalog) -> None:
-    """Immediate: the units are usable at once and expire at the end of this cycle."""
+    """Immediate: the units are usable at once and expire at the end of this cycle; a pack
+    that lasts (`lasts_days`) is a unit grant instead, drawn across cycles until it expires."""
     require_aware(at)
     self.check_not_ended()
     pack = catalog.pack(pack_id)
     if pack.metric not in self.allowances:
         raise CommandRefused(f"pack {pack_id} is for {pack.metric}, which plan "
                              f"{self.plan_id} does not meter", "pack_not_applicable")
+    if pack.lasts_days is not None:
+        self.buy_lasting_pack(pack_id, pack.metric, pack.quantity, pack.lasts_days, [
+            charge("pack", f"{pack.name} (lasts {pack.lasts_days} days)", 1, pack.price,
+                   pack.price, at, at + timedelta(days=pack.lasts_days))], at)
+        return
     charges = [charge("pack", pack.name, 1, pack.price, pack.price, at, self.cycle_end)]
     self._pack_purchased(pack_id=pack_id, metric=pack.metric, quantity=str(pack.quantity),
                          charges=charges, timestamp=at)

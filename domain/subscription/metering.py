@@ -172,6 +172,7 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
             period_start=datetime.fromisoformat(closing["start"]),
             period_end=datetime.fromisoformat(closing["end"]),
             items=records, totals=totals, timestamp=max(i.at for i in late))
+        self.draw_units(totals, max(i.at for i in late), closing=True)
     if not current:
         return
     if not self._has_daily_caps():
@@ -196,6 +197,7 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool) ->
     day_before = self.daily_day
     at = max(i.at for i in items)
     self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
+    self.draw_units(totals, at)  # before the thresholds and charges, which count it
     self._report_thresholds(before, at)
     if "progressive_billing" in self.terms or any(
             a.get("billed") == "in_advance" for a in allowances.values()):

@@ -32,6 +32,24 @@ def change_plan(self: Subscription, plan_id: str, at: datetime, catalog: Catalog
     """Upgrade at once (prorated, or full price with a new cycle if the plan says so),
     downgrade at the next cycle. With another billing `period`: see `change_plan_and_period`.
     Returns "unchanged", "upgraded", "changed_in_trial" or "downgrade_scheduled"."""
+    result = self._change_plan(plan_id, at, catalog, keep_workspace, period)
+    self._drop_unsold_period(catalog, at)
+    return result
+
+
+def _drop_unsold_period(self: Subscription, catalog: Catalog, at: datetime) -> None:
+    """A period change scheduled with a plan change that was then undone, replaced or
+    overtaken by an upgrade: kept only if the plan it would now apply to sells that period."""
+    if self.scheduled_period is None:
+        return
+    target = self.scheduled_plan["plan_id"] if self.scheduled_plan else self.plan_id
+    if self.scheduled_period not in catalog.plan(target).prices:
+        self._billing_period_change_scheduled(period=str(self.terms["period"]),
+                                              effective_at=self.cycle_end, timestamp=at)
+
+
+def _change_plan(self: Subscription, plan_id: str, at: datetime, catalog: Catalog,
+                 keep_workspace: str | None, period: str | None) -> str:
     require_aware(at)
     self.check_not_ended()
     if period is not None and period != self.terms["period"]:

@@ -25,7 +25,7 @@ router = APIRouter(tags=["commands"])
 # What a tenant's key may not do to its own subscriptions: record money, end one at once with
 # a refund, give itself credits (buying them, `purchased: true`, is the customer's own).
 OPERATORS_ONLY = frozenset({"record_payment", "void_invoice", "advance", "terminate",
-                            "override_prices"})
+                            "override_prices", "grant_units"})
 COMMAND_EXAMPLE = {"id": "cmd-0001", "type": "change_plan", "subscription": "sub-1",
                    "plan": "pro"}
 

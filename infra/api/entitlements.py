@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["entitlements"])
 
 READING = """q.subscription_id, q.metric, q.account, q.plan_id, q.included, q.packs, q.used,
-       q.limit_kind, q.cycle_start, q.cycle_end, q.daily_cap, q.group_by,
+       q.limit_kind, q.cycle_start, q.cycle_end, q.daily_cap, q.group_by, q.credits,
        coalesce((SELECT d.quantity FROM usage_daily d WHERE d.subscription_id = q.subscription_id
                  AND d.metric = q.metric AND d.cycle_start = q.cycle_start AND d.day = {day}),
                 0) AS used_today,
@@ -81,7 +81,7 @@ PARAMETERS = [
                     "without it"}]
 METRIC_COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs",
                   "used", "limit_kind", "cycle_start", "cycle_end", "daily_cap", "group_by",
-                  "used_today",
+                  "credits", "used_today",
                   "projected_version", "stored_version", "as_of")
 PROJECTED, STORED = METRIC_COLUMNS.index("projected_version"), METRIC_COLUMNS.index(
     "stored_version")
@@ -187,8 +187,8 @@ async def _check_group(ctx: ApiContext, who: Principal, subscription: str, name:
                        quantity: Decimal, now: datetime, group: str) -> dict[str, Any]:
     """A grouped charge's question about one group: its own `included` against its own use
     (read each time: groups are many, and not kept)."""
-    if len(group) > MAX_TEXT:
-        raise ApiError(422, "invalid_group", f"group: at most {MAX_TEXT} characters")
+    if len(group) > MAX_TEXT or "\x00" in group:
+        raise ApiError(422, "invalid_group", f"group: at most {MAX_TEXT} characters, no NUL")
     checked_at = datetime.now(UTC)
     assert ctx.apool is not None
     async with ctx.apool.connection() as conn:

@@ -329,6 +329,7 @@ def state_summary(sub: Any) -> dict[str, Any]:
         "credits": {"usable_at_cycle_end": str(sub.credit_balance(sub.cycle_end)),
                     "grants": sub.credit_grants_now(),
                     "auto_top_up": getattr(sub, "auto_top_up", None)},
+        "unit_credits": sub.unit_grants_now(),
         "custom_prices": sub.terms.get("overrides"),
         "pause_at": _iso(sub.pause_scheduled_at()),
         "terminated_at": _iso(getattr(sub, "terminated_at", None)),

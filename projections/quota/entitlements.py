@@ -45,7 +45,7 @@ class Freshness:
 
 def decide(row: dict[str, Any], used_today: Decimal, requested: Decimal, now: datetime,
            freshness: Freshness) -> dict[str, Any]:
-    usable = row["included"] + row["packs"]
+    usable = row["included"] + row["packs"] + row.get("credits", Decimal(0))
     used = row["used"]
     remaining = max(usable - used, Decimal(0))
     hard = row["limit_kind"] == "hard"
@@ -74,6 +74,7 @@ def decide(row: dict[str, Any], used_today: Decimal, requested: Decimal, now: da
         "plan": row["plan_id"], "has_access": reason is None, "reason": reason,
         "requested": _text(requested), "used": _text(used), "limit": _text(usable),
         "included": _text(row["included"]), "packs": _text(row["packs"]),
+        "unit_credits": _text(row.get("credits", Decimal(0))),
         "remaining": _text(remaining), "limit_kind": row["limit_kind"],
         "overage_units": _text(overage),
         "daily_cap": None if cap is None else _text(cap),

@@ -31,20 +31,28 @@ class QuotaRow:
     daily_cap: Decimal | None = None
     # A grouped charge's dimension: `included` is then each group's, `used` the groups' total.
     group_by: str | None = None
+    # Unit credits of the metric not drawn yet and usable (they outlive the cycle): usage past
+    # `included` plus `packs` draws them, into `packs`.
+    credits: Decimal = Decimal(0)
+
+    @property
+    def usable(self) -> Decimal:
+        return self.included + self.packs + self.credits
 
     @property
     def remaining(self) -> Decimal:
-        return max(self.included + self.packs - self.used, Decimal(0))
+        return max(self.usable - self.used, Decimal(0))
 
     @property
     def exhausted(self) -> bool:
         if self.limit_kind in STOPPED:
             return True
-        return self.limit_kind == "hard" and self.used >= self.included + self.packs
+        return self.limit_kind == "hard" and self.used >= self.usable
 
     def values(self) -> tuple[Any, ...]:
         return (self.account, self.plan_id, self.included, self.packs, self.used,
-                self.limit_kind, self.cycle_start, self.cycle_end, self.daily_cap, self.group_by)
+                self.limit_kind, self.cycle_start, self.cycle_end, self.daily_cap, self.group_by,
+                self.credits)
 
 
 @dataclass
@@ -112,15 +120,26 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         row = rows.get(data["metric"])
         if row is not None:
             rows[data["metric"]] = replace(row, packs=row.packs + Decimal(data["quantity"]))
+    elif kind == "UnitsGranted":
+        _set_credits(rows, data["grant"]["metric"], data["balance"])
+    elif kind == "UnitsDrawn":
+        row = rows.get(data["metric"])
+        if row is not None and not data["closing"]:
+            row.packs += sum((Decimal(d["quantity"]) for d in data["drawn"]), Decimal(0))
+        _set_credits(rows, data["metric"], data["balance"])
+    elif kind == "UnitsExpired":
+        for metric, balance in data["balances"].items():
+            _set_credits(rows, metric, balance)
     elif kind in ("Paused", "Terminated") and rows:
         stopped = "paused" if kind == "Paused" else "ended"
         state.rows = {m: replace(r, limit_kind=stopped) for m, r in rows.items()}
-        state.replaced = True
+        state.replaced = True  # (replace keeps each row's credits)
     elif kind == "Resumed" and rows:
         any_row = next(iter(rows.values()))
-        state.rows = _rows_for(state.subscription_id, any_row.account, data["terms"]["plan_id"],
-                               data["terms"]["allowances"], _time(data["cycle_start"]),
-                               _time(data["cycle_end"]))
+        state.rows = _with_credits(_rows_for(
+            state.subscription_id, any_row.account, data["terms"]["plan_id"],
+            data["terms"]["allowances"], _time(data["cycle_start"]), _time(data["cycle_end"])),
+            rows)
         state.replaced = True
     elif kind in ("CycleRolled", "PlanUpgraded", "PlanChangedInTrial") and rows:
         any_row = next(iter(rows.values()))
@@ -140,10 +159,24 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
                     fresh[metric] = replace(fresh[metric], used=rows[metric].used)
         if data.get("status") == "cancelled":  # ended with the period: no usage from here
             fresh = {m: replace(r, limit_kind="ended") for m, r in fresh.items()}
-        state.rows = fresh
+        state.rows = _with_credits(fresh, rows)
         state.replaced = True
     state.version = version
     return True
+
+
+def _set_credits(rows: dict[str, QuotaRow], metric: str, balance: str) -> None:
+    row = rows.get(metric)
+    if row is not None:
+        row.credits = Decimal(balance)
+
+
+def _with_credits(fresh: dict[str, QuotaRow], old: dict[str, QuotaRow]) -> dict[str, QuotaRow]:
+    """Unit credits outlive cycles and plans: new rows keep the old rows' balances."""
+    for metric, row in fresh.items():
+        if metric in old and old[metric].credits:
+            row.credits = old[metric].credits
+    return fresh
 
 
 def _count_items(state: SubscriptionQuota, items: list[dict[str, Any]],

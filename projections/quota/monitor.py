@@ -72,6 +72,7 @@ def view(readings: Readings, now: datetime) -> dict[str, Any]:
         cap_reached = cap is not None and used_today >= cap
         metrics.append({
             "metric": r["metric"], "included": str(r["included"]), "packs": str(r["packs"]),
+            "unit_credits": str(r["credits"]),
             "used": str(r["used"]), "remaining": str(r["remaining"]),
             "remaining_this_cycle": str(r["remaining"]),
             "limit_kind": r["limit_kind"], "exhausted": bool(r["exhausted"] or cap_reached),

@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS usage_by_member (
     quantity numeric NOT NULL,
     PRIMARY KEY (subscription_id, metric, cycle_start, member)
 );
--- A grouped charge's dimension (added after the table was first created).
+-- Added after the table was first created: a grouped charge's dimension, unit credits.
 ALTER TABLE quota ADD COLUMN IF NOT EXISTS group_by text;
+ALTER TABLE quota ADD COLUMN IF NOT EXISTS credits numeric NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS usage_by_group (
     subscription_id text NOT NULL,
     metric text NOT NULL,
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS projection_positions (
 
 COLUMNS = ("subscription_id", "metric", "account", "plan_id", "included", "packs", "used",
            "remaining", "limit_kind", "exhausted", "cycle_start", "cycle_end", "daily_cap",
-           "group_by")
+           "group_by", "credits")
 
 
 class PositionConflict(RuntimeError):
@@ -136,7 +137,7 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
     for r in cur.fetchall():
         row = QuotaRow(r[0], r[1], r[2], r[3], included=r[4], packs=r[5], used=r[6],
                        limit_kind=r[8], cycle_start=r[10], cycle_end=r[11], daily_cap=r[12],
-                       group_by=r[13])
+                       group_by=r[13], credits=r[14])
         state = states[row.subscription_id]
         state.metrics()[row.metric] = row
         state.stored[row.metric] = row.values()
@@ -204,7 +205,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             "plan_id": r.plan_id, "included": r.included, "packs": r.packs, "used": r.used,
             "remaining": r.remaining, "limit_kind": r.limit_kind, "exhausted": r.exhausted,
             "cycle_start": r.cycle_start, "cycle_end": r.cycle_end, "daily_cap": r.daily_cap,
-            "group_by": r.group_by,
+            "group_by": r.group_by, "credits": r.credits,
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
     # Last, as the versions always were: a rebuild locks `quota` before it touches the versions,

@@ -25,7 +25,8 @@ SUBSCRIPTION_EVENTS = (
     "PaymentSucceeded", "PauseScheduled", "PauseWithdrawn", "Paused", "PlanChangedInTrial",
     "PlanUpgraded", "PriceOverridesScheduled", "ProfileUpdated", "QuotaThresholdCrossed", "Resumed",
     "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
-    "Subscribed", "Terminated", "UsageCharged", "UsagePeriodClosed", "UsageRecorded",
+    "Subscribed", "Terminated", "UnitsDrawn", "UnitsExpired", "UnitsGranted", "UsageCharged",
+    "UsagePeriodClosed", "UsageRecorded",
     "UserPlanAssigned", "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
 STORED_TOPICS = {
     "domain.catalog_versions:CatalogVersions",
