@@ -158,3 +158,46 @@ def test_a_weekly_plan_states_its_amounts_per_week_only(extra: str, message: str
 def test_a_weekly_price_counts_52_12_of_it_in_monthly_recurring_revenue() -> None:
     message = {"type": "Subscribed", "data": {"terms": COURIER.plan("weekly").terms("week")}}
     assert change_of(message) == ("new", "weekly", Decimal("52.0000"), "USD")
+
+
+def test_a_move_between_weeks_and_months_at_renewal_counts_from_that_day() -> None:
+    """Weekly ranked above monthly: the move waits for the week's end, Monday Jan 12 10:00, and
+    the months count from there (Feb 12, Mar 12), not from a weekday number."""
+    catalog = Catalog.from_toml(COURIER_TOML.replace('interval = "week"',
+                                                     'interval = "week"\nrank = 2'))
+    j = Journey(catalog, "wk-7", "weekly", utc(2026, 1, 5, 10), US_BUSINESS, period="week")
+    assert j.command(utc(2026, 1, 6), "change_plan", plan="monthly", period="month") == []
+    j.advance(utc(2026, 3, 12, 11))
+    assert [(d["issued_at"][:10], d["total"]) for d in j.issued] == [
+        ("2026-01-05", "12.00"), ("2026-01-12", "45.00"), ("2026-02-12", "45.00"),
+        ("2026-03-12", "45.00")]
+    assert j.sub.billing_day == 12
+
+
+def test_an_undone_move_across_intervals_leaves_no_period_behind() -> None:
+    catalog = Catalog.from_toml(COURIER_TOML.replace('interval = "week"',
+                                                     'interval = "week"\nrank = 2'))
+    j = Journey(catalog, "wk-8", "weekly", utc(2026, 1, 5, 10), US_BUSINESS, period="week")
+    j.command(utc(2026, 1, 6), "change_plan", plan="monthly", period="month")
+    assert (j.sub.scheduled_plan or {}).get("plan_id") == "monthly"
+    j.command(utc(2026, 1, 7), "change_plan", plan="weekly")  # back: nothing scheduled
+    assert (j.sub.scheduled_plan, j.sub.scheduled_period) == (None, None)
+    j.advance(utc(2026, 1, 26, 11))  # renews weekly, as before
+    assert [d["total"] for d in j.issued] == ["12.00", "12.00", "12.00", "12.00"]
+
+
+def test_cancelling_to_a_weekly_free_plan() -> None:
+    catalog = Catalog.from_toml(COURIER_TOML.replace(
+        'id = "courier"', 'id = "courier"\nfree_plan = "free"').replace(
+        'interval = "week"', 'interval = "week"\nrank = 2') + """
+[plans.free]
+name = "Free"
+interval = "week"
+rank = 0
+price = "0.00"
+""")
+    j = Journey(catalog, "wk-9", "monthly", utc(2026, 1, 5), US_BUSINESS)
+    j.command(utc(2026, 1, 6), "cancel")
+    j.advance(utc(2026, 2, 20))
+    assert (j.sub.plan_id, j.sub.terms["period"], j.sub.cycle_start) == (
+        "free", "week", utc(2026, 2, 19))
