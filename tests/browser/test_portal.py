@@ -221,10 +221,14 @@ def test_billing_applies_a_coupon_buys_credits_sets_a_top_up_and_pauses(
     would refuse is shown beside the form with its code, and nothing is sent."""
     from playwright.sync_api import expect
 
+    api_engine.app.handle(_command("gu1", "grant_units", "a-pro", metric="credits",
+                                   quantity="50", expires_at="2027-06-01T00:00:00Z"))
     page.goto(link(api, "a-pro"))
     page.get_by_role("link", name="Billing").click()
     expect(page.get_by_test_id("pause-state")).to_contain_text(
         "You can pause at the end of this period, 2027-04-01")
+    expect(page.get_by_test_id("units-section").locator("tbody tr")).to_have_text(
+        re.compile(r"u1\s*credits\s*50\s*50\s*2027-06-01"))
 
     def submit(button: str, **inputs: str) -> None:
         for field, value in inputs.items():
