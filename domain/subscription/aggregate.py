@@ -89,6 +89,7 @@ class Subscription(BaseAggregate[str]):
     auto_top_up: dict[str, str] | None
     # Unit credits (domain/subscription/unit_credits.py); absent likewise.
     unit_grants: list[dict[str, Any]]
+    unit_grants_made: int  # grant ids count on from it (spent grants leave the list)
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -262,8 +263,9 @@ class Subscription(BaseAggregate[str]):
         return timedelta(minutes=int(self.terms.get("late_usage_grace_minutes", 60)))
 
     def limit_of(self, metric: str) -> Decimal:
-        """Usable units this cycle: included plus packs."""
-        return dec(self.terms["allowances"][metric]["included"]) + self.extra.get(metric, ZERO)
+        """Usable units this cycle: included plus packs, plus unit credits not drawn yet."""
+        return dec(self.terms["allowances"][metric]["included"]) + self.extra.get(metric, ZERO) \
+            + self.unit_balance_now(metric)
 
     def remaining(self, metric: str) -> Decimal:
         if metric not in self.allowances:
@@ -475,6 +477,7 @@ class Subscription(BaseAggregate[str]):
     draw_units = unit_credits.draw_units
     _units_drawn = event(UnitsDrawn)(unit_credits._units_drawn)
     next_unit_expiry = unit_credits.next_unit_expiry
+    unit_balance_now = unit_credits.unit_balance_now
     expire_units = unit_credits.expire_units
     _units_expired = event(UnitsExpired)(unit_credits._units_expired)
 

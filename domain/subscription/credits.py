@@ -33,6 +33,7 @@ def grant_credits(self: Subscription, amount: Decimal, at: datetime, *, priority
     require_aware(at)
     self.check_not_ended()
     check_credit_amount(amount, "amount")
+    expires_at = utc_expiry(expires_at)
     if expires_at is not None and expires_at <= at:
         raise CommandRefused(f"credits expiring {expires_at.isoformat()} would never be usable",
                              "invalid_expiry")
@@ -43,9 +44,20 @@ def grant_credits(self: Subscription, amount: Decimal, at: datetime, *, priority
         charges = [charge("credit_purchase", label, 1, amount.quantize(CENT), amount)]
     self._credits_granted(grant=f"g{len(grants) + 1}", amount=str(amount.quantize(CENT)),
                           priority=priority,  # expiries in UTC: they sort as times
-                          expires_at=None if expires_at is None
-                          else expires_at.astimezone(UTC).isoformat(),
+                          expires_at=None if expires_at is None else expires_at.isoformat(),
                           purchased=purchased, reason=reason, charges=charges, timestamp=at)
+
+
+def utc_expiry(expires_at: datetime | None) -> datetime | None:
+    """In UTC (grants are spent in the order of their expiries, compared as text); one that
+    UTC cannot hold (year 9999 at -23:59) is refused."""
+    if expires_at is None:
+        return None
+    try:
+        return expires_at.astimezone(UTC)
+    except OverflowError:
+        raise CommandRefused(f"expiry {expires_at.isoformat()} is out of range",
+                             "invalid_expiry") from None
 
 
 def check_credit_amount(amount: Decimal, name: str) -> None:

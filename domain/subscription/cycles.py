@@ -57,10 +57,15 @@ def next_boundary(anchor: datetime, length: Length, after: datetime,
 
 def next_due(self: Subscription) -> datetime | None:
     """The next moment at which time alone changes this subscription."""
-    if self.ended or self.status == "paused":  # only the last cycle's closing is to come
+    if self.ended:  # only the last cycle's closing is to come
         if self.closing is None:
             return None
         return datetime.fromisoformat(self.closing["end"]) + self.grace
+    if self.status == "paused":  # and unit credits expire meanwhile
+        paused = [d for d in (self.next_unit_expiry(),) if d is not None]
+        if self.closing is not None:
+            paused.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
+        return min(paused, default=None)
     due = [self.cycle_end]
     if self.closing is not None:
         due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)

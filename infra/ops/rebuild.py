@@ -31,7 +31,8 @@ from projections.quota import store as quota_store
 from projections.quota.model import SubscriptionQuota, apply_all
 
 TABLES = {
-    "quota": ("quota", "usage_daily", "usage_by_member", "usage_by_group"),
+    "quota": ("quota", "usage_daily", "usage_by_member", "usage_by_group",
+              "unit_credit_balances"),
     "invoices": ("invoices", "invoice_lines", "invoice_drafts", "subscription_changes",
                  "recommendation_inputs"),
 }

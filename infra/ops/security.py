@@ -37,6 +37,7 @@ API_ROLE = "billing_api"
 EVENT_TABLES = ("billing_events", "billing_snapshots", "billing_tracking", "usage_dedup",
                 "event_hashes", "event_anchors", "command_outcomes")
 READ_MODELS = ("quota", "usage_daily", "usage_by_member", "usage_by_group",
+               "unit_credit_balances",
                "projection_versions",
                "projection_positions", "invoices", "invoice_lines", "invoice_drafts",
                "recommendation_inputs", "subscription_changes", "dlq_replays",
@@ -49,6 +50,7 @@ TENANT_POLICIES = {
     "usage_daily": "subscription_id IN (SELECT subscription_id FROM quota)",
     "usage_by_member": "subscription_id IN (SELECT subscription_id FROM quota)",
     "usage_by_group": "subscription_id IN (SELECT subscription_id FROM quota)",
+    "unit_credit_balances": "subscription_id IN (SELECT subscription_id FROM quota)",
     "tenant_roles": "role = current_user",
 }
 

@@ -75,6 +75,10 @@ class SubscriptionQuota:
     # The version the table's `projection_versions` row holds (0: no row), as read or last
     # written: a write moves it from this version, and is refused if another writer has.
     stored_version: int = 0
+    # Unit credits not drawn yet, per metric: they outlive cycles and plans (a plan without
+    # the metric keeps them for the next that has it), so they are kept beside the rows.
+    credits: dict[str, Decimal] = field(default_factory=dict)
+    stored_credits: dict[str, Decimal] = field(default_factory=dict)  # as the table holds
 
     def metrics(self) -> dict[str, QuotaRow]:
         if self.rows is None:
@@ -121,25 +125,24 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         if row is not None:
             rows[data["metric"]] = replace(row, packs=row.packs + Decimal(data["quantity"]))
     elif kind == "UnitsGranted":
-        _set_credits(rows, data["grant"]["metric"], data["balance"])
+        state.credits[data["grant"]["metric"]] = Decimal(data["balance"])
     elif kind == "UnitsDrawn":
         row = rows.get(data["metric"])
         if row is not None and not data["closing"]:
             row.packs += sum((Decimal(d["quantity"]) for d in data["drawn"]), Decimal(0))
-        _set_credits(rows, data["metric"], data["balance"])
+        state.credits[data["metric"]] = Decimal(data["balance"])
     elif kind == "UnitsExpired":
         for metric, balance in data["balances"].items():
-            _set_credits(rows, metric, balance)
+            state.credits[metric] = Decimal(balance)
     elif kind in ("Paused", "Terminated") and rows:
         stopped = "paused" if kind == "Paused" else "ended"
         state.rows = {m: replace(r, limit_kind=stopped) for m, r in rows.items()}
         state.replaced = True  # (replace keeps each row's credits)
     elif kind == "Resumed" and rows:
         any_row = next(iter(rows.values()))
-        state.rows = _with_credits(_rows_for(
-            state.subscription_id, any_row.account, data["terms"]["plan_id"],
-            data["terms"]["allowances"], _time(data["cycle_start"]), _time(data["cycle_end"])),
-            rows)
+        state.rows = _rows_for(state.subscription_id, any_row.account, data["terms"]["plan_id"],
+                               data["terms"]["allowances"], _time(data["cycle_start"]),
+                               _time(data["cycle_end"]))
         state.replaced = True
     elif kind in ("CycleRolled", "PlanUpgraded", "PlanChangedInTrial") and rows:
         any_row = next(iter(rows.values()))
@@ -159,24 +162,13 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
                     fresh[metric] = replace(fresh[metric], used=rows[metric].used)
         if data.get("status") == "cancelled":  # ended with the period: no usage from here
             fresh = {m: replace(r, limit_kind="ended") for m, r in fresh.items()}
-        state.rows = _with_credits(fresh, rows)
+        state.rows = fresh
         state.replaced = True
+    if state.credits:  # each row shows its metric's balance
+        for metric, row in (state.rows or {}).items():
+            row.credits = state.credits.get(metric, Decimal(0))
     state.version = version
     return True
-
-
-def _set_credits(rows: dict[str, QuotaRow], metric: str, balance: str) -> None:
-    row = rows.get(metric)
-    if row is not None:
-        row.credits = Decimal(balance)
-
-
-def _with_credits(fresh: dict[str, QuotaRow], old: dict[str, QuotaRow]) -> dict[str, QuotaRow]:
-    """Unit credits outlive cycles and plans: new rows keep the old rows' balances."""
-    for metric, row in fresh.items():
-        if metric in old and old[metric].credits:
-            row.credits = old[metric].credits
-    return fresh
 
 
 def _count_items(state: SubscriptionQuota, items: list[dict[str, Any]],

@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS usage_by_group (
     quantity numeric NOT NULL,
     PRIMARY KEY (subscription_id, metric, cycle_start, grp)
 );
+CREATE TABLE IF NOT EXISTS unit_credit_balances (
+    subscription_id text NOT NULL,
+    metric text NOT NULL,
+    balance numeric NOT NULL,
+    PRIMARY KEY (subscription_id, metric)
+);
 CREATE INDEX IF NOT EXISTS quota_account ON quota (account);
 CREATE TABLE IF NOT EXISTS projection_versions (
     projection text NOT NULL,
@@ -132,6 +138,10 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
     for sid in unread:
         version = versions.get(sid, 0)
         states[sid] = SubscriptionQuota(sid, version=version, stored_version=version)
+    cur.execute("SELECT subscription_id, metric, balance FROM unit_credit_balances "
+                "WHERE subscription_id = ANY(%s)", (unread,))
+    for sid, metric, balance in cur.fetchall():
+        states[sid].credits[metric] = states[sid].stored_credits[metric] = balance
     cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
                 (unread,))
     for r in cur.fetchall():
@@ -208,6 +218,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
             "group_by": r.group_by, "credits": r.credits,
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
+    _write_credits(cur, states)
     # Last, as the versions always were: a rebuild locks `quota` before it touches the versions,
     # and taking them in the other order could deadlock with it. A conflict found here still
     # rolls back everything above.
@@ -217,6 +228,18 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
     for s in states:
         s.replaced = False
         s.stored_version = s.version
+
+
+def _write_credits(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
+    changed = [(s.subscription_id, m, b) for s in states for m, b in s.credits.items()
+               if s.stored_credits.get(m) != b]
+    if changed:
+        cur.execute(
+            "INSERT INTO unit_credit_balances SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::numeric[]) ON CONFLICT (subscription_id, metric) DO UPDATE SET "
+            "balance = EXCLUDED.balance", tuple(list(c) for c in zip(*changed, strict=True)))
+        for s in states:
+            s.stored_credits.update(s.credits)
 
 
 def _decimal_text(value: object) -> str:
@@ -284,6 +307,7 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
     cur.execute("DELETE FROM usage_daily")
     cur.execute("DELETE FROM usage_by_member")
     cur.execute("DELETE FROM usage_by_group")
+    cur.execute("DELETE FROM unit_credit_balances")
     cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
     if positions_too:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))

@@ -113,7 +113,7 @@ def test_a_hard_limit_goes_on_while_unit_credits_last() -> None:
     assert (state.metrics()["credits"].remaining, state.metrics()["credits"].exhausted) == (
         Decimal(0), True)
     j.advance(utc(2026, 2, 1, 2))  # a new cycle: the drawn units are spent, none left
-    assert j.sub.extra == {} and j.sub.unit_grants_now()[0]["remaining"] == "0"
+    assert j.sub.extra == {} and j.sub.unit_grants_now() == []  # spent grants leave
     assert [d["total"] for d in j.issued] == ["5.00", "5.00"]  # a hard limit bills nothing
 
 
@@ -156,3 +156,104 @@ def test_a_lasting_pack_needs_a_metric_summed_or_counted() -> None:
         Catalog.from_toml(ASSISTANT_TOML.replace('metric = "credits"', 'metric = "storage_gb"'))
     with pytest.raises(CatalogError, match="lasts_days: from 1"):
         Catalog.from_toml(ASSISTANT_TOML.replace("lasts_days = 90", "lasts_days = 0"))
+
+
+ADVANCE_TOML = ASSISTANT_TOML.replace(
+    'allowances.credits = { included = 100, limit = "overage", overage_unit_price = "0.10" }',
+    'allowances.credits = { included = 100, limit = "overage", overage_unit_price = "1.00", '
+    'billed = "in_advance" }')
+
+
+def test_a_grant_pays_only_for_usage_recorded_after_it() -> None:
+    """Billed on use: 130 on Jan 5 are charged 30.00 at once; 50 units given on Jan 6 pay for
+    the next 20 only, never again for the 30 already charged."""
+    j = Journey(Catalog.from_toml(ADVANCE_TOML), "as-6", "pro", utc(2026, 1, 1), US_BUSINESS)
+    j.use(utc(2026, 1, 5), "credits", 130)
+    j.command(utc(2026, 1, 6), "grant_units", metric="credits", quantity=50)
+    j.use(utc(2026, 1, 7), "credits", 20)
+    assert [e.drawn for e in events_of(j, "UnitsDrawn")] == [[{"grant": "u1",
+                                                                 "quantity": "20"}]]
+    assert [d["total"] for d in j.issued] == ["20.00", "30.00"]
+    assert j.sub.unit_grants_now()[0]["remaining"] == "30"
+
+
+def test_thresholds_count_the_units_not_drawn_yet() -> None:
+    """Starter: 20 included and 1,000 units. 80 % of 1,020 is 816: using 10, 15, 5 and 1
+    crosses nothing (the allowance's own 100 % is not the end any more)."""
+    j = Journey(ASSISTANT, "as-7", "starter", utc(2026, 1, 1), US_BUSINESS)
+    j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=1000)
+    for day, quantity in ((3, 10), (4, 15), (5, 5), (6, 1)):
+        j.use(utc(2026, 1, day), "credits", quantity)
+    assert events_of(j, "QuotaThresholdCrossed") == []
+    j.use(utc(2026, 1, 7), "credits", 800)
+    assert [(e.threshold, e.used, e.limit) for e in events_of(j, "QuotaThresholdCrossed")] == [
+        (80, "831", "1020")]
+
+
+def test_the_quota_model_keeps_units_through_a_plan_without_the_metric() -> None:
+    catalog = Catalog.from_toml(ASSISTANT_TOML.replace(
+        'name = "Starter"\n', 'name = "Starter"\nrank = 1\n').replace(
+        'rank = 1\nprice = "20.00"', 'rank = 2\nprice = "20.00"') + """
+[plans.lite]
+name = "Lite"
+price = "0.00"
+allowances.storage_gb = { included = 1, limit = "hard", aggregation = "max" }
+""")
+    j = Journey(catalog, "as-8", "starter", utc(2026, 1, 1), US_BUSINESS)
+    j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=500)
+    j.command(utc(2026, 1, 3), "change_plan", plan="lite")
+    j.advance(utc(2026, 2, 2))
+    j.command(utc(2026, 2, 3), "change_plan", plan="starter")
+    j.advance(utc(2026, 3, 2))
+    assert j.sub.plan_id == "starter"
+    state = SubscriptionQuota("as-8")
+    apply_all({"as-8": state}, [to_message(e) for e in j.invoicer.history])
+    row = state.metrics()["credits"]
+    assert (row.credits, row.remaining) == (Decimal(500), Decimal(520))
+
+
+def test_grants_are_drawn_by_expiry_whatever_its_offset() -> None:
+    j = Journey(ASSISTANT, "as-9", "pro", utc(2026, 1, 1), US_BUSINESS)
+    j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=10,
+              expires_at="2026-02-01T06:00:00Z")
+    j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=10,
+              expires_at="2026-02-01T10:00:00+05:00")  # 05:00 UTC: sooner
+    j.use(utc(2026, 1, 5), "credits", 105)
+    assert events_of(j, "UnitsDrawn")[0].drawn == [{"grant": "u2", "quantity": "5"}]
+    with pytest.raises(BillingError) as refused:
+        j.command(utc(2026, 1, 6), "grant_credits", amount="5",
+                  expires_at="9999-12-31T23:59:59-23:59")
+    assert refused.value.code == "invalid_expiry"
+
+
+def test_late_usage_timed_before_an_expiry_still_draws_the_grant() -> None:
+    """50 units expiring Feb 1 00:30, in January's grace window: usage timed Jan 31 23:59 that
+    arrives at 00:40, after the expiry, is paid by them; usage timed after it is not."""
+    j = Journey(ASSISTANT, "as-10", "pro", utc(2026, 1, 1), US_BUSINESS)
+    j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=50,
+              expires_at="2026-02-01T00:30:00Z")
+    j.use(utc(2026, 1, 31, 23, 59), "credits", 100)
+    j.advance(utc(2026, 2, 1, 0, 40))
+    assert [e.balances for e in events_of(j, "UnitsExpired")] == [{"credits": "0"}]
+    j.use(utc(2026, 1, 31, 23, 59), "credits", 20)
+    assert [(e.closing, e.drawn, e.balance) for e in events_of(j, "UnitsDrawn")] == [
+        (True, [{"grant": "u1", "quantity": "20"}], "0")]
+    j.advance(utc(2026, 2, 1, 2))
+    assert events_of(j, "UsagePeriodClosed")[-1].charges == []
+
+
+def test_grants_held_are_capped_and_expire_while_paused_in_time_order() -> None:
+    j = Journey(ASSISTANT, "as-11", "pro", utc(2026, 1, 1), US_BUSINESS)
+    for _ in range(200):
+        j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=1,
+                  expires_at="2026-03-15T00:00:00Z")
+    with pytest.raises(BillingError) as refused:
+        j.command(utc(2026, 1, 2), "grant_units", metric="credits", quantity=1)
+    assert refused.value.code == "too_many_grants"
+    j.command(utc(2026, 1, 3), "pause")  # from Feb 1
+    j.advance(utc(2026, 4, 1))
+    j.command(utc(2026, 4, 2), "resume")
+    kinds = [(type(e).__name__, e.timestamp) for e in j.invoicer.history
+             if type(e).__name__ in ("Paused", "UnitsExpired", "Resumed")]
+    assert kinds == [("Paused", utc(2026, 2, 1)), ("UnitsExpired", utc(2026, 3, 15)),
+                     ("Resumed", utc(2026, 4, 2))]
