@@ -345,11 +345,14 @@ def _iso(value: Any) -> str | None:
 
 RULES = {
     "plan": "plan fee for the period, charged in advance (terms copied from the catalog)",
-    "seats": "extra seats: count x price per period; mid-period: x (end - t)/(end - start)",
+    "seats": "extra seats: count x price per period (per month x months, or per week on a "
+             "weekly plan); mid-period: x (end - t)/(end - start)",
     "addon": "add-on: monthly price x months of the period; mid-period: prorated",
     "user_plan": "user plan: monthly price x months; mid-period: prorated",
-    "pack": "pack: full price at purchase",
-    "overage": "overage past included + packs of the measured amount (a sum, or the "
+    "pack": "pack: full price at purchase (a pack that lasts: its units are a unit-credit "
+            "grant, drawn across cycles until it expires)",
+    "overage": "overage past included + packs + unit credits drawn (UnitsDrawn) of the "
+               "measured amount (a sum, or the "
                "allowance's aggregation: events, peak, distinct values, last reading, level "
                "by time held), priced by the allowance's charge model (per unit, graduated or "
                "volume tiers with flat fees, started packages, a percentage of each event's "
