@@ -32,7 +32,7 @@ from projections.quota.model import SubscriptionQuota, apply_all
 
 TABLES = {
     "quota": ("quota", "usage_daily", "usage_by_member", "usage_by_group",
-              "unit_credit_balances"),
+              "unit_credit_balances", "quota_unmetered"),
     "invoices": ("invoices", "invoice_lines", "invoice_drafts", "subscription_changes",
                  "recommendation_inputs"),
 }

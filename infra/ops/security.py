@@ -37,7 +37,7 @@ API_ROLE = "billing_api"
 EVENT_TABLES = ("billing_events", "billing_snapshots", "billing_tracking", "usage_dedup",
                 "event_hashes", "event_anchors", "command_outcomes")
 READ_MODELS = ("quota", "usage_daily", "usage_by_member", "usage_by_group",
-               "unit_credit_balances",
+               "unit_credit_balances", "quota_unmetered",
                "projection_versions",
                "projection_positions", "invoices", "invoice_lines", "invoice_drafts",
                "recommendation_inputs", "subscription_changes", "dlq_replays",
@@ -51,6 +51,7 @@ TENANT_POLICIES = {
     "usage_by_member": "subscription_id IN (SELECT subscription_id FROM quota)",
     "usage_by_group": "subscription_id IN (SELECT subscription_id FROM quota)",
     "unit_credit_balances": "subscription_id IN (SELECT subscription_id FROM quota)",
+    "quota_unmetered": "account IN (SELECT account FROM tenant_roles WHERE role = current_user)",
     "tenant_roles": "role = current_user",
 }
 

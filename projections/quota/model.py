@@ -79,6 +79,10 @@ class SubscriptionQuota:
     # the metric keeps them for the next that has it), so they are kept beside the rows.
     credits: dict[str, Decimal] = field(default_factory=dict)
     stored_credits: dict[str, Decimal] = field(default_factory=dict)  # as the table holds
+    # The account and open cycle, which the rows also carry: kept apart (`quota_unmetered`)
+    # while the plan meters nothing, so that a later plan with metrics gets its rows.
+    unmetered: tuple[str, datetime, datetime] | None = None
+    unmetered_stored: tuple[str, datetime, datetime] | None = None  # as the table holds
 
     def metrics(self) -> dict[str, QuotaRow]:
         if self.rows is None:
@@ -108,10 +112,12 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     rows = state.metrics()
     if kind == "Subscribed":
         terms = data["terms"]
-        state.rows = _rows_for(state.subscription_id, data["account"], terms["plan_id"],
-                               terms["allowances"], _time(data["cycle_start"]),
-                               _time(data["cycle_end"]))
+        account, start, end = data["account"], _time(data["cycle_start"]), _time(
+            data["cycle_end"])
+        state.rows = _rows_for(state.subscription_id, account, terms["plan_id"],
+                               terms["allowances"], start, end)
         state.replaced = True
+        state.unmetered = None if state.rows else (account, start, end)
     elif kind == "UsageRecorded":
         for metric, total in data["totals"].items():
             row = rows.get(metric)
@@ -138,19 +144,20 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         stopped = "paused" if kind == "Paused" else "ended"
         state.rows = {m: replace(r, limit_kind=stopped) for m, r in rows.items()}
         state.replaced = True  # (replace keeps each row's credits)
-    elif kind == "Resumed" and rows:
-        any_row = next(iter(rows.values()))
-        state.rows = _rows_for(state.subscription_id, any_row.account, data["terms"]["plan_id"],
-                               data["terms"]["allowances"], _time(data["cycle_start"]),
-                               _time(data["cycle_end"]))
+    elif kind == "Resumed" and (base := _base(state)) is not None:
+        account, start, end = base[0], _time(data["cycle_start"]), _time(data["cycle_end"])
+        state.rows = _rows_for(state.subscription_id, account, data["terms"]["plan_id"],
+                               data["terms"]["allowances"], start, end)
         state.replaced = True
-    elif kind in ("CycleRolled", "PlanUpgraded", "PlanChangedInTrial") and rows:
-        any_row = next(iter(rows.values()))
+        state.unmetered = None if state.rows else (account, start, end)
+    elif kind in ("CycleRolled", "PlanUpgraded", "PlanChangedInTrial") \
+            and (base := _base(state)) is not None:
+        account, current_start, current_end = base
         terms = data["terms"]
         restart = kind == "CycleRolled" or data.get("restarted_cycle", False)
-        start = _time(data["cycle_start"]) if "cycle_start" in data else any_row.cycle_start
-        end = _time(data["cycle_end"]) if "cycle_end" in data else any_row.cycle_end
-        fresh = _rows_for(state.subscription_id, any_row.account, terms["plan_id"],
+        start = _time(data["cycle_start"]) if "cycle_start" in data else current_start
+        end = _time(data["cycle_end"]) if "cycle_end" in data else current_end
+        fresh = _rows_for(state.subscription_id, account, terms["plan_id"],
                           terms["allowances"], start, end)
         if not restart:  # same cycle, new allowance: usage and packs so far still count
             fresh = {m: replace(r, used=rows[m].used, packs=rows[m].packs) if m in rows else r
@@ -164,11 +171,22 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
             fresh = {m: replace(r, limit_kind="ended") for m, r in fresh.items()}
         state.rows = fresh
         state.replaced = True
+        state.unmetered = None if fresh else (account, start, end)
     if state.credits:  # each row shows its metric's balance
         for metric, row in (state.rows or {}).items():
             row.credits = state.credits.get(metric, Decimal(0))
     state.version = version
     return True
+
+
+def _base(state: SubscriptionQuota) -> tuple[str, datetime, datetime] | None:
+    """The account and open cycle: from any row, else as kept for a plan without metrics
+    (None for a subscription this model has never seen subscribe)."""
+    if state.rows:
+        row = next(iter(state.rows.values()))
+        return row.account, row.cycle_start, row.cycle_end
+    return state.unmetered
+
 
 
 def _count_items(state: SubscriptionQuota, items: list[dict[str, Any]],

@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS unit_credit_balances (
     balance numeric NOT NULL,
     PRIMARY KEY (subscription_id, metric)
 );
+CREATE TABLE IF NOT EXISTS quota_unmetered (
+    subscription_id text PRIMARY KEY,
+    account text NOT NULL,
+    cycle_start timestamptz NOT NULL,
+    cycle_end timestamptz NOT NULL
+);
 CREATE INDEX IF NOT EXISTS quota_account ON quota (account);
 CREATE TABLE IF NOT EXISTS projection_versions (
     projection text NOT NULL,
@@ -142,6 +148,10 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
                 "WHERE subscription_id = ANY(%s)", (unread,))
     for sid, metric, balance in cur.fetchall():
         states[sid].credits[metric] = states[sid].stored_credits[metric] = balance
+    cur.execute("SELECT subscription_id, account, cycle_start, cycle_end FROM quota_unmetered "
+                "WHERE subscription_id = ANY(%s)", (unread,))
+    for sid, account, start, end in cur.fetchall():
+        states[sid].unmetered = states[sid].unmetered_stored = (account, start, end)
     cur.execute(f"SELECT {', '.join(COLUMNS)} FROM quota WHERE subscription_id = ANY(%s)",
                 (unread,))
     for r in cur.fetchall():
@@ -219,6 +229,7 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
         } for r in rows], default=_decimal_text).decode(),))
     _add_usage_history(cur, states)
     _write_credits(cur, states)
+    _write_unmetered(cur, states)
     # Last, as the versions always were: a rebuild locks `quota` before it touches the versions,
     # and taking them in the other order could deadlock with it. A conflict found here still
     # rolls back everything above.
@@ -240,6 +251,23 @@ def _write_credits(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) ->
             "balance = EXCLUDED.balance", tuple(list(c) for c in zip(*changed, strict=True)))
         for s in states:
             s.stored_credits.update(s.credits)
+
+
+def _write_unmetered(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:
+    """The account and cycle of subscriptions whose plan meters nothing (no rows hold them)."""
+    kept = [(s.subscription_id, *s.unmetered) for s in states
+            if s.unmetered is not None and s.unmetered != s.unmetered_stored]
+    gone = [s.subscription_id for s in states if s.unmetered is None and s.unmetered_stored]
+    if kept:
+        cur.execute(
+            "INSERT INTO quota_unmetered SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::timestamptz[], %s::timestamptz[]) ON CONFLICT (subscription_id) DO UPDATE "
+            "SET account = EXCLUDED.account, cycle_start = EXCLUDED.cycle_start, "
+            "cycle_end = EXCLUDED.cycle_end", tuple(list(c) for c in zip(*kept, strict=True)))
+    if gone:
+        cur.execute("DELETE FROM quota_unmetered WHERE subscription_id = ANY(%s)", (gone,))
+    for s in states:
+        s.unmetered_stored = s.unmetered
 
 
 def _decimal_text(value: object) -> str:
@@ -308,6 +336,7 @@ def reset(cur: psycopg.Cursor[Any], positions_too: bool) -> None:
     cur.execute("DELETE FROM usage_by_member")
     cur.execute("DELETE FROM usage_by_group")
     cur.execute("DELETE FROM unit_credit_balances")
+    cur.execute("DELETE FROM quota_unmetered")
     cur.execute("DELETE FROM projection_versions WHERE projection = %s", (PROJECTION,))
     if positions_too:
         cur.execute("DELETE FROM projection_positions WHERE projection = %s", (PROJECTION,))

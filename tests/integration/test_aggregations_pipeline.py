@@ -116,6 +116,7 @@ def test_properties_route_and_aggregations_measure_through_the_pipeline(
     assert sorted(letter["code"] for letter in letters) == [
         "invalid_quantity", "missing_property", "unknown_metric"]
     _grouped_entitlements_answer_per_group(engine)
+    _unit_credits_reach_the_quota_model(engine)
 
     # The next cycle: the storage level carries on, everything else starts from nothing.
     engine.app.advance_clock(datetime(2026, 12, 1, 2, tzinfo=UTC), ["cl-1"])
@@ -160,6 +161,26 @@ def _grouped_entitlements_answer_per_group(engine: Engine) -> None:
         assert calls["group_by"] == "workspace"
         assert calls["per_group"] == {"ws-a": {"used": "150", "remaining": "0"},
                                       "ws-b": {"used": "90", "remaining": "10"}}
+
+
+def _unit_credits_reach_the_quota_model(engine: Engine) -> None:
+    from domain.contracts.commands import parse_command
+
+    engine.app.handle(parse_command({
+        "id": "units-1", "type": "grant_units", "subscription": "cl-1", "metric": "tokens",
+        "quantity": "500", "at": "2026-11-07T00:00:00+00:00"}))
+    relay_all(engine)
+    project_all(engine)
+    with psycopg.connect(engine.database_url) as conn:
+        balances = conn.execute("SELECT metric, balance FROM unit_credit_balances WHERE "
+                                "subscription_id = 'cl-1'").fetchall()
+        row = conn.execute("SELECT credits, remaining FROM quota WHERE subscription_id = "
+                           "'cl-1' AND metric = 'tokens'").fetchone()
+    assert balances == [("tokens", Decimal(500))]
+    assert row == (Decimal(500), Decimal(10_000 + 500 - 350))
+    with running_api(engine) as api, api.client(api.key()) as client:
+        answer = client.get("/v1/subscriptions/cl-1/entitlements/tokens").json()
+    assert (answer["unit_credits"], answer["remaining"]) == ("500", "10150")
 
 
 def _overage_lines(engine: Engine) -> list[dict[str, object]]:

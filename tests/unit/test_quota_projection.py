@@ -160,3 +160,22 @@ def test_a_grouped_charge_keeps_each_groups_use_and_its_own_allowance() -> None:
     rows = state.metrics()
     assert (rows["calls"].group_by, rows["calls"].used) == ("workspace", Decimal(21))
     assert rows["tokens"].group_by is None
+
+
+def test_a_plan_without_metrics_keeps_what_a_later_plan_with_metrics_needs() -> None:
+    """Rows carry the account and the cycle; a plan metering nothing has no rows, so they are
+    kept apart (`unmetered`), and moving on to a plan with metrics makes its rows."""
+    bare = {"plan_id": "seats-only", "allowances": {}}
+    state = state_after(
+        msg(1, "Subscribed", {"account": "acct-1", "terms": bare, "cycle_start": JAN,
+                              "cycle_end": FEB}),
+        msg(2, "CycleRolled", {"terms": bare, "cycle_start": FEB, "cycle_end": MAR}))
+    assert state.rows == {}
+    assert state.unmetered == ("acct-1", datetime(2025, 2, 28, tzinfo=UTC),
+                               datetime(2025, 3, 31, tzinfo=UTC))
+    apply(state, msg(3, "PlanUpgraded", {"terms": TERMS}))  # same cycle, prorated
+    rows = state.metrics()
+    assert sorted(rows) == ["conversations", "tokens"]
+    assert (rows["tokens"].account, rows["tokens"].cycle_end) == (
+        "acct-1", datetime(2025, 3, 31, tzinfo=UTC))
+    assert state.unmetered is None
