@@ -214,11 +214,12 @@ class UsageIngestor:
                     self._committed[tracking.application_name] = tracking.notification_id
 
             if self.writer is None:
-                self.app.save_batch(batch.aggregates, parsed.trackings, batch.usage_keys)
+                self.app.save_batch(batch.aggregates, parsed.trackings, batch.usage_keys,
+                                    usage_until=batch.usage_until)
                 account()
             else:
                 write = self.app.prepare_write(batch.aggregates, parsed.trackings,
-                                               batch.usage_keys)
+                                               batch.usage_keys, usage_until=batch.usage_until)
                 self.writer.submit(write, account)
         except Exception:
             self.app.evict(touched)  # in-memory aggregates may hold unsaved changes

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from domain.app.ports import LedgerPruning
 from domain.app.retry import retry_on_conflict
 from domain.billing.clock import CLOCK_ID, BillingClock
 from domain.subscription.aggregate import Subscription
@@ -67,6 +68,11 @@ def _advance_batch(app: BillingApplication, ids: Sequence[str],
                 changed.append(subscription)
                 events += emitted
         app.save_batch(changed, tracking=None)
+        # Every one of them is now at `to`: usage whose window closed by then is refused as too
+        # late by the subscription itself, so its id can leave the ledger.
+        recorder: object = app.recorder
+        if isinstance(recorder, LedgerPruning):
+            recorder.prune_usage(list(ids), to)
         return len(changed), events
 
     # A concurrent writer: reload and redo what is still due.

@@ -51,6 +51,7 @@ class PreparedWrite:
     usage_keys: tuple[UsageKey, ...]
     aggregate_ids: tuple[str, ...]
     command_outcomes: tuple[CommandOutcome, ...] = ()
+    usage_until: tuple[datetime, ...] = ()  # per usage key, when it may be pruned
 
 
 T = TypeVar("T")
@@ -152,12 +153,13 @@ class BillingApplication(Application[str]):
     def save_batch(self, aggregates: Sequence[Any],
                    tracking: Tracking | Sequence[Tracking] | None,
                    usage_keys: Sequence[UsageKey] = (),
-                   command_outcomes: Sequence[CommandOutcome] = ()) -> None:
-        """One transaction: new events, the input position(s), the applied usage ids and what
-        became of the commands."""
+                   command_outcomes: Sequence[CommandOutcome] = (),
+                   usage_until: Sequence[datetime] = ()) -> None:
+        """One transaction: new events, the input position(s), the applied usage ids (with,
+        for usage, when each may be pruned) and what became of the commands."""
         try:
             self.commit_write(self.prepare_write(aggregates, tracking, usage_keys,
-                                                 command_outcomes))
+                                                 command_outcomes, usage_until))
         except Exception:
             self.evict(a.id for a in aggregates)
             raise
@@ -165,7 +167,8 @@ class BillingApplication(Application[str]):
     def prepare_write(self, aggregates: Sequence[Any],
                       tracking: Tracking | Sequence[Tracking] | None,
                       usage_keys: Sequence[UsageKey] = (),
-                      command_outcomes: Sequence[CommandOutcome] = ()) -> PreparedWrite:
+                      command_outcomes: Sequence[CommandOutcome] = (),
+                      usage_until: Sequence[datetime] = ()) -> PreparedWrite:
         """Everything of a save but the database: the aggregates' new events and the snapshots
         due, encoded now (later changes to the aggregates cannot reach them), with the input
         position(s) and the usage ids. `commit_write` may then run in another thread."""
@@ -184,10 +187,12 @@ class BillingApplication(Application[str]):
             snapshots=self._snapshots_due(events, {a.id: a for a in aggregates}),
             tracking=tracking, more_tracking=tuple(more), usage_keys=tuple(usage_keys),
             aggregate_ids=tuple(a.id for a in aggregates),
-            command_outcomes=tuple(command_outcomes))
+            command_outcomes=tuple(command_outcomes), usage_until=tuple(usage_until))
 
     def commit_write(self, write: PreparedWrite) -> None:
         kwargs: dict[str, Any] = {"usage_keys": write.usage_keys}
+        if write.usage_until:
+            kwargs["usage_until"] = write.usage_until
         if write.command_outcomes:
             kwargs["command_outcomes"] = write.command_outcomes
         if write.more_tracking:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from eventsourcing.persistence import StoredEvent
@@ -34,6 +35,13 @@ class UsageLedger(Protocol):
     """Durable record of usage ids already applied, written in the same transaction as events."""
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]: ...
+
+
+@runtime_checkable
+class LedgerPruning(Protocol):
+    """The ledger forgets ids whose usage can no longer be accepted (docs/reliability.md)."""
+
+    def prune_usage(self, subscription_ids: Sequence[str], before: datetime) -> int: ...
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from eventsourcing.persistence import IntegrityError
 
@@ -25,6 +26,9 @@ from domain.subscription.metering import Pending, accept, routed
 class PreparedBatch:
     aggregates: list[Subscription] = field(default_factory=list)
     usage_keys: list[UsageKey] = field(default_factory=list)
+    # For each key: when its usage can no longer be accepted (its cycle's end plus the grace
+    # window), after which the clock may prune it from the ledger.
+    usage_until: list[datetime] = field(default_factory=list)
     accepted: int = 0
     duplicates: int = 0
     time_events: int = 0
@@ -81,7 +85,8 @@ def prepare_usage_batch(app: BillingApplication, items: Sequence[UsageItem],
         accepted = _apply(app, subscription, [(i, items[i]) for i in indexes], batch)
         if accepted or subscription.pending_events:
             batch.aggregates.append(subscription)
-        batch.usage_keys.extend((subscription_id, items[i].id) for i in accepted)
+        batch.usage_keys.extend((subscription_id, items[i].id) for i, _ in accepted)
+        batch.usage_until.extend(until for _, until in accepted)
         batch.accepted += len(accepted)
     if optimistic and batch.rejected:
         moved = app.revalidate({items[i].subscription for i, _ in batch.rejected})
@@ -97,12 +102,14 @@ def usage_keys(items: Sequence[UsageItem]) -> list[UsageKey]:
 
 
 def _apply(app: BillingApplication, subscription: Subscription,
-           indexed: list[tuple[int, UsageItem]], batch: PreparedBatch) -> list[int]:
+           indexed: list[tuple[int, UsageItem]], batch: PreparedBatch
+           ) -> list[tuple[int, datetime]]:
     """Apply in time order; whatever is due before an item's time happens first (as the clock
     would: a cycle roll, the closing of the last cycle, a daily reset), so each item lands in
-    the cycle its time belongs to."""
+    the cycle its time belongs to. Returns the accepted items' indexes, each with the end of
+    its cycle's grace window."""
     indexed.sort(key=lambda pair: pair[1].at)
-    accepted: list[int] = []
+    accepted: list[tuple[int, datetime]] = []
     pending: list[UsageItem] = []
     pending_by_day: Pending = {}
     due = subscription.next_due()
@@ -127,6 +134,6 @@ def _apply(app: BillingApplication, subscription: Subscription,
             continue
         accept(pending_by_day, item)
         pending.append(item)
-        accepted.append(index)
+        accepted.append((index, subscription.accepts_until(item.at)))
     subscription.record_usage(pending, checked=True)
     return accepted

@@ -262,6 +262,14 @@ class Subscription(BaseAggregate[str]):
     def grace(self) -> timedelta:
         return timedelta(minutes=int(self.terms.get("late_usage_grace_minutes", 60)))
 
+    def accepts_until(self, at: datetime) -> datetime:
+        """Until when usage timed `at` (accepted now: in the open cycle, or late in the last
+        one) could still be accepted: its cycle's end plus the grace window. Past it, the same
+        usage is refused as too late, so its id may leave the ledger."""
+        if at >= self.cycle_start or self.closing is None:
+            return self.cycle_end + self.grace
+        return datetime.fromisoformat(self.closing["end"]) + self.grace
+
     def limit_of(self, metric: str) -> Decimal:
         """Usable units this cycle: included plus packs, plus unit credits not drawn yet."""
         return dec(self.terms["allowances"][metric]["included"]) + self.extra.get(metric, ZERO) \

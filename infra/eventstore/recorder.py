@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -28,7 +30,7 @@ from eventsourcing.postgres import (
     PostgresFactory,
     PostgresProcessRecorder,
 )
-from psycopg import Cursor
+from psycopg import Cursor, errors
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
@@ -37,6 +39,7 @@ from domain.app.ports import CommandOutcome, UsageKey
 from domain.catalog.model import Catalog
 from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 
+log = logging.getLogger(__name__)
 SUBSCRIBED_TOPIC = "domain.subscription:Subscription.Subscribed"
 # The hash partition of a stream (masked: the hash is a signed bigint).
 PART = "(hashtextextended(originator_id, 0) & 65535) %% %s = %s"
@@ -91,6 +94,21 @@ class BillingRecorder(PostgresProcessRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {0}.usage_dedup ("
                 "subscription_id text NOT NULL, usage_id text NOT NULL, "
                 "PRIMARY KEY (subscription_id, usage_id))").format(schema),
+            # When the usage behind an id can no longer be accepted (its cycle's end plus the
+            # grace window): the clock prunes the id after it. NULL (commands, ids from before
+            # this column): kept.
+            SQL("ALTER TABLE {0}.usage_dedup ADD COLUMN IF NOT EXISTS until timestamptz"
+                ).format(schema),
+            # The only way the worker role removes ledger rows (it has no DELETE on the table):
+            # ids whose window closed, by the clock's time and by the wall clock's, so that a
+            # worker login cannot open an id to a replay while its usage could still count.
+            SQL("CREATE OR REPLACE FUNCTION {0}.billing_prune_usage(subs text[], "
+                "before timestamptz) RETURNS bigint LANGUAGE sql SECURITY DEFINER "
+                "SET search_path = {0}, pg_temp AS $$ WITH gone AS (DELETE FROM "
+                "{0}.usage_dedup WHERE subscription_id = ANY(subs) AND until < "
+                "least(before, now()) RETURNING 1) SELECT count(*) FROM gone $$").format(schema),
+            SQL("REVOKE ALL ON FUNCTION {0}.billing_prune_usage(text[], timestamptz) FROM PUBLIC"
+                ).format(schema),
             # What became of each command (GET /v1/commands/ID), written with its id.
             SQL("CREATE TABLE IF NOT EXISTS {0}.command_outcomes ("
                 "subscription_id text NOT NULL, command_id text NOT NULL, type text NOT NULL, "
@@ -168,9 +186,10 @@ class BillingRecorder(PostgresProcessRecorder):
         self._next_id = next_id
         self._next_id_part = next_id + SQL(f" AND {PART}")
         self._insert_usage = SQL(
-            "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
-            "SELECT k->>0, k->>1 FROM json_array_elements(%s::json) AS k"
+            "INSERT INTO {0}.usage_dedup (subscription_id, usage_id, until) "
+            "SELECT k->>0, k->>1, (k->>2)::timestamptz FROM json_array_elements(%s::json) AS k"
         ).format(schema)
+        self._prune_usage = SQL("SELECT {0}.billing_prune_usage(%s, %s)").format(schema)
         self._insert_outcomes = SQL(
             "INSERT INTO {0}.command_outcomes (subscription_id, command_id, type, account, "
             "result, code, message, events) SELECT * FROM unnest(%s::text[], %s::text[], "
@@ -239,7 +258,11 @@ class BillingRecorder(PostgresProcessRecorder):
         keys: Sequence[UsageKey] = kwargs.get("usage_keys") or ()
         if keys:
             # A plain INSERT: a key applied concurrently fails the whole transaction.
-            curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
+            until: Sequence[datetime] = kwargs.get("usage_until") or ()
+            rows = _pairs_json(keys) if not until else orjson.dumps(
+                [(s, u, t.isoformat()) for (s, u), t in zip(keys, until, strict=True)]
+            ).decode()
+            curs.execute(self._insert_usage, (rows,), prepare=True)
         outcomes: Sequence[CommandOutcome] = kwargs.get("command_outcomes") or ()
         if outcomes:
             curs.execute(self._insert_outcomes, [
@@ -363,6 +386,24 @@ class BillingRecorder(PostgresProcessRecorder):
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+
+    def prune_usage(self, subscription_ids: Sequence[str], before: datetime) -> int:
+        """Forget the usage ids of these subscriptions whose usage can no longer be accepted
+        by `before` (the caller has advanced them to it: a replayed id is then refused as too
+        late by the subscription itself, not by the ledger)."""
+        if not subscription_ids:
+            return 0
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(self._prune_usage, (list(subscription_ids), before))
+                row = curs.fetchone()
+                return 0 if row is None else int(next(iter(row.values())))
+        except (errors.InsufficientPrivilege, errors.UndefinedFunction) as e:
+            # Housekeeping, never a reason to stop the clock: a role set up before this
+            # function existed lacks EXECUTE on it until `billing roles setup` runs again.
+            log.warning("usage ledger not pruned: %s (run `billing roles setup`)",
+                        str(e).splitlines()[0])
+            return 0
 
     def seen_usage(self, keys: Sequence[UsageKey]) -> set[UsageKey]:
         if not keys:

@@ -4,7 +4,8 @@
   usage ids, hashes, anchors) is append-only for it: SELECT and INSERT, no UPDATE, DELETE or
   TRUNCATE. Input positions (`billing_tracking`) move only through `billing_move_position`, a
   SECURITY DEFINER function that moves them forward and never back (no INSERT or UPDATE on the
-  table; a trigger refuses a backward move even by the owner). MAINTAIN
+  table; a trigger refuses a backward move even by the owner). Usage ids leave the ledger only
+  through `billing_prune_usage`, which removes those whose window has closed. MAINTAIN
   on the events table lets it take the write lock that keeps the notification log in commit
   order (LOCK TABLE ... EXCLUSIVE needs it; it changes no row). Read models: full DML, as
   rebuilding them needs.
@@ -140,6 +141,9 @@ def _setup_roles(conn: psycopg.Connection[Any]) -> None:
     _table_privileges(conn, "billing_tracking", WORKER_ROLE, {"SELECT"})
     _table_privileges(conn, "billing_events", WORKER_ROLE, {"SELECT", "INSERT", "MAINTAIN"})
     conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION billing_move_position(text, bigint) "
+                         "TO {0}").format(worker))
+    # The ledger forgets ids only through billing_prune_usage (closed windows only).
+    conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION billing_prune_usage(text[], timestamptz) "
                          "TO {0}").format(worker))
     for table in READ_MODELS:
         _table_privileges(conn, table, WORKER_ROLE, {"SELECT", "INSERT", "UPDATE", "DELETE"})

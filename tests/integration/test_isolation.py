@@ -127,6 +127,7 @@ def test_workers_role_appends_events_but_cannot_alter_history(
                        "DELETE FROM billing_events",
                        "TRUNCATE billing_events",
                        "UPDATE usage_dedup SET usage_id = 'x'",
+                       "DELETE FROM usage_dedup",
                        "DELETE FROM billing_tracking",
                        "UPDATE billing_tracking SET notification_id = notification_id + 9",
                        "UPDATE billing_tracking SET notification_id = notification_id - 1",
@@ -145,6 +146,18 @@ def test_workers_role_appends_events_but_cannot_alter_history(
         conn.commit()
         assert conn.execute("SELECT notification_id FROM billing_tracking WHERE "
                             "application_name = %s", (name,)).fetchone() == (position,)
+    # The ledger forgets only ids whose window has closed, by the time given and by the wall
+    # clock: asked for a time far ahead, the worker's function keeps an id whose window is
+    # still open today.
+    with psycopg.connect(two_tenants.database_url, autocommit=True) as owner:
+        owner.execute("INSERT INTO usage_dedup VALUES ('sub-a1', 'open', now() + '1 day')")
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT billing_prune_usage(ARRAY['sub-a1'], "
+                            "'2026-12-01T00:30:00Z')").fetchone() == (0,)  # grace not over
+        assert conn.execute("SELECT billing_prune_usage(ARRAY['sub-a1'], "
+                            "'9000-01-01T00:00:00Z')").fetchone()[0] > 0
+        assert conn.execute("SELECT usage_id FROM usage_dedup WHERE subscription_id = "
+                            "'sub-a1' AND until IS NOT NULL").fetchall() == [("open",)]
 
 
 def test_the_api_role_serves_but_cannot_change_history_keys_or_read_models(
@@ -186,7 +199,8 @@ def test_the_api_role_serves_but_cannot_change_history_keys_or_read_models(
                        "DELETE FROM portal_secrets",
                        "UPDATE portal_secrets SET secret = ''",
                        "SELECT * FROM tenant_roles",
-                       "SELECT * FROM billing_move_position('x', 1)"))
+                       "SELECT * FROM billing_move_position('x', 1)",
+                       "SELECT billing_prune_usage(ARRAY['x'], now())"))
 
 
 def test_a_backward_move_is_refused_even_for_the_owner(two_tenants: Engine) -> None:
