@@ -119,6 +119,27 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[
                      "timed_events": sum(ends.values()) - done_at_first, "worker_rss": round(rss)}
 
 
+STORED_TABLES = ("billing_events", "usage_dedup", "event_hashes", "event_anchors",
+                 "billing_snapshots")
+
+
+def stored_bytes(database_url: str) -> dict[str, tuple[int, int]]:
+    """Each event-store table's (table bytes, index bytes), as PostgreSQL counts them."""
+    sizes = {}
+    with psycopg.connect(database_url) as conn:
+        for table in STORED_TABLES:
+            row = conn.execute("SELECT pg_table_size(%s), pg_indexes_size(%s)",
+                               (table, table)).fetchone()
+            sizes[table] = (int(row[0]), int(row[1])) if row else (0, 0)
+    return sizes
+
+
+def settled_sizes(database_url: str) -> dict[str, tuple[int, int]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")  # sizes as they settle, not mid-write
+    return stored_bytes(database_url)
+
+
 def record(lines: list[str], command: str) -> None:
     path = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
     header = "# Benchmarks\n\nFigures appended by the scripts in `bench/`; newest last.\n"
@@ -144,6 +165,7 @@ def main() -> int:
             subs = [(f"sub-{i:06d}", f"acct-{i}", PLANS[i % 3]) for i in range(args.subscriptions)]
             engine.app.subscribe_many(subs, start)
             t_pub, ends = publish(engine, args.events, args.subscriptions, start)
+            before = settled_sizes(stack.database_url)
             # The baseline on both sides of the ingest run: this VM's speed drifts by tens of
             # percent within minutes, so the ratio is taken against their mean.
             t_raw_before = raw_consume(engine, args.events)
@@ -151,6 +173,9 @@ def main() -> int:
                 ingest_in_worker(engine, ends)
             t_raw_after = raw_consume(engine, args.events)
             t_raw_engine_decoder = raw_consume(engine, args.events, engine_decoder=True)
+            after = settled_sizes(stack.database_url)
+            sizes = {t: (after[t][0] - before[t][0], after[t][1] - before[t][1])
+                     for t in STORED_TABLES}
         finally:
             engine.close()
     t_raw = (t_raw_before + t_raw_after) / 2
@@ -185,6 +210,13 @@ def main() -> int:
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
         + (f", ingest worker {stats['worker_rss']:,.0f} MiB" if "worker_rss" in stats else ""),
     ]
+    total = sum(t + i for t, i in sizes.values())
+    lines.append(
+        f"- stored in PostgreSQL per usage event (growth of tables + indexes over the run): "
+        f"**{total / args.events:,.0f} bytes**: " + ", ".join(
+            f"{name} {(t + i) / args.events:,.0f} ({i / args.events:,.0f} of it indexes)"
+            for name, (t, i) in sizes.items()) + f"; {stats['events_written']:,} usage domain "
+        f"events for {args.events:,} usage events")
     print("\n".join(lines))
     print(stats)
     if stats["accepted"] != args.events:

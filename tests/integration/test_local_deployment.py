@@ -78,9 +78,10 @@ def test_killing_billing_run_keeps_every_figure_and_usage_after_it_counts_once(
         reset = "positions are reset" in d.log(run)
         assert reset == (d.env["BILLING_BROKER"] == "tansu")
 
-    # Ids applied before the crashes, sent again, and new ones, in the new period.
-    d.publish_usage([f"u{i}" for i in range(9)] + [f"v{i}" for i in range(6)], quantity=5,
-                    at="2026-12-05T12:00:00Z")
+    # Ids applied before the crashes, replayed as they were (their cycle has closed, and the
+    # clock pruned them from the ledger: refused as too late), and new ones in the new period.
+    d.publish_usage([f"u{i}" for i in range(9)], quantity=7)
+    d.publish_usage([f"v{i}" for i in range(6)], quantity=5, at="2026-12-05T12:00:00Z")
     d.wait_for(d.used, {sub: 10 for sub in SUBS})
     assert "intact" in d.cli("verify")
 
