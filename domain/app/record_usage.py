@@ -114,6 +114,9 @@ def _apply(app: BillingApplication, subscription: Subscription,
     pending_by_day: Pending = {}
     due = subscription.next_due()
     limit = subscription.time_limit()
+    # One object per cycle, not one per item: the ledger groups its rows by it.
+    open_until, open_start = subscription.accepts_until(subscription.cycle_start), \
+        subscription.cycle_start
     for index, item in indexed:
         if item.at >= limit:
             try:
@@ -127,6 +130,8 @@ def _apply(app: BillingApplication, subscription: Subscription,
             batch.time_events += subscription.advance_to(item.at, app.catalog)
             due = subscription.next_due()
             limit = subscription.time_limit()
+            open_until, open_start = subscription.accepts_until(subscription.cycle_start), \
+                subscription.cycle_start
         try:
             item = routed(item, subscription.check_usage(item, pending_by_day))
         except BillingError as error:
@@ -134,6 +139,7 @@ def _apply(app: BillingApplication, subscription: Subscription,
             continue
         accept(pending_by_day, item)
         pending.append(item)
-        accepted.append((index, subscription.accepts_until(item.at)))
+        accepted.append((index, open_until if item.at >= open_start
+                         else subscription.accepts_until(item.at)))
     subscription.record_usage(pending, checked=True)
     return accepted

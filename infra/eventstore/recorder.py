@@ -186,8 +186,16 @@ class BillingRecorder(PostgresProcessRecorder):
         self._next_id = next_id
         self._next_id_part = next_id + SQL(f" AND {PART}")
         self._insert_usage = SQL(
+            "INSERT INTO {0}.usage_dedup (subscription_id, usage_id) "
+            "SELECT k->>0, k->>1 FROM json_array_elements(%s::json) AS k"
+        ).format(schema)
+        # Grouped by (subscription, until): [[subscription, until, [id, ...]], ...], the time
+        # parsed once per group.
+        self._insert_usage_until = SQL(
             "INSERT INTO {0}.usage_dedup (subscription_id, usage_id, until) "
-            "SELECT k->>0, k->>1, (k->>2)::timestamptz FROM json_array_elements(%s::json) AS k"
+            "SELECT g->>0, i, c.t FROM json_array_elements(%s::json) AS g "
+            "CROSS JOIN LATERAL (SELECT (g->>1)::timestamptz) AS c(t) "
+            "CROSS JOIN LATERAL json_array_elements_text(g->2) AS i"
         ).format(schema)
         self._prune_usage = SQL("SELECT {0}.billing_prune_usage(%s, %s)").format(schema)
         self._insert_outcomes = SQL(
@@ -259,10 +267,11 @@ class BillingRecorder(PostgresProcessRecorder):
         if keys:
             # A plain INSERT: a key applied concurrently fails the whole transaction.
             until: Sequence[datetime] = kwargs.get("usage_until") or ()
-            rows = _pairs_json(keys) if not until else orjson.dumps(
-                [(s, u, t.isoformat()) for (s, u), t in zip(keys, until, strict=True)]
-            ).decode()
-            curs.execute(self._insert_usage, (rows,), prepare=True)
+            if until:
+                curs.execute(self._insert_usage_until, (_grouped_json(keys, until),),
+                             prepare=True)
+            else:
+                curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
         outcomes: Sequence[CommandOutcome] = kwargs.get("command_outcomes") or ()
         if outcomes:
             curs.execute(self._insert_outcomes, [
@@ -464,6 +473,21 @@ def chain_hashes(events: Sequence[StoredEvent],
         previous[oid] = chained
         rows.append((oid, e.originator_version, content, chained, seq))
     return rows
+
+
+def _grouped_json(keys: Sequence[UsageKey], until: Sequence[datetime]) -> str:
+    """Keys with their `until`, grouped by (subscription, until) as they come (a batch's keys
+    come subscription by subscription, mostly sharing their cycle's)."""
+    groups: list[list[Any]] = []
+    last: tuple[str, datetime] | None = None
+    ids: list[str] = []
+    for (sub, uid), when in zip(keys, until, strict=True):
+        if last is None or sub != last[0] or when is not last[1]:
+            ids = []
+            groups.append([sub, when.isoformat(), ids])
+            last = (sub, when)
+        ids.append(uid)
+    return orjson.dumps(groups).decode()
 
 
 def _pairs_json(keys: Sequence[UsageKey]) -> str:
