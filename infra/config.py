@@ -186,6 +186,9 @@ class Settings:
     pg_fsync: bool = True
     max_poll_records: int = 10_000
     fetch_min_bytes: int = 16 * 1024
+    # Subscriptions a worker keeps in memory (the least recently written go first): memory
+    # against reloads (docs/scaling.md)
+    cache_subscriptions: int = 200_000
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -248,6 +251,8 @@ class Settings:
             max_poll_records=e.integer("BILLING_MAX_POLL_RECORDS", 10_000, 1, 1_000_000),
             fetch_min_bytes=e.integer("BILLING_FETCH_MIN_BYTES", 16 * 1024, 1,
                                       16 * 1024 * 1024),
+            cache_subscriptions=e.integer("BILLING_CACHE_SUBSCRIPTIONS", 200_000, 0,
+                                          10_000_000),
             session_timeout_ms=e.integer("BILLING_SESSION_TIMEOUT_MS", 6000, 1000, 3_600_000),
             catalog_path=e.file("BILLING_CATALOG"),
             migrate=e.boolean("BILLING_MIGRATE", True),

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -144,9 +145,16 @@ class BillingApplication(Application[str]):
             self._cache.pop(sid, None)
 
     def _remember(self, aggregate: Any) -> None:
-        if len(self._cache) >= self.cache_limit:
-            self._cache.clear()
-        self._cache[aggregate.id] = aggregate
+        """Kept as the most recently used (loaded or written); when the cache is full, the
+        eighth least recently used go at once (one pass, not one per aggregate)."""
+        cache = self._cache
+        if self.cache_limit <= 0:
+            return
+        cache.pop(aggregate.id, None)
+        if len(cache) >= self.cache_limit:
+            for stale in list(islice(cache, max(self.cache_limit // 8, 1))):
+                del cache[stale]
+        cache[aggregate.id] = aggregate
 
     # --- saving -----------------------------------------------------------------------------
 

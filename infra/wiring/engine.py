@@ -67,6 +67,7 @@ def open_billing(database_url: str, settings: Settings,
     configured = catalog or load_catalog(settings)
     explicit = catalog is not None or settings.catalog_path is not None
     app = open_application(database_url, configured, settings.migrate)
+    app.cache_limit = settings.cache_subscriptions
     try:
         recorded = app.deployment_catalog(configured, explicit)
         if recorded.source_sha256 != configured.source_sha256:

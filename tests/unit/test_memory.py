@@ -31,3 +31,24 @@ def test_a_process_that_is_gone_reports_nothing() -> None:
     process.start()
     process.join()
     assert process.pid is not None and peak_rss_mib(process.pid) == 0.0
+
+
+def test_the_subscription_cache_keeps_the_most_recently_used_within_its_bound() -> None:
+    """Full, the cache drops its least recently loaded or written eighth at once, never the
+    whole cache (a cliff of reloads); a bound of 0 keeps nothing."""
+    from types import SimpleNamespace
+
+    from domain.app.billing_app import BillingApplication
+    from domain.catalog.model import Catalog
+
+    app = BillingApplication(Catalog.from_toml(
+        '[catalog]\nid = "c"\ncurrency = "EUR"\n[plans.p]\nname = "P"\nprice = "1.00"\n'))
+    app.cache_limit = 16
+    for n in range(16):
+        app._remember(SimpleNamespace(id=f"s{n}"))
+    app._remember(SimpleNamespace(id="s0"))  # used again: now the most recent
+    app._remember(SimpleNamespace(id="s16"))  # full: the two least recent go
+    assert list(app._cache) == [*(f"s{n}" for n in range(3, 16)), "s0", "s16"]
+    app.cache_limit = 0
+    app._remember(SimpleNamespace(id="s17"))
+    assert "s17" not in app._cache
