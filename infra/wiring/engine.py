@@ -151,6 +151,7 @@ class Engine:
         """Each writing worker gets its own application (and aggregate cache): workers run in
         threads, and two writers meet only through optimistic concurrency in the store."""
         app = open_application(self.database_url, self.app.catalog, self.settings.migrate)
+        app.cache_limit = self.settings.cache_subscriptions
         self._closers.append(app.close)
         return app
 
