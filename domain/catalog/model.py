@@ -250,7 +250,7 @@ class Plan:
             "rank": self.rank,
             "currency": self.currency,
             "period": period,
-            **({"period_weeks": length.weeks} if length.weeks else {"period_months": months}),
+            **length.as_terms(),
             "price": str(self.price_for(period)),
             "included_seats": self.included_seats,
             "extra_seat_price": None if seat_price is None else str(seat_price * months),

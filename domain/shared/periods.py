@@ -73,6 +73,10 @@ class Length:
     def unit(self) -> str:
         return "week" if self.weeks else "month"
 
+    def as_terms(self) -> dict[str, int]:
+        """The keys that say this length in terms (and in a closing cycle, which copies them)."""
+        return {"period_weeks": self.weeks} if self.weeks else {"period_months": self.months}
+
     @property
     def count(self) -> int:
         """How many of its unit: what a price per month (or per week) is multiplied by."""
@@ -89,5 +93,4 @@ def length_of(terms: Mapping[str, Any]) -> Length:
 
 def period_length_keys(terms: Mapping[str, Any]) -> dict[str, int]:
     """The keys of terms that say their period's length, to copy (into a closing cycle)."""
-    length = length_of(terms)
-    return {"period_weeks": length.weeks} if length.weeks else {"period_months": length.months}
+    return length_of(terms).as_terms()

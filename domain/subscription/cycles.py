@@ -61,20 +61,24 @@ def next_due(self: Subscription) -> datetime | None:
         if self.closing is None:
             return None
         return datetime.fromisoformat(self.closing["end"]) + self.grace
-    if self.status == "paused":  # and unit credits expire meanwhile
-        paused = [d for d in (self.next_unit_expiry(),) if d is not None]
-        if self.closing is not None:
-            paused.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
-        return min(paused, default=None)
-    due = [self.cycle_end]
-    if self.closing is not None:
-        due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
+    due = _closing_and_expiry(self)
+    if self.status == "paused":  # no cycle to roll: its last close, unit credits' expiries
+        return min(due, default=None)
+    due.append(self.cycle_end)
     if self.daily_capped and self.daily_day is not None:
         due.append(next_utc_midnight(self.daily_day))
+    return min(due)
+
+
+def _closing_and_expiry(self: Subscription) -> list[datetime]:
+    """The last cycle's close after its grace window, and the next expiry of unit credits."""
+    due = []
+    if self.closing is not None:
+        due.append(datetime.fromisoformat(self.closing["end"]) + self.grace)
     expiry = self.next_unit_expiry()
     if expiry is not None:
         due.append(expiry)
-    return min(due)
+    return due
 
 
 def advance_to(self: Subscription, at: datetime, catalog: Catalog) -> int:
@@ -182,9 +186,8 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
     if seats != self.seats:
         changes["seats"] = {"from": self.seats, "to": seats}
     anchor, day = self.anchor, self.billing_day
-    if changes.get("trial_ended") or "cancelled_to_free" in changes \
-            or length_of(terms).unit != length_of(self.terms).unit:
-        anchor, day = boundary, boundary.day  # weeks <-> months: counted from here
+    if anchor_restarts(changes, self.terms, terms):
+        anchor, day = boundary, boundary.day
     elif "period" in changes:
         anchor = boundary
     end = next_boundary(anchor, length_of(terms), boundary, day)
@@ -205,6 +208,15 @@ def roll_cycle(self: Subscription, at: datetime, catalog: Catalog) -> None:
     if self.commitment_end is not None and boundary >= self.commitment_end:
         self._agreement_renewed(agreement_end=self.commitment_end, renews=period,
                                 timestamp=boundary)
+
+
+def anchor_restarts(changes: dict[str, Any], before: dict[str, Any],
+                    after: dict[str, Any]) -> bool:
+    """Whether periods count anew from a roll's boundary (its day becoming the billing day):
+    after a trial, on the free plan after a cancellation, and between weeks and months (only
+    weekly plans change the unit: no history from before them replays differently)."""
+    return bool(changes.get("trial_ended")) or "cancelled_to_free" in changes \
+        or length_of(after).unit != length_of(before).unit
 
 
 def billing_day(self: Subscription) -> int:
@@ -259,9 +271,7 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
     self._bill(charges)
     self._open_closing(closed_start, closed_end, closed_usage,
                        trial=bool(changes.get("trial_ended")))
-    if changes.get("trial_ended") or "cancelled_to_free" in changes \
-            or length_of(terms).unit != length_of(self.terms).unit:  # (only weekly plans
-        # change the unit: no history from before them replays differently)
+    if anchor_restarts(changes, self.terms, terms):
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
     elif "period" in changes:
         self.anchor = cycle_start
