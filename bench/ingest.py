@@ -2,9 +2,16 @@
 raw kafka-python consume of the same topic, measured in the same run.
 
     python bench/ingest.py [--events 200000] [--subscriptions 1000] [--in-process] [--no-record]
+                           [--warm] [--cache N]
 
 Ingestion runs in a `billing run --only ingest` worker process, as deployed (or, with
 `--in-process`, in the benchmark's own process, as the runs before 2026-11-22 did).
+
+`--warm`: a second pass of as many events (new ids, the same subscriptions, a day later) is
+published behind the first and timed on its own: the first pass is cold (each subscription
+read from the store on its first touch), the second is the steady state, with the worker's
+subscription cache (`--cache`: BILLING_CACHE_SUBSCRIPTIONS) as warm as its bound lets it be.
+The worker's cache hits and loads come from its /metrics.
 
 Prints both rates and their ratio and appends them to docs/BENCHMARKS.md.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import resource
 import signal
 import subprocess
@@ -42,9 +50,9 @@ PLANS = ("basic", "scale", "enterprise")
 
 
 def publish(engine: Engine, events: int, subscriptions: int,
-            start: datetime) -> tuple[float, dict[int, int]]:
+            start: datetime, first: int = 0) -> tuple[float, dict[int, int]]:
     def messages() -> Iterator[tuple[bytes, bytes]]:
-        for n in range(events):
+        for n in range(first, first + events):
             sub = f"sub-{(n * 7919) % subscriptions:06d}"
             yield sub.encode(), orjson.dumps({
                 "id": f"u-{n:09d}", "subscription": sub, "metric": METRICS[n % 3],
@@ -94,18 +102,32 @@ def ingest(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[str, int]]
                      "batches": loop.batches}
 
 
-def ingest_in_worker(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[str, int]]:
+def ingest_in_worker(engine: Engine, ends: dict[int, int], warm_ends: dict[int, int] | None
+                     ) -> tuple[float, dict[str, int]]:
     """Ingestion as deployed: a `billing run --only ingest` process. Timed from its first
     commit (its start-up is not ingestion); the events that commit already held are left out
-    of the count. Returns (seconds, figures) with the events counted in that time."""
+    of the count. Returns (seconds, figures) with the events counted in that time, and with
+    `warm_ends`, the seconds the second pass took after the first (`warm_seconds`)."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "run", "--only", "ingest", "--report-every", "3600"],
+        [sys.executable, "-m", "infra.cli", "run", "--only", "ingest", "--report-every", "3600",
+         "--endpoints", "127.0.0.1:0"],
         cwd=Path(__file__).resolve().parent.parent, env=engine.subprocess_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     monitor = Monitor(engine)
+    warm: dict[str, int] = {}
     try:
+        assert worker.stdout is not None
+        port = int(worker.stdout.readline().split("/metrics on http://")[1].split(";")[0]
+                   .rsplit(":", 1)[1])
         elapsed, done_at_first = timed_from_first_commit(
             engine.database_url, engine.settings.topics.usage, lambda: monitor.ingested(ends))
+        cold = cache_figures(port)
+        if warm_ends is not None:
+            t0 = time.perf_counter()
+            while not monitor.ingested(warm_ends):
+                time.sleep(0.02)
+            warm = {"warm_seconds": time.perf_counter() - t0,  # type: ignore[dict-item]
+                    **{f"warm_{k}": v - cold[k] for k, v in cache_figures(port).items()}}
         with psycopg.connect(engine.database_url) as conn:
             accepted = conn.execute("SELECT count(*) FROM usage_dedup").fetchone()
             events = conn.execute("SELECT count(*) FROM billing_events WHERE topic LIKE "
@@ -116,7 +138,21 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[
         worker.wait(30)
     return elapsed, {"accepted": int(accepted[0]) if accepted else 0, "duplicates": 0,
                      "events_written": int(events[0]) if events else 0,
-                     "timed_events": sum(ends.values()) - done_at_first, "worker_rss": round(rss)}
+                     "timed_events": sum(ends.values()) - done_at_first, "worker_rss": round(rss),
+                     **{f"cold_{k}": v for k, v in cold.items()}, **warm}
+
+
+def cache_figures(port: int) -> dict[str, int]:
+    """The ingest worker's subscription cache so far: hits and loads (its /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    figures = {}
+    for name in ("hits", "loads"):
+        match = re.search(rf'billing_cache_{name}_total{{role="ingest"}} (\S+)', text)
+        figures[name] = int(float(match.group(1))) if match else 0
+    return figures
 
 
 STORED_TABLES = ("billing_events", "usage_dedup", "event_hashes", "event_anchors",
@@ -154,8 +190,16 @@ def main() -> int:
     parser.add_argument("--subscriptions", type=int, default=1_000)
     parser.add_argument("--in-process", action="store_true",
                         help="ingest in this process instead of a worker process")
+    parser.add_argument("--warm", action="store_true",
+                        help="time a second pass over the same subscriptions on its own")
+    parser.add_argument("--cache", type=int, default=None,
+                        help="the worker's BILLING_CACHE_SUBSCRIPTIONS (default: its own)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.warm and args.in_process:
+        parser.error("--warm times the worker process: not with --in-process")
+    if args.cache is not None:
+        os.environ["BILLING_CACHE_SUBSCRIPTIONS"] = str(args.cache)
 
     settings = Settings.from_env()
     start = datetime(2026, 11, 1, tzinfo=UTC)
@@ -165,12 +209,16 @@ def main() -> int:
             subs = [(f"sub-{i:06d}", f"acct-{i}", PLANS[i % 3]) for i in range(args.subscriptions)]
             engine.app.subscribe_many(subs, start)
             t_pub, ends = publish(engine, args.events, args.subscriptions, start)
+            warm_ends = None
+            if args.warm:
+                _, warm_ends = publish(engine, args.events, args.subscriptions,
+                                       start + timedelta(days=1), first=args.events)
             before = settled_sizes(stack.database_url)
             # The baseline on both sides of the ingest run: this VM's speed drifts by tens of
             # percent within minutes, so the ratio is taken against their mean.
             t_raw_before = raw_consume(engine, args.events)
             t_ing, stats = ingest(engine, ends) if args.in_process else \
-                ingest_in_worker(engine, ends)
+                ingest_in_worker(engine, ends, warm_ends)
             t_raw_after = raw_consume(engine, args.events)
             t_raw_engine_decoder = raw_consume(engine, args.events, engine_decoder=True)
             after = settled_sizes(stack.database_url)
@@ -208,18 +256,32 @@ def main() -> int:
         f"- peak RSS: benchmark process (publisher, raw consumer"
         f"{', ingestion' if args.in_process else ''}) "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
-        + (f", ingest worker {stats['worker_rss']:,.0f} MiB" if "worker_rss" in stats else ""),
+        + (f", ingest worker {stats['worker_rss']:,.0f} MiB" if "worker_rss" in stats else "")
+        + (f" (subscription cache bound {args.cache:,})" if args.cache is not None else ""),
     ]
+    if "cold_loads" in stats:
+        lines.append(f"- first pass (cold): {stats['cold_loads']:,} subscriptions read from the "
+                     f"store, {stats['cold_hits']:,} batch lookups answered by the cache")
+    if "warm_seconds" in stats:
+        warm_rate = args.events / stats["warm_seconds"]
+        looked_up = stats["warm_hits"] + stats["warm_loads"]
+        lines.append(
+            f"- second pass (warm: {args.events:,} more events, the same subscriptions): "
+            f"**{warm_rate:,.0f} events/s** ({stats['warm_seconds']:.2f}s), ratio to raw "
+            f"consume **{warm_rate / raw_rate:.2f}**; cache hit rate "
+            f"{stats['warm_hits'] / max(looked_up, 1):.0%} ({stats['warm_hits']:,} hits, "
+            f"{stats['warm_loads']:,} loads)")
+    stored_events = args.events * (2 if args.warm else 1)
     total = sum(t + i for t, i in sizes.values())
     lines.append(
         f"- stored in PostgreSQL per usage event (growth of tables + indexes over the run): "
-        f"**{total / args.events:,.0f} bytes**: " + ", ".join(
-            f"{name} {(t + i) / args.events:,.0f} ({i / args.events:,.0f} of it indexes)"
+        f"**{total / stored_events:,.0f} bytes**: " + ", ".join(
+            f"{name} {(t + i) / stored_events:,.0f} ({i / stored_events:,.0f} of it indexes)"
             for name, (t, i) in sizes.items()) + f"; {stats['events_written']:,} usage domain "
-        f"events for {args.events:,} usage events")
+        f"events for {stored_events:,} usage events")
     print("\n".join(lines))
     print(stats)
-    if stats["accepted"] != args.events:
+    if stats["accepted"] != stored_events:
         print(f"ERROR: accepted {stats['accepted']} of {args.events}: {stats}", file=sys.stderr)
         return 1
     if not args.no_record:

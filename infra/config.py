@@ -52,6 +52,9 @@ FALSE_WORDS = ("0", "false", "no", "off", "n")
 STACKS = ("embedded", "external", "containers")
 BROKERS = ("tansu", "apache-kafka")
 LOG_FORMATS = ("json", "text")
+# About 8 KiB each: a worker keeps its resident memory near 400 MiB however many subscriptions
+# there are (docs/scaling.md has the trade-off against reloads, measured).
+DEFAULT_CACHE_SUBSCRIPTIONS = 30_000
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 
@@ -188,7 +191,7 @@ class Settings:
     fetch_min_bytes: int = 16 * 1024
     # Subscriptions a worker keeps in memory (the least recently written go first): memory
     # against reloads (docs/scaling.md)
-    cache_subscriptions: int = 200_000
+    cache_subscriptions: int = DEFAULT_CACHE_SUBSCRIPTIONS
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -251,7 +254,8 @@ class Settings:
             max_poll_records=e.integer("BILLING_MAX_POLL_RECORDS", 10_000, 1, 1_000_000),
             fetch_min_bytes=e.integer("BILLING_FETCH_MIN_BYTES", 16 * 1024, 1,
                                       16 * 1024 * 1024),
-            cache_subscriptions=e.integer("BILLING_CACHE_SUBSCRIPTIONS", 200_000, 0,
+            cache_subscriptions=e.integer("BILLING_CACHE_SUBSCRIPTIONS",
+                                          DEFAULT_CACHE_SUBSCRIPTIONS, 0,
                                           10_000_000),
             session_timeout_ms=e.integer("BILLING_SESSION_TIMEOUT_MS", 6000, 1000, 3_600_000),
             catalog_path=e.file("BILLING_CATALOG"),

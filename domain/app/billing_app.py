@@ -69,6 +69,10 @@ class BillingApplication(Application[str]):
         # Aggregates this process has loaded or saved. A stale entry cannot do harm: saving it
         # fails with a version conflict, after which the caller evicts it and reloads.
         self._cache: dict[str, Any] = {}
+        # Lookups answered from the cache and aggregates read from the store (the cache's hit
+        # rate, reported by the workers' /metrics).
+        self.cache_hits = 0
+        self.cache_loads = 0
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class BillingApplication(Application[str]):
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, Subscription)
+        self.cache_loads += 1
         self._remember(aggregate)
         return aggregate
 
@@ -101,7 +106,9 @@ class BillingApplication(Application[str]):
 
     def preload(self, ids: Iterable[str]) -> None:
         """Load the uncached subscriptions among `ids` in bulk (two queries, not one each)."""
-        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+        wanted = dict.fromkeys(ids)
+        missing = [i for i in wanted if i not in self._cache]
+        self.cache_hits += len(wanted) - len(missing)
         recorder: object = self.recorder
         if len(missing) < 2 or not isinstance(recorder, StreamReader):
             return
@@ -117,6 +124,7 @@ class BillingApplication(Application[str]):
                 domain_event: Any = self.mapper.to_domain_event(event)
                 aggregate = domain_event.mutate(aggregate)
             if isinstance(aggregate, Subscription):
+                self.cache_loads += 1
                 self._remember(aggregate)
 
     def revalidate(self, ids: Iterable[str]) -> set[str]:
@@ -139,6 +147,10 @@ class BillingApplication(Application[str]):
                 self._cache.pop(i, None)
                 dropped.add(i)
         return dropped
+
+    @property
+    def cached_count(self) -> int:
+        return len(self._cache)
 
     def evict(self, subscription_ids: Iterable[str]) -> None:
         for sid in subscription_ids:

@@ -56,6 +56,22 @@ class WorkerCollector(Collector):
             quarantined.add_metric([role], detail.get("quarantined", 0))
         yield from (lag, position, idle, healthy, records, failures, quarantined)
         yield from self._outcomes()
+        yield from self._caches()
+
+    def _caches(self) -> Iterator[Any]:
+        """Each writing role's subscription cache (BILLING_CACHE_SUBSCRIPTIONS): its size,
+        the batch lookups it answered and the subscriptions read from the store instead."""
+        size = GaugeMetricFamily("billing_cached_subscriptions", "Subscriptions held in memory",
+                                 labels=["role"])
+        hits = CounterMetricFamily("billing_cache_hits",
+                                   "Subscriptions a batch found in the cache", labels=["role"])
+        loads = CounterMetricFamily("billing_cache_loads",
+                                    "Subscriptions read from the event store", labels=["role"])
+        for role, app in self.workers.caches().items():
+            size.add_metric([role], app.cached_count)
+            hits.add_metric([role], app.cache_hits)
+            loads.add_metric([role], app.cache_loads)
+        yield from (size, hits, loads)
 
     def _outcomes(self) -> Iterator[Any]:
         applied = CounterMetricFamily("billing_usage_applied", "Usage events applied")

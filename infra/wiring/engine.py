@@ -319,6 +319,12 @@ class Workers:
             ("invoices", self.invoice_projection), ("audit", self.anchors))
             if part is not None]
 
+    def caches(self) -> dict[str, BillingApplication]:
+        """The application (and so the subscription cache) of each writing role."""
+        return {role: owner.app for role, owner in (
+            ("ingest", self.ingestor), ("commands", self.commander), ("invoicer", self.invoicer))
+            if owner is not None}
+
     def start(self) -> None:
         for name, part in self.parts():
             t = threading.Thread(target=supervised, args=(name, part, self.stop_event),

@@ -4,6 +4,7 @@ and secrets kept out of logs and dead letters."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,11 @@ def test_a_stalled_partition_turns_health_red_then_green_again(engine: Engine) -
         assert b'billing_partition_lag{partition="' in metrics
         assert b"billing_batch_seconds_bucket" in metrics
         assert b"billing_usage_applied_total 20.0" in metrics
+        # sub-s, read from the store (again after the failed batches) and kept: later
+        # batches found it cached
+        assert b'billing_cached_subscriptions{role="ingest"} 1.0' in metrics
+        assert re.search(rb'billing_cache_loads_total\{role="ingest"\} [1-9]', metrics)
+        assert re.search(rb'billing_cache_hits_total\{role="ingest"\} [1-9]', metrics)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=30)
