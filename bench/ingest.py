@@ -206,8 +206,10 @@ def main() -> int:
     with start_stack(settings) as stack:
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
         try:
-            subs = [(f"sub-{i:06d}", f"acct-{i}", PLANS[i % 3]) for i in range(args.subscriptions)]
-            engine.app.subscribe_many(subs, start)
+            for first in range(0, args.subscriptions, 2_000):
+                engine.app.subscribe_many([(f"sub-{i:06d}", f"acct-{i}", PLANS[i % 3]) for i in
+                                           range(first, min(first + 2_000, args.subscriptions))],
+                                          start)
             t_pub, ends = publish(engine, args.events, args.subscriptions, start)
             warm_ends = None
             if args.warm:

@@ -27,8 +27,9 @@ def subscribe_many(app: BillingApplication, specs: Sequence[tuple[Any, ...]],
     """(subscription id, account, plan id[, customer]) each; all or none, in one
     transaction."""
     created = []
+    existing = app.existing([spec[0] for spec in specs])
     for subscription_id, account, plan_id, *customer in specs:
-        if app.find(subscription_id) is not None:
+        if subscription_id in existing:
             raise SubscriptionExists(f"subscription {subscription_id!r} exists")
         created.append(Subscription.subscribe(
             subscription_id, account, plan_id, app.catalog, at,
