@@ -32,5 +32,14 @@ class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
     topic: str
     state: dict[str, Any]
 
+    def mutate(self, aggregate: None) -> Any:
+        """The aggregate as snapshotted; one that shares values between aggregates in memory
+        (domain.shared.shared_values) takes them back in `restored`."""
+        restored = super().mutate(aggregate)
+        hook = getattr(restored, "restored", None)
+        if hook is not None:
+            hook()
+        return restored
+
 
 keep_topic(Snapshot, "domain.subscription:SubscriptionSnapshot")

@@ -37,6 +37,7 @@ from domain.shared.errors import (
 )
 from domain.shared.events import DomainEvent, Snapshot
 from domain.shared.periods import length_of, require_aware
+from domain.shared.shared_values import shared
 from domain.shared.topics import keep_topics
 from domain.subscription import (
     coupons,
@@ -159,7 +160,7 @@ class Subscription(BaseAggregate[str]):
         self.uninvoiced: list[Charge] = [{**c, "event_version": 1} for c in charges]
         self.invoices: dict[str, dict[str, Any]] = {}  # number -> {total, status, kind}
         self.invoiced_through = 0  # version of the event that triggered the last invoice
-        self.terms = terms
+        self.terms = shared(terms)
         self.status = status
         self.started_at = cycle_start
         # Anniversary billing counts periods from the start; after a trial, or a calendar
@@ -188,6 +189,11 @@ class Subscription(BaseAggregate[str]):
         self.cancel_at: datetime | None = None
         self.payment_attempts: dict[str, int] = {}
         self.payment_state = "ok"
+
+    def restored(self) -> None:
+        """From a snapshot: its plan terms shared with the other subscriptions holding equal
+        ones, as an event's are (domain.shared.shared_values)."""
+        self.terms = shared(self.terms)
 
     @classmethod
     def subscribe(cls, subscription_id: str, account: str, plan_id: str, catalog: Catalog,

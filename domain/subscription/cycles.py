@@ -37,6 +37,7 @@ from domain.shared.periods import (
     period_length_keys,
     require_aware,
 )
+from domain.shared.shared_values import shared
 from domain.subscription.metering import next_utc_midnight, utc_day
 
 if TYPE_CHECKING:
@@ -282,7 +283,7 @@ def _cycle_rolled(self: Subscription, closed_start: datetime, closed_end: dateti
         self.commitment_end = None
     self.status = status
     self.cycle_start, self.cycle_end = cycle_start, cycle_end
-    self.terms = terms
+    self.terms = shared(terms)
     self._keep_only_capped_metrics()
     self._note_user_plan_lines(charges, reset=True)
     self.seats = seats

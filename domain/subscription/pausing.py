@@ -13,6 +13,7 @@ from domain.billing.pricing import period_charges
 from domain.catalog.model import Catalog
 from domain.shared.errors import CommandRefused
 from domain.shared.periods import length_of, require_aware
+from domain.shared.shared_values import shared
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -98,7 +99,7 @@ def _resumed(self: Subscription, cycle_start: datetime, cycle_end: datetime,
     self.status = "active"
     self.cycle_start, self.cycle_end = cycle_start, cycle_end
     self.anchor, self.anchor_day = cycle_start, cycle_start.day
-    self.terms = terms
+    self.terms = shared(terms)
     self.seats = seats
     self._keep_only_capped_metrics()
     self._note_user_plan_lines(charges, reset=True)

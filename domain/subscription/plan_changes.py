@@ -23,6 +23,7 @@ from domain.shared.errors import (
     CommandRefused,
 )
 from domain.shared.periods import length_of, require_aware
+from domain.shared.shared_values import shared
 
 if TYPE_CHECKING:
     from domain.subscription.aggregate import Subscription
@@ -245,7 +246,7 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
         self.anchor, self.anchor_day = cycle_start, cycle_start.day
         self.extra = {}
     self.cycle_start, self.cycle_end = cycle_start, cycle_end
-    self.terms = terms
+    self.terms = shared(terms)
     self.pending_overrides = None  # a deal is for the plan it was agreed on
     if restarted_cycle:
         self._start_measures(cycle_start)
@@ -257,7 +258,7 @@ def _plan_upgraded(self: Subscription, from_plan: str, terms: dict[str, Any], ch
 
 def _plan_changed_in_trial(self: Subscription, from_plan: str, terms: dict[str, Any],
                            timestamp: datetime) -> None:
-    self.terms = terms
+    self.terms = shared(terms)
     self.pending_overrides = None
     if self.seats is not None and terms.get("included_seats") is not None:
         self.seats = max(self.seats, int(terms["included_seats"]))

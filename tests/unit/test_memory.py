@@ -52,3 +52,49 @@ def test_the_subscription_cache_keeps_the_most_recently_used_within_its_bound() 
     app.cache_limit = 0
     app._remember(SimpleNamespace(id="s17"))
     assert "s17" not in app._cache
+
+
+def test_subscriptions_on_one_plan_share_one_read_only_copy_of_its_terms() -> None:
+    """Loaded from events or from a snapshot, subscriptions with equal terms hold one object;
+    a change in place is refused (it would change every holder's), and a copy is mutable."""
+    import copy
+    import pickle
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from domain.app.billing_app import BillingApplication
+    from domain.catalog.model import Catalog
+    from domain.shared.shared_values import FrozenDict
+    from domain.subscription.aggregate import Subscription
+
+    catalog = Catalog.from_toml(
+        '[catalog]\nid = "c"\ncurrency = "EUR"\n[plans.p]\nname = "P"\nprice = "1.00"\n'
+        '[plans.p.allowances.tokens]\nincluded = 100\nlimit = "hard"\n'
+        '[plans.q]\nname = "Q"\nprice = "2.00"\n')
+    app = BillingApplication(catalog, env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    app.subscribe_many([("a", "A", "p"), ("b", "B", "p"), ("c", "C", "q")], at)
+    app.evict(["a", "b", "c"])
+    a, b, c = (app.load_as_stored(i) for i in "abc")
+    assert a.terms is b.terms and a.terms is not c.terms
+    assert type(a.terms) is FrozenDict and a.terms["allowances"]["tokens"]["included"] == "100"
+    with pytest.raises(TypeError, match="read-only"):
+        a.terms["price"] = "0.00"
+    with pytest.raises(TypeError, match="read-only"):
+        a.terms["allowances"]["tokens"].update(included="1")
+    with pytest.raises(TypeError, match="read-only"):
+        a.terms["thresholds"].append(50)
+    assert b.terms["price"] == "1.00"
+    mutable = copy.deepcopy(a.terms)
+    mutable["allowances"]["tokens"]["included"] = "1"
+    assert type(mutable) is dict and a.terms["allowances"]["tokens"]["included"] == "100"
+    assert type(pickle.loads(pickle.dumps(a.terms))) is dict
+    assert orjson.loads(orjson.dumps(a.terms)) == a.terms
+    snapshot = Subscription.Snapshot.take(a)
+    stored_state = orjson.loads(orjson.dumps(snapshot.state, default=str))  # as read back
+    assert type(stored_state["terms"]) is dict
+    restored = Subscription.Snapshot(
+        originator_id="a", originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp, topic=snapshot.topic, state=stored_state).mutate(None)
+    assert restored.terms is a.terms
