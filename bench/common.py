@@ -19,9 +19,59 @@ sys.path.insert(0, str(ROOT))
 
 from infra.ops.memory import peak_rss_mib  # noqa: E402  (after the path is set)
 
-__all__ = ["ROOT", "WORKER_ROLES", "fill_store", "machine", "peak_rss_mib", "raw_log_read",
-           "record", "start_workers", "timed_from_first_commit"]
+__all__ = ["ROOT", "WORKER_ROLES", "PostgresCost", "fill_store", "machine", "peak_rss_mib",
+           "raw_log_read", "record", "start_workers", "timed_from_first_commit"]
 WORKER_ROLES = ("ingest", "relay", "project")
+
+
+class PostgresCost:
+    """What PostgreSQL spends over a section: CPU seconds of the server (the postmaster, its
+    live processes and those that ended) and bytes of WAL written. Linux (/proc) only."""
+
+    def __init__(self, database_url: str) -> None:
+        from urllib.parse import urlparse
+
+        self.url = database_url
+        port = str(urlparse(database_url).port or 5432)
+        self.postmaster = next(
+            (int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+             and _cmdline(pid)[:1] and _cmdline(pid)[0].endswith("postgres")
+             and "-p" in _cmdline(pid) and port in _cmdline(pid)), None)
+        self.cpu0, self.wal0 = self._cpu(), self._wal()
+
+    def _cpu(self) -> float:
+        if self.postmaster is None:
+            return 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(pid) == self.postmaster:  # with its ended children's (cutime, cstime)
+                total += sum(int(f) for f in fields[11:15])
+            elif int(fields[1]) == self.postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
+    def _wal(self) -> int:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+            return int(row[0]) if row else 0
+
+    def spent(self) -> tuple[float, int]:
+        """(CPU seconds, WAL bytes) since this was made."""
+        return self._cpu() - self.cpu0, self._wal() - self.wal0
+
+
+def _cmdline(pid: str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def fill_store(app: Any, subscriptions: int, batches: int, start: datetime) -> list[str]:

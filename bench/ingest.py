@@ -36,7 +36,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import peak_rss_mib, timed_from_first_commit
+from common import PostgresCost, peak_rss_mib, timed_from_first_commit
 
 from consumers.loop import partitions_of
 from infra.config import Settings
@@ -219,8 +219,10 @@ def main() -> int:
             # The baseline on both sides of the ingest run: this VM's speed drifts by tens of
             # percent within minutes, so the ratio is taken against their mean.
             t_raw_before = raw_consume(engine, args.events)
+            postgres = PostgresCost(stack.database_url)
             t_ing, stats = ingest(engine, ends) if args.in_process else \
                 ingest_in_worker(engine, ends, warm_ends)
+            pg_cpu, wal = postgres.spent()
             t_raw_after = raw_consume(engine, args.events)
             t_raw_engine_decoder = raw_consume(engine, args.events, engine_decoder=True)
             after = settled_sizes(stack.database_url)
@@ -274,6 +276,10 @@ def main() -> int:
             f"{stats['warm_hits'] / max(looked_up, 1):.0%} ({stats['warm_hits']:,} hits, "
             f"{stats['warm_loads']:,} loads)")
     stored_events = args.events * (2 if args.warm else 1)
+    lines.append(
+        f"- PostgreSQL over the ingest run ({stored_events:,} usage events): "
+        f"{pg_cpu:,.1f} CPU-seconds ({pg_cpu * 1e6 / stored_events:,.0f} us per usage event), "
+        f"{wal / stored_events:,.0f} bytes of WAL per usage event")
     total = sum(t + i for t, i in sizes.values())
     lines.append(
         f"- stored in PostgreSQL per usage event (growth of tables + indexes over the run): "
