@@ -34,6 +34,7 @@ from infra.ops.anchors import AnchorExporter
 from projections import schema
 from projections import tracking as projection_versions
 from projections.invoices import store as invoices
+from projections.quota.store import StateCache
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,9 @@ class Engine:
     def projector(self, group: bool = False) -> tuple[TrackedConsumer, QuotaProjector]:
         db = Database(self.database_url)
         self._closers.append(db.close)
-        projector = QuotaProjector(db, self.dead_letters("quota-projector"))
+        # Its subscriptions' quota states, bounded like the writers' subscriptions.
+        projector = QuotaProjector(db, self.dead_letters("quota-projector"),
+                                   StateCache(self.settings.cache_subscriptions))
         group_id = f"billing-quota.{self.settings.topics.events}" if group else None
         client = self._tracked_client(group_id, "billing-quota-projector")
         loop = TrackedConsumer(client, self.settings.topics.events, ReadModelPositions(db),
