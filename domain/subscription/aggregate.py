@@ -192,8 +192,11 @@ class Subscription(BaseAggregate[str]):
 
     def restored(self) -> None:
         """From a snapshot: its plan terms shared with the other subscriptions holding equal
-        ones, as an event's are (domain.shared.shared_values)."""
+        ones, as an event's are (domain.shared.shared_values); the closed cycle's allowances too,
+        which an event takes from the terms."""
         self.terms = shared(self.terms)
+        if self.closing is not None and "allowances" in self.closing:
+            self.closing["allowances"] = shared(self.closing["allowances"])
 
     @classmethod
     def subscribe(cls, subscription_id: str, account: str, plan_id: str, catalog: Catalog,

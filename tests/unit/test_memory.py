@@ -91,10 +91,19 @@ def test_subscriptions_on_one_plan_share_one_read_only_copy_of_its_terms() -> No
     assert type(mutable) is dict and a.terms["allowances"]["tokens"]["included"] == "100"
     assert type(pickle.loads(pickle.dumps(a.terms))) is dict
     assert orjson.loads(orjson.dumps(a.terms)) == a.terms
+    a.advance_to(datetime(2026, 12, 1, 0, 30, tzinfo=UTC), catalog)  # November stays open
+    assert a.closing is not None and a.closing["allowances"] is a.terms["allowances"]
     snapshot = Subscription.Snapshot.take(a)
-    stored_state = orjson.loads(orjson.dumps(snapshot.state, default=str))  # as read back
-    assert type(stored_state["terms"]) is dict
-    restored = Subscription.Snapshot(
-        originator_id="a", originator_version=snapshot.originator_version,
-        timestamp=snapshot.timestamp, topic=snapshot.topic, state=stored_state).mutate(None)
-    assert restored.terms is a.terms
+
+    def restore() -> Subscription:
+        stored_state = orjson.loads(orjson.dumps(snapshot.state, default=str))  # as read back
+        assert type(stored_state["terms"]) is dict
+        restored: Subscription = Subscription.Snapshot(
+            originator_id="a", originator_version=snapshot.originator_version,
+            timestamp=snapshot.timestamp, topic=snapshot.topic, state=stored_state).mutate(None)
+        return restored
+
+    first, second = restore(), restore()
+    assert first.terms is a.terms and second.terms is a.terms
+    assert type(first.closing["allowances"]) is FrozenDict
+    assert first.closing["allowances"] is second.closing["allowances"]
