@@ -113,8 +113,8 @@ def ingest(engine: Engine, ends: dict[int, int]) -> tuple[float, dict[str, int]]
                      "batches": loop.batches}
 
 
-def ingest_in_worker(engine: Engine, ends: dict[int, int], warm_ends: dict[int, int] | None
-                     ) -> tuple[float, dict[str, int]]:
+def ingest_in_worker(engine: Engine, ends: dict[int, int], warm_ends: dict[int, int] | None,
+                     postgres: PostgresCost) -> tuple[float, dict[str, int]]:
     """Ingestion as deployed: a `billing run --only ingest` process. Timed from its first
     commit (its start-up is not ingestion); the events that commit already held are left out
     of the count. Returns (seconds, figures) with the events counted in that time, and with
@@ -133,12 +133,14 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int], warm_ends: dict[int, 
         elapsed, done_at_first = timed_from_first_commit(
             engine.database_url, engine.settings.topics.usage, lambda: monitor.ingested(ends))
         cold = cache_figures(port)
+        cold_pg = postgres.spent()
         if warm_ends is not None:
             t0 = time.perf_counter()
             while not monitor.ingested(warm_ends):
                 time.sleep(0.02)
             warm = {"warm_seconds": time.perf_counter() - t0,  # type: ignore[dict-item]
-                    **{f"warm_{k}": v - cold[k] for k, v in cache_figures(port).items()}}
+                    **{f"warm_{k}": v - cold[k] for k, v in cache_figures(port).items()},
+                    "cold_pg_cpu": cold_pg[0], "cold_pg_wal": cold_pg[1]}  # type: ignore[dict-item]
         with psycopg.connect(engine.database_url) as conn:
             accepted = conn.execute("SELECT count(*) FROM usage_dedup").fetchone()
             events = conn.execute("SELECT count(*) FROM billing_events WHERE topic LIKE "
@@ -236,7 +238,7 @@ def main() -> int:
             t_raw_before = raw_consume(engine, args.events)
             postgres = PostgresCost(stack.database_url)
             t_ing, stats = ingest(engine, ends) if args.in_process else \
-                ingest_in_worker(engine, ends, warm_ends)
+                ingest_in_worker(engine, ends, warm_ends, postgres)
             pg_cpu, wal = postgres.spent()
             t_raw_after = raw_consume(engine, args.events)
             t_raw_engine_decoder = raw_consume(engine, args.events, engine_decoder=True)
@@ -296,6 +298,9 @@ def main() -> int:
         f"- PostgreSQL over the ingest run ({stored_events:,} usage events): "
         f"{pg_cpu:,.1f} CPU-seconds ({pg_cpu * 1e6 / stored_events:,.0f} us per usage event), "
         f"{wal / stored_events:,.0f} bytes of WAL per usage event")
+    if "cold_pg_cpu" in stats:
+        lines.append(f"  (of which the first pass {stats['cold_pg_cpu']:,.1f} CPU-seconds, the "
+                     f"second {pg_cpu - stats['cold_pg_cpu']:,.1f})")
     total = sum(t + i for t, i in sizes.values())
     lines.append(
         f"- stored in PostgreSQL per usage event (growth of tables + indexes over the run): "
