@@ -111,7 +111,8 @@ def _apply(app: BillingApplication, subscription: Subscription,
     indexed.sort(key=lambda pair: pair[1].at)
     accepted: list[tuple[int, datetime]] = []
     pending: list[UsageItem] = []
-    pending_by_day: Pending = {}
+    pending_by_day: Pending = {}  # counted only where a daily cap refuses
+    by_day = subscription.refuses_daily()
     due = subscription.next_due()
     limit = subscription.time_limit()
     # One object per cycle, not one per item: the ledger groups its rows by it.
@@ -130,6 +131,7 @@ def _apply(app: BillingApplication, subscription: Subscription,
             batch.time_events += subscription.advance_to(item.at, app.catalog)
             due = subscription.next_due()
             limit = subscription.time_limit()
+            by_day = subscription.refuses_daily()
             open_until, open_start = subscription.accepts_until(subscription.cycle_start), \
                 subscription.cycle_start
         try:
@@ -137,7 +139,8 @@ def _apply(app: BillingApplication, subscription: Subscription,
         except BillingError as error:
             batch.rejected.append((index, error))
             continue
-        accept(pending_by_day, item)
+        if by_day:
+            accept(pending_by_day, item)
         pending.append(item)
         accepted.append((index, open_until if item.at >= open_start
                          else subscription.accepts_until(item.at)))

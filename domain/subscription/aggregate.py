@@ -324,6 +324,7 @@ class Subscription(BaseAggregate[str]):
     # in domain/subscription/metering.py
     check_usage = metering.check_usage
     record_usage = metering.record_usage
+    refuses_daily = metering.refuses_daily
     _record_current = metering._record_current
     _add_usage = metering._add_usage
     meters_now = metering.meters_now

@@ -17,6 +17,7 @@ from typing import Any
 
 from domain.contracts.usage import UsageItem
 from domain.shared.errors import CommandRefused, InvalidUsage, UnknownMetric
+from domain.shared.shared_values import FrozenDict
 
 ZERO = Decimal(0)
 MAX_UNIQUE_VALUES = 100_000  # per metric and cycle: a meter is part of the aggregate's state
@@ -63,8 +64,21 @@ def priced_properties(allowances: Mapping[str, Any]) -> frozenset[str]:
 
 
 def routes(allowances: Mapping[str, Any]) -> bool:
-    """Whether any charge of these terms is filtered (events then need routing)."""
-    return any("of" in a for a in allowances.values())
+    """Whether any charge of these terms is filtered (events then need routing). Asked for
+    every usage event: the answer for shared, read-only terms is kept with them."""
+    if type(allowances) is FrozenDict:
+        known = _ROUTING.get(id(allowances))
+        if known is not None and known[0] is allowances:
+            return known[1]
+    answer = any("of" in a for a in allowances.values())
+    if type(allowances) is FrozenDict:
+        if len(_ROUTING) >= 10_000:
+            _ROUTING.clear()
+        _ROUTING[id(allowances)] = (allowances, answer)  # held: its id is not reused meanwhile
+    return answer
+
+
+_ROUTING: dict[int, tuple[Mapping[str, Any], bool]] = {}
 
 
 def check_measurable(allowance: Mapping[str, Any], item: UsageItem, meter: Meter | None,

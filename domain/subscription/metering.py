@@ -138,6 +138,16 @@ def check_daily_cap(self: Subscription, charge: str, item: UsageItem, cap: Decim
             f"more would pass it", "daily_cap_reached")
 
 
+def refuses_daily(self: Subscription) -> bool:
+    """Whether a charge of the open or the closed cycle refuses usage past a daily cap: only
+    then does a batch count its items per UTC day as it goes (`accept`)."""
+    closing = self.closing
+    return any(allowance.get("on_daily_cap") == "refuse"
+               for allowances in (self.terms["allowances"],
+                                  closing["allowances"] if closing else {})
+               for allowance in allowances.values())
+
+
 def accept(pending: Pending, item: UsageItem) -> None:
     """Count a checked item in `pending` until the batch is recorded."""
     key = (item.metric, utc_day(item.at))
