@@ -11,11 +11,14 @@ mutable again. They are a `dict` and a `list` to every reader, orjson included.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 
 LIMIT = 10_000  # distinct values kept; deals' overrides make a subscription's terms its own
+T = TypeVar("T")
 
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
@@ -87,3 +90,26 @@ def shared(value: dict[str, Any]) -> dict[str, Any]:
             _shared.clear()  # the aggregates keep theirs; new loads share anew
         found = _shared[key] = frozen(value)
     return found
+
+
+def kept_per_shared_value(fact: Callable[[Mapping[str, Any]], T]
+                          ) -> Callable[[Mapping[str, Any]], T]:
+    """`fact` of terms, worked out once per shared (read-only) value and then looked up; of
+    any other value, worked out each time. For what is asked of a subscription's terms on every
+    usage event (which charges route, which are measured apart, ...)."""
+    answers: dict[int, tuple[Mapping[str, Any], T]] = {}
+
+    @wraps(fact)
+    def answer(value: Mapping[str, Any]) -> T:
+        if type(value) is not FrozenDict:
+            return fact(value)
+        known = answers.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        result = fact(value)
+        if len(answers) >= LIMIT:
+            answers.clear()
+        answers[id(value)] = (value, result)  # held, so that its id is not reused meanwhile
+        return result
+
+    return answer

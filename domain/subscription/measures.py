@@ -17,7 +17,7 @@ from typing import Any
 
 from domain.contracts.usage import UsageItem
 from domain.shared.errors import CommandRefused, InvalidUsage, UnknownMetric
-from domain.shared.shared_values import FrozenDict
+from domain.shared.shared_values import kept_per_shared_value
 
 ZERO = Decimal(0)
 MAX_UNIQUE_VALUES = 100_000  # per metric and cycle: a meter is part of the aggregate's state
@@ -51,6 +51,7 @@ def _filtered(allowances: Mapping[str, Any], metric: str) -> bool:
     return any(a.get("of") == metric for a in allowances.values())
 
 
+@kept_per_shared_value
 def priced_properties(allowances: Mapping[str, Any]) -> frozenset[str]:
     """The event properties these terms price on (counted distinct, or filtered by): the only
     ones a stored usage record keeps; the others have no effect on billing, and would only
@@ -63,22 +64,10 @@ def priced_properties(allowances: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(names - {"member", "workspace"})
 
 
+@kept_per_shared_value
 def routes(allowances: Mapping[str, Any]) -> bool:
-    """Whether any charge of these terms is filtered (events then need routing). Asked for
-    every usage event: the answer for shared, read-only terms is kept with them."""
-    if type(allowances) is FrozenDict:
-        known = _ROUTING.get(id(allowances))
-        if known is not None and known[0] is allowances:
-            return known[1]
-    answer = any("of" in a for a in allowances.values())
-    if type(allowances) is FrozenDict:
-        if len(_ROUTING) >= 10_000:
-            _ROUTING.clear()
-        _ROUTING[id(allowances)] = (allowances, answer)  # held: its id is not reused meanwhile
-    return answer
-
-
-_ROUTING: dict[int, tuple[Mapping[str, Any], bool]] = {}
+    """Whether any charge of these terms is filtered (events then need routing)."""
+    return any("of" in a for a in allowances.values())
 
 
 def check_measurable(allowance: Mapping[str, Any], item: UsageItem, meter: Meter | None,
@@ -228,6 +217,7 @@ def measured_apart(allowance: Mapping[str, Any]) -> bool:
     return "aggregation" in allowance or "group_by" in allowance
 
 
+@kept_per_shared_value
 def measures_levels(allowances: Mapping[str, Any]) -> bool:
     """Whether any metric of these terms is measured other than by a plain sum."""
     return any(measured_apart(a) for a in allowances.values())

@@ -5,7 +5,7 @@ its class body; helpers by UTC day (daily caps reset at UTC midnight).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,6 +30,7 @@ from domain.shared.errors import (
     UsageTooLate,
 )
 from domain.shared.periods import length_of
+from domain.shared.shared_values import kept_per_shared_value
 from domain.subscription.measures import (
     Meter,
     apply_measures,
@@ -375,7 +376,12 @@ def with_fees(fees: dict[str, str], allowances: dict[str, Any],
 
 
 def _has_daily_caps(self: Subscription) -> bool:
-    return any("daily_cap" in a for a in self.terms["allowances"].values())
+    return caps_daily(self.terms["allowances"])
+
+
+@kept_per_shared_value
+def caps_daily(allowances: Mapping[str, Any]) -> bool:
+    return any("daily_cap" in a for a in allowances.values())
 
 
 def _report_thresholds(self: Subscription, before: dict[str, Decimal], at: datetime) -> None:

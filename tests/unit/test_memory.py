@@ -107,3 +107,24 @@ def test_subscriptions_on_one_plan_share_one_read_only_copy_of_its_terms() -> No
     assert first.terms is a.terms and second.terms is a.terms
     assert type(first.closing["allowances"]) is FrozenDict
     assert first.closing["allowances"] is second.closing["allowances"]
+
+
+def test_a_fact_of_shared_terms_is_worked_out_once_per_shared_value() -> None:
+    """Asked of a shared (read-only) value, the fact is looked up after the first time; asked
+    of a mutable value, it is worked out every time (the value may have changed since)."""
+    from domain.shared.shared_values import kept_per_shared_value, shared
+
+    calls: list[object] = []
+
+    @kept_per_shared_value
+    def metered(allowances: dict[str, object]) -> bool:
+        calls.append(allowances)
+        return bool(allowances)
+
+    terms = shared({"tokens": {"included": "100"}})
+    assert metered(terms) and metered(terms) and len(calls) == 1
+    assert metered(shared({"tokens": {"included": "100"}})) and len(calls) == 1  # the same one
+    mutable: dict[str, object] = {}
+    assert not metered(mutable)
+    mutable["tokens"] = {}
+    assert metered(mutable) and len(calls) == 3
