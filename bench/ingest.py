@@ -2,7 +2,7 @@
 raw kafka-python consume of the same topic, measured in the same run.
 
     python bench/ingest.py [--events 200000] [--subscriptions 1000] [--in-process] [--no-record]
-                           [--warm] [--cache N] [--skewed]
+                           [--warm] [--cache N] [--skewed] [--statements]
 
 Ingestion runs in a `billing run --only ingest` worker process, as deployed (or, with
 `--in-process`, in the benchmark's own process, as the runs before 2026-11-22 did).
@@ -12,6 +12,9 @@ published behind the first and timed on its own: the first pass is cold (each su
 read from the store on its first touch), the second is the steady state, with the worker's
 subscription cache (`--cache`: BILLING_CACHE_SUBSCRIPTIONS) as warm as its bound lets it be.
 The worker's cache hits and loads come from its /metrics.
+
+`--statements` (embedded stack): PostgreSQL restarted with pg_stat_statements, and the
+statements that took most of its time over the ingest run printed and recorded.
 
 Prints both rates and their ratio and appends them to docs/BENCHMARKS.md.
 """
@@ -30,6 +33,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -155,6 +159,38 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int], warm_ends: dict[int, 
                      **{f"cold_{k}": v for k, v in cold.items()}, **warm}
 
 
+def with_statement_statistics(stack: Any) -> None:
+    """Restart the embedded PostgreSQL with pg_stat_statements loaded (a benchmark's own
+    server: the stack keeps its PostgreSQL's stop among its closers)."""
+    from infra.stack.embedded import EmbeddedPostgres
+
+    server = next(getattr(c, "__self__", None) for c in stack._closers
+                  if isinstance(getattr(c, "__self__", None), EmbeddedPostgres))
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    server.restart("fast")
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def reset_statements(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def top_statements(database_url: str, events: int, n: int = 8) -> list[str]:
+    """The statements that took most of the server's time, per usage event."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT total_exec_time, calls, rows, regexp_replace(query, '\\s+', ' ', 'g') "
+            "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s", (n,)).fetchall()
+        total = conn.execute("SELECT sum(total_exec_time) FROM pg_stat_statements").fetchone()
+    whole = float(total[0]) if total and total[0] else 1.0
+    return [f"  - {ms * 1000 / events:,.1f} us per usage event ({ms / whole:.0%}), "
+            f"{calls:,} calls, {rows:,} rows: `{query[:110]}`"
+            for ms, calls, rows, query in rows]
+
+
 def cache_figures(port: int) -> dict[str, int]:
     """The ingest worker's subscription cache so far: hits and loads (its /metrics)."""
     import urllib.request
@@ -209,6 +245,8 @@ def main() -> int:
                         help="the worker's BILLING_CACHE_SUBSCRIPTIONS (default: its own)")
     parser.add_argument("--skewed", action="store_true",
                         help="usage concentrated on the busiest subscriptions, not even")
+    parser.add_argument("--statements", action="store_true",
+                        help="PostgreSQL's statements by time (pg_stat_statements)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if args.warm and args.in_process:
@@ -219,6 +257,8 @@ def main() -> int:
     settings = Settings.from_env()
     start = datetime(2026, 11, 1, tzinfo=UTC)
     with start_stack(settings) as stack:
+        if args.statements:
+            with_statement_statistics(stack)
         engine = Engine.open(settings, stack.database_url, stack.kafka_bootstrap)
         try:
             for first in range(0, args.subscriptions, 2_000):
@@ -236,10 +276,15 @@ def main() -> int:
             # The baseline on both sides of the ingest run: this VM's speed drifts by tens of
             # percent within minutes, so the ratio is taken against their mean.
             t_raw_before = raw_consume(engine, args.events)
+            if args.statements:
+                reset_statements(stack.database_url)
             postgres = PostgresCost(stack.database_url)
             t_ing, stats = ingest(engine, ends) if args.in_process else \
                 ingest_in_worker(engine, ends, warm_ends, postgres)
             pg_cpu, wal = postgres.spent()
+            statements = (top_statements(stack.database_url, args.events * (2 if args.warm
+                                                                          else 1))
+                          if args.statements else [])
             t_raw_after = raw_consume(engine, args.events)
             t_raw_engine_decoder = raw_consume(engine, args.events, engine_decoder=True)
             after = settled_sizes(stack.database_url)
@@ -298,6 +343,10 @@ def main() -> int:
         f"- PostgreSQL over the ingest run ({stored_events:,} usage events): "
         f"{pg_cpu:,.1f} CPU-seconds ({pg_cpu * 1e6 / stored_events:,.0f} us per usage event), "
         f"{wal / stored_events:,.0f} bytes of WAL per usage event")
+    if statements:
+        lines.append("- PostgreSQL's statements by time over the ingest run "
+                     "(pg_stat_statements):")
+        lines.extend(statements)
     if "cold_pg_cpu" in stats:
         lines.append(f"  (of which the first pass {stats['cold_pg_cpu']:,.1f} CPU-seconds, the "
                      f"second {pg_cpu - stats['cold_pg_cpu']:,.1f})")
