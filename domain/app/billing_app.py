@@ -110,7 +110,7 @@ class BillingApplication(Application[str]):
         recorder: object = self.recorder
         if isinstance(recorder, StreamReader):
             return set(recorder.max_versions(list(dict.fromkeys(ids))))
-        return {i for i in ids if i in self._cache or self.find(i) is not None}
+        return {i for i in ids if self.find(i) is not None}
 
     def preload(self, ids: Iterable[str]) -> None:
         """Load the uncached subscriptions among `ids` in bulk (two queries, not one each)."""

@@ -143,10 +143,13 @@ def refuses_daily(self: Subscription) -> bool:
     """Whether a charge of the open or the closed cycle refuses usage past a daily cap: only
     then does a batch count its items per UTC day as it goes (`accept`)."""
     closing = self.closing
-    return any(allowance.get("on_daily_cap") == "refuse"
-               for allowances in (self.terms["allowances"],
-                                  closing["allowances"] if closing else {})
-               for allowance in allowances.values())
+    return refusing_daily_caps(self.terms["allowances"]) or (
+        closing is not None and refusing_daily_caps(closing["allowances"]))
+
+
+@kept_per_shared_value
+def refusing_daily_caps(allowances: Mapping[str, Any]) -> bool:
+    return any(a.get("on_daily_cap") == "refuse" for a in allowances.values())
 
 
 def accept(pending: Pending, item: UsageItem) -> None:

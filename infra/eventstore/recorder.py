@@ -480,6 +480,8 @@ def _ledger_arrays(keys: Sequence[UsageKey], until: Sequence[datetime]) -> tuple
     """The statement's parameters: the distinct `until`s, then the subscriptions, the ids and
     each key's `until` as a 1-based index (a batch's keys share their cycle's `until` object,
     so identity finds most of them at once)."""
+    if len(until) != len(keys):
+        raise ValueError(f"{len(keys)} usage keys with {len(until)} times")
     distinct: list[datetime] = []
     index: dict[datetime, int] = {}
     last: datetime | None = None
@@ -493,8 +495,6 @@ def _ledger_arrays(keys: Sequence[UsageKey], until: Sequence[datetime]) -> tuple
                 found = index[when] = len(distinct)
             last, at = when, found
         positions.append(at)
-    if len(until) != len(keys):
-        raise ValueError(f"{len(keys)} usage keys with {len(until)} times")
     return (distinct, TextArray.of([k[0] for k in keys]), TextArray.of([k[1] for k in keys]),
             Int4Array.of(positions))
 
