@@ -19,8 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 from infra.ops.memory import peak_rss_mib  # noqa: E402  (after the path is set)
 
-__all__ = ["ROOT", "WORKER_ROLES", "PostgresCost", "fill_store", "machine", "peak_rss_mib",
-           "raw_log_read", "record", "start_workers", "timed_from_first_commit"]
+__all__ = ["ROOT", "WORKER_ROLES", "PostgresCost", "committed_records", "fill_store", "machine",
+           "peak_rss_mib", "process_cpu", "raw_log_read", "record", "start_workers",
+           "timed_from_first_commit"]
 WORKER_ROLES = ("ingest", "relay", "project")
 
 
@@ -111,20 +112,39 @@ def machine() -> str:
             f"{platform.python_version()}")
 
 
-def timed_from_first_commit(url: str, topic: str, done: Callable[[], bool]
-                            ) -> tuple[float, int]:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) a live process has used so far. Linux (/proc) only."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_COMMITTED = ("SELECT count(*), coalesce(sum(notification_id + 1), 0) FROM billing_tracking "
+              "WHERE application_name LIKE %s")
+
+
+def committed_records(url: str, topic: str) -> int:
+    """How many of `topic`'s records the workers have committed (the sum of their stored
+    positions)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(_COMMITTED, (topic + ":%",)).fetchone()
+    return int(row[1]) if row else 0
+
+
+def timed_from_first_commit(url: str, topic: str, done: Callable[[], bool],
+                            on_first: Callable[[], None] | None = None) -> tuple[float, int]:
     """Wait until `done()`, timing ingestion of `topic` from the first commit of its worker(s)
     (their start-up, and joining a consumer group, are not ingestion). Returns (seconds, events
-    already ingested by that first commit), so the caller leaves those out of its count."""
-    query = ("SELECT count(*), coalesce(sum(notification_id + 1), 0) FROM billing_tracking "
-             "WHERE application_name LIKE %s")
+    already ingested by that first commit), so the caller leaves those out of its count.
+    `on_first` is called at that first commit."""
     first, done_at_first = None, 0
     with psycopg.connect(url, autocommit=True) as conn:
         while not done():
             if first is None:
-                row = conn.execute(query, (topic + ":%",)).fetchone()
+                row = conn.execute(_COMMITTED, (topic + ":%",)).fetchone()
                 if row and row[0]:
                     first, done_at_first = time.perf_counter(), int(row[1])
+                    if on_first is not None:
+                        on_first()
             time.sleep(0.02)
     return time.perf_counter() - (first or time.perf_counter()), done_at_first
 
