@@ -91,10 +91,14 @@ class Subscription(BaseAggregate[str]):
     # Unit credits (domain/subscription/unit_credits.py); absent likewise.
     unit_grants: list[dict[str, Any]]
     unit_grants_made: int  # grant ids count on from it (spent grants leave the list)
+    # Usage recorded without an event of its own, not yet in the stream (metering.py,
+    # `buffered`); absent or empty when the stream shows all usage.
+    unsettled: list[dict[str, Any]]
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
     UsageRecorded = events.UsageRecorded
+    UsageSettled = events.UsageSettled
     LateUsageRecorded = events.LateUsageRecorded
     QuotaThresholdCrossed = events.QuotaThresholdCrossed
     DailyCapReached = events.DailyCapReached
@@ -189,6 +193,13 @@ class Subscription(BaseAggregate[str]):
         self.cancel_at: datetime | None = None
         self.payment_attempts: dict[str, int] = {}
         self.payment_state = "ok"
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        """Every event but the settling one comes after the usage recorded before it, so the
+        stream replays in the order things happened (metering.settle_usage)."""
+        if self.__dict__.get("unsettled") and event_class is not events.UsageSettled:
+            self.settle_usage()
+        super().trigger_event(event_class, **kwargs)
 
     def restored(self) -> None:
         """From a snapshot: its plan terms shared with the other subscriptions holding equal
@@ -327,6 +338,9 @@ class Subscription(BaseAggregate[str]):
     refuses_daily = metering.refuses_daily
     _record_current = metering._record_current
     _add_usage = metering._add_usage
+    settle_usage = metering.settle_usage
+    unsettled_items = metering.unsettled_items
+    hold_unsettled = metering.hold_unsettled
     meters_now = metering.meters_now
     _closed_usage = metering._closed_usage
     _start_measures = metering._start_measures

@@ -26,7 +26,7 @@ SUBSCRIPTION_EVENTS = (
     "PlanUpgraded", "PriceOverridesScheduled", "ProfileUpdated", "QuotaThresholdCrossed", "Resumed",
     "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
     "Subscribed", "Terminated", "UnitsDrawn", "UnitsExpired", "UnitsGranted", "UsageCharged",
-    "UsagePeriodClosed", "UsageRecorded",
+    "UsagePeriodClosed", "UsageRecorded", "UsageSettled",
     "UserPlanAssigned", "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
 STORED_TOPICS = {
     "domain.catalog_versions:CatalogVersions",
