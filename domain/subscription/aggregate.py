@@ -94,6 +94,11 @@ class Subscription(BaseAggregate[str]):
     # Usage recorded without an event of its own, not yet in the stream (metering.py,
     # `buffered`); absent or empty when the stream shows all usage.
     unsettled: list[dict[str, Any]]
+    # Of those, the batches recorded since the last save (`collect_usage`); and how many writes
+    # have set this subscription's held-usage row in the store (its `seq`). Neither is state:
+    # snapshots leave them out.
+    _fresh_usage: list[dict[str, Any]]
+    _held_seq: int
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
@@ -340,6 +345,7 @@ class Subscription(BaseAggregate[str]):
     _add_usage = metering._add_usage
     settle_usage = metering.settle_usage
     unsettled_items = metering.unsettled_items
+    collect_usage = metering.collect_usage
     hold_unsettled = metering.hold_unsettled
     meters_now = metering.meters_now
     _closed_usage = metering._closed_usage

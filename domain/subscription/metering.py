@@ -220,10 +220,15 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool,
     at = max(i.at for i in items)
     if buffered:
         self._add_usage(records, totals)
+        batch = {"items": records, "totals": totals}
         held = self.__dict__.get("unsettled")
         if held is None:
             held = self.unsettled = []
-        held.append({"items": records, "totals": totals})
+        held.append(batch)
+        fresh = self.__dict__.get("_fresh_usage")
+        if fresh is None:
+            fresh = self._fresh_usage = []
+        fresh.append(batch)
     else:
         self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
     self.draw_units(totals, at)  # before the thresholds and charges, which count it
@@ -243,6 +248,13 @@ def settle_usage(self: Subscription) -> None:
         return
     at = max(datetime.fromisoformat(item["at"]) for batch in held for item in batch["items"])
     self.trigger_event(self.UsageSettled, batches=held, timestamp=at)
+
+
+def collect_usage(self: Subscription) -> list[dict[str, Any]]:
+    """The batches recorded buffered since the last call (for the usage journal), as
+    `collect_events` gives the events since the last save."""
+    fresh = self.__dict__.pop("_fresh_usage", None)
+    return fresh or []
 
 
 def unsettled_items(self: Subscription) -> int:

@@ -73,7 +73,8 @@ def twins() -> tuple[Subscription, Subscription]:
 def state(sub: Subscription) -> dict[str, Any]:
     """All but what counts events: a charge line notes the version of the event that made it,
     and a buffered subscription has fewer events."""
-    skip = {"_pending_events", "_version", "_modified_on", "unsettled", "invoiced_through"}
+    skip = {"_pending_events", "_version", "_modified_on", "unsettled", "invoiced_through",
+            "_fresh_usage", "_held_seq"}
     found = {k: v for k, v in vars(sub).items() if k not in skip}
     found["uninvoiced"] = [{k: v for k, v in line.items() if k != "event_version"}
                            for line in sub.uninvoiced]

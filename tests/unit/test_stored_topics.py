@@ -45,6 +45,8 @@ STORED_TOPICS = {
     "domain.invoice_series:InvoiceSeries.Opened",
     "domain.subscription:Subscription",
     "domain.subscription:SubscriptionSnapshot",
+    "domain.usage_journal:UsageJournal",
+    "domain.usage_journal:UsageJournal.Journaled",
     *(f"domain.subscription:Subscription.{name}" for name in SUBSCRIPTION_EVENTS),
 }
 
