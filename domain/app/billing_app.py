@@ -263,8 +263,8 @@ class BillingApplication(Application[str]):
                 self._settle_and_hold(aggregate, keeps_held, held, journal)
             events.extend(aggregate.collect_events())
             self._remember(aggregate)
-        if journal:
-            events.extend(UsageJournal.write(journal, _latest_time(journal)).collect_events())
+        if journal:  # first: its usage comes before the events this write adds to its streams
+            events[:0] = UsageJournal.write(journal, _latest_time(journal)).collect_events()
         to_stored = self.mapper.to_stored_event
         return PreparedWrite(
             events=[to_stored(e) for e in events],
@@ -284,16 +284,22 @@ class BillingApplication(Application[str]):
         if subscription.pending_events or not keeps_held \
                 or subscription.unsettled_items() >= SETTLE_AT:
             subscription.settle_usage()
-        pending = subscription.pending_events
-        base = pending[0].originator_version - 1 if pending else subscription.version
         seq = subscription.__dict__.get("_held_seq", 0) + 1
         subscription._held_seq = seq
         fresh = subscription.collect_usage()
-        if fresh:
-            journal.append(journal_entry(subscription.id, base, seq, fresh))
+        # Journaled only when the write adds nothing to the stream: otherwise this usage is in
+        # the write's UsageSettled events, in its place among the others (a roll may come
+        # between two of its batches), and read models count it there. A batch journaled is
+        # marked, so that read models do not count it again when it is settled.
+        journaled = bool(fresh) and not subscription.pending_events
+        if journaled:
+            for batch in fresh:
+                batch["journaled"] = True
+            journal.append(journal_entry(subscription.id, subscription.version, seq, fresh))
         if keeps_held:
             held.append(HeldUsage(subscription.id, subscription.version, seq,
-                                  list(subscription.__dict__.get("unsettled") or ())))
+                                  list(subscription.__dict__.get("unsettled") or ()),
+                                  journaled=seq if journaled else 0))
 
     def commit_write(self, write: PreparedWrite) -> None:
         kwargs: dict[str, Any] = {"usage_keys": write.usage_keys}

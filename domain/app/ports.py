@@ -41,6 +41,9 @@ class HeldUsage:
     stream_version: int
     seq: int
     batches: list[dict[str, Any]]
+    # The count of the last write that journaled usage after `stream_version` (0: none since
+    # that version): how far a read model counting held usage must have come.
+    journaled: int = 0
 
 
 @runtime_checkable

@@ -60,7 +60,9 @@ class UsageSettled(DomainEvent):
     each batch as UsageRecorded would."""
 
     class_version = 1
-    batches: list[dict[str, Any]]  # each {"items": [...], "totals": {...}}
+    # Each {"items": [...], "totals": {...}}, and "journaled": true if the usage journal
+    # carried it to the read models already (domain/app/usage_journal.py).
+    batches: list[dict[str, Any]]
 
     def apply(self, aggregate: Any) -> None:
         if self.batches is aggregate.__dict__.get("unsettled"):

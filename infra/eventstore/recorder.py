@@ -121,7 +121,8 @@ class BillingRecorder(PostgresProcessRecorder):
             # which version of the stream, the count of writes that set the row, the batches.
             SQL("CREATE TABLE IF NOT EXISTS {0}.usage_held ("
                 "subscription_id text PRIMARY KEY, stream_version bigint NOT NULL, "
-                "seq bigint NOT NULL, batches bytea NOT NULL)").format(schema),
+                "seq bigint NOT NULL, batches bytea NOT NULL, journaled bigint NOT NULL)"
+                ).format(schema),
             # When each event was recorded (its `timestamp` is business time).
             SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS recorded_at timestamptz "
                 "NOT NULL DEFAULT now()").format(schema, Identifier(self.events_table_name)),
@@ -207,14 +208,17 @@ class BillingRecorder(PostgresProcessRecorder):
         # Each row set only from the count its writer read (seq - 1; a row that was not there
         # is inserted at 1): a row another writer set since matches neither, and is counted
         # out of the rows changed.
+        # `journaled` is kept while the stream has not moved and this write journaled nothing.
         self._set_held = SQL(
-            "INSERT INTO {0}.usage_held AS h (subscription_id, stream_version, seq, batches) "
-            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bytea[]) "
-            "ON CONFLICT (subscription_id) DO UPDATE SET stream_version = "
-            "EXCLUDED.stream_version, seq = EXCLUDED.seq, batches = EXCLUDED.batches "
-            "WHERE h.seq = EXCLUDED.seq - 1 RETURNING 1").format(schema)
+            "INSERT INTO {0}.usage_held AS h (subscription_id, stream_version, seq, batches, "
+            "journaled) SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], "
+            "%b::bytea[], %b::bigint[]) ON CONFLICT (subscription_id) DO UPDATE SET "
+            "stream_version = EXCLUDED.stream_version, seq = EXCLUDED.seq, batches = "
+            "EXCLUDED.batches, journaled = CASE WHEN EXCLUDED.journaled > 0 THEN "
+            "EXCLUDED.journaled WHEN EXCLUDED.stream_version = h.stream_version THEN "
+            "h.journaled ELSE 0 END WHERE h.seq = EXCLUDED.seq - 1 RETURNING 1").format(schema)
         self._select_held = SQL(
-            "SELECT subscription_id, stream_version, seq, batches FROM {0}.usage_held "
+            "SELECT subscription_id, stream_version, seq, batches, journaled FROM {0}.usage_held "
             "WHERE subscription_id = ANY(%s)").format(schema)
         self._insert_outcomes = SQL(
             "INSERT INTO {0}.command_outcomes (subscription_id, command_id, type, account, "
@@ -305,7 +309,8 @@ class BillingRecorder(PostgresProcessRecorder):
             TextArray.of([h.subscription for h in held]),
             Int8Array.of([h.stream_version for h in held]),
             Int8Array.of([h.seq for h in held]),
-            ByteaArray.of([orjson.dumps(h.batches) for h in held])), binary=True,
+            ByteaArray.of([orjson.dumps(h.batches) for h in held]),
+            Int8Array.of([h.journaled for h in held])), binary=True,
             prepare=False)  # in the pipeline after the events' insert, as the hashes are
         changed = len(curs.fetchall())  # (rowcount is not known in a pipeline)
         if changed != len(held):
@@ -318,8 +323,8 @@ class BillingRecorder(PostgresProcessRecorder):
             return {}
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self._select_held, (list(ids),), prepare=True, binary=True)
-            return {sid: HeldUsage(sid, version, seq, orjson.loads(batches))
-                    for sid, version, seq, batches in curs.fetchall()}
+            return {sid: HeldUsage(sid, version, seq, orjson.loads(batches), journaled)
+                    for sid, version, seq, batches, journaled in curs.fetchall()}
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *, inclusive_of_start: bool = True,

@@ -131,4 +131,54 @@ def test_a_subscription_holding_many_usage_events_settles_them(journaled: Engine
                                               for i in range(SETTLE_AT + 6)]))
     assert "UsageSettled" in topics(journaled, "sub-a")
     assert store_totals(journaled) == {("sub-a", "tokens"): Decimal(SETTLE_AT + 6)}
-    assert sum(len(e["items"]) for e in journal_entries(journaled)) == SETTLE_AT + 6
+    # Each usage event reaches the read models once: by the journal, or (written in a write
+    # that settles) by the UsageSettled event, whose journaled batches are marked.
+    import orjson
+    with psycopg.connect(journaled.database_url) as conn:
+        settled = [b for (state,) in conn.execute(
+            "SELECT state FROM billing_events WHERE topic LIKE '%UsageSettled'")
+            for b in orjson.loads(state)["batches"]]
+    assert sum(len(e["items"]) for e in journal_entries(journaled)) + sum(
+        len(b["items"]) for b in settled if not b.get("journaled")) == SETTLE_AT + 6
+
+
+def test_read_models_count_held_usage_once_and_rebuild_to_the_same_rows(
+        journaled: Engine) -> None:
+    from infra.ops.rebuild import rebuild
+    from projections.quota import store as quota_store
+    from tests.integration.helpers import project_all, quota_rows, quota_used, relay_all
+    from tests.integration.test_relay_and_projection import _fill
+
+    _fill(journaled)  # 3,000 usage events over 12 subscriptions; 3 of them roll a cycle
+    relay_all(journaled)
+    loop = project_all(journaled)
+    live = quota_rows(journaled.database_url)
+    assert quota_used(journaled.database_url) == store_totals(journaled)
+    assert any("UsageSettled" in topics(journaled, f"sub-{i:02d}") for i in range(3))
+
+    # A command settles a subscription's held usage into its stream: published, not counted
+    # again.
+    holding = next(s for s in (f"sub-{i:02d}" for i in range(12))
+                   if (row := held(journaled, s)) is not None and row[2])
+    commands = open_application(journaled.database_url, journaled.app.catalog)
+    try:
+        sub = commands.get(holding)
+        sub.create_workspace("ws-1", T0 + timedelta(days=29))
+        commands.save_batch([sub], tracking=None)
+    finally:
+        commands.close()
+    assert topics(journaled, holding)[-2:] == ["UsageSettled", "WorkspaceCreated"]
+    relay_all(journaled)
+    project_all(journaled, loop)
+    assert quota_rows(journaled.database_url) == live
+
+    # From the event store, from scratch; then from billing.events, offset 0.
+    with psycopg.connect(journaled.database_url) as conn:
+        conn.execute("DELETE FROM quota")
+    swapped = rebuild(journaled.app, journaled.database_url, ["quota"], do_swap=True,
+                      force=True)
+    assert swapped.swapped and quota_rows(journaled.database_url) == live
+    with psycopg.connect(journaled.database_url) as conn, conn.cursor() as cur:
+        quota_store.reset(cur, positions_too=True)
+    project_all(journaled)
+    assert quota_rows(journaled.database_url) == live
