@@ -40,7 +40,7 @@ class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
         snapshot = super().take(aggregate)
         for name in ("_fresh_usage", "_held_seq"):
             snapshot.state.pop(name, None)
-        if snapshot.state.get("unsettled"):
+        if snapshot.state.pop("unsettled", None):
             raise ValueError(f"{aggregate.id}: a snapshot with usage still held")
         return snapshot
 
