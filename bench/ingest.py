@@ -2,7 +2,7 @@
 raw kafka-python consume of the same topic, measured in the same run.
 
     python bench/ingest.py [--events 200000] [--subscriptions 1000] [--in-process] [--no-record]
-                           [--warm] [--cache N] [--skewed] [--statements] [--journal]
+                           [--warm] [--cache N] [--skewed] [--statements]
 
 Ingestion runs in a `billing run --only ingest` worker process, as deployed (or, with
 `--in-process`, in the benchmark's own process, as the runs before 2026-11-22 did).
@@ -11,9 +11,6 @@ Ingestion runs in a `billing run --only ingest` worker process, as deployed (or,
 published behind the first and timed on its own: the first pass is cold (each subscription
 read from the store on its first touch), the second is the steady state, with the worker's
 subscription cache (`--cache`: BILLING_CACHE_SUBSCRIPTIONS) as warm as its bound lets it be.
-
-`--journal`: usage held outside the streams and journaled per write (BILLING_USAGE_JOURNAL,
-docs/usage-journal.md) instead of a UsageRecorded event per subscription per poll.
 The worker's cache hits and loads come from its /metrics.
 
 `--statements` (embedded stack): PostgreSQL restarted with pg_stat_statements, and the
@@ -170,10 +167,8 @@ def ingest_in_worker(engine: Engine, ends: dict[int, int], warm_ends: dict[int, 
                     "warm_worker_cpu": process_cpu(worker.pid) - cold_cpu}  # type: ignore[dict-item]
         with psycopg.connect(engine.database_url) as conn:
             accepted = conn.execute("SELECT count(*) FROM usage_dedup").fetchone()
-            events = conn.execute(
-                "SELECT count(*) FROM billing_events WHERE topic LIKE '%UsageRecorded' OR "
-                "topic LIKE '%UsageSettled' OR topic LIKE '%UsageJournal.Journaled'"
-            ).fetchone()
+            events = conn.execute("SELECT count(*) FROM billing_events WHERE topic LIKE "
+                                  "'%UsageRecorded'").fetchone()
         rss = peak_rss_mib(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -231,7 +226,7 @@ def cache_figures(port: int) -> dict[str, int]:
 
 
 STORED_TABLES = ("billing_events", "usage_dedup", "event_hashes", "event_anchors",
-                 "billing_snapshots", "usage_held")
+                 "billing_snapshots")
 
 
 def stored_bytes(database_url: str) -> dict[str, tuple[int, int]]:
@@ -269,9 +264,6 @@ def main() -> int:
                         help="time a second pass over the same subscriptions on its own")
     parser.add_argument("--cache", type=int, default=None,
                         help="the worker's BILLING_CACHE_SUBSCRIPTIONS (default: its own)")
-    parser.add_argument("--journal", action="store_true",
-                        help="BILLING_USAGE_JOURNAL=1: usage held and journaled, not an event "
-                             "per subscription")
     parser.add_argument("--skewed", action="store_true",
                         help="usage concentrated on the busiest subscriptions, not even")
     parser.add_argument("--statements", action="store_true",
@@ -282,8 +274,6 @@ def main() -> int:
         parser.error("--warm times the worker process: not with --in-process")
     if args.cache is not None:
         os.environ["BILLING_CACHE_SUBSCRIPTIONS"] = str(args.cache)
-    if args.journal:
-        os.environ["BILLING_USAGE_JOURNAL"] = "1"
 
     settings = Settings.from_env()
     start = datetime(2026, 11, 1, tzinfo=UTC)
@@ -394,7 +384,7 @@ def main() -> int:
         f"**{total / stored_events:,.0f} bytes**: " + ", ".join(
             f"{name} {(t + i) / stored_events:,.0f} ({i / stored_events:,.0f} of it indexes)"
             for name, (t, i) in sizes.items()) + f"; {stats['events_written']:,} usage domain "
-        f"events (UsageRecorded, UsageSettled, journal) for {stored_events:,} usage events")
+        f"events for {stored_events:,} usage events")
     print("\n".join(lines))
     print(stats)
     if stats["accepted"] != stored_events:

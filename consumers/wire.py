@@ -3,19 +3,10 @@
 {"subscription": str, "version": int, "type": str, "type_version": int, "time": RFC 3339,
  "position": int (notification id in the event store), "data": {...}}
 Decimals are written as strings; times with their offset.
-
-Usage held outside a subscription's stream (docs/usage-journal.md) arrives as `UsageRecorded`
-messages made from the usage journal's events, one per subscription and journal event. Such a
-message carries the version of the subscription's latest event (the usage comes after it) and
-`"seq"`, which orders it after that event and after the subscription's earlier held usage:
-(version, seq) grows along each subscription's messages, seq being 0 (or absent) for its
-events. The `UsageSettled` event that later carries the same usage into the stream is
-published too; its usage has been delivered already and is not to be counted again.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -90,26 +81,6 @@ def wire_message(app: Application[Any], notification: Notification) -> dict[str,
         "position": notification.id,
         "data": data,
     }
-
-
-JOURNALED_TOPIC = "domain.usage_journal:UsageJournal.Journaled"
-
-
-def wire_messages(app: Application[Any], notification: Notification) -> list[dict[str, Any]]:
-    """The messages of one stored event: one, or one per subscription of a journal event."""
-    if notification.topic != JOURNALED_TOPIC:
-        return [wire_message(app, notification)]
-    state = orjson.loads(notification.state)
-    return [{
-        "subscription": entry["subscription"],
-        "version": entry["version"],
-        "seq": entry["seq"],
-        "type": "UsageRecorded",
-        "type_version": 1,
-        "time": max(datetime.fromisoformat(item["at"]) for item in entry["items"]).isoformat(),
-        "position": notification.id,
-        "data": {"items": entry["items"], "totals": entry["totals"]},
-    } for entry in state["entries"]]
 
 
 UNDECODABLE = "Undecodable"

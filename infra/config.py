@@ -192,9 +192,6 @@ class Settings:
     # Subscriptions a worker keeps in memory (the least recently written go first): memory
     # against reloads (docs/scaling.md)
     cache_subscriptions: int = DEFAULT_CACHE_SUBSCRIPTIONS
-    # Ingestion holds each subscription's usage outside its stream, journaled per write and
-    # settled into the stream later (docs/usage-journal.md)
-    usage_journal: bool = False
     session_timeout_ms: int = 6000
     catalog_path: Path | None = None
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -260,7 +257,6 @@ class Settings:
             cache_subscriptions=e.integer("BILLING_CACHE_SUBSCRIPTIONS",
                                           DEFAULT_CACHE_SUBSCRIPTIONS, 0,
                                           10_000_000),
-            usage_journal=e.boolean("BILLING_USAGE_JOURNAL", False),
             session_timeout_ms=e.integer("BILLING_SESSION_TIMEOUT_MS", 6000, 1000, 3_600_000),
             catalog_path=e.file("BILLING_CATALOG"),
             migrate=e.boolean("BILLING_MIGRATE", True),

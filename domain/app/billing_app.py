@@ -29,15 +29,7 @@ from domain.app import (
     run_command,
     subscribe,
 )
-from domain.app.ports import (
-    CommandOutcome,
-    HeldUsage,
-    HeldUsageStore,
-    StreamReader,
-    UsageKey,
-    UsageLedger,
-)
-from domain.app.usage_journal import UsageJournal, journal_entry
+from domain.app.ports import CommandOutcome, StreamReader, UsageKey, UsageLedger
 from domain.billing.clock import CLOCK_ID, BillingClock
 from domain.billing.invoice_document import issuer_with_defaults
 from domain.catalog.coupons import Coupon
@@ -61,14 +53,6 @@ class PreparedWrite:
     aggregate_ids: tuple[str, ...]
     command_outcomes: tuple[CommandOutcome, ...] = ()
     usage_until: tuple[datetime, ...] = ()  # per usage key, when it may be pruned
-    held_usage: tuple[HeldUsage, ...] = ()  # the subscriptions' held-usage rows to set
-
-
-# How many usage events a subscription holds outside its stream before they go into it (one
-# UsageSettled event). Few subscriptions with much usage each settle about once a poll, as they
-# recorded a UsageRecorded event a poll before; many with little each hold theirs until their
-# next event, their cycle's close at the latest.
-SETTLE_AT = 64
 
 
 T = TypeVar("T")
@@ -78,9 +62,6 @@ class BillingApplication(Application[str]):
     name = "billing"
     snapshotting_intervals = {Subscription: 50}
     cache_limit = 200_000
-    # Ingestion records usage buffered (held by each subscription, journaled, settled into its
-    # stream later: docs/usage-journal.md). Set by the composition root (BILLING_USAGE_JOURNAL).
-    buffers_usage = False
 
     def __init__(self, catalog: Catalog, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=env)
@@ -104,7 +85,6 @@ class BillingApplication(Application[str]):
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, Subscription)
-        self._take_held({aggregate.id: aggregate})
         self.cache_loads += 1
         self._remember(aggregate)
         return aggregate
@@ -116,16 +96,12 @@ class BillingApplication(Application[str]):
         return aggregate
 
     def load_as_stored(self, subscription_id: str, version: int | None = None) -> Subscription:
-        """Bypass the cache (for reads that must reflect exactly what is stored). The latest
-        version includes the usage the subscription holds outside its stream; an earlier one
-        is its stream up to that event."""
+        """Bypass the cache (for reads that must reflect exactly what is stored)."""
         try:
             aggregate: object = self.repository.get(subscription_id, version=version)
         except AggregateNotFoundError:
             raise UnknownSubscription(f"no subscription {subscription_id!r}") from None
         assert isinstance(aggregate, Subscription)
-        if version is None:
-            self._take_held({aggregate.id: aggregate})
         return aggregate
 
     def existing(self, ids: Sequence[str]) -> set[str]:
@@ -148,7 +124,6 @@ class BillingApplication(Application[str]):
         if snapshots is None:
             return
         table = snapshots.recorder.events_table_name
-        loaded: dict[str, Subscription] = {}
         for snapshot, stored in recorder.select_streams(missing, table).values():
             aggregate: Any = None
             if snapshot is not None:
@@ -157,27 +132,8 @@ class BillingApplication(Application[str]):
                 domain_event: Any = self.mapper.to_domain_event(event)
                 aggregate = domain_event.mutate(aggregate)
             if isinstance(aggregate, Subscription):
-                loaded[aggregate.id] = aggregate
-        self._take_held(loaded)
-        for aggregate in loaded.values():
-            self.cache_loads += 1
-            self._remember(aggregate)
-
-    def _take_held(self, aggregates: Mapping[str, Subscription]) -> None:
-        """The usage these subscriptions hold outside their streams, and their held-usage
-        rows' counts (the next write of each sets its row only if it is still there)."""
-        recorder: object = self.recorder
-        if not aggregates or not isinstance(recorder, HeldUsageStore):
-            return
-        for sid, held in recorder.held_usage(list(aggregates)).items():
-            aggregate = aggregates[sid]
-            if held.batches and held.stream_version != aggregate.version:
-                raise HeldUsageMisplaced(
-                    f"{sid}: usage held after version {held.stream_version} of a stream at "
-                    f"{aggregate.version}")
-            aggregate._held_seq = held.seq
-            if held.batches:
-                aggregate.hold_unsettled(held.batches)
+                self.cache_loads += 1
+                self._remember(aggregate)
 
     def revalidate(self, ids: Iterable[str]) -> set[str]:
         """Drop cached aggregates that another process has changed since, so decisions (and
@@ -190,16 +146,12 @@ class BillingApplication(Application[str]):
         if not isinstance(recorder, StreamReader):
             return set()
         latest = recorder.max_versions(cached)
-        held = recorder.held_usage(cached) if isinstance(recorder, HeldUsageStore) else {}
         dropped = set()
         for i in cached:
             stored = latest.get(i)
-            row = held.get(i)
             # Behind the store: another writer. Ahead of it (or not in it yet): this process's
             # own write still committing (consumers.write_behind); a failed one is evicted.
-            if (stored is not None and stored > self._cache[i].version) or (
-                    row is not None
-                    and row.seq > self._cache[i].__dict__.get("_held_seq", 0)):
+            if stored is not None and stored > self._cache[i].version:
                 self._cache.pop(i, None)
                 dropped.add(i)
         return dropped
@@ -252,59 +204,21 @@ class BillingApplication(Application[str]):
         if tracking is not None and not isinstance(tracking, Tracking):
             tracking, more = (tracking[0], tracking[1:]) if tracking else (None, ())
         events: list[Any] = []
-        held: list[HeldUsage] = []
-        journal: list[dict[str, Any]] = []
-        keeps_held = isinstance(self.recorder, HeldUsageStore)
         # What ProcessingEvent.collect_events does, without its runtime Protocol checks (two
         # isinstance checks per aggregate: a tenth of the write path at 100,000 subscriptions).
         for aggregate in aggregates:
-            if type(aggregate) is Subscription and (
-                    self.buffers_usage or "_held_seq" in aggregate.__dict__):
-                self._settle_and_hold(aggregate, keeps_held, held, journal)
             events.extend(aggregate.collect_events())
             self._remember(aggregate)
-        if journal:  # first: its usage comes before the events this write adds to its streams
-            events[:0] = UsageJournal.write(journal, _latest_time(journal)).collect_events()
         to_stored = self.mapper.to_stored_event
         return PreparedWrite(
             events=[to_stored(e) for e in events],
             snapshots=self._snapshots_due(events, {a.id: a for a in aggregates}),
             tracking=tracking, more_tracking=tuple(more), usage_keys=tuple(usage_keys),
             aggregate_ids=tuple(a.id for a in aggregates),
-            command_outcomes=tuple(command_outcomes), usage_until=tuple(usage_until),
-            held_usage=tuple(held))
-
-    def _settle_and_hold(self, subscription: Subscription, keeps_held: bool,
-                         held: list[HeldUsage], journal: list[dict[str, Any]]) -> None:
-        """What a write of a subscription does with the usage it holds: settled into its
-        stream when the write has other events for it (a snapshot may then be taken, and
-        holds none), when it holds many, or when the store keeps no held usage; journaled if
-        recorded since the last write; and its held-usage row set, with the next count, so
-        that another writer of the subscription since it was loaded fails this write."""
-        if subscription.pending_events or not keeps_held \
-                or subscription.unsettled_items() >= SETTLE_AT:
-            subscription.settle_usage()
-        seq = subscription.__dict__.get("_held_seq", 0) + 1
-        subscription._held_seq = seq
-        fresh = subscription.collect_usage()
-        # Journaled only when the write adds nothing to the stream: otherwise this usage is in
-        # the write's UsageSettled events, in its place among the others (a roll may come
-        # between two of its batches), and read models count it there. A batch journaled is
-        # marked, so that read models do not count it again when it is settled.
-        journaled = bool(fresh) and not subscription.pending_events
-        if journaled:
-            for batch in fresh:
-                batch["journaled"] = True
-            journal.append(journal_entry(subscription.id, subscription.version, seq, fresh))
-        if keeps_held:
-            held.append(HeldUsage(subscription.id, subscription.version, seq,
-                                  list(subscription.__dict__.get("unsettled") or ()),
-                                  journaled=seq if journaled else 0))
+            command_outcomes=tuple(command_outcomes), usage_until=tuple(usage_until))
 
     def commit_write(self, write: PreparedWrite) -> None:
         kwargs: dict[str, Any] = {"usage_keys": write.usage_keys}
-        if write.held_usage:
-            kwargs["held_usage"] = write.held_usage
         if write.usage_until:
             kwargs["usage_until"] = write.usage_until
         if write.command_outcomes:
@@ -413,17 +327,6 @@ class BillingApplication(Application[str]):
     def advance_subscriptions(self, to: datetime, ids: Sequence[str],
                               batch: int = 500) -> tuple[int, int]:
         return advance_clock.advance_subscriptions(self, to, ids, batch)
-
-
-class HeldUsageMisplaced(RuntimeError):
-    """A subscription's held usage does not come after its stream's latest event: written by
-    a version without held usage, or the store was edited. Never settled over: its order
-    against the stream's events is not known."""
-
-
-def _latest_time(entries: Sequence[dict[str, Any]]) -> datetime:
-    return max(datetime.fromisoformat(item["at"]) for entry in entries
-               for item in entry["items"])
 
 
 def snapshot_due(stream_id: str, version: int, interval: int) -> bool:

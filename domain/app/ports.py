@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from eventsourcing.persistence import StoredEvent
 
@@ -28,31 +28,6 @@ class CommandOutcome:
     code: str | None = None
     message: str | None = None
     events: int = 0
-
-
-@dataclass(frozen=True)
-class HeldUsage:
-    """A subscription's usage held outside its stream (recorded buffered,
-    docs/usage-journal.md): the batches, the version of the stream they come after, and how
-    many writes of the subscription have set this row (`seq`), which is how two writers of one
-    subscription find each other out."""
-
-    subscription: str
-    stream_version: int
-    seq: int
-    batches: list[dict[str, Any]]
-    # The count of the last write that journaled usage after `stream_version` (0: none since
-    # that version): how far a read model counting held usage must have come.
-    journaled: int = 0
-
-
-@runtime_checkable
-class HeldUsageStore(Protocol):
-    """The held usage of each subscription that has a row. Rows are written with the events,
-    in the same transaction (`held_usage=` of `insert_events`): each only if the row is still
-    at `seq - 1` (0: no row yet), or the whole write fails as a version conflict does."""
-
-    def held_usage(self, ids: Sequence[str]) -> dict[str, HeldUsage]: ...
 
 
 @runtime_checkable

@@ -109,7 +109,6 @@ def _apply(app: BillingApplication, subscription: Subscription,
     the cycle its time belongs to. Returns the accepted items' indexes, each with the end of
     its cycle's grace window."""
     indexed.sort(key=lambda pair: pair[1].at)
-    buffered = app.buffers_usage
     accepted: list[tuple[int, datetime]] = []
     pending: list[UsageItem] = []
     pending_by_day: Pending = {}  # counted only where a daily cap refuses
@@ -127,7 +126,7 @@ def _apply(app: BillingApplication, subscription: Subscription,
                 batch.rejected.append((index, error))
                 continue
         if due is not None and item.at >= due:
-            subscription.record_usage(pending, checked=True, buffered=buffered)
+            subscription.record_usage(pending, checked=True)
             pending, pending_by_day = [], {}
             batch.time_events += subscription.advance_to(item.at, app.catalog)
             due = subscription.next_due()
@@ -145,5 +144,5 @@ def _apply(app: BillingApplication, subscription: Subscription,
         pending.append(item)
         accepted.append((index, open_until if item.at >= open_start
                          else subscription.accepts_until(item.at)))
-    subscription.record_usage(pending, checked=True, buffered=buffered)
+    subscription.record_usage(pending, checked=True)
     return accepted

@@ -32,18 +32,6 @@ class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
     topic: str
     state: dict[str, Any]
 
-    @classmethod
-    def take(cls, aggregate: Any) -> Any:
-        """The aggregate's state but what only its writer keeps: usage recorded buffered since
-        the last save, and the count of its held-usage row. Usage still held is not in a
-        snapshot either: a subscription is settled before one is taken."""
-        snapshot = super().take(aggregate)
-        for name in ("_fresh_usage", "_held_seq"):
-            snapshot.state.pop(name, None)
-        if snapshot.state.pop("unsettled", None):
-            raise ValueError(f"{aggregate.id}: a snapshot with usage still held")
-        return snapshot
-
     def mutate(self, aggregate: None) -> Any:
         """The aggregate as snapshotted; one that shares values between aggregates in memory
         (domain.shared.shared_values) takes them back in `restored`."""

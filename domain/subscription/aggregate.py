@@ -91,19 +91,10 @@ class Subscription(BaseAggregate[str]):
     # Unit credits (domain/subscription/unit_credits.py); absent likewise.
     unit_grants: list[dict[str, Any]]
     unit_grants_made: int  # grant ids count on from it (spent grants leave the list)
-    # Usage recorded without an event of its own, not yet in the stream (metering.py,
-    # `buffered`); absent or empty when the stream shows all usage.
-    unsettled: list[dict[str, Any]]
-    # Of those, the batches recorded since the last save (`collect_usage`); and how many writes
-    # have set this subscription's held-usage row in the store (its `seq`). Neither is state:
-    # snapshots leave them out.
-    _fresh_usage: list[dict[str, Any]]
-    _held_seq: int
 
     # The events (domain/subscription/events.py), also reachable as Subscription.<Event>.
     Subscribed = events.Subscribed
     UsageRecorded = events.UsageRecorded
-    UsageSettled = events.UsageSettled
     LateUsageRecorded = events.LateUsageRecorded
     QuotaThresholdCrossed = events.QuotaThresholdCrossed
     DailyCapReached = events.DailyCapReached
@@ -198,13 +189,6 @@ class Subscription(BaseAggregate[str]):
         self.cancel_at: datetime | None = None
         self.payment_attempts: dict[str, int] = {}
         self.payment_state = "ok"
-
-    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
-        """Every event but the settling one comes after the usage recorded before it, so the
-        stream replays in the order things happened (metering.settle_usage)."""
-        if self.__dict__.get("unsettled") and event_class is not events.UsageSettled:
-            self.settle_usage()
-        super().trigger_event(event_class, **kwargs)
 
     def restored(self) -> None:
         """From a snapshot: its plan terms shared with the other subscriptions holding equal
@@ -343,10 +327,6 @@ class Subscription(BaseAggregate[str]):
     refuses_daily = metering.refuses_daily
     _record_current = metering._record_current
     _add_usage = metering._add_usage
-    settle_usage = metering.settle_usage
-    unsettled_items = metering.unsettled_items
-    collect_usage = metering.collect_usage
-    hold_unsettled = metering.hold_unsettled
     meters_now = metering.meters_now
     _closed_usage = metering._closed_usage
     _start_measures = metering._start_measures

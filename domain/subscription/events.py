@@ -49,29 +49,6 @@ class UsageRecorded(DomainEvent):
         aggregate._add_usage(self.items, self.totals)
 
 
-class UsageSettled(DomainEvent):
-    """Usage the subscription's stream shows only now: batches that ingestion recorded without
-    an event of their own (`record_usage(..., buffered=True)`; the store keeps them meanwhile,
-    docs/usage-journal.md), in the order recorded, each as a UsageRecorded event would carry it.
-    Written before any other event of the subscription, so its stream replays whole.
-
-    Applied live (by `settle_usage`, `batches` being the very list the aggregate holds), it
-    only empties that list: the usage was counted when it was recorded. Replayed, it counts
-    each batch as UsageRecorded would."""
-
-    class_version = 1
-    # Each {"items": [...], "totals": {...}}, and "journaled": true if the usage journal
-    # carried it to the read models already (domain/app/usage_journal.py).
-    batches: list[dict[str, Any]]
-
-    def apply(self, aggregate: Any) -> None:
-        if self.batches is aggregate.__dict__.get("unsettled"):
-            aggregate.unsettled = []
-            return
-        for batch in self.batches:
-            aggregate._add_usage(batch["items"], batch["totals"])
-
-
 class LateUsageRecorded(DomainEvent):
     """Usage timed in the last closed cycle, arrived within its grace window."""
 

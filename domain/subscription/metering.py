@@ -158,17 +158,10 @@ def accept(pending: Pending, item: UsageItem) -> None:
     pending[key] = pending.get(key, ZERO) + item.quantity
 
 
-def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool = False,
-                 buffered: bool = False) -> None:
+def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool = False) -> None:
     """Record accepted usage. Each item is checked (`check_usage`) unless the caller has
     just done so (`checked=True`, the batch path). Usage past a hard limit is recorded too
-    (it happened) and reported by threshold events.
-
-    `buffered`: the usage of the open cycle is counted at once but held in `unsettled`
-    instead of becoming a UsageRecorded event; a UsageSettled event carries it into the
-    stream before the next event of any other kind, or when the caller settles
-    (`settle_usage`). Ingestion uses it where a poll's usage is spread over many
-    subscriptions; the store keeps what is held meanwhile (docs/usage-journal.md)."""
+    (it happened) and reported by threshold events."""
     if not items:
         return
     if not checked:
@@ -197,18 +190,17 @@ def record_usage(self: Subscription, items: Sequence[UsageItem], checked: bool =
     if not current:
         return
     if not self._has_daily_caps():
-        self._record_current(current, capped=False, buffered=buffered)
+        self._record_current(current, capped=False)
         return
     for day, group in by_utc_day(current):  # each day's cap is judged on its own
         if self.daily_capped and self.daily_day is not None and day > self.daily_day:
             midnight = next_utc_midnight(self.daily_day)
             self._daily_allowance_reset(day=utc_day(midnight),
                                         metrics=list(self.daily_capped), timestamp=midnight)
-        self._record_current(group, capped=True, buffered=buffered)
+        self._record_current(group, capped=True)
 
 
-def _record_current(self: Subscription, items: list[UsageItem], capped: bool,
-                    buffered: bool = False) -> None:
+def _record_current(self: Subscription, items: list[UsageItem], capped: bool) -> None:
     allowances = self.terms["allowances"]
     kept = priced_properties(allowances)
     records = [i.as_record(kept) for i in items]
@@ -218,19 +210,7 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool,
     daily_before = dict(self.daily_used) if capped else {}
     day_before = self.daily_day
     at = max(i.at for i in items)
-    if buffered:
-        self._add_usage(records, totals)
-        batch = {"items": records, "totals": totals}
-        held = self.__dict__.get("unsettled")
-        if held is None:
-            held = self.unsettled = []
-        held.append(batch)
-        fresh = self.__dict__.get("_fresh_usage")
-        if fresh is None:
-            fresh = self._fresh_usage = []
-        fresh.append(batch)
-    else:
-        self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
+    self.trigger_event(self.UsageRecorded, items=records, totals=totals, timestamp=at)
     self.draw_units(totals, at)  # before the thresholds and charges, which count it
     self._report_thresholds(before, at)
     if "progressive_billing" in self.terms or any(
@@ -238,36 +218,6 @@ def _record_current(self: Subscription, items: list[UsageItem], capped: bool,
         self._charge_on_use(totals, at)
     if capped:
         self._report_daily_caps(daily_before, day_before, at)
-
-
-def settle_usage(self: Subscription) -> None:
-    """Write the usage held by `record_usage(..., buffered=True)` into the stream: one
-    UsageSettled event, timed at the latest item it holds."""
-    held = self.__dict__.get("unsettled")
-    if not held:
-        return
-    at = max(datetime.fromisoformat(item["at"]) for batch in held for item in batch["items"])
-    self.trigger_event(self.UsageSettled, batches=held, timestamp=at)
-
-
-def collect_usage(self: Subscription) -> list[dict[str, Any]]:
-    """The batches recorded buffered since the last call (for the usage journal), as
-    `collect_events` gives the events since the last save."""
-    fresh = self.__dict__.pop("_fresh_usage", None)
-    return fresh or []
-
-
-def unsettled_items(self: Subscription) -> int:
-    return sum(len(batch["items"]) for batch in self.__dict__.get("unsettled") or ())
-
-
-def hold_unsettled(self: Subscription, batches: list[dict[str, Any]]) -> None:
-    """Take back usage held when this subscription was last written (the store's usage
-    buffer): counted as when it was recorded, and held again. Recording it raised no event
-    then (an event would have settled it), so counting it again raises none."""
-    for batch in batches:
-        self._add_usage(batch["items"], batch["totals"])
-    self.unsettled = list(batches)
 
 
 def _add_usage(self: Subscription, items: list[dict[str, Any]], totals: dict[str, str]) -> None:

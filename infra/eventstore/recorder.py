@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import orjson
-from eventsourcing.persistence import IntegrityError, Notification, StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresFactory,
@@ -35,7 +35,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.app.billing_app import BillingApplication
-from domain.app.ports import CommandOutcome, HeldUsage, UsageKey
+from domain.app.ports import CommandOutcome, UsageKey
 from domain.catalog.model import Catalog
 from infra.eventstore.binary_arrays import ByteaArray, Int4Array, Int8Array, TextArray
 
@@ -117,12 +117,6 @@ class BillingRecorder(PostgresProcessRecorder):
                 "PRIMARY KEY (subscription_id, command_id))").format(schema),
             SQL("CREATE INDEX IF NOT EXISTS command_outcomes_id ON {0}.command_outcomes "
                 "(command_id)").format(schema),
-            # Usage a subscription holds outside its stream (docs/usage-journal.md): after
-            # which version of the stream, the count of writes that set the row, the batches.
-            SQL("CREATE TABLE IF NOT EXISTS {0}.usage_held ("
-                "subscription_id text PRIMARY KEY, stream_version bigint NOT NULL, "
-                "seq bigint NOT NULL, batches bytea NOT NULL, journaled bigint NOT NULL)"
-                ).format(schema),
             # When each event was recorded (its `timestamp` is business time).
             SQL("ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS recorded_at timestamptz "
                 "NOT NULL DEFAULT now()").format(schema, Identifier(self.events_table_name)),
@@ -205,21 +199,6 @@ class BillingRecorder(PostgresProcessRecorder):
             "%b::int[]) AS k(s, u, w)"
         ).format(schema)
         self._prune_usage = SQL("SELECT {0}.billing_prune_usage(%s, %s)").format(schema)
-        # Each row set only from the count its writer read (seq - 1; a row that was not there
-        # is inserted at 1): a row another writer set since matches neither, and is counted
-        # out of the rows changed.
-        # `journaled` is kept while the stream has not moved and this write journaled nothing.
-        self._set_held = SQL(
-            "INSERT INTO {0}.usage_held AS h (subscription_id, stream_version, seq, batches, "
-            "journaled) SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], "
-            "%b::bytea[], %b::bigint[]) ON CONFLICT (subscription_id) DO UPDATE SET "
-            "stream_version = EXCLUDED.stream_version, seq = EXCLUDED.seq, batches = "
-            "EXCLUDED.batches, journaled = CASE WHEN EXCLUDED.journaled > 0 THEN "
-            "EXCLUDED.journaled WHEN EXCLUDED.stream_version = h.stream_version THEN "
-            "h.journaled ELSE 0 END WHERE h.seq = EXCLUDED.seq - 1 RETURNING 1").format(schema)
-        self._select_held = SQL(
-            "SELECT subscription_id, stream_version, seq, batches, journaled FROM {0}.usage_held "
-            "WHERE subscription_id = ANY(%s)").format(schema)
         self._insert_outcomes = SQL(
             "INSERT INTO {0}.command_outcomes (subscription_id, command_id, type, account, "
             "result, code, message, events) SELECT * FROM unnest(%s::text[], %s::text[], "
@@ -294,37 +273,12 @@ class BillingRecorder(PostgresProcessRecorder):
                              prepare=True)
             else:
                 curs.execute(self._insert_usage, (_pairs_json(keys),), prepare=True)
-        held: Sequence[HeldUsage] = kwargs.get("held_usage") or ()
-        if held:
-            self._set_held_usage(curs, held)
         outcomes: Sequence[CommandOutcome] = kwargs.get("command_outcomes") or ()
         if outcomes:
             curs.execute(self._insert_outcomes, [
                 [getattr(o, name) for o in outcomes]
                 for name in ("subscription", "command_id", "type", "account", "result", "code",
                              "message", "events")])
-
-    def _set_held_usage(self, curs: Cursor[DictRow], held: Sequence[HeldUsage]) -> None:
-        curs.execute(self._set_held, (
-            TextArray.of([h.subscription for h in held]),
-            Int8Array.of([h.stream_version for h in held]),
-            Int8Array.of([h.seq for h in held]),
-            ByteaArray.of([orjson.dumps(h.batches) for h in held]),
-            Int8Array.of([h.journaled for h in held])), binary=True,
-            prepare=False)  # in the pipeline after the events' insert, as the hashes are
-        changed = len(curs.fetchall())  # (rowcount is not known in a pipeline)
-        if changed != len(held):
-            raise HeldUsageConflict(
-                f"{len(held) - changed} of {len(held)} subscriptions' held usage was set "
-                f"by another writer since it was read")
-
-    def held_usage(self, ids: Sequence[str]) -> dict[str, HeldUsage]:
-        if not ids:
-            return {}
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self._select_held, (list(ids),), prepare=True, binary=True)
-            return {sid: HeldUsage(sid, version, seq, orjson.loads(batches), journaled)
-                    for sid, version, seq, batches, journaled in curs.fetchall()}
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
@@ -470,11 +424,6 @@ class BillingRecorder(PostgresProcessRecorder):
 
 
 ZERO_HASH = bytes(32)
-
-
-class HeldUsageConflict(IntegrityError):
-    """Another writer set a subscription's held usage since this one read it: the write fails
-    whole, as a stream's version conflict does, and its caller decides again."""
 
 
 def content_hash(topic: str, state: bytes) -> bytes:

@@ -20,7 +20,7 @@ from eventsourcing.utils import TopicError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from consumers.wire import encode, undecodable_message, wire_messages
+from consumers.wire import encode, undecodable_message, wire_message
 from domain.app.billing_app import BillingApplication
 from infra.kafka.clients import KeyPartitions, RecordBatches
 from infra.wiring.polling import Progress, run_polling
@@ -65,12 +65,11 @@ class Relay:
         self.partition_of.refresh()
         records = []
         for n in notifications:
-            for message in self._messages(n):
-                key = str(message["subscription"]).encode()
-                partition = self.partition_of(key)
-                if partition is None:  # the topic's partitions are not known yet
-                    raise KafkaError(f"no partitions known for {self.topic}")
-                records.append((partition, key, encode(message)))
+            key = n.originator_id.encode()
+            partition = self.partition_of(key)
+            if partition is None:  # the topic's partitions are not known yet
+                raise KafkaError(f"no partitions known for {self.topic}")
+            records.append((partition, key, encode(self._message(n))))
         self.batches.publish(self.topic, records)
         last = notifications[-1].id
         try:
@@ -84,11 +83,9 @@ class Relay:
         self.published += len(notifications)
         return len(notifications)
 
-    def _messages(self, notification: Any) -> list[dict[str, Any]]:
-        """Its messages (a journal event has one per subscription), each keyed by its
-        subscription so that a subscription's messages stay in order on one partition."""
+    def _message(self, notification: Any) -> dict[str, Any]:
         try:
-            return wire_messages(self.app, notification)
+            return wire_message(self.app, notification)
         except TopicError:
             # A type this version of the engine does not know (a newer writer during a
             # rolling deploy): wait for the upgrade rather than publish a placeholder for good.
@@ -100,7 +97,7 @@ class Relay:
                       notification.originator_version, "Undecodable", error,
                       extra={"worker": self.name, "position": notification.id,
                              "code": "undecodable_event"})
-            return [undecodable_message(notification, error)]
+            return undecodable_message(notification, error)
 
     def lag(self) -> int:
         return max((self.recorder.max_notification_id() or 0) - self.position(), 0)

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from consumers.projector import Database
-from consumers.wire import wire_messages
+from consumers.wire import wire_message
 from infra.config import Settings
 from infra.ops.parallel import map_in_processes
 from infra.render.progress import ProgressLine
@@ -107,7 +107,7 @@ def replay_store(app: Any, shadow: Database, projections: list[str],
             notifications = recorder.select_notifications(start=start, limit=batch, part=part)
             if not notifications:
                 break
-            messages = [m for n in notifications for m in wire_messages(app, n)]
+            messages = [wire_message(app, n) for n in notifications]
             if "quota" in projections:
                 apply_all(states, messages)
             if "invoices" in projections:
@@ -174,7 +174,7 @@ def catch_up(app: Any, shadow: Database, projections: list[str], after: int,
                                                           inclusive_of_start=False)
         if not notifications:
             return after
-        messages = [m for n in notifications for m in wire_messages(app, n)]
+        messages = [wire_message(app, n) for n in notifications]
         with conn.transaction(), conn.cursor() as cur:
             if "quota" in projections:
                 states = quota_store.load(cur, sorted({m["subscription"] for m in messages}))
@@ -213,7 +213,7 @@ def _mark_behind(conn: psycopg.Connection[Any], projections: list[str]) -> dict[
     conn.execute(f"INSERT INTO rebuild_behind SELECT s.projection, s.subscription_id FROM "
                  f"{SHADOW}.projection_versions s LEFT JOIN public.projection_versions p "
                  f"USING (projection, subscription_id) WHERE s.projection = ANY(%s) AND "
-                 f"(p.version IS NULL OR (p.version, p.seq) < (s.version, s.seq))",
+                 f"(p.version IS NULL OR p.version < s.version)",
                  ([_versions_of(name) for name in projections],))
     counts = dict(conn.execute("SELECT projection, count(*) FROM rebuild_behind GROUP BY 1"))
     return {name: int(counts.get(_versions_of(name), 0)) for name in projections}
@@ -223,7 +223,7 @@ def _rows(schema: str, table: str, name: str) -> tuple[str, list[str]]:
     """A query for the rows of `table` in `schema`, but those of subscriptions behind."""
     behind = "SELECT subscription_id FROM rebuild_behind WHERE projection = %s"
     if table == "projection_versions":
-        return (f"SELECT subscription_id, version, seq FROM {schema}.projection_versions WHERE "
+        return (f"SELECT subscription_id, version FROM {schema}.projection_versions WHERE "
                 f"projection = %s AND subscription_id NOT IN ({behind})",
                 [_versions_of(name)] * 2)
     if table == "invoice_lines":

@@ -5,9 +5,7 @@
   TRUNCATE. Input positions (`billing_tracking`) move only through `billing_move_position`, a
   SECURITY DEFINER function that moves them forward and never back (no INSERT or UPDATE on the
   table; a trigger refuses a backward move even by the owner). Usage ids leave the ledger only
-  through `billing_prune_usage`, which removes those whose window has closed. The usage
-  subscriptions hold outside their streams (`usage_held`) is the one event-store table it
-  updates in place; what it holds is in the usage journal's events too. MAINTAIN
+  through `billing_prune_usage`, which removes those whose window has closed. MAINTAIN
   on the events table lets it take the write lock that keeps the notification log in commit
   order (LOCK TABLE ... EXCLUSIVE needs it; it changes no row). Read models: full DML, as
   rebuilding them needs.
@@ -38,7 +36,7 @@ TENANT_ROLE = "billing_tenant"
 API_ROLE = "billing_api"
 
 EVENT_TABLES = ("billing_events", "billing_snapshots", "billing_tracking", "usage_dedup",
-                "event_hashes", "event_anchors", "command_outcomes", "usage_held")
+                "event_hashes", "event_anchors", "command_outcomes")
 READ_MODELS = ("quota", "usage_daily", "usage_by_member", "usage_by_group",
                "unit_credit_balances", "quota_unmetered",
                "projection_versions",
@@ -142,9 +140,6 @@ def _setup_roles(conn: psycopg.Connection[Any]) -> None:
     # infra/eventstore/recorder.py).
     _table_privileges(conn, "billing_tracking", WORKER_ROLE, {"SELECT"})
     _table_privileges(conn, "billing_events", WORKER_ROLE, {"SELECT", "INSERT", "MAINTAIN"})
-    # Usage held outside the streams changes in place until it is settled into them (every
-    # piece of it is also in the usage journal, an event): no DELETE.
-    _table_privileges(conn, "usage_held", WORKER_ROLE, {"SELECT", "INSERT", "UPDATE"})
     conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION billing_move_position(text, bigint) "
                          "TO {0}").format(worker))
     # The ledger forgets ids only through billing_prune_usage (closed windows only).

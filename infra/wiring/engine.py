@@ -69,7 +69,6 @@ def open_billing(database_url: str, settings: Settings,
     explicit = catalog is not None or settings.catalog_path is not None
     app = open_application(database_url, configured, settings.migrate)
     app.cache_limit = settings.cache_subscriptions
-    app.buffers_usage = settings.usage_journal
     try:
         recorded = app.deployment_catalog(configured, explicit)
         if recorded.source_sha256 != configured.source_sha256:
@@ -154,7 +153,6 @@ class Engine:
         threads, and two writers meet only through optimistic concurrency in the store."""
         app = open_application(self.database_url, self.app.catalog, self.settings.migrate)
         app.cache_limit = self.settings.cache_subscriptions
-        app.buffers_usage = self.settings.usage_journal
         self._closers.append(app.close)
         return app
 

@@ -61,8 +61,6 @@ class SubscriptionQuota:
 
     subscription_id: str
     version: int = 0
-    # Held usage applied after that version (billing.events' `seq`, consumers/wire.py).
-    seq: int = 0
     rows: dict[str, QuotaRow] | None = None
     # Increments from this batch, added to the per-day and per-member tables on write.
     daily: dict[tuple[str, datetime, str], Decimal] = field(default_factory=dict)
@@ -77,7 +75,6 @@ class SubscriptionQuota:
     # The version the table's `projection_versions` row holds (0: no row), as read or last
     # written: a write moves it from this version, and is refused if another writer has.
     stored_version: int = 0
-    stored_seq: int = 0
     # Unit credits not drawn yet, per metric: they outlive cycles and plans (a plan without
     # the metric keeps them for the next that has it), so they are kept beside the rows.
     credits: dict[str, Decimal] = field(default_factory=dict)
@@ -104,21 +101,11 @@ def _rows_for(sub: str, account: str, plan_id: str, allowances: dict[str, Any],
     }
 
 
-def _count_usage(state: SubscriptionQuota, rows: dict[str, QuotaRow],
-                 recorded: dict[str, Any]) -> None:
-    for metric, total in recorded["totals"].items():
-        row = rows.get(metric)
-        if row is not None:  # the state's own rows: updated in place
-            row.used += Decimal(total)
-    _count_items(state, recorded["items"])
-
-
 def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     """Apply one event message; returns False (and changes nothing) for an already-applied
-    version (and `seq`, for held usage), so redelivered messages are harmless."""
+    version, so redelivered messages are harmless."""
     version = int(message["version"])
-    seq = int(message.get("seq", 0))
-    if version < state.version or (version == state.version and seq <= state.seq):
+    if version <= state.version:
         return False
     data = message["data"]
     kind = message["type"]
@@ -132,11 +119,11 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
         state.replaced = True
         state.unmetered = None if state.rows else (account, start, end)
     elif kind == "UsageRecorded":
-        _count_usage(state, rows, data)
-    elif kind == "UsageSettled":  # what the usage journal has not brought already
-        for batch in data["batches"]:
-            if not batch.get("journaled"):
-                _count_usage(state, rows, batch)
+        for metric, total in data["totals"].items():
+            row = rows.get(metric)
+            if row is not None:  # the state's own rows: updated in place
+                row.used += Decimal(total)
+        _count_items(state, data["items"])
     elif kind == "LateUsageRecorded":  # billed in its closed cycle: counted there too
         _count_items(state, data["items"], _time(data["period_start"]))
     elif kind == "PackPurchased":
@@ -188,7 +175,7 @@ def apply(state: SubscriptionQuota, message: dict[str, Any]) -> bool:
     if state.credits:  # each row shows its metric's balance
         for metric, row in (state.rows or {}).items():
             row.credits = state.credits.get(metric, Decimal(0))
-    state.version, state.seq = version, seq
+    state.version = version
     return True
 
 

@@ -82,8 +82,6 @@ CREATE TABLE IF NOT EXISTS projection_versions (
     version bigint NOT NULL,
     PRIMARY KEY (projection, subscription_id)
 ) WITH (fillfactor = 70);
--- Held usage applied after `version` (billing.events' seq, consumers/wire.py).
-ALTER TABLE projection_versions ADD COLUMN IF NOT EXISTS seq bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS projection_positions (
     projection text NOT NULL,
     topic text NOT NULL,
@@ -142,11 +140,10 @@ def load(cur: psycopg.Cursor[Any], subscription_ids: Sequence[str],
             unread.append(sid)
     if not unread:
         return states
-    versions = projection_versions.read_positions(cur, PROJECTION, unread)
+    versions = projection_versions.read(cur, PROJECTION, unread)
     for sid in unread:
-        version, seq = versions.get(sid, (0, 0))
-        states[sid] = SubscriptionQuota(sid, version=version, stored_version=version, seq=seq,
-                                        stored_seq=seq)
+        version = versions.get(sid, 0)
+        states[sid] = SubscriptionQuota(sid, version=version, stored_version=version)
     cur.execute("SELECT subscription_id, metric, balance FROM unit_credit_balances "
                 "WHERE subscription_id = ANY(%s)", (unread,))
     for sid, metric, balance in cur.fetchall():
@@ -237,11 +234,11 @@ def write(cur: psycopg.Cursor[Any], states: Iterable[SubscriptionQuota]) -> None
     # and taking them in the other order could deadlock with it. A conflict found here still
     # rolls back everything above.
     projection_versions.advance(cur, PROJECTION, {
-        s.subscription_id: ((s.stored_version, s.stored_seq), (s.version, s.seq))
-        for s in states if (s.version, s.seq) != (s.stored_version, s.stored_seq)})
+        s.subscription_id: (s.stored_version, s.version)
+        for s in states if s.version != s.stored_version})
     for s in states:
         s.replaced = False
-        s.stored_version, s.stored_seq = s.version, s.seq
+        s.stored_version = s.version
 
 
 def _write_credits(cur: psycopg.Cursor[Any], states: list[SubscriptionQuota]) -> None:

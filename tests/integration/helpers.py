@@ -18,7 +18,6 @@ import psycopg
 from consumers.loop import partitions_of
 from infra.kafka import clients as kafka
 from infra.wiring.engine import Engine, Monitor
-from projections import tracking as projection_versions
 from projections.quota import store as quota_store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -178,4 +177,9 @@ def invoicers_caught_up(engine: Engine) -> bool:
 
 def invoices_projected(engine: Engine) -> bool:
     with psycopg.connect(engine.database_url) as conn:
-        return projection_versions.streams_behind(conn, "invoices") == 0
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT originator_id, max(originator_version) v "
+            "FROM billing_events GROUP BY 1) e LEFT JOIN projection_versions p "
+            "ON p.projection = 'invoices' AND p.subscription_id = e.originator_id "
+            "WHERE p.version IS DISTINCT FROM e.v").fetchone()
+    return row == (0,)

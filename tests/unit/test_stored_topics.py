@@ -26,7 +26,7 @@ SUBSCRIPTION_EVENTS = (
     "PlanUpgraded", "PriceOverridesScheduled", "ProfileUpdated", "QuotaThresholdCrossed", "Resumed",
     "ScheduledChangeCancelled", "SeatReleased", "SeatsAdded",
     "Subscribed", "Terminated", "UnitsDrawn", "UnitsExpired", "UnitsGranted", "UsageCharged",
-    "UsagePeriodClosed", "UsageRecorded", "UsageSettled",
+    "UsagePeriodClosed", "UsageRecorded",
     "UserPlanAssigned", "UserPlanUnassigned", "WorkspaceArchived", "WorkspaceCreated")
 STORED_TOPICS = {
     "domain.catalog_versions:CatalogVersions",
@@ -45,8 +45,6 @@ STORED_TOPICS = {
     "domain.invoice_series:InvoiceSeries.Opened",
     "domain.subscription:Subscription",
     "domain.subscription:SubscriptionSnapshot",
-    "domain.usage_journal:UsageJournal",
-    "domain.usage_journal:UsageJournal.Journaled",
     *(f"domain.subscription:Subscription.{name}" for name in SUBSCRIPTION_EVENTS),
 }
 
