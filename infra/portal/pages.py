@@ -7,6 +7,7 @@ only where the page updates itself (portal.js)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,12 @@ from infra.portal import links
 HERE = Path(__file__).parent
 # Starlette's environment escapes every .html template (select_autoescape).
 templates = Jinja2Templates(directory=HERE / "templates")
+# Each form a page renders carries the id of the command it will send (`{{ command_id() }}`,
+# one per form): a form sent twice (a double click, the browser's back and send again) sends
+# one command twice, which the engine applies once and then answers "duplicate". Buying
+# credits twice takes two forms.
+templates.env.globals["command_id"] = lambda: f"portal-{uuid.uuid4().hex}"
+FORM_COMMAND_ID = re.compile(r"portal-[0-9a-f]{32}")
 router = APIRouter(prefix="/portal", include_in_schema=False)
 COOKIE = "billing_portal"
 
@@ -137,28 +144,44 @@ async def change_plan_page(plan: str, request: Request) -> HTMLResponse:
     return _page(request, "change_plan.html", tab="plan", **values)
 
 
-def _publish(ctx: ApiContext, who: links.Visitor, kind: str, **fields: Any) -> str:
+def _publish(ctx: ApiContext, who: links.Visitor, kind: str, form_id: str | None,
+             **fields: Any) -> str:
     _as_tenant(ctx, who)
-    raw = _raw_command(ctx, who, kind, fields)
+    raw = _raw_command(ctx, who, kind, fields, form_id)
     ctx.publish(ctx.engine.settings.topics.commands,
                 [(who.subscription.encode(), orjson.dumps(raw))])
     return str(raw["id"])
 
 
 def _raw_command(ctx: ApiContext, who: links.Visitor, kind: str,
-                 fields: dict[str, Any]) -> dict[str, Any]:
-    return {"id": f"portal-{uuid.uuid4().hex}", "type": kind, "subscription": who.subscription,
+                 fields: dict[str, Any], form_id: str | None = None) -> dict[str, Any]:
+    """The command a form sends, with the id the form was rendered with (a form without one,
+    or with one not made by a page, gets a new id)."""
+    command_id = form_id if form_id is not None and FORM_COMMAND_ID.fullmatch(form_id) \
+        else f"portal-{uuid.uuid4().hex}"
+    return {"id": command_id, "type": kind, "subscription": who.subscription,
             "at": ctx.clock.now().isoformat(), **fields}
 
 
+def _form(body: bytes) -> dict[str, list[str]]:
+    from urllib.parse import parse_qs
+
+    return parse_qs(body.decode("utf-8", "replace"))
+
+
+def _form_id(form: dict[str, list[str]]) -> str | None:
+    return form.get("command_id", [None])[0]
+
+
 def _publish_if_allowed(ctx: ApiContext, who: links.Visitor, kind: str,
-                        fields: dict[str, Any]) -> tuple[str | None, str | None]:
+                        fields: dict[str, Any], form_id: str | None
+                        ) -> tuple[str | None, str | None]:
     """Publish a command the form filled in, if it parses and its preview allows it:
     (command id, None), else (None, why not) for the page to show beside the form. What
     changes between the preview and the worker is still refused there, and shown by the
     command's page."""
     _as_tenant(ctx, who)
-    raw = _raw_command(ctx, who, kind, fields)
+    raw = _raw_command(ctx, who, kind, fields, form_id)
     try:
         command = parse_command(raw)
     except InvalidCommand as e:
@@ -174,8 +197,9 @@ def _publish_if_allowed(ctx: ApiContext, who: links.Visitor, kind: str,
 @router.post("/plans/{plan}")
 async def change_plan(plan: str, request: Request) -> RedirectResponse:
     who = await visitor(request)
+    form = _form(await request.body())
     command_id = await run_in_threadpool(_publish, _ctx(request), who, "change_plan",
-                                         plan=plan)
+                                         _form_id(form), plan=plan)
     return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
 
 
@@ -312,13 +336,12 @@ async def cancel_page(request: Request) -> HTMLResponse:
 
 @router.post("/cancel")
 async def cancel(request: Request) -> RedirectResponse:
-    from urllib.parse import parse_qs
-
     who = await visitor(request)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    form = _form(await request.body())
     if form.get("confirm") != ["yes"]:
         return RedirectResponse("/portal/cancel", status_code=303)
-    command_id = await run_in_threadpool(_publish, _ctx(request), who, "cancel")
+    command_id = await run_in_threadpool(_publish, _ctx(request), who, "cancel",
+                                         _form_id(form))
     return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
 
 
@@ -358,19 +381,18 @@ async def billing_page(request: Request) -> HTMLResponse:
 
 @router.post("/billing/{action}", response_model=None)
 async def billing_action(action: str, request: Request) -> RedirectResponse | HTMLResponse:
-    from urllib.parse import parse_qs
-
     who = await visitor(request)
     if action not in BILLING_ACTIONS:
         raise ApiError(404, "not_found", f"no such action {action[:32]!r}")
     kind, inputs = BILLING_ACTIONS[action]
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    form = _form(await request.body())
     fields: dict[str, Any] = {name: form.get(field, [""])[0].strip()
                               for name, field in inputs.items()}
     if kind == "grant_credits":
         fields["purchased"] = True  # a customer buys credits; only an operator grants them
     ctx = _ctx(request)
-    command_id, refusal = await run_in_threadpool(_publish_if_allowed, ctx, who, kind, fields)
+    command_id, refusal = await run_in_threadpool(_publish_if_allowed, ctx, who, kind, fields,
+                                                  _form_id(form))
     if command_id is not None:
         return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
     values = await run_in_threadpool(_billing, ctx, who)
