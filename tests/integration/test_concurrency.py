@@ -71,9 +71,14 @@ def test_two_ingesters_and_an_operator_on_one_subscription(engine: Engine) -> No
         usage_ids = conn.execute("SELECT count(*) FROM usage_dedup WHERE usage_id LIKE 'u%'"
                                  ).fetchone()
     assert profiles == (30,) and usage_ids == (3200,)
-    retried = sum(log.count(b"retrying from stored positions") for log in logs)
-    print(f"conflicting batches retried by the two ingesters: {retried}")
-    assert retried > 0  # they did collide, and recovered
+    # They did collide, and recovered. An optimistic batch that meets the other's write is
+    # redone (logged at info); once cautious, a collision fails the batch, which is retried.
+    # Counting only the retries left the test to the timing: a run whose only collisions were
+    # the first, optimistic ones had none.
+    collided = sum(log.count(b"redoing from the stored positions")
+                   + log.count(b"retrying from stored positions") for log in logs)
+    print(f"conflicting batches redone or retried by the two ingesters: {collided}")
+    assert collided > 0
 
 
 def test_invoicers_in_parallel_take_turns_at_the_series(engine: Engine) -> None:
