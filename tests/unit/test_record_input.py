@@ -3,7 +3,10 @@ JSON, no key given twice."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import input as record_input
@@ -89,3 +92,40 @@ def test_a_duplicate_behind_deep_nesting_is_refused_not_let_through() -> None:
     assert code_of(value) == "too_deep"
     assert code_of(b'{"a":' + b"[" * 64 + b"]" * 64 + b"}") == "too_deep"
     assert record_input.decode(record(b'{"a":' + b"[" * 63 + b"]" * 63 + b"}"), 1 << 20)
+
+
+# Texts of flat objects (or arrays of them) built by hand, with keys from a small set (so some
+# come twice), strings holding the characters the byte count relies on, and whitespace where
+# JSON allows it.
+_SPACE = st.sampled_from(["", "", " ", "\t", "\n", "\r\n"])
+_STRING = st.text(alphabet=st.sampled_from(list('ab:{}[] ,"\\')), max_size=6).map(
+    lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+_VALUE = st.one_of(st.integers(-5, 5).map(str), _STRING, st.just("{}"), st.just("[]"),
+                   st.just('{"a":1}'))
+
+
+@st.composite
+def _object_text(draw: st.DrawFn) -> str:
+    pairs = draw(st.lists(st.tuples(st.sampled_from(["a", "b", "id", "a:", "{", " x"]),
+                                    _VALUE), max_size=5))
+    return "{" + ",".join(f'{draw(_SPACE)}"{key}"{draw(_SPACE)}:{draw(_SPACE)}{value}'
+                          f"{draw(_SPACE)}" for key, value in pairs) + "}"
+
+
+@settings(database=None, deadline=None, max_examples=3000)
+@given(st.one_of(_object_text(), st.lists(_object_text(), min_size=1, max_size=3).map(
+    lambda texts: "[" + ",".join(texts) + "]")))
+def test_the_byte_count_lets_through_only_flat_texts_without_a_duplicate(text: str) -> None:
+    """The shortcut (`_flat_and_unique`) may send any text to the full check, but one it lets
+    through must have no key twice and nothing nested."""
+    value = text.encode()
+    decoded = orjson.loads(value)
+    if record_input._flat_and_unique(value, decoded):
+        assert record_input.duplicate_key(value) is None
+        assert record_input.depth(decoded) <= (2 if isinstance(decoded, list) else 1)
+
+
+def test_the_byte_count_takes_the_usual_message_without_the_full_check() -> None:
+    assert record_input._flat_and_unique(BODY, orjson.loads(BODY))
+    many = b"[" + b",".join([BODY] * 3) + b"]"
+    assert record_input._flat_and_unique(many, orjson.loads(many))
