@@ -7,6 +7,7 @@ only where the page updates itself (portal.js)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import UTC, datetime
@@ -30,10 +31,11 @@ from infra.portal import links
 HERE = Path(__file__).parent
 # Starlette's environment escapes every .html template (select_autoescape).
 templates = Jinja2Templates(directory=HERE / "templates")
-# Each form a page renders carries the id of the command it will send (`{{ command_id() }}`,
-# one per form): a form sent twice (a double click, the browser's back and send again) sends
-# one command twice, which the engine applies once and then answers "duplicate". Buying
-# credits twice takes two forms.
+# Each form a page renders carries an id of its own (`{{ command_id() }}`), from which the
+# command it sends takes its id, with what the form says: the same form sent twice with the
+# same inputs (a double click, the browser's back and send again) sends one command twice,
+# which the engine applies once and then answers "duplicate"; changed inputs make another
+# command. Buying credits twice takes two forms, or two amounts.
 templates.env.globals["command_id"] = lambda: f"portal-{uuid.uuid4().hex}"
 FORM_COMMAND_ID = re.compile(r"portal-[0-9a-f]{32}")
 router = APIRouter(prefix="/portal", include_in_schema=False)
@@ -155,12 +157,17 @@ def _publish(ctx: ApiContext, who: links.Visitor, kind: str, form_id: str | None
 
 def _raw_command(ctx: ApiContext, who: links.Visitor, kind: str,
                  fields: dict[str, Any], form_id: str | None = None) -> dict[str, Any]:
-    """The command a form sends, with the id the form was rendered with (a form without one,
-    or with one not made by a page, gets a new id)."""
-    command_id = form_id if form_id is not None and FORM_COMMAND_ID.fullmatch(form_id) \
-        else f"portal-{uuid.uuid4().hex}"
-    return {"id": command_id, "type": kind, "subscription": who.subscription,
-            "at": ctx.clock.now().isoformat(), **fields}
+    """The command a form sends, its id made from the form's id and what it says (a form
+    without an id, or with one not of a page's making, gets a new one)."""
+    return {"id": _command_id(form_id, kind, fields), "type": kind,
+            "subscription": who.subscription, "at": ctx.clock.now().isoformat(), **fields}
+
+
+def _command_id(form_id: str | None, kind: str, fields: dict[str, Any]) -> str:
+    if form_id is None or not FORM_COMMAND_ID.fullmatch(form_id):
+        return f"portal-{uuid.uuid4().hex}"
+    said = orjson.dumps([form_id, kind, fields], option=orjson.OPT_SORT_KEYS)
+    return f"portal-{hashlib.sha256(said).hexdigest()[:32]}"
 
 
 def _form(body: bytes) -> dict[str, list[str]]:
@@ -182,6 +189,11 @@ def _publish_if_allowed(ctx: ApiContext, who: links.Visitor, kind: str,
     command's page."""
     _as_tenant(ctx, who)
     raw = _raw_command(ctx, who, kind, fields, form_id)
+    if form_id is not None and _outcome(ctx, who, raw["id"])["status"] != "pending":
+        # This form, with these inputs, was sent and applied (or refused) already: its page
+        # says so. Previewed again it would be refused for what it did itself ("a coupon is
+        # active", "not paused").
+        return str(raw["id"]), None
     try:
         command = parse_command(raw)
     except InvalidCommand as e:

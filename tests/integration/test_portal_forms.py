@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
+from typing import Any
 
 import httpx
 import psycopg
@@ -34,6 +36,15 @@ def form_ids(html: str) -> dict[str, str]:
                            r'name="command_id" value="([^"]+)">', html))
 
 
+def apply_commands(api_engine: Engine, expected: int) -> Any:
+    loop, ingestor = api_engine.commands()
+    deadline = time.monotonic() + 60
+    while ingestor.stats.messages < expected and time.monotonic() < deadline:
+        loop.poll_once(100)
+    loop.close()
+    return ingestor
+
+
 def test_a_form_sent_twice_buys_once(api: RunningApi, api_engine: Engine) -> None:
     client = visitor(api, "a-pro")
     page = client.get("/portal/billing")
@@ -47,20 +58,38 @@ def test_a_form_sent_twice_buys_once(api: RunningApi, api_engine: Engine) -> Non
     first = client.post("/portal/billing/credits", data=form)
     second = client.post("/portal/billing/credits", data=form)
     assert first.status_code == second.status_code == 303
-    assert first.headers["location"] == second.headers["location"] == \
-        f"/portal/commands/{form['command_id']}"
+    assert first.headers["location"] == second.headers["location"]
+    # Back, another amount, sent again: another command.
+    changed = client.post("/portal/billing/credits", data={**form, "amount": "50.00"})
+    assert changed.status_code == 303 and changed.headers["location"] != first.headers["location"]
     # A form whose id a page did not make gets one of its own.
     forged = client.post("/portal/billing/credits",
                          data={"amount": "5.00", "command_id": "x' OR 1=1"})
     assert forged.status_code == 303
     assert re.fullmatch(r"/portal/commands/portal-[0-9a-f]{32}", forged.headers["location"])
 
-    loop, ingestor = api_engine.commands()
-    deadline = time.monotonic() + 60
-    while ingestor.stats.messages < 3 and time.monotonic() < deadline:
-        loop.poll_once(100)
-    loop.close()
+    ingestor = apply_commands(api_engine, 4)
     grants = api_engine.app.load_as_stored("a-pro").credit_grants_now()
     assert sorted((g["amount"], g["purchased"]) for g in grants) == [
-        ("30.00", True), ("5.00", True)]
+        ("30.00", True), ("5.00", True), ("50.00", True)]
     assert ingestor.stats.duplicates == 1
+    assert client.get(first.headers["location"] + "/status").json()["status"] == "applied"
+
+
+def test_a_form_sent_again_after_it_applied_shows_its_outcome_not_a_refusal(
+        api: RunningApi, api_engine: Engine) -> None:
+    """Previewed again, the coupon would be refused for what the first send did (a coupon is
+    active): the page of the command already applied is shown instead."""
+    client = visitor(api, "a-pro")
+    form = {"code": "SPRING10",
+            "command_id": form_ids(client.get("/portal/billing").text)["/portal/billing/coupon"]}
+    first = client.post("/portal/billing/coupon", data=form)
+    assert first.status_code == 303
+    apply_commands(api_engine, 1)
+    again = client.post("/portal/billing/coupon", data=form)
+    assert again.status_code == 303 and again.headers["location"] == first.headers["location"]
+    # The page shows no coupon form now; one rendered before (another id) is previewed, and
+    # refused beside the form.
+    fresh = {**form, "command_id": f"portal-{uuid.uuid4().hex}"}
+    refused = client.post("/portal/billing/coupon", data=fresh)
+    assert refused.status_code == 422 and "coupon_active" in refused.text
