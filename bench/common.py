@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 from infra.ops.memory import peak_rss_mib  # noqa: E402  (after the path is set)
 
 __all__ = ["ROOT", "WORKER_ROLES", "PostgresCost", "committed_records", "fill_store", "machine",
-           "peak_rss_mib", "process_cpu", "raw_log_read", "record", "start_workers",
-           "timed_from_first_commit"]
+           "memory_app", "peak_rss_mib", "process_cpu", "raw_log_read", "record",
+           "start_workers", "timed_from_first_commit"]
 WORKER_ROLES = ("ingest", "relay", "project")
 
 
@@ -110,6 +110,22 @@ def machine() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cores} cores, {mem_gib:.0f} GiB, {platform.python_implementation()} "
             f"{platform.python_version()}")
+
+
+def memory_app(subscriptions: int, at: datetime) -> Any:
+    """The billing application on the library's in-memory store, with `subscriptions` of the
+    default catalog's plans in turn (`sub-0000000`, ...), subscribed at `at` in chunks."""
+    from domain.app.billing_app import BillingApplication
+    from infra.config import Settings
+    from infra.wiring.engine import load_catalog
+
+    app = BillingApplication(load_catalog(Settings.from_env()),
+                             env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    plans = ("basic", "scale", "enterprise")
+    for first in range(0, subscriptions, 2_000):
+        app.subscribe_many([(f"sub-{i:07d}", f"acct-{i}", plans[i % 3])
+                            for i in range(first, min(first + 2_000, subscriptions))], at)
+    return app
 
 
 def process_cpu(pid: int) -> float:

@@ -14,16 +14,12 @@ import argparse
 import time
 from datetime import UTC, datetime, timedelta
 
-from common import record
+from common import memory_app, record
 
-from domain.app.billing_app import BillingApplication
 from domain.app.record_usage import prepare_usage_batch
 from domain.contracts.usage import parse_usage
-from infra.config import Settings
-from infra.wiring.engine import load_catalog
 
 METRICS = ("conversations", "documents", "tokens")
-PLANS = ("basic", "scale", "enterprise")
 
 
 def main() -> int:
@@ -33,13 +29,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    app = BillingApplication(load_catalog(Settings.from_env()),
-                             env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     start = datetime(2026, 11, 1, tzinfo=UTC)
     n_subs = args.subscriptions
-    for first in range(0, n_subs, 2_000):
-        app.subscribe_many([(f"sub-{i:07d}", f"acct-{i}", PLANS[i % 3])
-                            for i in range(first, min(first + 2_000, n_subs))], start)
+    app = memory_app(n_subs, start)
     times = []
     for round_ in range(args.rounds):
         items = [parse_usage({

@@ -21,16 +21,13 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from common import record
+from common import memory_app, record
 from eventsourcing.persistence import Mapper
 
-from domain.app.billing_app import BillingApplication
 from domain.app.record_usage import prepare_usage_batch
 from domain.contracts.usage import parse_usage
 from domain.subscription.aggregate import Subscription
-from infra.config import Settings
 from infra.eventstore.transcoder import OrjsonTranscoder
-from infra.wiring.engine import load_catalog
 
 DATETIMES = ("_created_on", "_modified_on", "started_at", "anchor", "cycle_start", "cycle_end",
              "trial_end", "commitment_end", "cancel_at")
@@ -84,12 +81,9 @@ def main() -> int:
                         help="usage events per subscription, in one batch (one event each)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    app = BillingApplication(load_catalog(Settings.from_env()),
-                             env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     start = datetime(2026, 11, 1, tzinfo=UTC)
     n = args.subscriptions
-    app.subscribe_many([(f"sub-{i:07d}", f"acct-{i}", ("basic", "scale", "enterprise")[i % 3])
-                        for i in range(n)], start)
+    app = memory_app(n, start)
     for round_ in range(args.events_each):
         batch = prepare_usage_batch(app, [parse_usage({
             "id": f"u{round_}-{i}", "subscription": f"sub-{i:07d}", "metric": "tokens",

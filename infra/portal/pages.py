@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from fastapi import APIRouter, Request
@@ -171,8 +172,6 @@ def _command_id(form_id: str | None, kind: str, fields: dict[str, Any]) -> str:
 
 
 def _form(body: bytes) -> dict[str, list[str]]:
-    from urllib.parse import parse_qs
-
     return parse_qs(body.decode("utf-8", "replace"))
 
 
@@ -187,9 +186,9 @@ def _publish_if_allowed(ctx: ApiContext, who: links.Visitor, kind: str,
     (command id, None), else (None, why not) for the page to show beside the form. What
     changes between the preview and the worker is still refused there, and shown by the
     command's page."""
-    _as_tenant(ctx, who)
+    _, tenant = _as_tenant(ctx, who)
     raw = _raw_command(ctx, who, kind, fields, form_id)
-    if form_id is not None and _outcome(ctx, who, raw["id"])["status"] != "pending":
+    if form_id is not None and _outcome(ctx, who, raw["id"], tenant)["status"] != "pending":
         # This form, with these inputs, was sent and applied (or refused) already: its page
         # says so. Previewed again it would be refused for what it did itself ("a coupon is
         # active", "not paused").
@@ -215,10 +214,13 @@ async def change_plan(plan: str, request: Request) -> RedirectResponse:
     return RedirectResponse(f"/portal/commands/{command_id}", status_code=303)
 
 
-def _outcome(ctx: ApiContext, who: links.Visitor, command_id: str) -> dict[str, Any]:
+def _outcome(ctx: ApiContext, who: links.Visitor, command_id: str,
+             tenant: Principal | None = None) -> dict[str, Any]:
+    """The command's outcome, or pending; `tenant` when the caller has it already."""
     from infra.api.commands import outcome_of
 
-    _, tenant = _as_tenant(ctx, who)
+    if tenant is None:
+        _, tenant = _as_tenant(ctx, who)
     try:
         return outcome_of(ctx, tenant, command_id, who.subscription)
     except ApiError as e:
